@@ -1,0 +1,293 @@
+//! `pyro`: the command line. A thin adapter: parse arguments, call the `pyro` SDK, render
+//! the payload (human text or `--json`). No engine logic lives here.
+
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use output::{emit_error, print_json, Mode};
+use pyro::{CreateVmOptions, Pyro};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "pyro", version, about = "Disposable, persistent Linux microVM workspaces for coding agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one command in a fresh VM, then delete the VM.
+    Run(RunArgs),
+    /// Report what this host can do: backends, KVM, host tools, environments.
+    Doctor(DoctorArgs),
+    /// Manage guest environments (kernel + rootfs).
+    #[command(subcommand)]
+    Env(EnvCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Environment name, e.g. debian:12.
+    environment: String,
+    #[arg(long, default_value_t = 1)]
+    vcpu_count: u32,
+    #[arg(long, default_value_t = 1024)]
+    mem_mib: u32,
+    #[arg(long, default_value_t = 30)]
+    timeout_seconds: u64,
+    #[arg(long, default_value_t = 600)]
+    ttl_seconds: u64,
+    /// Give the guest outbound network access (QEMU user-mode NAT).
+    #[arg(long)]
+    network: bool,
+    /// Allow running on the host without isolation when no VM backend works.
+    #[arg(long)]
+    allow_host_compat: bool,
+    #[arg(long)]
+    json: bool,
+    /// The command, after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARG")]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    #[arg(long, default_value = "linux-x86_64")]
+    platform: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// List catalog environments and whether each is installed.
+    List(JsonFlag),
+    /// Install an environment (pull from the registry, or build from Debian packages).
+    Pull(EnvName),
+    /// Show one environment.
+    Inspect(EnvName),
+    /// Delete broken, partial or unknown cache entries.
+    Prune(JsonFlag),
+}
+
+#[derive(Args)]
+struct JsonFlag {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EnvName {
+    environment: String,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("[error] cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(dispatch(cli));
+    // Don't wait for stray blocking tasks (a progress reader, a probe) on the way out.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code)
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let (mode, result) = match cli.command {
+        Command::Run(a) => (Mode::from_json(a.json), run(a).await),
+        Command::Doctor(a) => (Mode::from_json(a.json), doctor(a).await),
+        Command::Env(c) => env(c).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            emit_error(mode, &e);
+            1
+        }
+    }
+}
+
+fn engine(mode: Mode, label: &'static str) -> pyro::Result<Pyro> {
+    let pyro = Pyro::from_env()?;
+    if mode == Mode::Human {
+        pyro.set_progress(output::terminal_progress(label));
+    }
+    Ok(pyro)
+}
+
+/// Join trailing arguments the way the reference does (`shlex.join`); a leading `--` is
+/// dropped.
+fn join_command(args: &[String]) -> pyro::Result<String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).skip_while(|a| *a == "--").collect();
+    if args.is_empty() {
+        return Err(pyro::Error::InvalidInput("command is required after `--`".into()));
+    }
+    shlex::try_join(args.iter().copied())
+        .map_err(|e| pyro::Error::InvalidInput(format!("command cannot be quoted for the shell: {e}")))
+}
+
+async fn run(a: RunArgs) -> pyro::Result<u8> {
+    let mode = Mode::from_json(a.json);
+    let command = join_command(&a.command)?;
+    let pyro = engine(mode, "run")?;
+    let opts = CreateVmOptions {
+        environment: a.environment.clone(),
+        vcpu_count: a.vcpu_count,
+        mem_mib: a.mem_mib,
+        ttl_seconds: a.ttl_seconds,
+        network: a.network,
+        allow_host_compat: a.allow_host_compat,
+    };
+    let flow = async {
+        if mode == Mode::Json {
+            return pyro.run_in_vm(opts, &command, a.timeout_seconds).await;
+        }
+        eprintln!("[run] phase=create environment={}", a.environment);
+        let vm = pyro.create_vm(opts).await?;
+        eprintln!("[run] phase=start vm_id={}", vm.vm_id);
+        if let Err(e) = pyro.start_vm(&vm.vm_id).await {
+            pyro.delete_all_vms("run_vm_error_cleanup").await;
+            return Err(e);
+        }
+        eprintln!("[run] phase=execute vm_id={}", vm.vm_id);
+        pyro.exec_vm(&vm.vm_id, &command, a.timeout_seconds).await
+    };
+    let result = tokio::select! {
+        r = flow => r,
+        _ = tokio::signal::ctrl_c() => {
+            pyro.delete_all_vms("run_vm_error_cleanup").await;
+            return Err(pyro::Error::Cancelled("interrupted; the VM was deleted".into()));
+        }
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            pyro.delete_all_vms("run_vm_error_cleanup").await;
+            return Err(e);
+        }
+    };
+    match mode {
+        Mode::Json => print_json(&result),
+        Mode::Human => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(result.stdout.as_bytes());
+            let _ = out.flush();
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(result.stderr.as_bytes());
+            if result.truncated {
+                let _ = writeln!(err, "[run] output truncated at {} bytes per stream", pyro::vm::OUTPUT_CAP_BYTES);
+            }
+            let _ = writeln!(
+                err,
+                "[run] environment={} execution_mode={} backend={} exit_code={} duration_ms={}",
+                result.environment, result.execution_mode, result.backend, result.exit_code, result.duration_ms
+            );
+        }
+    }
+    Ok(exit_code_byte(result.exit_code))
+}
+
+/// A guest exit code becomes ours; codes outside 1..=255 can't be, so they map to 1.
+fn exit_code_byte(code: i32) -> u8 {
+    match code {
+        0 => 0,
+        1..=255 => code as u8,
+        _ => 1,
+    }
+}
+
+async fn doctor(a: DoctorArgs) -> pyro::Result<u8> {
+    let mode = Mode::from_json(a.json);
+    if a.platform != pyro::env::PLATFORM {
+        return Err(pyro::Error::InvalidInput(format!(
+            "unsupported platform '{}'; expected {}",
+            a.platform,
+            pyro::env::PLATFORM
+        )));
+    }
+    let pyro = Pyro::from_env()?;
+    let report = pyro.doctor().await?;
+    match mode {
+        Mode::Json => print_json(&report),
+        Mode::Human => output::print_doctor(&report),
+    }
+    Ok(0)
+}
+
+async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
+    let mode = Mode::from_json(match &c {
+        EnvCommand::List(f) | EnvCommand::Prune(f) => f.json,
+        EnvCommand::Pull(n) | EnvCommand::Inspect(n) => n.json,
+    });
+    let result = async {
+        let pyro = engine(mode, "pull")?;
+        match c {
+            EnvCommand::List(_) => {
+                let v = pyro.list_environments().await?;
+                match mode {
+                    Mode::Json => print_json(&v),
+                    Mode::Human => output::print_env_list(&v),
+                }
+            }
+            EnvCommand::Pull(n) => {
+                if mode == Mode::Human {
+                    eprintln!("[pull] phase=install environment={}", n.environment);
+                }
+                let v = pyro.pull_environment(&n.environment).await?;
+                match mode {
+                    Mode::Json => print_json(&v),
+                    Mode::Human => {
+                        eprintln!("[pull] phase=ready environment={}", n.environment);
+                        output::print_env_detail("Pulled", &v);
+                    }
+                }
+            }
+            EnvCommand::Inspect(n) => {
+                let v = pyro.inspect_environment(&n.environment).await?;
+                match mode {
+                    Mode::Json => print_json(&v),
+                    Mode::Human => output::print_env_detail("Environment", &v),
+                }
+            }
+            EnvCommand::Prune(_) => {
+                let v = pyro.prune_environments().await?;
+                match mode {
+                    Mode::Json => print_json(&v),
+                    Mode::Human => output::print_prune(&v),
+                }
+            }
+        }
+        Ok(0)
+    }
+    .await;
+    (mode, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_join_drops_leading_separator_and_quotes() {
+        let args: Vec<String> = ["--", "sh", "-c", "echo out; exit 7"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(join_command(&args).unwrap(), "sh -c 'echo out; exit 7'");
+        let e = join_command(&["--".to_string()]).unwrap_err().to_string();
+        assert_eq!(e, "command is required after `--`");
+    }
+
+    #[test]
+    fn exit_codes_outside_a_byte_map_to_one() {
+        assert_eq!(exit_code_byte(7), 7);
+        assert_eq!(exit_code_byte(124), 124);
+        assert_eq!(exit_code_byte(-1), 1);
+        assert_eq!(exit_code_byte(300), 1);
+    }
+}

@@ -1,0 +1,130 @@
+//! Shared helpers for guest-backed CLI tests. Every test gets its own `PYRO_HOME`, shares the
+//! environment cache (`PYRO_CACHE_DIR`, built once by scripts/test.sh), and checks afterwards
+//! that nothing it started is still running.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn pyro_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pyro"))
+}
+
+/// A private state dir; on drop, asserts no VM process of it survives and removes it.
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("pyro-t-").tempdir_in("/tmp").expect("tempdir");
+        TestHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(pyro_bin());
+        c.env("PYRO_HOME", self.path());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("pyro runs")
+    }
+
+    /// Processes whose command line mentions this home (supervisors, QEMU).
+    pub fn leftover_processes(&self) -> Vec<String> {
+        processes_mentioning(&self.path().display().to_string())
+    }
+
+    /// Assert the home holds no VM process, socket or VM directory.
+    pub fn assert_clean(&self) {
+        // A supervisor may take a moment to finish its own cleanup after the CLI returns.
+        for _ in 0..100 {
+            if self.leftover_processes().is_empty() && vm_dirs(self.path()).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(self.leftover_processes(), Vec::<String>::new(), "processes left behind");
+        assert_eq!(vm_dirs(self.path()), Vec::<PathBuf>::new(), "VM directories left behind");
+        let sockets = find_sockets(self.path());
+        assert!(sockets.is_empty(), "sockets left behind: {sockets:?}");
+    }
+}
+
+fn vm_dirs(home: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(home.join("vms"))
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn find_sockets(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_socket() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            // Zombies have an empty cmdline, so anything here is a live process.
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_clean();
+        } else {
+            // Don't leak VMs from a failed test either.
+            for p in self.leftover_processes() {
+                if let Some(pid) = p.split(':').next().and_then(|s| s.parse::<i32>().ok()) {
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+}

@@ -1,0 +1,286 @@
+//! Which VMM runs guests on this host, decided from a real, cached boot probe.
+//!
+//! `/dev/kvm` existing proves nothing: on a paravirtual KVM host a stock kernel dies with a
+//! KVM internal error. So KVM counts as usable only after a tiny guest booted under it and
+//! said so on its serial port. The verdict is cached per (QEMU version, guest kernel, host
+//! kernel) in `$PYRO_CACHE_DIR/probe/`.
+
+pub mod qemu;
+
+use crate::config::which;
+use crate::{Error, Result};
+use qemu::Accel;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The VMM families pyro knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    Firecracker,
+    Qemu,
+    HostCompat,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Firecracker => "firecracker",
+            BackendKind::Qemu => "qemu",
+            BackendKind::HostCompat => "host-compat",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim() {
+            "firecracker" => Ok(BackendKind::Firecracker),
+            "qemu" => Ok(BackendKind::Qemu),
+            "host-compat" | "host_compat" => Ok(BackendKind::HostCompat),
+            other => Err(Error::InvalidInput(format!(
+                "unknown backend '{other}'; expected one of: firecracker, qemu, host-compat"
+            ))),
+        }
+    }
+}
+
+/// The backend a VM will use, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendChoice {
+    pub kind: BackendKind,
+    /// Set for QEMU.
+    pub accel: Option<Accel>,
+    pub reason: String,
+}
+
+/// Facts about `/dev/kvm` for this user.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvmDevice {
+    pub exists: bool,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+pub fn kvm_device() -> KvmDevice {
+    let path = std::ffi::CString::new("/dev/kvm").expect("static path");
+    // SAFETY: access(2) with a valid NUL-terminated path has no memory effects.
+    let check = |mode| unsafe { libc::access(path.as_ptr(), mode) == 0 };
+    KvmDevice {
+        exists: Path::new("/dev/kvm").exists(),
+        readable: check(libc::R_OK),
+        writable: check(libc::W_OK),
+    }
+}
+
+/// Cached result of booting a probe guest under QEMU with KVM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KvmProbe {
+    pub usable: bool,
+    pub detail: String,
+    pub qemu_version: String,
+    pub kernel_release: String,
+    pub host_kernel: String,
+    pub probed_at: u64,
+    pub probe_ms: u64,
+}
+
+/// The QEMU binary, if installed.
+pub fn qemu_binary() -> Option<PathBuf> {
+    which("qemu-system-x86_64")
+}
+
+/// `qemu-system-x86_64 --version` first line.
+pub fn qemu_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().next().map(|s| s.trim().to_string())
+}
+
+pub fn firecracker_binary() -> Option<PathBuf> {
+    which("firecracker")
+}
+
+fn host_kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn probe_cache_path(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("probe").join("kvm.json")
+}
+
+/// The cached probe verdict, if it still matches this host and guest kernel.
+pub fn cached_kvm_probe(cache_dir: &Path, qemu_version: &str, kernel_release: &str) -> Option<KvmProbe> {
+    let text = std::fs::read_to_string(probe_cache_path(cache_dir)).ok()?;
+    let probe: KvmProbe = serde_json::from_str(&text).ok()?;
+    (probe.qemu_version == qemu_version
+        && probe.kernel_release == kernel_release
+        && probe.host_kernel == host_kernel_release())
+    .then_some(probe)
+}
+
+/// Boot the probe guest under `-accel kvm` and look for its marker on the serial port.
+/// Bounded by `timeout`: a hang counts as unusable.
+pub fn probe_kvm(
+    cache_dir: &Path,
+    qemu_bin: &Path,
+    kernel: &Path,
+    initramfs: &Path,
+    kernel_release: &str,
+    timeout: Duration,
+) -> Result<KvmProbe> {
+    let qemu_version = qemu_version(qemu_bin).unwrap_or_else(|| "unknown".into());
+    if let Some(p) = cached_kvm_probe(cache_dir, &qemu_version, kernel_release) {
+        return Ok(p);
+    }
+    // Concurrent first runs probe once: the others wait and read the verdict.
+    let lock_path = probe_cache_path(cache_dir).with_extension("lock");
+    let _ = std::fs::create_dir_all(lock_path.parent().expect("has parent"));
+    let _lock = crate::env::lock_file(&lock_path).ok();
+    if let Some(p) = cached_kvm_probe(cache_dir, &qemu_version, kernel_release) {
+        return Ok(p);
+    }
+    let dev = kvm_device();
+    let started = Instant::now();
+    let (usable, detail) = if !dev.exists {
+        (false, "/dev/kvm is not present".to_string())
+    } else if !(dev.readable && dev.writable) {
+        (false, "/dev/kvm is not readable and writable by this user (add the user to group kvm)".to_string())
+    } else {
+        run_kvm_probe(qemu_bin, kernel, initramfs, timeout)?
+    };
+    let probe = KvmProbe {
+        usable,
+        detail,
+        qemu_version,
+        kernel_release: kernel_release.to_string(),
+        host_kernel: host_kernel_release(),
+        probed_at: crate::util::now_secs(),
+        probe_ms: started.elapsed().as_millis() as u64,
+    };
+    // A cache write failure (read-only cache shared from another user) only costs a re-probe.
+    let path = probe_cache_path(cache_dir);
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = crate::util::write_atomic(&path, serde_json::to_vec_pretty(&probe).unwrap_or_default().as_slice());
+    Ok(probe)
+}
+
+fn run_kvm_probe(qemu_bin: &Path, kernel: &Path, initramfs: &Path, timeout: Duration) -> Result<(bool, String)> {
+    let dir = tempfile::Builder::new()
+        .prefix("pyro-kvm-probe-")
+        .tempdir()
+        .map_err(|e| Error::io("creating the KVM probe dir", e))?;
+    let serial = dir.path().join("serial.log");
+    let mut cmdline = "console=ttyS0 panic=-1 pyro.probe=1 quiet".to_string();
+    if let Some(khz) = qemu::host_tsc_khz() {
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    let mut child = Command::new(qemu_bin)
+        .args(["-accel", "kvm", "-nodefaults", "-no-user-config", "-M", "microvm", "-m", "256"])
+        .args(["-display", "none", "-no-reboot", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", &cmdline, "-serial"])
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("starting the KVM probe", e))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| Error::io("waiting for the KVM probe", e))? {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let serial_text = std::fs::read_to_string(&serial).unwrap_or_default();
+    if serial_text.contains("PYRO-PROBE-OK") {
+        return Ok((true, "a probe guest booted under KVM".into()));
+    }
+    let why = match status {
+        None => format!("the probe guest did not boot under KVM within {} s", timeout.as_secs()),
+        Some(st) => {
+            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            format!("the probe guest failed under KVM ({st}): {first}")
+        }
+    };
+    Ok((false, why))
+}
+
+/// A guest that has not reached its init within this under KVM is treated as unusable
+/// (TCG boots the same guest in ~1.5 s here).
+pub const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// Inputs the selection needs; the probe guest is only booted when KVM might work.
+pub struct SelectInput<'a> {
+    pub forced: Option<BackendKind>,
+    pub allow_host_compat: bool,
+    pub cache_dir: &'a Path,
+    /// (kernel, initramfs, kernel release) of an installed environment, for the probe.
+    pub probe_guest: Option<(&'a Path, &'a Path, &'a str)>,
+}
+
+/// Choose the backend for a new VM.
+pub fn select(input: &SelectInput<'_>) -> Result<BackendChoice> {
+    let qemu = qemu_binary();
+    let want = input.forced;
+    if want == Some(BackendKind::HostCompat) {
+        if !input.allow_host_compat {
+            return Err(Error::InvalidInput(
+                "PYRO_BACKEND=host-compat runs commands on the host without isolation; pass --allow-host-compat to opt in".into(),
+            ));
+        }
+        return Ok(BackendChoice {
+            kind: BackendKind::HostCompat,
+            accel: None,
+            reason: "forced by PYRO_BACKEND".into(),
+        });
+    }
+    if want == Some(BackendKind::Firecracker) {
+        return Err(Error::HostRequirement(
+            "the firecracker backend is not available in this build of pyro (QEMU is); unset PYRO_BACKEND or set it to qemu".into(),
+        ));
+    }
+    if let Some(bin) = qemu {
+        let (accel, reason) = match input.probe_guest {
+            Some((kernel, initramfs, release)) => {
+                let probe = probe_kvm(input.cache_dir, &bin, kernel, initramfs, release, KVM_PROBE_TIMEOUT)?;
+                if probe.usable {
+                    (Accel::Kvm, format!("KVM works ({})", probe.detail))
+                } else {
+                    (Accel::Tcg, format!("KVM unusable ({}); using TCG software emulation", probe.detail))
+                }
+            }
+            None => (Accel::Tcg, "no environment installed to probe KVM with; using TCG".into()),
+        };
+        return Ok(BackendChoice { kind: BackendKind::Qemu, accel: Some(accel), reason });
+    }
+    if want == Some(BackendKind::Qemu) {
+        return Err(Error::HostRequirement(
+            "PYRO_BACKEND=qemu but qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
+        ));
+    }
+    if input.allow_host_compat {
+        return Ok(BackendChoice {
+            kind: BackendKind::HostCompat,
+            accel: None,
+            reason: "no VMM installed; --allow-host-compat runs commands on the host".into(),
+        });
+    }
+    Err(Error::HostRequirement(
+        "guest boot is unavailable: qemu-system-x86_64 is not installed (apt-get install --no-install-recommends qemu-system-x86 qemu-utils). Pass --allow-host-compat to run on the host without isolation.".into(),
+    ))
+}

@@ -1,0 +1,104 @@
+//! Where pyro keeps state and caches, and how it finds its helper binaries.
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Resolved directories for one `Pyro` instance.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `$PYRO_HOME`, default `~/.local/share/pyro`: workspaces, VM run dirs. Never /tmp,
+    /// so workspaces survive a host reboot.
+    pub home: PathBuf,
+    /// `$PYRO_CACHE_DIR`, default `~/.cache/pyro`: environments, initramfs images, probes.
+    pub cache_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn from_env() -> Result<Self> {
+        let home = match std::env::var_os("PYRO_HOME") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => user_home()?.join(".local/share/pyro"),
+        };
+        let cache_dir = match std::env::var_os("PYRO_CACHE_DIR") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => user_home()?.join(".cache/pyro"),
+        };
+        Ok(Paths { home, cache_dir })
+    }
+
+    pub fn vms_dir(&self) -> PathBuf {
+        self.home.join("vms")
+    }
+
+    pub fn workspaces_dir(&self) -> PathBuf {
+        self.home.join("workspaces")
+    }
+}
+
+fn user_home() -> Result<PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => Ok(PathBuf::from(h)),
+        _ => Err(Error::HostRequirement(
+            "HOME is not set; set HOME, or PYRO_HOME and PYRO_CACHE_DIR".into(),
+        )),
+    }
+}
+
+/// File name of the static guest agent as installed next to the host binaries. Not
+/// `pyro-agent`: that is where cargo puts its own (dynamically linked) build of the crate.
+pub const GUEST_AGENT_BIN: &str = "pyro-guest-agent";
+
+/// Find one of pyro's own binaries (`pyro-agent`, `pyro-supervisor`).
+///
+/// Order: the explicit override variable, then next to the running executable (and its
+/// parent, which covers cargo's `target/<profile>/deps/` test binaries), then `$PATH`.
+pub fn find_own_binary(name: &str, override_var: &str) -> Result<PathBuf> {
+    if let Some(v) = std::env::var_os(override_var) {
+        let p = PathBuf::from(v);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(Error::HostRequirement(format!(
+            "{override_var} points at {} which is not a file",
+            p.display()
+        )));
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join(name));
+            if let Some(parent) = dir.parent() {
+                candidates.push(parent.join(name));
+            }
+        }
+    }
+    if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    if let Some(found) = which(name) {
+        return Ok(found);
+    }
+    Err(Error::HostRequirement(format!(
+        "cannot find `{name}` next to {} or on PATH; build it (scripts/build.sh) or set {override_var}",
+        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
+    )))
+}
+
+/// `which`: the first executable file called `name` on `$PATH` (plus the sbin dirs, where
+/// Debian puts mkfs.ext4 and debootstrap but an ordinary user's PATH often lacks them).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for extra in ["/usr/sbin", "/sbin", "/usr/local/sbin"] {
+        let p = PathBuf::from(extra);
+        if !dirs.contains(&p) {
+            dirs.push(p);
+        }
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}

@@ -1,0 +1,217 @@
+//! `pyro doctor`: what this host can really do, and what to install.
+
+use crate::backend::{self, BackendKind};
+use crate::config::{find_own_binary, which};
+use crate::Pyro;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    pub platform: String,
+    /// True when `pyro run` can boot a guest here (or host-compat is the only issue).
+    pub runtime_ok: bool,
+    pub issues: Vec<String>,
+    pub kvm: KvmReport,
+    pub backend: BackendReport,
+    pub backends: BTreeMap<String, BackendAvailability>,
+    pub host_tools: BTreeMap<String, Option<String>>,
+    pub pyro_binaries: BTreeMap<String, Option<String>>,
+    pub state_dir: String,
+    pub cache_dir: String,
+    pub environments: Vec<EnvironmentState>,
+    pub networking: NetworkingReport,
+    /// One apt command that installs every missing host package.
+    pub install_hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KvmReport {
+    pub exists: bool,
+    pub readable: bool,
+    pub writable: bool,
+    /// None until a probe guest was booted (needs an installed environment).
+    pub usable: Option<bool>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendReport {
+    /// The backend `pyro run` would use now, or null when none can run.
+    pub selected: Option<String>,
+    pub accel: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendAvailability {
+    pub available: bool,
+    pub binary: Option<String>,
+    pub version: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentState {
+    pub name: String,
+    pub installed: bool,
+    pub install_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkingReport {
+    /// QEMU user-mode networking: unprivileged, always available with QEMU.
+    pub qemu_user_net: bool,
+    pub tun_available: bool,
+    pub ip_binary: Option<String>,
+    pub nft_binary: Option<String>,
+    pub is_root: bool,
+}
+
+/// Host tools pyro uses, with the Debian package that provides each.
+pub const HOST_TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
+    ("debootstrap", "debootstrap"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("e2fsck", "e2fsprogs"),
+    ("lz4", "lz4"),
+    ("cpio", "cpio"),
+];
+
+pub fn report(pyro: &Pyro) -> DoctorReport {
+    let mut issues = Vec::new();
+    let mut missing_pkgs: Vec<&str> = Vec::new();
+    let mut host_tools = BTreeMap::new();
+    for (tool, pkg) in HOST_TOOLS {
+        let found = which(tool).map(|p| p.display().to_string());
+        if found.is_none() {
+            issues.push(format!("{tool} is not installed (Debian package {pkg})"));
+            if !missing_pkgs.contains(pkg) {
+                missing_pkgs.push(pkg);
+            }
+        }
+        host_tools.insert(tool.to_string(), found);
+    }
+    let mut pyro_binaries = BTreeMap::new();
+    for (name, var) in [(crate::config::GUEST_AGENT_BIN, "PYRO_AGENT_BIN"), ("pyro-supervisor", "PYRO_SUPERVISOR_BIN")] {
+        let found = find_own_binary(name, var);
+        if let Err(e) = &found {
+            issues.push(e.to_string());
+        }
+        pyro_binaries.insert(name.to_string(), found.ok().map(|p| p.display().to_string()));
+    }
+
+    let store = crate::env::EnvStore { cache_dir: pyro.paths().cache_dir.clone() };
+    let mut environments = Vec::new();
+    let mut first_installed = None;
+    for spec in crate::env::catalog() {
+        let installed = store.installed(spec.name).ok().flatten();
+        if first_installed.is_none() {
+            first_installed = installed.clone();
+        }
+        environments.push(EnvironmentState {
+            name: spec.name.to_string(),
+            installed: installed.is_some(),
+            install_dir: installed.map(|e| e.install_dir.display().to_string()),
+        });
+    }
+    if first_installed.is_none() {
+        issues.push("no environment is installed yet; `pyro env pull debian:12` (or the first `pyro run`) builds one".into());
+    }
+
+    let dev = backend::kvm_device();
+    let qemu_bin = backend::qemu_binary();
+    let qemu_version = qemu_bin.as_deref().and_then(backend::qemu_version);
+    let choice = crate::machine::choose_backend(first_installed.as_ref(), &pyro.paths().cache_dir, false);
+    let probe = match (&qemu_bin, &first_installed) {
+        (Some(_), Some(env)) => {
+            backend::cached_kvm_probe(&pyro.paths().cache_dir, qemu_version.as_deref().unwrap_or("unknown"), &env.kernel_release)
+        }
+        _ => None,
+    };
+    let kvm = KvmReport {
+        exists: dev.exists,
+        readable: dev.readable,
+        writable: dev.writable,
+        usable: probe.as_ref().map(|p| p.usable),
+        detail: match (&probe, dev.exists) {
+            (Some(p), _) => p.detail.clone(),
+            (None, false) => "/dev/kvm is not present".into(),
+            (None, true) => "present; not probed yet (needs QEMU and an installed environment)".into(),
+        },
+    };
+    if dev.exists && kvm.usable == Some(false) {
+        issues.push(format!("/dev/kvm is present but cannot run a guest: {}; guests use TCG software emulation (slower)", kvm.detail));
+    } else if !dev.exists {
+        issues.push("/dev/kvm is not available on this host; guests use TCG software emulation (slower)".into());
+    }
+    let backend = match &choice {
+        Ok(c) => BackendReport {
+            selected: Some(c.kind.as_str().to_string()),
+            accel: c.accel.map(|a| a.as_str().to_string()),
+            reason: c.reason.clone(),
+        },
+        Err(e) => {
+            issues.push(e.to_string());
+            BackendReport { selected: None, accel: None, reason: e.to_string() }
+        }
+    };
+    let mut backends = BTreeMap::new();
+    backends.insert(
+        "qemu".to_string(),
+        BackendAvailability {
+            available: qemu_bin.is_some(),
+            binary: qemu_bin.as_ref().map(|p| p.display().to_string()),
+            version: qemu_version.clone(),
+            detail: match (&qemu_bin, kvm.usable) {
+                (None, _) => "qemu-system-x86_64 not installed".into(),
+                (Some(_), Some(true)) => "KVM acceleration".into(),
+                (Some(_), _) => "TCG software emulation (KVM unusable or not probed)".into(),
+            },
+        },
+    );
+    let fc = backend::firecracker_binary();
+    backends.insert(
+        BackendKind::Firecracker.as_str().to_string(),
+        BackendAvailability {
+            available: false,
+            binary: fc.as_ref().map(|p| p.display().to_string()),
+            version: None,
+            detail: "not implemented in this build; needs a usable KVM".into(),
+        },
+    );
+    backends.insert(
+        BackendKind::HostCompat.as_str().to_string(),
+        BackendAvailability {
+            available: which("bash").is_some(),
+            binary: which("bash").map(|p| p.display().to_string()),
+            version: None,
+            detail: "runs commands on the host without isolation; only with --allow-host-compat".into(),
+        },
+    );
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let networking = NetworkingReport {
+        qemu_user_net: qemu_bin.is_some(),
+        tun_available: std::path::Path::new("/dev/net/tun").exists(),
+        ip_binary: which("ip").map(|p| p.display().to_string()),
+        nft_binary: which("nft").map(|p| p.display().to_string()),
+        is_root,
+    };
+    DoctorReport {
+        platform: crate::env::PLATFORM.to_string(),
+        runtime_ok: choice.is_ok() && pyro_binaries.values().all(|v| v.is_some()),
+        issues,
+        kvm,
+        backend,
+        backends,
+        host_tools,
+        pyro_binaries,
+        state_dir: pyro.paths().home.display().to_string(),
+        cache_dir: pyro.paths().cache_dir.display().to_string(),
+        environments,
+        networking,
+        install_hint: (!missing_pkgs.is_empty())
+            .then(|| format!("sudo apt-get install --no-install-recommends {}", missing_pkgs.join(" "))),
+    }
+}

@@ -1,0 +1,58 @@
+//! The one error type every SDK call returns. CLI and MCP map it to messages and codes.
+
+/// Every failure the engine reports. The message is complete and user-facing: it says what
+/// was wrong and, where it helps, what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad arguments: out-of-range limits, invalid names, malformed paths.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Unknown VM, workspace, environment, snapshot, shell or service.
+    #[error("{0}")]
+    NotFound(String),
+    /// The object exists but is in the wrong state for the operation.
+    #[error("{0}")]
+    InvalidState(String),
+    /// A host tool or capability pyro needs is missing.
+    #[error("{0}")]
+    HostRequirement(String),
+    /// Building, pulling or reading an environment failed.
+    #[error("{0}")]
+    Environment(String),
+    /// The VM did not boot or its agent did not become ready.
+    #[error("{0}")]
+    Boot(String),
+    /// The guest agent answered with an error or the channel broke.
+    #[error("{0}")]
+    Guest(String),
+    /// Host-side I/O failed.
+    #[error("{0}")]
+    Io(String),
+    /// The operation was cancelled by the caller.
+    #[error("{0}")]
+    Cancelled(String),
+}
+
+impl Error {
+    /// Stable machine-readable code, reported as `code` in `--json` errors and MCP results.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid_input",
+            Error::NotFound(_) => "not_found",
+            Error::InvalidState(_) => "invalid_state",
+            Error::HostRequirement(_) => "host_requirement",
+            Error::Environment(_) => "environment",
+            Error::Boot(_) => "boot_failed",
+            Error::Guest(_) => "guest_error",
+            Error::Io(_) => "io_error",
+            Error::Cancelled(_) => "cancelled",
+        }
+    }
+
+    /// Wrap an I/O error with what was being done.
+    pub fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
+        Error::Io(format!("{context}: {err}"))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

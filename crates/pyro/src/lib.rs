@@ -1,0 +1,131 @@
+//! pyro: disposable, persistent Linux microVM workspaces for coding agents.
+//!
+//! [`Pyro`] is the SDK and the one engine behind the `pyro` CLI and the MCP server: every
+//! operation is a method here, and the adapters only translate arguments and payloads.
+//!
+//! ```no_run
+//! # async fn demo() -> pyro::Result<()> {
+//! let pyro = pyro::Pyro::from_env()?;
+//! let run = pyro.run_in_vm(pyro::CreateVmOptions::new("debian:12"), "git --version", 30).await?;
+//! println!("{} (exit {})", run.stdout, run.exit_code);
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod config;
+pub mod doctor;
+pub mod env;
+pub mod error;
+mod hostcompat;
+pub mod limits;
+pub mod machine;
+pub mod progress;
+pub mod supervisor;
+pub mod util;
+pub mod vm;
+
+pub use config::Paths;
+pub use error::{Error, Result};
+pub use progress::{Progress, ProgressEvent};
+pub use vm::{Cleanup, CreateVmOptions, DeleteVmResult, ReapResult, RunResult, VmInfo};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The pyro engine. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Pyro {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    paths: Paths,
+    progress: Mutex<Progress>,
+    pub(crate) vms: Mutex<HashMap<String, vm::VmEntry>>,
+}
+
+impl Pyro {
+    /// An engine using `$PYRO_HOME` and `$PYRO_CACHE_DIR` (or their defaults).
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::with_paths(Paths::from_env()?))
+    }
+
+    /// An engine with explicit state and cache directories.
+    pub fn with_paths(paths: Paths) -> Self {
+        Pyro {
+            inner: Arc::new(Inner {
+                paths,
+                progress: Mutex::new(Progress::silent()),
+                vms: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Where progress of long work (environment builds, boots) goes. Silent by default.
+    pub fn set_progress(&self, progress: Progress) {
+        *self.inner.progress.lock().unwrap() = progress;
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.inner.paths
+    }
+
+    fn progress(&self) -> Progress {
+        self.inner.progress.lock().unwrap().clone()
+    }
+
+    fn store(&self) -> env::EnvStore {
+        env::EnvStore { cache_dir: self.paths().cache_dir.clone() }
+    }
+
+    /// Every catalog environment with its install state (`env list`).
+    pub async fn list_environments(&self) -> Result<serde_json::Value> {
+        let store = self.store();
+        blocking(move || store.list_payload()).await
+    }
+
+    /// Install an environment: from the configured OCI registry, else built locally.
+    pub async fn pull_environment(&self, name: &str) -> Result<serde_json::Value> {
+        let store = self.store();
+        let progress = self.progress();
+        let name = name.to_string();
+        blocking(move || {
+            store.pull(&name, &progress)?;
+            store.pull_payload(&name)
+        })
+        .await
+    }
+
+    pub async fn inspect_environment(&self, name: &str) -> Result<serde_json::Value> {
+        let store = self.store();
+        let name = name.to_string();
+        blocking(move || store.inspect_payload(&name)).await
+    }
+
+    pub async fn prune_environments(&self) -> Result<serde_json::Value> {
+        let store = self.store();
+        blocking(move || store.prune()).await
+    }
+
+    /// The installed environment, installing it first when missing.
+    pub(crate) async fn ensure_environment(&self, name: &str) -> Result<env::InstalledEnvironment> {
+        let store = self.store();
+        let progress = self.progress();
+        let name = name.to_string();
+        blocking(move || match store.installed(&name)? {
+            Some(e) => Ok(e),
+            None => store.pull(&name, &progress),
+        })
+        .await
+    }
+
+    /// What this host can do (`pyro doctor`).
+    pub async fn doctor(&self) -> Result<doctor::DoctorReport> {
+        let pyro = self.clone();
+        blocking(move || Ok(doctor::report(&pyro))).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io(format!("worker task failed: {e}")))?
+}

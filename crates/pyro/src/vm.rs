@@ -1,0 +1,423 @@
+//! Ephemeral VMs (`vm_*`, `pyro run`): owned by the process that created them, gone after
+//! one exec. Records live in memory; the VM directory lives under `$PYRO_HOME/vms/<id>` and
+//! its supervisor kills the VM if the owning process disappears.
+
+use crate::backend::{BackendChoice, BackendKind};
+use crate::limits::{validate_exec_timeout, validate_resources};
+use crate::{machine, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Payload of `create_vm`, `start_vm`, `stop_vm`, `status_vm` (REFERENCE §6.1 + `backend`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VmInfo {
+    pub vm_id: String,
+    pub environment: String,
+    pub environment_version: String,
+    pub vcpu_count: u32,
+    pub mem_mib: u32,
+    pub ttl_seconds: u64,
+    pub created_at: f64,
+    pub expires_at: f64,
+    /// `created`, `started` or `stopped`.
+    pub state: String,
+    pub network_enabled: bool,
+    pub allow_host_compat: bool,
+    pub guest_ip: Option<String>,
+    pub tap_name: Option<String>,
+    /// `pending`, `guest_vsock` (commands run in the guest through pyro's agent) or `host_compat`.
+    pub execution_mode: String,
+    /// `qemu`, `firecracker` or `host-compat`; empty until started.
+    pub backend: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Options of `create_vm` / `run_in_vm`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateVmOptions {
+    pub environment: String,
+    pub vcpu_count: u32,
+    pub mem_mib: u32,
+    pub ttl_seconds: u64,
+    pub network: bool,
+    pub allow_host_compat: bool,
+}
+
+impl CreateVmOptions {
+    /// The reference defaults: 1 vCPU, 1024 MiB, 600 s TTL, no network, no host compat.
+    pub fn new(environment: impl Into<String>) -> Self {
+        CreateVmOptions {
+            environment: environment.into(),
+            vcpu_count: 1,
+            mem_mib: 1024,
+            ttl_seconds: 600,
+            network: false,
+            allow_host_compat: false,
+        }
+    }
+}
+
+/// `cleanup` block of a run payload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Cleanup {
+    pub vm_id: String,
+    pub deleted: bool,
+    pub reason: String,
+}
+
+/// Payload of `exec_vm` / `run_in_vm` (REFERENCE §6.1 + `backend` and truncation flags).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub vm_id: String,
+    pub environment: String,
+    pub environment_version: String,
+    pub command: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub execution_mode: String,
+    pub backend: String,
+    /// True when either stream hit the output cap.
+    pub truncated: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub cleanup: Cleanup,
+}
+
+/// Payload of `delete_vm`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeleteVmResult {
+    pub vm_id: String,
+    pub deleted: bool,
+    pub reason: String,
+}
+
+/// Payload of `reap_expired`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReapResult {
+    pub deleted_vm_ids: Vec<String>,
+    pub count: usize,
+}
+
+/// Per-stream output cap of exec (CONTRACT: default 16 MiB).
+pub const OUTPUT_CAP_BYTES: u64 = pyro_protocol::DEFAULT_OUTPUT_CAP_BYTES;
+
+pub(crate) struct VmEntry {
+    pub info: VmInfo,
+    pub choice: Option<BackendChoice>,
+}
+
+impl crate::Pyro {
+    fn vm_dir(&self, vm_id: &str) -> std::path::PathBuf {
+        self.paths().vms_dir().join(vm_id)
+    }
+
+    fn vm_get(&self, vm_id: &str) -> Result<VmInfo> {
+        self.inner
+            .vms
+            .lock()
+            .unwrap()
+            .get(vm_id)
+            .map(|e| e.info.clone())
+            .ok_or_else(|| Error::NotFound(format!("vm '{vm_id}' does not exist")))
+    }
+
+    /// Raise the reference's expiry error (after deleting) when the VM's TTL has passed.
+    async fn vm_check_expiry(&self, vm_id: &str) -> Result<VmInfo> {
+        let info = self.vm_get(vm_id)?;
+        if info.expires_at <= crate::util::now_f64() {
+            self.delete_vm_with_reason(vm_id, "expired").await?;
+            return Err(Error::InvalidState(format!("vm '{vm_id}' expired and was automatically deleted")));
+        }
+        Ok(info)
+    }
+
+    /// Create an ephemeral VM record (installs the environment first if needed). Not booted.
+    pub async fn create_vm(&self, opts: CreateVmOptions) -> Result<VmInfo> {
+        validate_resources(opts.vcpu_count, opts.mem_mib, opts.ttl_seconds)?;
+        let spec = crate::env::spec(&opts.environment)?;
+        self.reap_expired().await?;
+        self.ensure_environment(spec.name).await?;
+        let vm_id = crate::util::new_id();
+        let now = crate::util::now_f64();
+        let info = VmInfo {
+            vm_id: vm_id.clone(),
+            environment: spec.name.to_string(),
+            environment_version: crate::env::ENVIRONMENT_VERSION.to_string(),
+            vcpu_count: opts.vcpu_count,
+            mem_mib: opts.mem_mib,
+            ttl_seconds: opts.ttl_seconds,
+            created_at: now,
+            expires_at: now + opts.ttl_seconds as f64,
+            state: "created".into(),
+            network_enabled: opts.network,
+            allow_host_compat: opts.allow_host_compat,
+            guest_ip: None,
+            tap_name: None,
+            execution_mode: "pending".into(),
+            backend: String::new(),
+            metadata: BTreeMap::new(),
+        };
+        self.inner.vms.lock().unwrap().insert(vm_id, VmEntry { info: info.clone(), choice: None });
+        Ok(info)
+    }
+
+    /// Boot a created (or stopped) VM and wait for its guest agent.
+    pub async fn start_vm(&self, vm_id: &str) -> Result<VmInfo> {
+        let info = self.vm_check_expiry(vm_id).await?;
+        if info.state == "started" {
+            return Ok(info);
+        }
+        let env = self.ensure_environment(&info.environment).await?;
+        let cache_dir = self.paths().cache_dir.clone();
+        let choice = {
+            let env = env.clone();
+            let allow = info.allow_host_compat;
+            tokio::task::spawn_blocking(move || machine::choose_backend(Some(&env), &cache_dir, allow))
+                .await
+                .map_err(|e| Error::Io(format!("backend selection task: {e}")))??
+        };
+        let dir = self.vm_dir(vm_id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut metadata = BTreeMap::new();
+        metadata.insert("backend_reason".to_string(), choice.reason.clone());
+        metadata.insert("vm_dir".to_string(), dir.display().to_string());
+        let result = match choice.kind {
+            BackendKind::Qemu => {
+                let accel = choice.accel.unwrap_or(crate::backend::qemu::Accel::Tcg);
+                let boot = async {
+                    let disk = machine::create_overlay_disk(&env, &dir)?;
+                    let opts = machine::BootOptions {
+                        disk,
+                        disk_format: "qcow2",
+                        vm_id: vm_id.to_string(),
+                        vcpu_count: info.vcpu_count,
+                        mem_mib: info.mem_mib,
+                        network: info.network_enabled,
+                        owner_pid: Some(std::process::id()),
+                        remove_dir_on_exit: true,
+                    };
+                    machine::boot_qemu(&env, &self.paths().cache_dir, &dir, accel, &opts).await
+                };
+                boot.await.map(|ready| {
+                    metadata.insert("accel".into(), accel.as_str().into());
+                    metadata.insert("agent_version".into(), ready.agent_version.clone());
+                    metadata.insert("boot_ms".into(), ready.ready_ms.to_string());
+                    metadata.insert("vmm_pid".into(), ready.vmm_pid.to_string());
+                    metadata.insert("supervisor_pid".into(), ready.supervisor_pid.to_string());
+                    metadata.insert("agent_transport".into(), "virtio-serial".into());
+                    ("guest_vsock", "qemu")
+                })
+            }
+            BackendKind::HostCompat => {
+                std::fs::create_dir_all(dir.join("workdir"))
+                    .map_err(|e| Error::io("creating the host-compat work dir", e))?;
+                Ok(("host_compat", "host-compat"))
+            }
+            BackendKind::Firecracker => Err(Error::HostRequirement(
+                "the firecracker backend is not available in this build".into(),
+            )),
+        };
+        let (mode, backend_name) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                machine::shutdown(&dir, Duration::ZERO).await.ok();
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let mut vms = self.inner.vms.lock().unwrap();
+        let entry = vms.get_mut(vm_id).ok_or_else(|| Error::NotFound(format!("vm '{vm_id}' does not exist")))?;
+        entry.info.state = "started".into();
+        entry.info.execution_mode = mode.into();
+        entry.info.backend = backend_name.into();
+        if entry.info.network_enabled && choice.kind == BackendKind::Qemu {
+            entry.info.guest_ip = Some(machine::USER_NET_GUEST_IP.into());
+        }
+        entry.info.metadata = metadata;
+        entry.choice = Some(choice);
+        Ok(entry.info.clone())
+    }
+
+    /// Run one command in a started VM, then delete the VM (REFERENCE: always).
+    pub async fn exec_vm(&self, vm_id: &str, command: &str, timeout_seconds: u64) -> Result<RunResult> {
+        let outcome = self.exec_vm_keep(vm_id, command, timeout_seconds).await;
+        let cleanup = self.delete_vm_with_reason(vm_id, "post_exec_cleanup").await;
+        let mut result = outcome?;
+        let cleanup = cleanup?;
+        result.cleanup = Cleanup { vm_id: cleanup.vm_id, deleted: cleanup.deleted, reason: cleanup.reason };
+        Ok(result)
+    }
+
+    async fn exec_vm_keep(&self, vm_id: &str, command: &str, timeout_seconds: u64) -> Result<RunResult> {
+        validate_exec_timeout(timeout_seconds)?;
+        if command.trim().is_empty() {
+            return Err(Error::InvalidInput("command must not be empty".into()));
+        }
+        let info = self.vm_check_expiry(vm_id).await?;
+        if info.state != "started" {
+            return Err(Error::InvalidState(format!(
+                "vm '{vm_id}' must be in 'started' state before exec (it is '{}')",
+                info.state
+            )));
+        }
+        let dir = self.vm_dir(vm_id);
+        let timeout = Duration::from_secs(timeout_seconds);
+        let r = if info.execution_mode == "host_compat" {
+            crate::hostcompat::exec(&dir.join("workdir"), command, timeout, OUTPUT_CAP_BYTES).await?
+        } else {
+            machine::exec(&dir, command, None, timeout, OUTPUT_CAP_BYTES).await?
+        };
+        Ok(RunResult {
+            vm_id: vm_id.to_string(),
+            environment: info.environment.clone(),
+            environment_version: info.environment_version.clone(),
+            command: command.to_string(),
+            stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            exit_code: r.exit_code,
+            duration_ms: r.duration_ms,
+            execution_mode: info.execution_mode.clone(),
+            backend: info.backend.clone(),
+            truncated: r.stdout_truncated || r.stderr_truncated,
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+            cleanup: Cleanup { vm_id: vm_id.to_string(), deleted: false, reason: String::new() },
+        })
+    }
+
+    /// Stop a VM (the guest is shut down; the record stays until deleted).
+    pub async fn stop_vm(&self, vm_id: &str) -> Result<VmInfo> {
+        let info = self.vm_get(vm_id)?;
+        if info.state == "started" {
+            machine::shutdown(&self.vm_dir(vm_id), Duration::from_secs(5)).await?;
+        }
+        let mut vms = self.inner.vms.lock().unwrap();
+        let entry = vms.get_mut(vm_id).ok_or_else(|| Error::NotFound(format!("vm '{vm_id}' does not exist")))?;
+        entry.info.state = "stopped".into();
+        Ok(entry.info.clone())
+    }
+
+    /// Delete a VM: kill it if running and remove everything it had on the host.
+    pub async fn delete_vm(&self, vm_id: &str) -> Result<DeleteVmResult> {
+        self.delete_vm_with_reason(vm_id, "explicit_delete").await
+    }
+
+    pub(crate) async fn delete_vm_with_reason(&self, vm_id: &str, reason: &str) -> Result<DeleteVmResult> {
+        self.vm_get(vm_id)?;
+        let dir = self.vm_dir(vm_id);
+        // Ephemeral disks are thrown away: no need for a clean guest shutdown.
+        machine::shutdown(&dir, Duration::ZERO).await?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        }
+        self.inner.vms.lock().unwrap().remove(vm_id);
+        Ok(DeleteVmResult { vm_id: vm_id.to_string(), deleted: true, reason: reason.to_string() })
+    }
+
+    pub async fn status_vm(&self, vm_id: &str) -> Result<VmInfo> {
+        self.vm_check_expiry(vm_id).await
+    }
+
+    /// Network facts of a VM (REFERENCE §6.1 keys).
+    pub async fn network_info_vm(&self, vm_id: &str) -> Result<serde_json::Value> {
+        let info = self.vm_check_expiry(vm_id).await?;
+        if !info.network_enabled {
+            return Ok(serde_json::json!({
+                "vm_id": vm_id,
+                "network_enabled": false,
+                "outbound_connectivity_expected": false,
+                "reason": "network configuration is unavailable for this VM",
+            }));
+        }
+        Ok(serde_json::json!({
+            "vm_id": vm_id,
+            "network_enabled": true,
+            "tap_name": null,
+            "guest_ip": machine::USER_NET_GUEST_IP,
+            "gateway_ip": machine::USER_NET_GATEWAY,
+            "subnet_cidr": "10.0.2.0/24",
+            "mac_address": null,
+            "dns_servers": [machine::USER_NET_DNS],
+            "outbound_connectivity_expected": true,
+            "mode": "qemu-user",
+        }))
+    }
+
+    /// Delete every ephemeral VM whose TTL has passed.
+    pub async fn reap_expired(&self) -> Result<ReapResult> {
+        let now = crate::util::now_f64();
+        let expired: Vec<String> = self
+            .inner
+            .vms
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.info.expires_at <= now)
+            .map(|e| e.info.vm_id.clone())
+            .collect();
+        for id in &expired {
+            self.delete_vm_with_reason(id, "expired").await?;
+        }
+        Ok(ReapResult { count: expired.len(), deleted_vm_ids: expired })
+    }
+
+    /// create + start + exec (+ delete). On any failure after create the VM is deleted
+    /// (reason `run_vm_error_cleanup`) and the error returned.
+    pub async fn run_in_vm(&self, opts: CreateVmOptions, command: &str, timeout_seconds: u64) -> Result<RunResult> {
+        validate_exec_timeout(timeout_seconds)?;
+        if command.trim().is_empty() {
+            return Err(Error::InvalidInput("command is required".into()));
+        }
+        let info = self.create_vm(opts).await?;
+        let guard = VmGuard { pyro: self.clone(), vm_id: Some(info.vm_id.clone()) };
+        let started = self.start_vm(&info.vm_id).await;
+        if let Err(e) = started {
+            self.delete_vm_with_reason(&info.vm_id, "run_vm_error_cleanup").await.ok();
+            guard.disarm();
+            return Err(e);
+        }
+        let result = self.exec_vm(&info.vm_id, command, timeout_seconds).await;
+        guard.disarm();
+        result
+    }
+}
+
+/// Deletes a VM if the future driving `run_in_vm` is dropped midway (Ctrl-C, cancellation).
+struct VmGuard {
+    pyro: crate::Pyro,
+    vm_id: Option<String>,
+}
+
+impl VmGuard {
+    fn disarm(mut self) {
+        self.vm_id = None;
+    }
+}
+
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.vm_id.take() {
+            let dir = self.pyro.paths().vms_dir().join(&id);
+            crate::supervisor::kill_from_pid_file(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            self.pyro.inner.vms.lock().unwrap().remove(&id);
+        }
+    }
+}
+
+impl crate::Pyro {
+    /// Delete every ephemeral VM this engine owns (Ctrl-C in `pyro run`, server shutdown).
+    pub async fn delete_all_vms(&self, reason: &str) -> Vec<DeleteVmResult> {
+        let ids: Vec<String> = self.inner.vms.lock().unwrap().keys().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(r) = self.delete_vm_with_reason(&id, reason).await {
+                out.push(r);
+            }
+        }
+        out
+    }
+}

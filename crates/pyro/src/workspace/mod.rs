@@ -1,0 +1,612 @@
+//! Persistent workspaces: a VM that lives across many calls, with a `/workspace` tree, a
+//! create-time baseline, history, snapshots and reset.
+//!
+//! Every operation follows the same shape: validate input first (nothing touched on bad
+//! input), take the workspace's shared lifecycle lock (exclusive for stop/start/reset/
+//! delete), check state and expiry, talk to the guest through `machine`, then update the
+//! record under the short record lock.
+
+pub mod logic;
+mod ops;
+pub mod store;
+
+use crate::backend::BackendKind;
+use crate::limits::validate_resources;
+use crate::util::{now_f64, new_id};
+use crate::{machine, Error, Pyro, Result};
+use logic::archive::SeedSource;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use store::{SeedInfo, WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
+
+pub use ops::*;
+
+/// The guest path of the work tree.
+pub const WORKSPACE_PATH: &str = "/workspace";
+/// How long `stop` waits for a clean guest shutdown before killing the VMM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Options of `create_workspace` (reference defaults via [`CreateWorkspaceOptions::new`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateWorkspaceOptions {
+    pub environment: String,
+    pub vcpu_count: u32,
+    pub mem_mib: u32,
+    pub ttl_seconds: u64,
+    pub network_policy: String,
+    pub allow_host_compat: bool,
+    pub seed_path: Option<PathBuf>,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl CreateWorkspaceOptions {
+    pub fn new(environment: impl Into<String>) -> Self {
+        CreateWorkspaceOptions {
+            environment: environment.into(),
+            vcpu_count: 1,
+            mem_mib: 1024,
+            ttl_seconds: 600,
+            network_policy: "off".into(),
+            allow_host_compat: false,
+            seed_path: None,
+            name: None,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Options of `update_workspace`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateWorkspaceOptions {
+    pub name: Option<String>,
+    pub clear_name: bool,
+    pub labels: BTreeMap<String, String>,
+    pub clear_labels: Vec<String>,
+    /// Extend (or shorten) the expiry: the workspace now expires `ttl_seconds` from now.
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Public workspace payload (REFERENCE §6.2 keys + `backend`, `last_error`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkspaceInfo {
+    pub workspace_id: String,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub environment: String,
+    pub environment_version: String,
+    pub vcpu_count: u32,
+    pub mem_mib: u32,
+    pub ttl_seconds: u64,
+    pub created_at: f64,
+    pub last_activity_at: f64,
+    pub expires_at: f64,
+    pub state: String,
+    pub network_policy: String,
+    pub network_enabled: bool,
+    pub allow_host_compat: bool,
+    pub guest_ip: Option<String>,
+    pub tap_name: Option<String>,
+    pub execution_mode: String,
+    pub backend: String,
+    pub workspace_path: String,
+    pub workspace_seed: SeedInfo,
+    pub secrets: Vec<store::SecretRecord>,
+    pub command_count: u64,
+    pub last_command: Option<store::LastCommand>,
+    pub reset_count: u64,
+    pub last_reset_at: Option<f64>,
+    pub service_count: u64,
+    pub running_service_count: u64,
+    pub last_error: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workspace_reset: Option<ResetInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResetInfo {
+    pub snapshot_name: String,
+    pub kind: String,
+    pub destination: String,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+}
+
+/// One row of `list_workspaces`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkspaceListItem {
+    pub workspace_id: String,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub environment: String,
+    pub state: String,
+    pub created_at: f64,
+    pub last_activity_at: f64,
+    pub expires_at: f64,
+    pub command_count: u64,
+    pub service_count: u64,
+    pub running_service_count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkspaceList {
+    pub count: usize,
+    pub workspaces: Vec<WorkspaceListItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeleteWorkspaceResult {
+    pub workspace_id: String,
+    pub deleted: bool,
+}
+
+fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
+    let network_enabled = r.network_policy != "off";
+    WorkspaceInfo {
+        workspace_id: r.workspace_id.clone(),
+        name: r.name.clone(),
+        labels: r.labels.clone(),
+        environment: r.environment.clone(),
+        environment_version: r.environment_version.clone(),
+        vcpu_count: r.vcpu_count,
+        mem_mib: r.mem_mib,
+        ttl_seconds: r.ttl_seconds,
+        created_at: r.created_at,
+        last_activity_at: r.last_activity_at,
+        expires_at: r.expires_at,
+        state: r.state.clone(),
+        network_policy: r.network_policy.clone(),
+        network_enabled,
+        allow_host_compat: r.allow_host_compat,
+        guest_ip: network_enabled.then(|| machine::USER_NET_GUEST_IP.to_string()),
+        tap_name: None,
+        execution_mode: r.execution_mode.clone(),
+        backend: r.backend.clone(),
+        workspace_path: WORKSPACE_PATH.into(),
+        workspace_seed: r.workspace_seed.clone(),
+        secrets: r.secrets.clone(),
+        command_count: r.command_count,
+        last_command: r.last_command.clone(),
+        reset_count: r.reset_count,
+        last_reset_at: r.last_reset_at,
+        service_count: 0,
+        running_service_count: 0,
+        last_error: r.last_error.clone(),
+        metadata: r.metadata.clone(),
+        workspace_reset: None,
+    }
+}
+
+fn list_item_of(r: &WorkspaceRecord) -> WorkspaceListItem {
+    WorkspaceListItem {
+        workspace_id: r.workspace_id.clone(),
+        name: r.name.clone(),
+        labels: r.labels.clone(),
+        environment: r.environment.clone(),
+        state: r.state.clone(),
+        created_at: r.created_at,
+        last_activity_at: r.last_activity_at,
+        expires_at: r.expires_at,
+        command_count: r.command_count,
+        service_count: 0,
+        running_service_count: 0,
+    }
+}
+
+/// `off`, `egress`, `egress+published-ports` (trimmed, case-insensitive).
+pub fn normalize_network_policy(p: &str) -> Result<String> {
+    let p = p.trim().to_ascii_lowercase();
+    match p.as_str() {
+        "off" | "egress" | "egress+published-ports" => Ok(p),
+        _ => Err(Error::InvalidInput(
+            "network_policy must be one of: off, egress, egress+published-ports".into(),
+        )),
+    }
+}
+
+/// Most running VMs at once: stopped workspaces cost nothing, so only running ones count.
+/// Default from host memory (one slot per 512 MiB, at most 64); `PYRO_MAX_RUNNING_VMS`
+/// overrides.
+pub fn max_running_vms() -> usize {
+    if let Some(n) = std::env::var("PYRO_MAX_RUNNING_VMS").ok().and_then(|v| v.trim().parse().ok()) {
+        return n;
+    }
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(4 * 1024 * 1024);
+    ((mem_kib / 1024 / 512) as usize).clamp(1, 64)
+}
+
+impl Pyro {
+    pub(crate) fn ws_dir(&self, workspace_id: &str) -> Result<WorkspaceDir> {
+        let id = workspace_id.trim();
+        // Ids are 12 hex chars; anything else can't name a workspace (and must never be
+        // joined into a path).
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::NotFound(format!("workspace '{workspace_id}' does not exist")));
+        }
+        let dir = WorkspaceDir::new(&self.paths().workspaces_dir(), id);
+        if !dir.exists() {
+            return Err(Error::NotFound(format!("workspace '{id}' does not exist")));
+        }
+        Ok(dir)
+    }
+
+    fn all_workspace_dirs(&self) -> Vec<WorkspaceDir> {
+        let root = self.paths().workspaces_dir();
+        let Ok(rd) = std::fs::read_dir(&root) else { return Vec::new() };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str().map(|n| WorkspaceDir::new(&root, n)))
+            .filter(|d| d.exists())
+            .collect()
+    }
+
+    /// Count VMs running right now (workspaces whose supervisor is alive + ephemeral VMs).
+    fn running_vm_count(&self) -> usize {
+        let ws = self.all_workspace_dirs().iter().filter(|d| crate::supervisor::is_running(&d.runtime_dir())).count();
+        ws + self.inner.vms.lock().unwrap().values().filter(|e| e.info.state == "started").count()
+    }
+
+    /// Create a workspace and boot it; `/workspace` is seeded and the baseline stored.
+    /// On any failure nothing of it remains.
+    pub async fn create_workspace(&self, opts: CreateWorkspaceOptions) -> Result<WorkspaceInfo> {
+        validate_resources(opts.vcpu_count, opts.mem_mib, opts.ttl_seconds)?;
+        let spec = crate::env::spec(&opts.environment)?;
+        let network_policy = normalize_network_policy(&opts.network_policy)?;
+        let name = opts.name.as_deref().map(logic::names::validate_workspace_name).transpose()?;
+        let mut labels = BTreeMap::new();
+        for (k, v) in &opts.labels {
+            let (k, v) = logic::names::validate_label(k, v)?;
+            labels.insert(k, v);
+        }
+        // Build the seed archive before anything exists, so a bad seed creates nothing.
+        let (seed_mode, seed_path, seed_tar) = match &opts.seed_path {
+            None => ("empty".to_string(), None, logic::archive::empty_tar()),
+            Some(p) => {
+                let source = SeedSource::classify(p)?;
+                let tar = source.to_tar()?;
+                (source.mode().to_string(), Some(source.path().display().to_string()), tar)
+            }
+        };
+        self.reap_expired_workspaces().await;
+        let limit = max_running_vms();
+        if self.running_vm_count() >= limit {
+            return Err(Error::InvalidState(format!(
+                "{limit} VMs are already running (the limit for this host; PYRO_MAX_RUNNING_VMS changes it); stop or delete a workspace first"
+            )));
+        }
+        let env = self.ensure_environment(spec.name).await?;
+        let id = new_id();
+        let dir = WorkspaceDir::new(&self.paths().workspaces_dir(), &id);
+        let result = self.create_in_dir(&dir, &env, &opts, network_policy, name, labels, seed_mode, seed_path, seed_tar).await;
+        if result.is_err() {
+            machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
+            let _ = std::fs::remove_dir_all(&dir.root);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_in_dir(
+        &self,
+        dir: &WorkspaceDir,
+        env: &crate::env::InstalledEnvironment,
+        opts: &CreateWorkspaceOptions,
+        network_policy: String,
+        name: Option<String>,
+        labels: BTreeMap<String, String>,
+        seed_mode: String,
+        seed_path: Option<String>,
+        seed_tar: Vec<u8>,
+    ) -> Result<WorkspaceInfo> {
+        for d in [dir.runtime_dir(), dir.root.join("baseline"), dir.snapshots_dir(), dir.commands_dir()] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        }
+        crate::util::write_atomic(&dir.baseline_tar(), &seed_tar).map_err(|e| Error::io("storing the baseline", e))?;
+        let now = now_f64();
+        let mut record = WorkspaceRecord {
+            layout_version: LAYOUT_VERSION,
+            workspace_id: dir.id.clone(),
+            environment: env.name.clone(),
+            environment_version: crate::env::ENVIRONMENT_VERSION.into(),
+            vcpu_count: opts.vcpu_count,
+            mem_mib: opts.mem_mib,
+            ttl_seconds: opts.ttl_seconds,
+            created_at: now,
+            expires_at: now + opts.ttl_seconds as f64,
+            state: "stopped".into(),
+            network_policy,
+            allow_host_compat: opts.allow_host_compat,
+            last_error: None,
+            name,
+            labels,
+            last_activity_at: now,
+            command_count: 0,
+            last_command: None,
+            workspace_seed: SeedInfo {
+                mode: seed_mode,
+                seed_path,
+                destination: WORKSPACE_PATH.into(),
+                entry_count: 0,
+                bytes_written: 0,
+            },
+            secrets: vec![],
+            reset_count: 0,
+            last_reset_at: None,
+            backend: String::new(),
+            accel: None,
+            execution_mode: "pending".into(),
+            metadata: BTreeMap::new(),
+        };
+        let clone_mode = machine::clone_disk(env, &dir.disk_image())?;
+        record.metadata.insert("rootfs_clone_mode".into(), clone_mode.into());
+        self.boot_workspace(dir, env, &mut record).await?;
+        let (entries, bytes) = machine::push_archive(&dir.runtime_dir(), &seed_tar, WORKSPACE_PATH).await?;
+        record.workspace_seed.entry_count = entries;
+        record.workspace_seed.bytes_written = bytes;
+        dir.save(&record)?;
+        Ok(info_of(&record))
+    }
+
+    /// Boot the workspace's disk and mark the record started (not saved here).
+    async fn boot_workspace(
+        &self,
+        dir: &WorkspaceDir,
+        env: &crate::env::InstalledEnvironment,
+        record: &mut WorkspaceRecord,
+    ) -> Result<()> {
+        let cache_dir = self.paths().cache_dir.clone();
+        let allow = record.allow_host_compat;
+        let env2 = env.clone();
+        let choice = tokio::task::spawn_blocking(move || machine::choose_backend(Some(&env2), &cache_dir, allow))
+            .await
+            .map_err(|e| Error::Io(format!("backend selection task: {e}")))??;
+        if choice.kind != BackendKind::Qemu {
+            return Err(Error::HostRequirement(format!(
+                "workspaces need a VM backend; {} is not supported for workspaces ({})",
+                choice.kind.as_str(),
+                choice.reason
+            )));
+        }
+        let accel = choice.accel.unwrap_or(crate::backend::qemu::Accel::Tcg);
+        let runtime = dir.runtime_dir();
+        crate::supervisor::clean_stale_files(&runtime);
+        let opts = machine::BootOptions {
+            vm_id: dir.id.clone(),
+            vcpu_count: record.vcpu_count,
+            mem_mib: record.mem_mib,
+            network: record.network_policy != "off",
+            owner_pid: None,
+            remove_dir_on_exit: false,
+            disk: dir.disk_image(),
+            disk_format: "raw",
+        };
+        let ready = machine::boot_qemu(env, &self.paths().cache_dir, &runtime, accel, &opts).await?;
+        record.state = "started".into();
+        record.backend = "qemu".into();
+        record.accel = Some(accel.as_str().into());
+        record.execution_mode = "guest_vsock".into();
+        record.last_error = None;
+        record.metadata.insert("backend_reason".into(), choice.reason);
+        record.metadata.insert("accel".into(), accel.as_str().into());
+        record.metadata.insert("agent_version".into(), ready.agent_version);
+        record.metadata.insert("boot_ms".into(), ready.ready_ms.to_string());
+        Ok(())
+    }
+
+    /// Stop every workspace whose TTL passed (disk kept; `last_error` says why).
+    pub async fn reap_expired_workspaces(&self) -> Vec<String> {
+        let now = now_f64();
+        let mut stopped = Vec::new();
+        for dir in self.all_workspace_dirs() {
+            let Ok(r) = dir.load() else { continue };
+            if r.expires_at <= now && (r.state == "started" || crate::supervisor::is_running(&dir.runtime_dir())) {
+                if self.expire(&dir).await.is_ok() {
+                    stopped.push(dir.id.clone());
+                }
+            }
+        }
+        stopped
+    }
+
+    async fn expire(&self, dir: &WorkspaceDir) -> Result<()> {
+        let _life = dir.lock_lifecycle_exclusive()?;
+        machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await?;
+        dir.update(|r| {
+            r.state = "stopped".into();
+            r.last_error = Some(format!(
+                "workspace expired at {:.0} (ttl_seconds {}); it was stopped and its disk kept: `pyro workspace update {} --ttl-seconds N` extends it and `pyro workspace start` boots it again",
+                r.expires_at, r.ttl_seconds, r.workspace_id
+            ));
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Load the record for an operation that needs the VM running: checks expiry and
+    /// liveness (a dead VMM turns the workspace `stopped` with `last_error`).
+    pub(crate) async fn require_started(&self, dir: &WorkspaceDir, op: &str) -> Result<WorkspaceRecord> {
+        let record = dir.load()?;
+        if record.expires_at <= now_f64() {
+            if record.state == "started" {
+                self.expire(dir).await.ok();
+            }
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' expired and was stopped (disk kept); extend it with `pyro workspace update {} --ttl-seconds N`, then start it",
+                dir.id, dir.id
+            )));
+        }
+        if record.state == "started" && !crate::supervisor::is_running(&dir.runtime_dir()) {
+            let (record, _) = dir.update(|r| {
+                r.state = "stopped".into();
+                r.last_error = Some("backing guest process is no longer running".into());
+                Ok(())
+            })?;
+            let _ = record;
+            crate::supervisor::clean_stale_files(&dir.runtime_dir());
+        }
+        let record = dir.load()?;
+        if record.state != "started" {
+            return Err(Error::InvalidState(format!(
+                "workspace {} must be in 'started' state before {op}",
+                dir.id
+            )));
+        }
+        Ok(record)
+    }
+
+    pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
+        let dir = self.ws_dir(workspace_id)?;
+        let mut record = dir.load()?;
+        if record.state == "started" && !crate::supervisor::is_running(&dir.runtime_dir()) {
+            record = dir
+                .update(|r| {
+                    r.state = "stopped".into();
+                    r.last_error = Some("backing guest process is no longer running".into());
+                    Ok(())
+                })?
+                .0;
+        }
+        Ok(info_of(&record))
+    }
+
+    pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
+        self.reap_expired_workspaces().await;
+        let mut items: Vec<WorkspaceListItem> =
+            self.all_workspace_dirs().iter().filter_map(|d| d.load().ok()).map(|r| list_item_of(&r)).collect();
+        items.sort_by(|a, b| {
+            b.last_activity_at
+                .total_cmp(&a.last_activity_at)
+                .then(b.created_at.total_cmp(&a.created_at))
+                .then(a.workspace_id.cmp(&b.workspace_id))
+        });
+        Ok(WorkspaceList { count: items.len(), workspaces: items })
+    }
+
+    pub async fn update_workspace(&self, workspace_id: &str, opts: UpdateWorkspaceOptions) -> Result<WorkspaceInfo> {
+        let dir = self.ws_dir(workspace_id)?;
+        if opts.name.is_some() && opts.clear_name {
+            return Err(Error::InvalidInput("name and clear_name cannot be used together".into()));
+        }
+        let name = opts.name.as_deref().map(logic::names::validate_workspace_name).transpose()?;
+        let mut labels = BTreeMap::new();
+        for (k, v) in &opts.labels {
+            let (k, v) = logic::names::validate_label(k, v)?;
+            labels.insert(k, v);
+        }
+        let mut clear = Vec::new();
+        for k in &opts.clear_labels {
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(Error::InvalidInput("label key to clear must not be empty".into()));
+            }
+            clear.push(k.to_string());
+        }
+        if let Some(ttl) = opts.ttl_seconds {
+            validate_resources(1, 1024, ttl)?;
+        }
+        let (record, _) = dir.update(|r| {
+            let before = r.clone();
+            if let Some(n) = &name {
+                r.name = Some(n.clone());
+            }
+            if opts.clear_name {
+                r.name = None;
+            }
+            for (k, v) in &labels {
+                r.labels.insert(k.clone(), v.clone());
+            }
+            for k in &clear {
+                r.labels.remove(k);
+            }
+            if let Some(ttl) = opts.ttl_seconds {
+                r.ttl_seconds = ttl;
+                r.expires_at = now_f64() + ttl as f64;
+            }
+            if *r == before {
+                return Err(Error::InvalidInput("workspace update requested no effective metadata change".into()));
+            }
+            r.last_activity_at = now_f64();
+            Ok(())
+        })?;
+        Ok(info_of(&record))
+    }
+
+    /// Delete a workspace and everything it has on the host (any state, even expired).
+    pub async fn delete_workspace(&self, workspace_id: &str) -> Result<DeleteWorkspaceResult> {
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_exclusive()?;
+        machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
+        std::fs::remove_dir_all(&dir.root).map_err(|e| Error::io(format!("removing {}", dir.root.display()), e))?;
+        Ok(DeleteWorkspaceResult { workspace_id: dir.id, deleted: true })
+    }
+
+    /// Stop: clean guest shutdown (sync, unmount, poweroff) with a bounded wait, then the
+    /// VMM is ended. Idempotent. The disk keeps `/workspace`.
+    pub async fn stop_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_exclusive()?;
+        let shut = machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await;
+        let (record, _) = dir.update(|r| {
+            r.state = "stopped".into();
+            r.last_error = shut.as_ref().err().map(|e| e.to_string());
+            r.last_activity_at = now_f64();
+            Ok(())
+        })?;
+        shut?;
+        Ok(info_of(&record))
+    }
+
+    /// Start: boot the same disk again (a no-op on a started workspace).
+    pub async fn start_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_exclusive()?;
+        let mut record = dir.load()?;
+        if record.state == "started" && crate::supervisor::is_running(&dir.runtime_dir()) {
+            let (record, _) = dir.update(|r| {
+                r.last_activity_at = now_f64();
+                Ok(())
+            })?;
+            return Ok(info_of(&record));
+        }
+        if record.expires_at <= now_f64() {
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' has expired; extend it first with `pyro workspace update {} --ttl-seconds N`",
+                dir.id, dir.id
+            )));
+        }
+        // A VMM or supervisor killed earlier may have left pids and sockets behind.
+        machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
+        let env = self.ensure_environment(&record.environment).await?;
+        let booted = self.boot_workspace(&dir, &env, &mut record).await;
+        let (record, _) = dir.update(|r| {
+            match &booted {
+                Ok(()) => {
+                    r.state = "started".into();
+                    r.backend = record.backend.clone();
+                    r.accel = record.accel.clone();
+                    r.execution_mode = record.execution_mode.clone();
+                    r.metadata = record.metadata.clone();
+                    r.last_error = None;
+                }
+                Err(e) => {
+                    r.state = "stopped".into();
+                    r.last_error = Some(e.to_string());
+                }
+            }
+            r.last_activity_at = now_f64();
+            Ok(())
+        })?;
+        booted?;
+        Ok(info_of(&record))
+    }
+}

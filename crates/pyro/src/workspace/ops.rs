@@ -1,0 +1,670 @@
+//! Workspace operations that run against the started guest: exec and history, files,
+//! patches, sync, diff, export, snapshots and reset.
+
+use super::logic;
+use super::store::{LastCommand, WorkspaceDir};
+use super::{info_of, ResetInfo, WorkspaceInfo, WORKSPACE_PATH};
+use crate::util::now_f64;
+use crate::{machine, Error, Pyro, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Hard limit on texts moved by file read/write and patch results (REFERENCE §2).
+pub const MAX_TEXT_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkspaceExecResult {
+    pub workspace_id: String,
+    pub environment: String,
+    pub environment_version: String,
+    pub command: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub execution_mode: String,
+    pub backend: String,
+    pub sequence: u64,
+    pub cwd: String,
+    pub truncated: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// One history entry (`commands/<seq>.json`) with its output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommandEntry {
+    pub sequence: u64,
+    pub command: String,
+    pub cwd: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub execution_mode: String,
+    pub recorded_at: f64,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkspaceLogs {
+    pub workspace_id: String,
+    pub count: usize,
+    pub entries: Vec<CommandEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncInfo {
+    pub mode: String,
+    pub source_path: String,
+    pub destination: String,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncResult {
+    pub workspace_id: String,
+    pub execution_mode: String,
+    pub workspace_sync: SyncInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportResult {
+    pub workspace_id: String,
+    pub workspace_path: String,
+    pub output_path: String,
+    pub artifact_type: String,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+    pub execution_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileListEntry {
+    pub path: String,
+    pub artifact_type: String,
+    pub size_bytes: u64,
+    pub link_target: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileListResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub recursive: bool,
+    pub entries: Vec<FileListEntry>,
+    pub execution_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileReadResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub max_bytes: u64,
+    pub content: String,
+    pub truncated: bool,
+    pub execution_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileWriteResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub bytes_written: u64,
+    pub execution_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchSummary {
+    pub total: u64,
+    pub added: u64,
+    pub modified: u64,
+    pub deleted: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchEntry {
+    pub path: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchResult {
+    pub workspace_id: String,
+    pub changed: bool,
+    pub summary: PatchSummary,
+    pub entries: Vec<PatchEntry>,
+    pub patch: String,
+    pub execution_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiffResult {
+    pub workspace_id: String,
+    #[serde(flatten)]
+    pub diff: logic::diff::DiffPayload,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotInfo {
+    pub workspace_id: String,
+    pub snapshot_name: String,
+    /// `baseline` or `named`.
+    pub kind: String,
+    pub created_at: f64,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+    pub deletable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotCreateResult {
+    pub workspace_id: String,
+    pub snapshot: SnapshotInfo,
+    pub execution_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotList {
+    pub workspace_id: String,
+    pub count: usize,
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotDeleteResult {
+    pub workspace_id: String,
+    pub snapshot_name: String,
+    pub deleted: bool,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
+    dir.update(|r| {
+        r.last_activity_at = now_f64();
+        Ok(())
+    })
+    .map(|_| ())
+}
+
+impl Pyro {
+    /// Run a command in `/workspace`; recorded in the history.
+    pub async fn exec_workspace(&self, workspace_id: &str, command: &str, timeout_seconds: u64) -> Result<WorkspaceExecResult> {
+        crate::limits::validate_exec_timeout(timeout_seconds)?;
+        if command.trim().is_empty() {
+            return Err(Error::InvalidInput("command must not be empty".into()));
+        }
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "exec").await?;
+        let r = machine::exec(
+            &dir.runtime_dir(),
+            command,
+            Some(WORKSPACE_PATH),
+            Duration::from_secs(timeout_seconds),
+            crate::vm::OUTPUT_CAP_BYTES,
+        )
+        .await?;
+        let stdout = lossy(&r.stdout);
+        let stderr = lossy(&r.stderr);
+        let execution_mode = record.execution_mode.clone();
+        let (_, sequence) = dir.update(|rec| {
+            let seq = rec.command_count + 1;
+            let entry = CommandEntry {
+                sequence: seq,
+                command: command.to_string(),
+                cwd: WORKSPACE_PATH.into(),
+                exit_code: r.exit_code,
+                duration_ms: r.duration_ms,
+                execution_mode: execution_mode.clone(),
+                recorded_at: now_f64(),
+                stdout: String::new(),
+                stderr: String::new(),
+            };
+            let base = dir.commands_dir().join(format!("{seq:06}"));
+            let write = |ext: &str, bytes: &[u8]| {
+                crate::util::write_atomic(&base.with_extension(ext), bytes)
+                    .map_err(|e| Error::io("recording the command history", e))
+            };
+            write("stdout", stdout.as_bytes())?;
+            write("stderr", stderr.as_bytes())?;
+            write("json", &serde_json::to_vec_pretty(&entry).expect("entry serializes"))?;
+            rec.command_count = seq;
+            rec.last_command = Some(LastCommand {
+                sequence: seq,
+                command: command.to_string(),
+                cwd: WORKSPACE_PATH.into(),
+                exit_code: r.exit_code,
+                duration_ms: r.duration_ms,
+                execution_mode: execution_mode.clone(),
+            });
+            rec.last_activity_at = now_f64();
+            Ok(seq)
+        })?;
+        Ok(WorkspaceExecResult {
+            workspace_id: dir.id.clone(),
+            environment: record.environment,
+            environment_version: record.environment_version,
+            command: command.to_string(),
+            stdout,
+            stderr,
+            exit_code: r.exit_code,
+            duration_ms: r.duration_ms,
+            execution_mode: record.execution_mode,
+            backend: record.backend,
+            sequence,
+            cwd: WORKSPACE_PATH.into(),
+            truncated: r.stdout_truncated || r.stderr_truncated,
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+        })
+    }
+
+    /// Command history with outputs.
+    pub async fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
+        let dir = self.ws_dir(workspace_id)?;
+        let mut entries = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir.commands_dir()) {
+            let mut files: Vec<PathBuf> =
+                rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+            files.sort();
+            for f in files {
+                let Ok(text) = std::fs::read_to_string(&f) else { continue };
+                let Ok(mut entry) = serde_json::from_str::<CommandEntry>(&text) else { continue };
+                entry.stdout = std::fs::read(f.with_extension("stdout")).map(|b| lossy(&b)).unwrap_or_default();
+                entry.stderr = std::fs::read(f.with_extension("stderr")).map(|b| lossy(&b)).unwrap_or_default();
+                entries.push(entry);
+            }
+        }
+        Ok(WorkspaceLogs { workspace_id: dir.id, count: entries.len(), entries })
+    }
+
+    pub async fn list_workspace_files(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<FileListResult> {
+        let path = logic::paths::normalize_workspace_path(path)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "workspace_file_list").await?;
+        let (_, entries) = machine::list_files(&dir.runtime_dir(), &path, recursive).await?;
+        Ok(FileListResult {
+            workspace_id: dir.id,
+            path,
+            recursive,
+            entries: entries
+                .into_iter()
+                .map(|e| FileListEntry {
+                    path: e.path,
+                    artifact_type: e.artifact_type,
+                    size_bytes: e.size_bytes,
+                    link_target: e.link_target,
+                })
+                .collect(),
+            execution_mode: record.execution_mode,
+        })
+    }
+
+    /// Read a file; `max_bytes` 1..=1 MiB; truncation never splits a UTF-8 character.
+    pub async fn read_workspace_file(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<FileReadResult> {
+        let path = logic::paths::normalize_workspace_path(path)?;
+        if max_bytes == 0 {
+            return Err(Error::InvalidInput("max_bytes must be positive".into()));
+        }
+        if max_bytes > MAX_TEXT_BYTES {
+            return Err(Error::InvalidInput(format!("max_bytes must be at most {MAX_TEXT_BYTES} bytes")));
+        }
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "workspace_file_read").await?;
+        let (size, data) = machine::read_file(&dir.runtime_dir(), &path, max_bytes).await?;
+        let (content, cut) = logic::text::truncate_utf8(&data, max_bytes as usize);
+        Ok(FileReadResult {
+            workspace_id: dir.id,
+            path,
+            size_bytes: size,
+            max_bytes,
+            content,
+            truncated: cut || size > max_bytes,
+            execution_mode: record.execution_mode,
+        })
+    }
+
+    /// Write a text file (≤ 1 MiB). An existing file keeps its mode; new files are 0644.
+    pub async fn write_workspace_file(&self, workspace_id: &str, path: &str, text: &str) -> Result<FileWriteResult> {
+        let path = logic::paths::normalize_workspace_path(path)?;
+        if path == WORKSPACE_PATH {
+            return Err(Error::InvalidInput("workspace file write only supports regular file targets".into()));
+        }
+        if text.len() as u64 > MAX_TEXT_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "text is {} bytes; workspace file write accepts at most {MAX_TEXT_BYTES} bytes",
+                text.len()
+            )));
+        }
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "workspace_file_write").await?;
+        let (size, written) = machine::write_file(&dir.runtime_dir(), &path, text.as_bytes().to_vec()).await?;
+        Ok(FileWriteResult { workspace_id: dir.id, path, size_bytes: size, bytes_written: written, execution_mode: record.execution_mode })
+    }
+
+    /// Apply a unified/git diff to `/workspace`. Everything is checked before anything is
+    /// written; a patch that does not apply changes nothing.
+    pub async fn apply_workspace_patch(&self, workspace_id: &str, patch: &str) -> Result<PatchResult> {
+        if patch.len() as u64 > MAX_TEXT_BYTES {
+            return Err(Error::InvalidInput(format!("patch must be at most {MAX_TEXT_BYTES} bytes")));
+        }
+        let files = logic::patch::parse_patch(patch)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "workspace_patch_apply").await?;
+        let vm = dir.runtime_dir();
+        // Preflight: compute every result in memory.
+        let mut plan: Vec<(String, Option<String>, Option<String>, &'static str)> = Vec::new();
+        for fp in &files {
+            let path = fp.path().to_string();
+            let current = match machine::list_files(&vm, &path, false).await {
+                Ok((kind, _)) if kind == "file" => {
+                    let (size, data) = machine::read_file(&vm, &path, MAX_TEXT_BYTES + 1).await?;
+                    if size > MAX_TEXT_BYTES {
+                        return Err(Error::InvalidInput(format!("workspace patch only supports files up to 1 MiB: {path}")));
+                    }
+                    Some(String::from_utf8(data).map_err(|_| {
+                        Error::InvalidInput(format!("workspace patch only supports UTF-8 text files: {path}"))
+                    })?)
+                }
+                Ok(_) => return Err(Error::InvalidInput(format!("workspace patch only supports regular files: {path}"))),
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let status = fp.status();
+            match (status, &current) {
+                ("added", Some(_)) => return Err(Error::InvalidInput(format!("cannot add an existing path: {path}"))),
+                ("modified" | "deleted", None) => {
+                    return Err(Error::InvalidInput(format!("cannot modify a missing path: {path}")))
+                }
+                _ => {}
+            }
+            let result = logic::patch::apply_file_patch(current.as_deref(), fp)?;
+            if let Some(r) = &result {
+                if r.len() as u64 > MAX_TEXT_BYTES {
+                    return Err(Error::InvalidInput(format!("patched file would exceed 1 MiB: {path}")));
+                }
+            }
+            plan.push((path, current, result, status));
+        }
+        // Write phase; on a failure, put back what was already changed.
+        let mut done: Vec<(String, Option<String>)> = Vec::new();
+        for (path, before, after, _) in &plan {
+            let step = match after {
+                Some(text) => machine::write_file(&vm, path, text.as_bytes().to_vec()).await.map(|_| ()),
+                None => machine::delete_path(&vm, path).await,
+            };
+            if let Err(e) = step {
+                for (p, b) in done.iter().rev() {
+                    let _ = match b {
+                        Some(t) => machine::write_file(&vm, p, t.as_bytes().to_vec()).await.map(|_| ()),
+                        None => machine::delete_path(&vm, p).await,
+                    };
+                }
+                return Err(e);
+            }
+            done.push((path.clone(), before.clone()));
+        }
+        touch_activity(&dir)?;
+        let count = |s: &str| plan.iter().filter(|p| p.3 == s).count() as u64;
+        Ok(PatchResult {
+            workspace_id: dir.id,
+            changed: !plan.is_empty(),
+            summary: PatchSummary {
+                total: plan.len() as u64,
+                added: count("added"),
+                modified: count("modified"),
+                deleted: count("deleted"),
+            },
+            entries: plan.iter().map(|p| PatchEntry { path: p.0.clone(), status: p.3.to_string() }).collect(),
+            patch: patch.to_string(),
+            execution_mode: record.execution_mode,
+        })
+    }
+
+    /// Push a host directory or tar archive into the workspace (default `/workspace`).
+    pub async fn push_workspace_sync(&self, workspace_id: &str, source_path: &Path, dest: &str) -> Result<SyncResult> {
+        let destination = logic::paths::normalize_destination(dest)?;
+        let source = logic::archive::SeedSource::classify(source_path)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let tar = source.to_tar()?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "workspace_sync_push").await?;
+        let (entries, bytes) = machine::push_archive(&dir.runtime_dir(), &tar, &destination).await?;
+        touch_activity(&dir)?;
+        Ok(SyncResult {
+            workspace_id: dir.id,
+            execution_mode: record.execution_mode,
+            workspace_sync: SyncInfo {
+                mode: source.mode().to_string(),
+                source_path: source.path().display().to_string(),
+                destination,
+                entry_count: entries,
+                bytes_written: bytes,
+            },
+        })
+    }
+
+    /// Compare `/workspace` with the create-time baseline.
+    pub async fn diff_workspace(&self, workspace_id: &str) -> Result<DiffResult> {
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        self.require_started(&dir, "workspace_diff").await?;
+        let baseline = std::fs::read(dir.baseline_tar()).map_err(|_| {
+            Error::InvalidState(format!("workspace diff requires a baseline snapshot; workspace '{}' has none", dir.id))
+        })?;
+        let current = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH).await?;
+        let diff = logic::diff::diff_trees(&baseline, &current.tar)?;
+        Ok(DiffResult { workspace_id: dir.id, diff })
+    }
+
+    /// Copy a file, directory or symlink out of the workspace to a new host path.
+    pub async fn export_workspace(&self, workspace_id: &str, path: &str, output_path: &Path) -> Result<ExportResult> {
+        let workspace_path = logic::paths::normalize_destination(path)?;
+        let output = absolute_output(output_path)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "workspace_export").await?;
+        let exported = machine::pull_archive(&dir.runtime_dir(), &workspace_path).await?;
+        if let Some(parent) = output.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        logic::archive::materialize_export(&exported.tar, &exported.artifact_type, &output)?;
+        Ok(ExportResult {
+            workspace_id: dir.id,
+            workspace_path,
+            output_path: output.display().to_string(),
+            artifact_type: exported.artifact_type,
+            entry_count: exported.entry_count,
+            bytes_written: exported.bytes_written,
+            execution_mode: record.execution_mode,
+        })
+    }
+
+    pub async fn create_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotCreateResult> {
+        let name = logic::names::validate_snapshot_name(snapshot_name)?;
+        if name == "baseline" {
+            return Err(Error::InvalidInput("snapshot name 'baseline' is reserved".into()));
+        }
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let record = self.require_started(&dir, "snapshot_create").await?;
+        let meta_path = dir.snapshots_dir().join(format!("{name}.json"));
+        if meta_path.exists() {
+            return Err(Error::InvalidInput(format!("snapshot '{name}' already exists in workspace '{}'", dir.id)));
+        }
+        let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH).await?;
+        let info = SnapshotInfo {
+            workspace_id: dir.id.clone(),
+            snapshot_name: name.clone(),
+            kind: "named".into(),
+            created_at: now_f64(),
+            entry_count: exported.entry_count,
+            bytes_written: exported.bytes_written,
+            deletable: true,
+        };
+        std::fs::create_dir_all(dir.snapshots_dir()).map_err(|e| Error::io("creating the snapshots dir", e))?;
+        crate::util::write_atomic(&dir.snapshots_dir().join(format!("{name}.tar")), &exported.tar)
+            .map_err(|e| Error::io("storing the snapshot", e))?;
+        // The metadata file is written last: it is what makes the snapshot exist.
+        crate::util::write_atomic(&meta_path, &serde_json::to_vec_pretty(&info).expect("serializes"))
+            .map_err(|e| Error::io("storing the snapshot", e))?;
+        touch_activity(&dir)?;
+        Ok(SnapshotCreateResult { workspace_id: dir.id, snapshot: info, execution_mode: record.execution_mode })
+    }
+
+    fn baseline_info(&self, dir: &WorkspaceDir) -> Result<SnapshotInfo> {
+        let record = dir.load()?;
+        let tar = std::fs::read(dir.baseline_tar()).map_err(|e| Error::io("reading the baseline", e))?;
+        let (entries, bytes) = logic::archive::count_tar(&tar)?;
+        Ok(SnapshotInfo {
+            workspace_id: dir.id.clone(),
+            snapshot_name: "baseline".into(),
+            kind: "baseline".into(),
+            created_at: record.created_at,
+            entry_count: entries,
+            bytes_written: bytes,
+            deletable: false,
+        })
+    }
+
+    pub async fn list_snapshots(&self, workspace_id: &str) -> Result<SnapshotList> {
+        let dir = self.ws_dir(workspace_id)?;
+        let mut named = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir.snapshots_dir()) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "json") {
+                    if let Some(info) = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str::<SnapshotInfo>(&t).ok()) {
+                        named.push(info);
+                    }
+                }
+            }
+        }
+        named.sort_by(|a, b| b.created_at.total_cmp(&a.created_at).then(a.snapshot_name.cmp(&b.snapshot_name)));
+        let mut snapshots = vec![self.baseline_info(&dir)?];
+        snapshots.extend(named);
+        Ok(SnapshotList { workspace_id: dir.id, count: snapshots.len(), snapshots })
+    }
+
+    pub async fn delete_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotDeleteResult> {
+        let dir = self.ws_dir(workspace_id)?;
+        let name = snapshot_name.trim();
+        if name == "baseline" {
+            return Err(Error::InvalidInput("cannot delete the baseline snapshot".into()));
+        }
+        let name = logic::names::validate_snapshot_name(name)?;
+        let meta = dir.snapshots_dir().join(format!("{name}.json"));
+        if !meta.exists() {
+            return Err(Error::NotFound(format!("snapshot '{name}' does not exist in workspace '{}'", dir.id)));
+        }
+        std::fs::remove_file(&meta).map_err(|e| Error::io("deleting the snapshot", e))?;
+        let _ = std::fs::remove_file(dir.snapshots_dir().join(format!("{name}.tar")));
+        touch_activity(&dir)?;
+        Ok(SnapshotDeleteResult { workspace_id: dir.id, snapshot_name: name, deleted: true })
+    }
+
+    /// Rebuild the workspace from the environment and restore `/workspace` from a snapshot
+    /// (default the baseline). History is cleared; snapshots, name and labels stay.
+    pub async fn reset_workspace(&self, workspace_id: &str, snapshot: &str) -> Result<WorkspaceInfo> {
+        let dir = self.ws_dir(workspace_id)?;
+        let snap = snapshot.trim();
+        let (tar_path, kind) = if snap.is_empty() || snap == "baseline" {
+            (dir.baseline_tar(), "baseline")
+        } else {
+            let name = logic::names::validate_snapshot_name(snap)?;
+            let meta = dir.snapshots_dir().join(format!("{name}.json"));
+            if !meta.exists() {
+                return Err(Error::NotFound(format!("snapshot '{name}' does not exist in workspace '{}'", dir.id)));
+            }
+            (dir.snapshots_dir().join(format!("{name}.tar")), "named")
+        };
+        let snap_name = if kind == "baseline" { "baseline".to_string() } else { snap.to_string() };
+        let tar = std::fs::read(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
+        let _life = dir.lock_lifecycle_exclusive()?;
+        let mut record = dir.load()?;
+        if record.expires_at <= now_f64() {
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' has expired; extend it first with `pyro workspace update {} --ttl-seconds N`",
+                dir.id, dir.id
+            )));
+        }
+        machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
+        let env = self.ensure_environment(&record.environment).await?;
+        // The new disk is prepared beside the old one and swapped in only when complete.
+        let fresh = dir.runtime_dir().join("rootfs.reset.ext4");
+        machine::clone_disk(&env, &fresh)?;
+        std::fs::rename(&fresh, dir.disk_image()).map_err(|e| Error::io("swapping in the fresh disk", e))?;
+        let _ = std::fs::remove_dir_all(dir.commands_dir());
+        std::fs::create_dir_all(dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
+        let booted = self.boot_workspace(&dir, &env, &mut record).await;
+        let restored = match &booted {
+            Ok(()) => machine::push_archive(&dir.runtime_dir(), &tar, WORKSPACE_PATH).await,
+            Err(e) => Err(Error::Boot(e.to_string())),
+        };
+        let (record, _) = dir.update(|r| {
+            r.command_count = 0;
+            r.last_command = None;
+            r.reset_count += 1;
+            r.last_reset_at = Some(now_f64());
+            r.last_activity_at = now_f64();
+            match (&booted, &restored) {
+                (Ok(()), Ok(_)) => {
+                    r.state = "started".into();
+                    r.backend = record.backend.clone();
+                    r.accel = record.accel.clone();
+                    r.execution_mode = record.execution_mode.clone();
+                    r.metadata = record.metadata.clone();
+                    r.last_error = None;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    r.state = if booted.is_ok() { "started".into() } else { "stopped".into() };
+                    r.last_error = Some(e.to_string());
+                }
+            }
+            Ok(())
+        })?;
+        let (entries, bytes) = restored?;
+        let mut info = info_of(&record);
+        info.workspace_reset = Some(ResetInfo {
+            snapshot_name: snap_name,
+            kind: kind.into(),
+            destination: WORKSPACE_PATH.into(),
+            entry_count: entries,
+            bytes_written: bytes,
+        });
+        Ok(info)
+    }
+}
+
+/// Resolve an `--output` path: trimmed, non-empty, absolute, and not already there (a
+/// dangling symlink counts as there).
+fn absolute_output(p: &Path) -> Result<PathBuf> {
+    let text = p.to_string_lossy();
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(Error::InvalidInput("output_path must not be empty".into()));
+    }
+    let p = PathBuf::from(trimmed);
+    let abs = if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?.join(p)
+    };
+    if std::fs::symlink_metadata(&abs).is_ok() {
+        return Err(Error::InvalidInput(format!("output_path already exists: {}", abs.display())));
+    }
+    Ok(abs)
+}

@@ -1,0 +1,271 @@
+//! Persisted workspace records and the locks that make concurrent pyro processes safe.
+//!
+//! Layout of `$PYRO_HOME/workspaces/<id>/`: `workspace.json` (the record), `record.lock`
+//! (held briefly around every read-modify-write of the record and history), `lifecycle.lock`
+//! (shared by operations that use the running VM, exclusive for stop/start/reset/delete),
+//! `runtime/` (the VM directory: disk, sockets, logs), `baseline/workspace.tar`,
+//! `snapshots/`, `commands/`.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Version of the on-disk record layout; bump on incompatible changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastCommand {
+    pub sequence: u64,
+    pub command: String,
+    pub cwd: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub execution_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeedInfo {
+    /// `empty`, `directory` or `tar_archive`.
+    pub mode: String,
+    pub seed_path: Option<String>,
+    pub destination: String,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SecretRecord {
+    pub name: String,
+    /// `literal` or `file`.
+    pub source_kind: String,
+}
+
+/// `workspace.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkspaceRecord {
+    pub layout_version: u32,
+    pub workspace_id: String,
+    pub environment: String,
+    pub environment_version: String,
+    pub vcpu_count: u32,
+    pub mem_mib: u32,
+    pub ttl_seconds: u64,
+    pub created_at: f64,
+    pub expires_at: f64,
+    /// `started` or `stopped`.
+    pub state: String,
+    pub network_policy: String,
+    pub allow_host_compat: bool,
+    pub last_error: Option<String>,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub last_activity_at: f64,
+    pub command_count: u64,
+    pub last_command: Option<LastCommand>,
+    pub workspace_seed: SeedInfo,
+    #[serde(default)]
+    pub secrets: Vec<SecretRecord>,
+    pub reset_count: u64,
+    pub last_reset_at: Option<f64>,
+    /// `qemu` or `host-compat`.
+    pub backend: String,
+    /// `kvm` / `tcg` for QEMU.
+    pub accel: Option<String>,
+    /// `guest_vsock` (through the guest agent) or `host_compat`.
+    pub execution_mode: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An exclusive or shared `flock` held until dropped.
+pub struct FileLock {
+    _file: File,
+}
+
+fn flock(path: &Path, op: libc::c_int) -> Result<FileLock> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening lock {}", path.display()), e))?;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(FileLock { _file: file });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io(format!("locking {}", path.display()), err));
+        }
+    }
+}
+
+/// Access to one workspace directory.
+#[derive(Debug, Clone)]
+pub struct WorkspaceDir {
+    pub id: String,
+    pub root: PathBuf,
+}
+
+impl WorkspaceDir {
+    pub fn new(workspaces_dir: &Path, id: &str) -> Self {
+        WorkspaceDir { id: id.to_string(), root: workspaces_dir.join(id) }
+    }
+
+    pub fn record_path(&self) -> PathBuf {
+        self.root.join("workspace.json")
+    }
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+    pub fn baseline_tar(&self) -> PathBuf {
+        self.root.join("baseline").join("workspace.tar")
+    }
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    pub fn commands_dir(&self) -> PathBuf {
+        self.root.join("commands")
+    }
+    pub fn disk_image(&self) -> PathBuf {
+        self.runtime_dir().join("rootfs.ext4")
+    }
+
+    /// Does a record exist (the workspace was fully created)?
+    pub fn exists(&self) -> bool {
+        self.record_path().is_file()
+    }
+
+    /// Short exclusive lock for read-modify-write of the record and history.
+    pub fn lock_record(&self) -> Result<FileLock> {
+        flock(&self.root.join("record.lock"), libc::LOCK_EX)
+    }
+
+    /// Shared lifecycle lock: the VM stays as it is while held.
+    pub fn lock_lifecycle_shared(&self) -> Result<FileLock> {
+        flock(&self.root.join("lifecycle.lock"), libc::LOCK_SH)
+    }
+
+    /// Exclusive lifecycle lock: for stop, start, reset, delete.
+    pub fn lock_lifecycle_exclusive(&self) -> Result<FileLock> {
+        flock(&self.root.join("lifecycle.lock"), libc::LOCK_EX)
+    }
+
+    pub fn load(&self) -> Result<WorkspaceRecord> {
+        let text = std::fs::read_to_string(self.record_path()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(format!("workspace '{}' does not exist", self.id))
+            } else {
+                Error::io(format!("reading {}", self.record_path().display()), e)
+            }
+        })?;
+        let record: WorkspaceRecord = serde_json::from_str(&text).map_err(|e| {
+            Error::Io(format!("workspace record {} is unreadable: {e}", self.record_path().display()))
+        })?;
+        if record.layout_version > LAYOUT_VERSION {
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' was written by a newer pyro (layout {}; this pyro reads up to {LAYOUT_VERSION})",
+                self.id, record.layout_version
+            )));
+        }
+        Ok(record)
+    }
+
+    /// Save atomically (temp file + rename): a crash never leaves a torn record.
+    pub fn save(&self, record: &WorkspaceRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).expect("record serializes");
+        crate::util::write_atomic(&self.record_path(), &bytes)
+            .map_err(|e| Error::io(format!("writing {}", self.record_path().display()), e))
+    }
+
+    /// Load, change and save under the record lock.
+    pub fn update<T>(&self, f: impl FnOnce(&mut WorkspaceRecord) -> Result<T>) -> Result<(WorkspaceRecord, T)> {
+        let _lock = self.lock_record()?;
+        let mut record = self.load()?;
+        let out = f(&mut record)?;
+        self.save(&record)?;
+        Ok((record, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(id: &str) -> WorkspaceRecord {
+        WorkspaceRecord {
+            layout_version: LAYOUT_VERSION,
+            workspace_id: id.into(),
+            environment: "debian:12".into(),
+            environment_version: "1.0.0".into(),
+            vcpu_count: 1,
+            mem_mib: 1024,
+            ttl_seconds: 600,
+            created_at: 1.0,
+            expires_at: 601.0,
+            state: "started".into(),
+            network_policy: "off".into(),
+            allow_host_compat: false,
+            last_error: None,
+            name: None,
+            labels: BTreeMap::new(),
+            last_activity_at: 1.0,
+            command_count: 0,
+            last_command: None,
+            workspace_seed: SeedInfo {
+                mode: "empty".into(),
+                seed_path: None,
+                destination: "/workspace".into(),
+                entry_count: 0,
+                bytes_written: 0,
+            },
+            secrets: vec![],
+            reset_count: 0,
+            last_reset_at: None,
+            backend: "qemu".into(),
+            accel: Some("tcg".into()),
+            execution_mode: "guest_vsock".into(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn concurrent_updates_from_many_threads_lose_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = WorkspaceDir::new(tmp.path(), "abc123def456");
+        std::fs::create_dir_all(&dir.root).unwrap();
+        dir.save(&sample("abc123def456")).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        dir.update(|r| {
+                            r.command_count += 1;
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(dir.load().unwrap().command_count, 400);
+    }
+
+    #[test]
+    fn missing_record_is_a_clear_not_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = WorkspaceDir::new(tmp.path(), "nope00000000");
+        let e = dir.load().unwrap_err();
+        assert_eq!(e.to_string(), "workspace 'nope00000000' does not exist");
+        assert_eq!(e.code(), "not_found");
+    }
+}

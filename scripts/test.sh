@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (host packages, binaries, the
+# debian:12 and debian:12-build environments, a non-root test user) and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -eq 0 ]; then
+  # A world-readable cache, so the unprivileged-user test can boot the same environments.
+  export PYRO_CACHE_DIR="${PYRO_CACHE_DIR:-/var/cache/pyro}"
+  id pyro-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin pyro-test
+fi
+scripts/install-host-deps.sh
+scripts/build.sh debug
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+for env in debian:12 debian:12-build; do
+  target/debug/pyro env pull "$env"
+done
+cargo test --workspace -- --test-threads=2
