@@ -1,5 +1,10 @@
 //! Running commands: `/bin/sh -lc` in its own process group, per-stream capture caps,
 //! timeouts that kill the whole group, cancellation.
+//!
+//! Outcomes: a normal exit or death by signal gives an [`ExecResult`] (exit code, or 128 +
+//! signal); a timeout kills the group and gives exit code 124 with `timed_out`; a `Cancel`
+//! kills the group and gives [`ExecError::Cancelled`] (the agent answers Error kind
+//! `cancelled`, never a partial result).
 
 use pyro_protocol::{ExecRequest, ExecResult};
 use std::collections::HashMap;
@@ -22,9 +27,12 @@ pub const BASE_ENV: &[(&str, &str)] = &[
 /// hold open before returning anyway.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
+/// A running exec: its process group and whether it was cancelled.
+type Entry = (i32, Arc<AtomicBool>);
+
 /// Process groups of running execs, by request id, for `Cancel`.
 #[derive(Clone, Default)]
-pub struct Running(Arc<Mutex<HashMap<u64, (i32, Arc<AtomicBool>)>>>);
+pub struct Running(Arc<Mutex<HashMap<u64, Entry>>>);
 
 impl Running {
     /// Kill a running exec's process group; false if no such exec runs.
@@ -37,6 +45,15 @@ impl Running {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Kill every running exec (the connection that wanted their results is gone).
+    pub fn cancel_all(&self) {
+        let entries: Vec<Entry> = self.0.lock().unwrap().values().cloned().collect();
+        for (pgid, flag) in entries {
+            flag.store(true, Ordering::SeqCst);
+            kill_group(pgid);
         }
     }
 }
@@ -62,6 +79,8 @@ pub enum ExecError {
 struct Capture {
     kept: Vec<u8>,
     truncated: bool,
+    /// The result was taken: a background process still writing is drained, not stored.
+    taken: bool,
 }
 
 async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize, into: Arc<Mutex<Capture>>) {
@@ -71,6 +90,9 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize, into: Arc<Mutex<
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 let mut c = into.lock().unwrap();
+                if c.taken {
+                    continue;
+                }
                 let room = cap.saturating_sub(c.kept.len());
                 if n > room {
                     c.truncated = true;
@@ -84,6 +106,7 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize, into: Arc<Mutex<
 
 fn take(c: &Arc<Mutex<Capture>>) -> (Vec<u8>, bool) {
     let mut c = c.lock().unwrap();
+    c.taken = true;
     (std::mem::take(&mut c.kept), c.truncated)
 }
 
@@ -183,65 +206,167 @@ mod tests {
         ExecRequest { command: cmd.into(), cwd: None, env: Default::default(), timeout_ms, output_cap_bytes: cap }
     }
 
+    async fn run_ok(cmd: &str) -> ExecResult {
+        run(&req(cmd, 10_000, 1 << 20), 1, &Running::default()).await.unwrap()
+    }
+
+    /// Live (non-zombie) processes whose process group is `pgid`.
+    fn live_members(pgid: i32) -> Vec<String> {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // state ppid pgrp ...
+            if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" && f[0] != "X" {
+                found.push(format!("{head})"));
+            }
+        }
+        found
+    }
+
+    fn wait_group_gone(pgid: i32) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let live = live_members(pgid);
+            if live.is_empty() || Instant::now() > deadline {
+                return live;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[tokio::test]
     async fn streams_and_exit_code_are_kept_apart() {
-        let r = run(&req("echo out; echo err >&2; exit 7", 5000, 1024), 1, &Running::default()).await.unwrap();
+        let r = run_ok("echo out; echo err >&2; exit 7").await;
         assert_eq!(r.stdout, b"out\n");
         assert_eq!(r.stderr, b"err\n");
         assert_eq!(r.exit_code, 7);
-        assert!(!r.timed_out);
+        assert!(!r.timed_out && !r.stdout_truncated && !r.stderr_truncated);
+    }
+
+    #[tokio::test]
+    async fn death_by_signal_is_128_plus_the_signal() {
+        assert_eq!(run_ok("kill -9 $$").await.exit_code, 137);
+        assert_eq!(run_ok("kill -TERM $$").await.exit_code, 143);
     }
 
     #[tokio::test]
     async fn output_past_the_cap_is_dropped_and_flagged() {
-        let r = run(&req("head -c 100000 /dev/zero", 5000, 1000), 2, &Running::default()).await.unwrap();
+        let r = run(&req("head -c 100000 /dev/zero; head -c 50 /dev/zero >&2", 5000, 1000), 2, &Running::default())
+            .await
+            .unwrap();
         assert_eq!(r.stdout.len(), 1000);
         assert!(r.stdout_truncated);
+        assert_eq!(r.stderr.len(), 50);
         assert!(!r.stderr_truncated);
         assert_eq!(r.exit_code, 0);
     }
 
     #[tokio::test]
+    async fn a_writer_far_past_the_cap_never_blocks() {
+        // 20 MB through a 4 KiB cap: the pipe keeps being drained, so the command finishes.
+        let t = Instant::now();
+        let r =
+            run(&req("head -c 20000000 /dev/zero; echo done >&2", 20_000, 4096), 3, &Running::default()).await.unwrap();
+        assert_eq!(r.exit_code, 0);
+        assert_eq!(r.stdout.len(), 4096);
+        assert!(r.stdout_truncated);
+        assert_eq!(r.stderr, b"done\n");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn commands_get_the_default_sigpipe() {
+        // The agent ignores SIGPIPE (Rust does); a pipeline must still end when its reader does.
+        let t = Instant::now();
+        let r = run_ok("yes | head -c 6").await;
+        assert_eq!(r.stdout, b"y\ny\ny\n");
+        assert_eq!(r.exit_code, 0);
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
     async fn binary_output_is_returned_as_bytes() {
-        let r = run(&req("printf '\\377\\000\\376'", 5000, 1024), 3, &Running::default()).await.unwrap();
+        let r = run_ok("printf '\\377\\000\\376'; printf '\\303\\050' >&2").await;
         assert_eq!(r.stdout, vec![0xff, 0x00, 0xfe]);
+        assert_eq!(r.stderr, vec![0xc3, 0x28]);
     }
 
     #[tokio::test]
     async fn timeout_kills_the_whole_group() {
-        let marker = format!("pyro-agent-test-{}", std::process::id());
-        let cmd = format!("sh -c 'sleep 100; true {marker}' & sh -c 'sleep 100; true {marker}'");
+        // $$ is the shell, the group leader (process_group(0)): its id is the pgid.
+        let cmd = "echo $$; echo partial >&2; sleep 100 & sleep 100";
         let t = Instant::now();
-        let r = run(&req(&cmd, 500, 1024), 4, &Running::default()).await.unwrap();
-        assert!(t.elapsed() < Duration::from_secs(3));
+        let r = run(&req(cmd, 2000, 1024), 4, &Running::default()).await.unwrap();
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(2000) && took < Duration::from_millis(3000), "{took:?}");
         assert_eq!(r.exit_code, 124);
         assert!(r.timed_out);
-        assert!(String::from_utf8_lossy(&r.stderr).ends_with("command timed out after 0.5s"));
-        // The background sleep was in the same group: it must be gone too.
-        std::thread::sleep(Duration::from_millis(100));
-        let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-        assert!(ps.stdout.is_empty(), "survivors: {}", String::from_utf8_lossy(&ps.stdout));
+        assert_eq!(String::from_utf8_lossy(&r.stderr), "partial\ncommand timed out after 2s");
+        let pgid: i32 = String::from_utf8_lossy(&r.stdout).trim().parse().unwrap();
+        // SAFETY: signal 0 only checks for existence.
+        let rc = unsafe { libc::kill(-pgid, 0) };
+        let survivors = wait_group_gone(pgid);
+        assert!(survivors.is_empty(), "survivors of group {pgid}: {survivors:?} (kill rc {rc})");
+    }
+
+    #[tokio::test]
+    async fn fractional_timeouts_are_reported_as_such() {
+        let r = run(&req("sleep 100", 500, 1024), 5, &Running::default()).await.unwrap();
+        assert!(r.timed_out);
+        assert_eq!(r.stderr, b"command timed out after 0.5s");
+    }
+
+    #[tokio::test]
+    async fn a_background_process_holding_the_pipes_does_not_hold_the_result() {
+        let t = Instant::now();
+        let r = run_ok("echo $$; sleep 30 & echo started").await;
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(r.exit_code, 0);
+        assert!(!r.timed_out);
+        let text = String::from_utf8_lossy(&r.stdout).to_string();
+        assert!(text.ends_with("started\n"), "{text}");
+        let pgid: i32 = text.lines().next().unwrap().parse().unwrap();
+        // It is left running (that is the point of `&`); clean up after the test.
+        assert!(!live_members(pgid).is_empty());
+        kill_group(pgid);
+        assert!(wait_group_gone(pgid).is_empty());
     }
 
     #[tokio::test]
     async fn cancel_kills_a_running_exec() {
         let running = Running::default();
         let r2 = running.clone();
-        let task = tokio::spawn(async move { run(&req("sleep 30", 60_000, 1024), 9, &r2).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let task = tokio::spawn(async move { run(&req("sleep 30 & sleep 30", 60_000, 1024), 9, &r2).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pgid = running.0.lock().unwrap().get(&9).unwrap().0;
+        let t = Instant::now();
         assert!(running.cancel(9));
         let out = tokio::time::timeout(Duration::from_secs(3), task).await.unwrap().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!(out, Err(ExecError::Cancelled));
-        assert!(!running.cancel(9));
+        assert!(!running.cancel(9), "finished execs are forgotten");
+        assert!(wait_group_gone(pgid).is_empty());
     }
 
     #[tokio::test]
     async fn cwd_and_env_are_applied() {
-        let mut r = req("pwd; echo $FOO", 5000, 1024);
+        let mut r = req("pwd; echo $FOO; echo $HOME $LANG; echo $PATH", 5000, 1024);
         r.cwd = Some("/tmp".into());
-        r.env.insert("FOO".into(), "bar".into());
+        r.env.insert("FOO".into(), "bar baz".into());
+        r.env.insert("HOME".into(), "/home/x".into());
         let out = run(&r, 5, &Running::default()).await.unwrap();
-        assert_eq!(out.stdout, b"/tmp\nbar\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/tmp\nbar baz\n/home/x C.UTF-8\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        );
+        let out = run_ok("pwd; cat </dev/stdin | wc -c").await;
+        assert_eq!(out.stdout, b"/\n0\n", "default cwd is / and stdin is empty");
         let mut r = req("true", 5000, 1024);
         r.cwd = Some("/nonexistent-dir".into());
         let e = run(&r, 6, &Running::default()).await.unwrap_err();
@@ -251,6 +376,8 @@ mod tests {
     #[test]
     fn seconds_format_like_the_reference() {
         assert_eq!(format_seconds(2000), "2");
+        assert_eq!(format_seconds(60_000), "60");
         assert_eq!(format_seconds(500), "0.5");
+        assert_eq!(format_seconds(1250), "1.25");
     }
 }

@@ -80,7 +80,8 @@ fn handle_blocking(req: FsRequest, state: &FsState) -> FsResult<FsResponse> {
             let path = transfer_path(&transfer_id)?;
             let mut f = File::open(&path).map_err(|e| io_err("opening the transfer", e))?;
             f.seek(SeekFrom::Start(offset)).map_err(|e| io_err("seeking the transfer", e))?;
-            let mut data = Vec::with_capacity(len as usize);
+            // `len` may be far past the end of the file: size the buffer by what can come back.
+            let mut data = Vec::with_capacity(len.min(pyro_protocol::fs::TRANSFER_CHUNK_BYTES as u64) as usize);
             f.take(len).read_to_end(&mut data).map_err(|e| io_err("reading the transfer", e))?;
             Ok(FsResponse::Data { data })
         }
@@ -118,14 +119,10 @@ fn kind_of(meta: &fs::Metadata) -> Option<&'static str> {
 }
 
 fn entry_of(path: &Path, meta: &fs::Metadata) -> FsResult<FileEntry> {
-    let kind = kind_of(meta).ok_or_else(|| {
-        err("unsupported_type", format!("unsupported workspace path type: {}", path.display()))
-    })?;
-    let link_target = if kind == "symlink" {
-        fs::read_link(path).ok().map(|t| t.to_string_lossy().into_owned())
-    } else {
-        None
-    };
+    let kind = kind_of(meta)
+        .ok_or_else(|| err("unsupported_type", format!("unsupported workspace path type: {}", path.display())))?;
+    let link_target =
+        if kind == "symlink" { fs::read_link(path).ok().map(|t| t.to_string_lossy().into_owned()) } else { None };
     Ok(FileEntry {
         path: path.to_string_lossy().into_owned(),
         artifact_type: kind.to_string(),
@@ -167,11 +164,7 @@ fn list(path: &Path, recursive: bool) -> FsResult<FsResponse> {
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
     }
-    Ok(FsResponse::Listing {
-        path: path.to_string_lossy().into_owned(),
-        artifact_type: top.artifact_type,
-        entries,
-    })
+    Ok(FsResponse::Listing { path: path.to_string_lossy().into_owned(), artifact_type: top.artifact_type, entries })
 }
 
 fn read(path: &Path, max_bytes: u64) -> FsResult<FsResponse> {
@@ -205,9 +198,7 @@ fn prepare_parents(path: &Path) -> FsResult<()> {
                 ))
             }
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(err("invalid_path", format!("a parent of {} is not a directory", path.display())))
-            }
+            Ok(_) => return Err(err("invalid_path", format!("a parent of {} is not a directory", path.display()))),
             Err(_) => fs::create_dir(&cur).map_err(|e| io_err(&format!("creating {}", cur.display()), e))?,
         }
     }
@@ -224,11 +215,7 @@ fn write(path: &Path, data: &[u8]) -> FsResult<FsResponse> {
     let dir = path.parent().unwrap();
     let tmp = dir.join(format!(".pyro-write-{}-{}", std::process::id(), nanos()));
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = fs::OpenOptions::new().create_new(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
         f.write_all(data)?;
         // Keep the existing file's mode (an executable stays executable), 0644 for new ones.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -305,7 +292,10 @@ fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    return Err(err("invalid_path", format!("archive member {} is under a non-directory", raw.display())))
+                    return Err(err(
+                        "invalid_path",
+                        format!("archive member {} is under a non-directory", raw.display()),
+                    ))
                 }
                 Err(_) => fs::create_dir(&cur).map_err(|e| io_err(&format!("creating {}", cur.display()), e))?,
             }
@@ -322,7 +312,9 @@ fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
                             format!("archive directory {} conflicts with an existing non-directory", raw.display()),
                         ))
                     }
-                    None => fs::create_dir(&target).map_err(|e| io_err(&format!("creating {}", target.display()), e))?,
+                    None => {
+                        fs::create_dir(&target).map_err(|e| io_err(&format!("creating {}", target.display()), e))?
+                    }
                 }
                 if let Ok(mode) = entry.header().mode() {
                     let _ = fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777));
@@ -365,7 +357,10 @@ fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
             other => {
                 return Err(err(
                     "unsupported_type",
-                    format!("archive member {} has unsupported type {other:?} (only files, directories and symlinks)", raw.display()),
+                    format!(
+                        "archive member {} has unsupported type {other:?} (only files, directories and symlinks)",
+                        raw.display()
+                    ),
                 ))
             }
         }
@@ -426,7 +421,13 @@ fn export(path: &Path) -> FsResult<FsResponse> {
     let out = b.into_inner().map_err(|e| io_err("finishing the export", e))?;
     out.sync_all().ok();
     let size = fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
-    Ok(FsResponse::Exported { transfer_id: id, size, artifact_type: kind.to_string(), entry_count: count, bytes_written: bytes })
+    Ok(FsResponse::Exported {
+        transfer_id: id,
+        size,
+        artifact_type: kind.to_string(),
+        entry_count: count,
+        bytes_written: bytes,
+    })
 }
 
 #[cfg(test)]

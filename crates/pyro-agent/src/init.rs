@@ -34,7 +34,7 @@ pub fn stage1() -> ! {
         fatal("mounting /sys", e);
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    load_modules();
+    load_modules(&cmdline);
     if cmdline.split_whitespace().any(|w| w == "pyro.probe=1") {
         // The KVM usability probe: reaching here under KVM proves a guest runs.
         for dev in ["/dev/ttyS0", "/dev/console"] {
@@ -58,12 +58,15 @@ pub fn stage1() -> ! {
     if let Err(e) = sys::mount_once(&root, NEW_ROOT, "ext4", 0, "") {
         fatal(&format!("mounting {root}"), e);
     }
-    if let Err(e) = sys::mount_once("tmpfs", &format!("{NEW_ROOT}/run"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755") {
+    if let Err(e) =
+        sys::mount_once("tmpfs", &format!("{NEW_ROOT}/run"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")
+    {
         fatal("mounting /run", e);
     }
     if let Err(e) = install_agent() {
         fatal("installing the agent into /run", e);
     }
+    free_initramfs();
     for dir in ["dev", "proc", "sys"] {
         let target = format!("{NEW_ROOT}/{dir}");
         let _ = std::fs::create_dir_all(&target);
@@ -85,9 +88,22 @@ pub fn stage1() -> ! {
     fatal("exec of the agent", io::Error::last_os_error());
 }
 
-fn load_modules() {
+/// Which optional module groups this boot needs: each module load costs tens of ms under
+/// TCG, so the NIC, PCI transport and vsock modules load only when the VMM provides them.
+fn module_wanted(name: &str, cmdline: &str) -> bool {
+    let flag = |f: &str| cmdline.split_whitespace().any(|w| w == f);
+    let stem = name.trim_end_matches(".ko");
+    match stem {
+        "failover" | "net_failover" | "virtio_net" => flag("pyro.net=1"),
+        s if s.starts_with("virtio_pci") => flag("pyro.pci=1"),
+        s if s.starts_with("vsock") || s.starts_with("vmw_vsock") => flag("pyro.vsock=1"),
+        _ => true,
+    }
+}
+
+fn load_modules(cmdline: &str) {
     let Ok(order) = std::fs::read_to_string(format!("{MODULE_DIR}/order")) else { return };
-    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()).filter(|n| module_wanted(n, cmdline)) {
         if let Err(e) = sys::load_module(&Path::new(MODULE_DIR).join(name)) {
             // A missing optional module (say vsock on a QEMU guest) must not stop the boot.
             sys::console_log(&format!("pyro-init: {e}"));
@@ -103,6 +119,16 @@ fn install_agent() -> io::Result<()> {
     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
 }
 
+/// The initramfs stays in RAM under the new root for the VM's lifetime: drop its two big
+/// parts (this binary and the modules, both loaded by now).
+fn free_initramfs() {
+    if !sys::root_is_ram_fs() {
+        return;
+    }
+    let _ = std::fs::remove_file("/init");
+    let _ = std::fs::remove_dir_all(MODULE_DIR);
+}
+
 fn switch_root() -> io::Result<()> {
     sys::chdir(NEW_ROOT)?;
     sys::mount(".", "/", "", libc::MS_MOVE, "")?;
@@ -114,21 +140,28 @@ fn switch_root() -> io::Result<()> {
 /// running in a child process while reaping every orphan.
 pub fn pid1() -> ! {
     // Stage 1 moved /dev, /proc and /sys here; mount them when started another way.
-    let _ = sys::mount_once("proc", "/proc", "proc", 0, "");
-    let _ = sys::mount_once("sysfs", "/sys", "sysfs", 0, "");
-    let _ = sys::mount_once("devtmpfs", "/dev", "devtmpfs", 0, "");
-    if !sys::is_mountpoint("/dev/pts") {
-        let _ = sys::mount_once("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666,gid=5");
+    // (Mounting again over a live mount would stack a second instance, hence the checks.)
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    let mounts: [(&str, &str, &str, libc::c_ulong, &str); 7] = [
+        ("proc", "/proc", "proc", nosuid_nodev | libc::MS_NOEXEC, ""),
+        ("sysfs", "/sys", "sysfs", nosuid_nodev | libc::MS_NOEXEC, ""),
+        ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
+        ("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666,gid=5"),
+        ("tmpfs", "/dev/shm", "tmpfs", nosuid_nodev, "mode=1777"),
+        ("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755"),
+        ("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777"),
+    ];
+    for (source, target, fstype, flags, data) in mounts {
+        if !sys::is_mountpoint(target) {
+            if let Err(e) = sys::mount_once(source, target, fstype, flags, data) {
+                sys::console_log(&format!("pyro-init: {e}"));
+            }
+        }
     }
+    // devtmpfs's /dev/ptmx is a device node that resolves to the devpts mounted at /dev/pts
+    // (Linux >= 4.7); a symlink covers a /dev without one.
     if !Path::new("/dev/ptmx").exists() {
         let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
-    }
-    let _ = sys::mount_once("tmpfs", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777");
-    if !sys::is_mountpoint("/run") {
-        let _ = sys::mount_once("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755");
-    }
-    if !sys::is_mountpoint("/tmp") {
-        let _ = sys::mount_once("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777");
     }
     {
         use std::os::unix::fs::PermissionsExt;
@@ -171,7 +204,12 @@ pub fn pid1() -> ! {
             // SAFETY: waitpid on any child with a valid status pointer.
             let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
             if pid == child {
-                sys::console_log(&format!("pyro-init: agent exited (status {status}); restarting"));
+                let how = if libc::WIFSIGNALED(status) {
+                    format!("killed by signal {}", libc::WTERMSIG(status))
+                } else {
+                    format!("exit code {}", libc::WEXITSTATUS(status))
+                };
+                sys::console_log(&format!("pyro-init: agent ended ({how}); restarting it"));
                 std::thread::sleep(Duration::from_millis(200));
                 break;
             }
@@ -185,6 +223,18 @@ pub fn pid1() -> ! {
 #[cfg(test)]
 mod tests {
     use super::cmdline_value;
+
+    #[test]
+    fn optional_modules_load_only_when_flagged() {
+        use super::module_wanted;
+        assert!(module_wanted("virtio_blk.ko", "quiet"));
+        assert!(module_wanted("virtio_mmio.ko", ""));
+        assert!(!module_wanted("virtio_net.ko", "quiet"));
+        assert!(module_wanted("virtio_net.ko", "quiet pyro.net=1"));
+        assert!(!module_wanted("virtio_pci_modern_dev.ko", ""));
+        assert!(!module_wanted("vmw_vsock_virtio_transport.ko", "pyro.net=1"));
+        assert!(module_wanted("vsock.ko", "pyro.vsock=1"));
+    }
 
     #[test]
     fn cmdline_values_are_found_by_exact_key() {

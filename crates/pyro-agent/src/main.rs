@@ -13,7 +13,7 @@ mod sys;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if std::process::id() == 1 && args.len() == 1 {
+    if std::process::id() == 1 && args.len() == 1 && args[0].ends_with("init") {
         init::stage1();
     }
     let code = match args.iter().skip(1).map(String::as_str).collect::<Vec<_>>().as_slice() {

@@ -9,8 +9,8 @@ use crate::sys;
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, Stream, StreamExt};
 use pyro_protocol::{
-    codec, decode, encode, FrameId, HelloInfo, Request, RequestFrame, Response, ResponseFrame,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION, READY_FRAME_ID,
+    codec, decode, encode, FrameId, HelloInfo, Request, RequestFrame, Response, ResponseFrame, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION, READY_FRAME_ID,
 };
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -44,11 +44,7 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 const PORT_WAIT: Duration = Duration::from_secs(10);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
 
 /// Find the virtio-serial port named `org.pyro.agent` (no udev makes
@@ -87,11 +83,7 @@ pub fn serve_device() -> i32 {
         std::thread::sleep(Duration::from_millis(5));
     };
     // A virtio-serial port can be opened only once: one open, then a dup for each direction.
-    let open = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&port)
-        .and_then(|f| Ok((f.try_clone()?, f)));
+    let open = std::fs::OpenOptions::new().read(true).write(true).open(&port).and_then(|f| Ok((f.try_clone()?, f)));
     let (reader, writer) = match open {
         Ok(pair) => pair,
         Err(e) => {
@@ -112,9 +104,8 @@ pub fn serve_device() -> i32 {
             .name("port-write".into())
             .spawn(move || write_port(writer, out_rx))
             .expect("spawn writer thread");
-        let stream = futures::stream::unfold(in_rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let stream =
+            Box::pin(futures::stream::unfold(in_rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
         let frames = FramedRead::new(tokio_util::io::StreamReader::new(stream), codec());
         serve(frames, out_tx, PowerAction::Machine).await;
     });
@@ -129,10 +120,7 @@ fn read_port(mut port: std::fs::File, tx: mpsc::Sender<io::Result<Bytes>>) {
             // connects, so poll gently instead of ending the stream.
             Ok(0) => std::thread::sleep(Duration::from_millis(20)),
             Ok(n) => {
-                if tx
-                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                    .is_err()
-                {
+                if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
                     return;
                 }
             }
@@ -207,12 +195,7 @@ pub fn serve_socket(path: &str) -> i32 {
                 }
             }
         });
-        serve(
-            FramedRead::new(read, codec()),
-            out_tx,
-            PowerAction::StopServing,
-        )
-        .await;
+        serve(FramedRead::new(read, codec()), out_tx, PowerAction::StopServing).await;
         // Request tasks still hold senders; their groups were just killed, so they end soon.
         let _ = tokio::time::timeout(FLUSH_WAIT, writer).await;
         0
@@ -280,8 +263,10 @@ where
             Some(Ok(buf)) => buf,
             Some(Err(e)) => {
                 // A framing error leaves the stream unsynchronised: give up on it.
-                if power == PowerAction::Machine {
-                    sys::console_log(&format!("pyro-agent: host channel: {e}"));
+                let msg = format!("pyro-agent: host channel: {e}");
+                match power {
+                    PowerAction::Machine => sys::console_log(&msg),
+                    PowerAction::StopServing => eprintln!("{msg}"),
                 }
                 break;
             }
@@ -294,10 +279,7 @@ where
                 send(
                     &ctx.out,
                     id,
-                    Response::error(
-                        "bad_request",
-                        format!("the agent cannot decode this request: {e}"),
-                    ),
+                    Response::error("bad_request", format!("the agent cannot decode this request: {e}")),
                 );
                 continue;
             }
@@ -310,9 +292,7 @@ where
 
 async fn handle(id: u64, request: Request, ctx: Ctx) {
     let response = match request {
-        Request::Hello {
-            protocol_version, ..
-        } => hello(protocol_version),
+        Request::Hello { protocol_version, .. } => hello(protocol_version),
         Request::Ping => Response::Pong,
         // A cancelled exec answers with Error kind `cancelled`, not with a partial result.
         Request::Exec(req) => match exec::run(&req, id, &ctx.running).await {
@@ -330,9 +310,7 @@ async fn handle(id: u64, request: Request, ctx: Ctx) {
         }
         Request::Poweroff => return poweroff(id, &ctx).await,
         Request::Fs(req) => crate::fs::handle(req, &ctx.fs).await,
-        Request::Supervisor(_) => {
-            Response::error("unsupported", "supervisor requests are handled on the host")
-        }
+        Request::Supervisor(_) => Response::error("unsupported", "supervisor requests are handled on the host"),
     };
     send(&ctx.out, id, response);
 }

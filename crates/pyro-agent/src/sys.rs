@@ -153,3 +153,103 @@ pub fn uptime_ms() -> u64 {
         .map(|s| (s * 1000.0) as u64)
         .unwrap_or(0)
 }
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills a zeroed utsname; release is NUL-terminated by the kernel.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+    }
+}
+
+/// Whether any user-space process other than PID 1 and this one is still alive (zombies
+/// count as gone: their files are already closed).
+fn others_alive() -> bool {
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == 1 || pid == me {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid = fields.next().unwrap_or("");
+        // Kernel threads (kthreadd is 2, all others are its children) never exit.
+        if pid == 2 || ppid == "2" || state == "Z" || state == "X" {
+            continue;
+        }
+        return true;
+    }
+    false
+}
+
+fn wait_for_others(limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while others_alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Clean guest shutdown: stop every process, flush, remount / read-only, power off. Leaves
+/// an image `e2fsck -fn` finds clean.
+pub fn shutdown_machine() -> ! {
+    // SAFETY: kill(-1) signals every process except init and ourselves.
+    unsafe {
+        libc::kill(-1, libc::SIGTERM);
+    }
+    wait_for_others(std::time::Duration::from_millis(300));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+    }
+    // SIGKILL is asynchronous: a process still holding a file open for writing makes the
+    // read-only remount fail with EBUSY.
+    wait_for_others(std::time::Duration::from_millis(500));
+    sync();
+    let mut last = None;
+    for _ in 0..10 {
+        match mount("", "/", "", libc::MS_REMOUNT | libc::MS_RDONLY, "") {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    if let Some(e) = last {
+        console_log(&format!("pyro-agent: remounting / read-only: {e}"));
+    }
+    poweroff();
+}
+
+/// Whether `/` is the initramfs (ramfs or tmpfs), whose files may be deleted to free RAM.
+pub fn root_is_ram_fs() -> bool {
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // SAFETY: statfs on a valid path into a zeroed struct.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c"/".as_ptr(), &mut st) != 0 {
+            return false;
+        }
+        let t = st.f_type as i64;
+        t == RAMFS_MAGIC || t == TMPFS_MAGIC
+    }
+}

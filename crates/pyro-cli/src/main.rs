@@ -2,6 +2,7 @@
 //! the payload (human text or `--json`). No engine logic lives here.
 
 mod output;
+mod workspace;
 
 use clap::{Args, Parser, Subcommand};
 use output::{emit_error, print_json, Mode};
@@ -24,6 +25,9 @@ enum Command {
     /// Manage guest environments (kernel + rootfs).
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Persistent workspaces: a VM that lives across many calls.
+    #[command(subcommand)]
+    Workspace(workspace::WorkspaceCommand),
 }
 
 #[derive(Args)]
@@ -104,6 +108,14 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Run(a) => (Mode::from_json(a.json), run(a).await),
         Command::Doctor(a) => (Mode::from_json(a.json), doctor(a).await),
         Command::Env(c) => env(c).await,
+        Command::Workspace(c) => {
+            let mode = c.mode();
+            let result = match engine(mode, "workspace") {
+                Ok(pyro) => workspace::run(&pyro, c).await,
+                Err(e) => Err(e),
+            };
+            (mode, result)
+        }
     };
     match result {
         Ok(code) => code,
@@ -289,5 +301,50 @@ mod tests {
         assert_eq!(exit_code_byte(124), 124);
         assert_eq!(exit_code_byte(-1), 1);
         assert_eq!(exit_code_byte(300), 1);
+    }
+}
+
+/// The public CLI surface pinned by a contract test: every command path with its
+/// positionals and long flags. A rename fails `cli_surface_is_pinned`.
+#[cfg(test)]
+mod surface {
+    use clap::CommandFactory;
+
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let path = if path.is_empty() { cmd.get_name().to_string() } else { format!("{path} {}", cmd.get_name()) };
+        let mut args: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+            .map(|a| match a.get_long() {
+                Some(l) => format!("--{l}"),
+                None => {
+                    a.get_value_names().map(|v| v.join(" ")).unwrap_or_else(|| a.get_id().to_string().to_uppercase())
+                }
+            })
+            .collect();
+        args.sort();
+        if cmd.get_subcommands().next().is_none() {
+            out.push(format!("{path} {}", args.join(" ")).trim_end().to_string());
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn cli_surface_is_pinned() {
+        let mut lines = Vec::new();
+        walk(&super::Cli::command(), "", &mut lines);
+        lines.sort();
+        let actual = lines.join("\n") + "\n";
+        let pinned_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli-surface.txt");
+        if std::env::var_os("PYRO_UPDATE_SURFACE").is_some() {
+            std::fs::write(pinned_path, &actual).unwrap();
+        }
+        let pinned = std::fs::read_to_string(pinned_path).unwrap_or_default();
+        assert_eq!(
+            actual, pinned,
+            "the CLI surface changed; if intended, rerun with PYRO_UPDATE_SURFACE=1 and update CHANGELOG.md"
+        );
     }
 }

@@ -56,11 +56,8 @@ pub fn print_env_list(v: &Value) {
         println!("No environments found.");
     }
     for e in envs {
-        let installed = if e.get("installed").and_then(Value::as_bool).unwrap_or(false) {
-            "installed"
-        } else {
-            "not installed"
-        };
+        let installed =
+            if e.get("installed").and_then(Value::as_bool).unwrap_or(false) { "installed" } else { "not installed" };
         println!("{} [{}] {}", s(&e, "name"), installed, s(&e, "description"));
     }
 }
@@ -136,7 +133,10 @@ pub fn print_doctor(r: &pyro::doctor::DoctorReport) {
         println!("  {} [{}]", e.name, if e.installed { "installed" } else { "not installed" });
     }
     let missing: Vec<&str> = r.host_tools.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.as_str()).collect();
-    println!("Host tools: {}", if missing.is_empty() { "all found".to_string() } else { format!("missing {}", missing.join(", ")) });
+    println!(
+        "Host tools: {}",
+        if missing.is_empty() { "all found".to_string() } else { format!("missing {}", missing.join(", ")) }
+    );
     println!(
         "Networking: qemu_user_net={} tun={} root={}",
         yn(r.networking.qemu_user_net),

@@ -18,9 +18,28 @@ fn doctor_reports_kvm_probe_and_selected_backend_consistently() {
     assert_eq!(v["backend"]["accel"], if usable { "kvm" } else { "tcg" }, "{v}");
     if kvm_exists && !usable {
         // The machines this project runs on: a paravirtual KVM that cannot run a guest.
-        assert!(v["issues"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().contains("present but cannot run a guest")), "{v}");
+        assert!(
+            v["issues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i.as_str().unwrap().contains("present but cannot run a guest")),
+            "{v}"
+        );
     }
-    for k in ["platform", "runtime_ok", "issues", "kvm", "backend", "backends", "host_tools", "state_dir", "cache_dir", "environments", "networking"] {
+    for k in [
+        "platform",
+        "runtime_ok",
+        "issues",
+        "kvm",
+        "backend",
+        "backends",
+        "host_tools",
+        "state_dir",
+        "cache_dir",
+        "environments",
+        "networking",
+    ] {
         assert!(v.get(k).is_some(), "doctor payload lacks {k}");
     }
     assert_eq!(v["runtime_ok"], true, "{v}");
@@ -48,7 +67,12 @@ fn run_works_as_an_unprivileged_user() {
         for name in ["pyro", "pyro-supervisor", "pyro-guest-agent"] {
             std::fs::copy(built.join(name), bin_dir.join(name)).unwrap_or_else(|e| panic!("copy {name}: {e}"));
         }
-        let status = std::process::Command::new("chown").arg("-R").arg(format!("{user}:{user}")).arg(home.path()).status().unwrap();
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:{user}"))
+            .arg(home.path())
+            .status()
+            .unwrap();
         assert!(status.success());
         cmd = std::process::Command::new("setpriv");
         cmd.args(["--reuid", &user, "--regid", &user, "--init-groups", "--"]);

@@ -74,7 +74,8 @@ fn gcc_runs_in_debian_12_build() {
 fn timeout_returns_124_quickly() {
     let home = TestHome::new();
     let started = Instant::now();
-    let o = home.run(&["run", "debian:12", "--timeout-seconds", "2", "--json", "--", "sh", "-c", "sleep 100 & sleep 100"]);
+    let o =
+        home.run(&["run", "debian:12", "--timeout-seconds", "2", "--json", "--", "sh", "-c", "sleep 100 & sleep 100"]);
     let v = json(&o);
     assert_eq!(v["exit_code"], 124, "{v}");
     assert!(v["stderr"].as_str().unwrap().contains("command timed out after 2s"), "{v}");
@@ -111,7 +112,10 @@ fn binary_output_does_not_break_the_call() {
 fn bad_input_is_rejected_before_anything_starts() {
     let home = TestHome::new();
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "debian:99", "--", "true"], "unknown environment 'debian:99'; expected one of: debian:12, debian:12-base, debian:12-build"),
+        (
+            &["run", "debian:99", "--", "true"],
+            "unknown environment 'debian:99'; expected one of: debian:12, debian:12-base, debian:12-build",
+        ),
         (&["run", "debian:12", "--vcpu-count", "9", "--", "true"], "vcpu_count must be between 1 and 8"),
         (&["run", "debian:12", "--mem-mib", "64", "--", "true"], "mem_mib must be between 256 and 32768"),
         (&["run", "debian:12", "--ttl-seconds", "5", "--", "true"], "ttl_seconds must be between 60 and 3600"),
@@ -122,8 +126,8 @@ fn bad_input_is_rejected_before_anything_starts() {
         let o = home.run(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
-        assert!(err.starts_with("[error] "), "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        let line = err.lines().find(|l| l.starts_with("[error] ")).unwrap_or_else(|| panic!("{args:?}: {err}"));
+        assert!(line.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         // JSON mode: structured error on stdout.
         let mut jargs = args.to_vec();

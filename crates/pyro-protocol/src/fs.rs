@@ -49,7 +49,11 @@ pub enum FsRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum FsResponse {
-    Extracted { destination: String, entry_count: u64, bytes_written: u64 },
+    Extracted {
+        destination: String,
+        entry_count: u64,
+        bytes_written: u64,
+    },
     Exported {
         transfer_id: String,
         size: u64,
@@ -62,14 +66,22 @@ pub enum FsResponse {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    Listing { path: String, artifact_type: String, entries: Vec<FileEntry> },
+    Listing {
+        path: String,
+        artifact_type: String,
+        entries: Vec<FileEntry>,
+    },
     FileData {
         path: String,
         size_bytes: u64,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    Written { path: String, size_bytes: u64, bytes_written: u64 },
+    Written {
+        path: String,
+        size_bytes: u64,
+        bytes_written: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -30,9 +30,7 @@ pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The framing codec both sides use.
 pub fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec()
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +120,11 @@ pub struct ExecRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
     /// Unsolicited, id 0: the agent owns the channel and serves requests.
-    Ready { agent_version: String, protocol_version: u32, boot_ms: u64 },
+    Ready {
+        agent_version: String,
+        protocol_version: u32,
+        boot_ms: u64,
+    },
     Hello(HelloInfo),
     Pong,
     Ok,

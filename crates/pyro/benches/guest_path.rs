@@ -33,7 +33,8 @@ fn release_dir() -> PathBuf {
 fn busybox_initramfs(work: &Path) -> PathBuf {
     let root = work.join("bb");
     std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed (apt-get install busybox-static)");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is installed (apt-get install busybox-static)");
     std::fs::write(root.join("init"), "#!/bin/busybox sh\n/bin/busybox poweroff -f\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -48,7 +49,8 @@ fn busybox_initramfs(work: &Path) -> PathBuf {
 }
 
 fn bare_boot_seconds(kernel: &Path, initrd: &Path, accel: &str) -> f64 {
-    let mut cmdline = "console=ttyS0 quiet panic=-1 tsc=reliable no_timer_check cryptomgr.notests mitigations=off".to_string();
+    let mut cmdline =
+        "console=ttyS0 quiet panic=-1 tsc=reliable no_timer_check cryptomgr.notests mitigations=off".to_string();
     if let Some(khz) = pyro::backend::qemu::host_tsc_khz() {
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
     }
@@ -101,11 +103,8 @@ fn main() {
     for _ in 0..COLD_RUNS {
         bare.push(bare_boot_seconds(&kernel, &initrd, &accel));
         let t = Instant::now();
-        let o = Command::new(&pyro_bin)
-            .args(["run", "debian:12", "--", "true"])
-            .env("PYRO_HOME", &home)
-            .output()
-            .unwrap();
+        let o =
+            Command::new(&pyro_bin).args(["run", "debian:12", "--", "true"]).env("PYRO_HOME", &home).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         cold.push(t.elapsed().as_secs_f64());
     }

@@ -38,9 +38,7 @@ impl Paths {
 fn user_home() -> Result<PathBuf> {
     match std::env::var_os("HOME") {
         Some(h) if !h.is_empty() => Ok(PathBuf::from(h)),
-        _ => Err(Error::HostRequirement(
-            "HOME is not set; set HOME, or PYRO_HOME and PYRO_CACHE_DIR".into(),
-        )),
+        _ => Err(Error::HostRequirement("HOME is not set; set HOME, or PYRO_HOME and PYRO_CACHE_DIR".into())),
     }
 }
 
@@ -58,10 +56,7 @@ pub fn find_own_binary(name: &str, override_var: &str) -> Result<PathBuf> {
         if p.is_file() {
             return Ok(p);
         }
-        return Err(Error::HostRequirement(format!(
-            "{override_var} points at {} which is not a file",
-            p.display()
-        )));
+        return Err(Error::HostRequirement(format!("{override_var} points at {} which is not a file", p.display())));
     }
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {

@@ -94,7 +94,8 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
         host_tools.insert(tool.to_string(), found);
     }
     let mut pyro_binaries = BTreeMap::new();
-    for (name, var) in [(crate::config::GUEST_AGENT_BIN, "PYRO_AGENT_BIN"), ("pyro-supervisor", "PYRO_SUPERVISOR_BIN")] {
+    for (name, var) in [(crate::config::GUEST_AGENT_BIN, "PYRO_AGENT_BIN"), ("pyro-supervisor", "PYRO_SUPERVISOR_BIN")]
+    {
         let found = find_own_binary(name, var);
         if let Err(e) = &found {
             issues.push(e.to_string());
@@ -117,7 +118,9 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
         });
     }
     if first_installed.is_none() {
-        issues.push("no environment is installed yet; `pyro env pull debian:12` (or the first `pyro run`) builds one".into());
+        issues.push(
+            "no environment is installed yet; `pyro env pull debian:12` (or the first `pyro run`) builds one".into(),
+        );
     }
 
     let dev = backend::kvm_device();
@@ -125,9 +128,11 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
     let qemu_version = qemu_bin.as_deref().and_then(backend::qemu_version);
     let choice = crate::machine::choose_backend(first_installed.as_ref(), &pyro.paths().cache_dir, false);
     let probe = match (&qemu_bin, &first_installed) {
-        (Some(_), Some(env)) => {
-            backend::cached_kvm_probe(&pyro.paths().cache_dir, qemu_version.as_deref().unwrap_or("unknown"), &env.kernel_release)
-        }
+        (Some(_), Some(env)) => backend::cached_kvm_probe(
+            &pyro.paths().cache_dir,
+            qemu_version.as_deref().unwrap_or("unknown"),
+            &env.kernel_release,
+        ),
         _ => None,
     };
     let kvm = KvmReport {
@@ -142,7 +147,10 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
         },
     };
     if dev.exists && kvm.usable == Some(false) {
-        issues.push(format!("/dev/kvm is present but cannot run a guest: {}; guests use TCG software emulation (slower)", kvm.detail));
+        issues.push(format!(
+            "/dev/kvm is present but cannot run a guest: {}; guests use TCG software emulation (slower)",
+            kvm.detail
+        ));
     } else if !dev.exists {
         issues.push("/dev/kvm is not available on this host; guests use TCG software emulation (slower)".into());
     }

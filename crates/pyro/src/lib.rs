@@ -23,6 +23,7 @@ pub mod progress;
 pub mod supervisor;
 pub mod util;
 pub mod vm;
+pub mod workspace;
 
 pub use config::Paths;
 pub use error::{Error, Result};
@@ -53,11 +54,7 @@ impl Pyro {
     /// An engine with explicit state and cache directories.
     pub fn with_paths(paths: Paths) -> Self {
         Pyro {
-            inner: Arc::new(Inner {
-                paths,
-                progress: Mutex::new(Progress::silent()),
-                vms: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { paths, progress: Mutex::new(Progress::silent()), vms: Mutex::new(HashMap::new()) }),
         }
     }
 

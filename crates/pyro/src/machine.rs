@@ -36,9 +36,8 @@ pub fn disk_path(vm_dir: &Path) -> PathBuf {
 /// Create the VM's copy-on-write disk: a qcow2 overlay on the environment's raw rootfs
 /// (10 ms, nothing copied; the host filesystem here has no reflink).
 pub fn create_overlay_disk(env: &InstalledEnvironment, vm_dir: &Path) -> Result<PathBuf> {
-    let qemu_img = which("qemu-img").ok_or_else(|| {
-        Error::HostRequirement("qemu-img is not installed (apt-get install qemu-utils)".into())
-    })?;
+    let qemu_img = which("qemu-img")
+        .ok_or_else(|| Error::HostRequirement("qemu-img is not installed (apt-get install qemu-utils)".into()))?;
     let disk = disk_path(vm_dir);
     let out = std::process::Command::new(qemu_img)
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -87,8 +86,7 @@ pub fn choose_backend(
         Some(e) if backend::qemu_binary().is_some() => Some(initramfs(e, cache_dir)?),
         _ => None,
     };
-    let probe_guest =
-        env.zip(initrd.as_deref()).map(|(e, i)| (e.kernel_image.as_path(), i, e.kernel_release.as_str()));
+    let probe_guest = env.zip(initrd.as_deref()).map(|(e, i)| (e.kernel_image.as_path(), i, e.kernel_release.as_str()));
     backend::select(&backend::SelectInput { forced, allow_host_compat, cache_dir, probe_guest })
 }
 
@@ -100,8 +98,9 @@ pub async fn boot_qemu(
     accel: qemu::Accel,
     opts: &BootOptions,
 ) -> Result<ReadyLine> {
-    let qemu_bin = backend::qemu_binary()
-        .ok_or_else(|| Error::HostRequirement("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into()))?;
+    let qemu_bin = backend::qemu_binary().ok_or_else(|| {
+        Error::HostRequirement("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into())
+    })?;
     let initrd = initramfs(env, cache_dir)?;
     let disk = &opts.disk;
     let agent_socket = vm_dir.join(supervisor::AGENT_SOCKET);
@@ -192,7 +191,8 @@ pub async fn exec(
 /// sure nothing of it runs.
 pub async fn shutdown(vm_dir: &Path, timeout: Duration) -> Result<()> {
     if supervisor::is_running(vm_dir) {
-        let req = Request::Supervisor(pyro_protocol::SupervisorRequest::Shutdown { timeout_ms: timeout.as_millis() as u64 });
+        let req =
+            Request::Supervisor(pyro_protocol::SupervisorRequest::Shutdown { timeout_ms: timeout.as_millis() as u64 });
         let _ = supervisor::call(vm_dir, req, Some(timeout + Duration::from_secs(10))).await;
         // Wait briefly for the supervisor to exit by itself before forcing it.
         for _ in 0..100 {
@@ -245,7 +245,11 @@ pub async fn push_archive(vm_dir: &Path, tar: &[u8], destination: &str) -> Resul
         let end = (offset + TRANSFER_CHUNK_BYTES).min(tar.len());
         fs_call(
             vm_dir,
-            FsRequest::UploadChunk { transfer_id: transfer_id.clone(), offset: offset as u64, data: tar[offset..end].to_vec() },
+            FsRequest::UploadChunk {
+                transfer_id: transfer_id.clone(),
+                offset: offset as u64,
+                data: tar[offset..end].to_vec(),
+            },
         )
         .await?;
         offset = end;

@@ -13,9 +13,11 @@ pub struct ProgressEvent {
     pub fraction: Option<f64>,
 }
 
+type Sink = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
+
 /// A sink for progress events. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Progress(Option<Arc<dyn Fn(&ProgressEvent) + Send + Sync>>);
+pub struct Progress(Option<Sink>);
 
 impl Progress {
     pub fn new(f: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {

@@ -18,8 +18,7 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use pyro_protocol::{
-    codec, decode, encode, FrameId, Request, RequestFrame, Response, ResponseFrame, SupervisorRequest,
-    SupervisorStatus,
+    codec, decode, encode, FrameId, Request, RequestFrame, Response, ResponseFrame, SupervisorRequest, SupervisorStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -97,11 +96,7 @@ pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Resu
         .open(vm_dir.join(LOG_FILE))
         .map_err(|e| Error::io("opening the supervisor log", e))?;
     let mut cmd = std::process::Command::new(supervisor_bin);
-    cmd.arg("--vm-dir")
-        .arg(vm_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(log);
+    cmd.arg("--vm-dir").arg(vm_dir).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; it detaches the supervisor from the caller's
     // session so a terminal's Ctrl-C or hangup does not reach the VM directly.
     unsafe {
@@ -157,9 +152,9 @@ pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Resu
 /// future closes the connection, which makes the supervisor cancel the request in the guest.
 pub async fn call(vm_dir: &Path, request: Request, timeout: Option<Duration>) -> Result<Response> {
     let socket = vm_dir.join(SOCKET_FILE);
-    let stream = UnixStream::connect(&socket).await.map_err(|e| {
-        Error::InvalidState(format!("the VM is not running (cannot reach {}: {e})", socket.display()))
-    })?;
+    let stream = UnixStream::connect(&socket)
+        .await
+        .map_err(|e| Error::InvalidState(format!("the VM is not running (cannot reach {}: {e})", socket.display())))?;
     let mut framed = Framed::new(stream, codec());
     let frame = RequestFrame { id: 1, request };
     let bytes = encode(&frame).map_err(|e| Error::Guest(e.to_string()))?;
@@ -607,10 +602,7 @@ async fn connect_agent(vm_dir: &Path, timeout: Duration) -> std::result::Result<
     }
 }
 
-async fn write_agent(
-    mut sink: futures::stream::SplitSink<AgentFramed, Bytes>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-) {
+async fn write_agent(mut sink: futures::stream::SplitSink<AgentFramed, Bytes>, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     while let Some(bytes) = rx.recv().await {
         if sink.send(bytes).await.is_err() {
             return;
@@ -634,9 +626,10 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
             Ok(f) => f,
             Err(e) => {
                 let id = decode::<FrameId>(&buf).map(|f| f.id).unwrap_or(0);
-                if let Ok(b) =
-                    encode(&ResponseFrame { id, response: Response::error("bad_request", format!("unreadable request: {e}")) })
-                {
+                if let Ok(b) = encode(&ResponseFrame {
+                    id,
+                    response: Response::error("bad_request", format!("unreadable request: {e}")),
+                }) {
                     let _ = client_tx.send(b);
                 }
                 continue;

@@ -216,9 +216,9 @@ impl crate::Pyro {
                     .map_err(|e| Error::io("creating the host-compat work dir", e))?;
                 Ok(("host_compat", "host-compat"))
             }
-            BackendKind::Firecracker => Err(Error::HostRequirement(
-                "the firecracker backend is not available in this build".into(),
-            )),
+            BackendKind::Firecracker => {
+                Err(Error::HostRequirement("the firecracker backend is not available in this build".into()))
+            }
         };
         let (mode, backend_name) = match result {
             Ok(v) => v,

@@ -18,9 +18,8 @@ async fn timeout_kills_the_whole_process_group_in_the_guest() {
     let dir = pyro.paths().vms_dir().join(&vm.vm_id);
 
     let started = Instant::now();
-    let r = machine::exec(&dir, "sleep 100 & sleep 101 & sleep 102", None, Duration::from_secs(2), 1 << 20)
-        .await
-        .unwrap();
+    let r =
+        machine::exec(&dir, "sleep 100 & sleep 101 & sleep 102", None, Duration::from_secs(2), 1 << 20).await.unwrap();
     let took = started.elapsed();
     assert_eq!(r.exit_code, 124);
     assert!(r.timed_out);
@@ -50,7 +49,9 @@ async fn a_long_exec_does_not_block_other_requests() {
     let dir = pyro.paths().vms_dir().join(&vm.vm_id);
     let slow = {
         let dir = dir.clone();
-        tokio::spawn(async move { machine::exec(&dir, "sleep 5; echo slow", None, Duration::from_secs(30), 1024).await })
+        tokio::spawn(
+            async move { machine::exec(&dir, "sleep 5; echo slow", None, Duration::from_secs(30), 1024).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();

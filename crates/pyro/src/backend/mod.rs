@@ -66,11 +66,7 @@ pub fn kvm_device() -> KvmDevice {
     let path = std::ffi::CString::new("/dev/kvm").expect("static path");
     // SAFETY: access(2) with a valid NUL-terminated path has no memory effects.
     let check = |mode| unsafe { libc::access(path.as_ptr(), mode) == 0 };
-    KvmDevice {
-        exists: Path::new("/dev/kvm").exists(),
-        readable: check(libc::R_OK),
-        writable: check(libc::W_OK),
-    }
+    KvmDevice { exists: Path::new("/dev/kvm").exists(), readable: check(libc::R_OK), writable: check(libc::W_OK) }
 }
 
 /// Cached result of booting a probe guest under QEMU with KVM.

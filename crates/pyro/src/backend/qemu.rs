@@ -59,6 +59,9 @@ pub fn kernel_cmdline(launch: &QemuLaunch<'_>) -> String {
     if let Some(khz) = launch.tsc_khz {
         parts.push(format!("tsc_early_khz={khz}"));
     }
+    if launch.network {
+        parts.push("pyro.net=1".into());
+    }
     parts.join(" ")
 }
 
@@ -111,12 +114,7 @@ pub fn qemu_args(launch: &QemuLaunch<'_>) -> Vec<String> {
         "-no-reboot".into(),
     ];
     if launch.network {
-        a.extend([
-            "-netdev".into(),
-            "user,id=net0".into(),
-            "-device".into(),
-            "virtio-net-device,netdev=net0".into(),
-        ]);
+        a.extend(["-netdev".into(), "user,id=net0".into(), "-device".into(), "virtio-net-device,netdev=net0".into()]);
     }
     a
 }

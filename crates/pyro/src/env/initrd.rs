@@ -36,8 +36,10 @@ pub fn initramfs_for(env: &InstalledEnvironment, agent_bin: &Path, cache_dir: &P
         return Ok(out);
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let cpio = which("cpio").ok_or_else(|| Error::HostRequirement("cpio is not installed (apt-get install cpio)".into()))?;
-    let staging = tempfile::Builder::new().prefix(".initramfs-").tempdir_in(&dir).map_err(|e| Error::io("staging", e))?;
+    let cpio =
+        which("cpio").ok_or_else(|| Error::HostRequirement("cpio is not installed (apt-get install cpio)".into()))?;
+    let staging =
+        tempfile::Builder::new().prefix(".initramfs-").tempdir_in(&dir).map_err(|e| Error::io("staging", e))?;
     let root = staging.path().join("root");
     for d in ["dev", "proc", "sys", "newroot", "lib/pyro-modules"] {
         std::fs::create_dir_all(root.join(d)).map_err(|e| Error::io("staging the initramfs", e))?;

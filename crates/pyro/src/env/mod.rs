@@ -133,7 +133,8 @@ impl EnvStore {
     }
 
     fn read_install(&self, dir: &Path) -> Option<InstalledEnvironment> {
-        let manifest: Manifest = serde_json::from_str(&std::fs::read_to_string(dir.join("environment.json")).ok()?).ok()?;
+        let manifest: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("environment.json")).ok()?).ok()?;
         let env = InstalledEnvironment {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -156,7 +157,11 @@ impl EnvStore {
     /// The installed environment, or None when missing or incomplete.
     pub fn installed(&self, name: &str) -> Result<Option<InstalledEnvironment>> {
         let spec = spec(name)?;
-        Ok(self.read_install(&self.install_dir(spec.name)).filter(|e| e.name == spec.name))
+        // A local build from an older recipe is stale: the next pull rebuilds it.
+        Ok(self
+            .read_install(&self.install_dir(spec.name))
+            .filter(|e| e.name == spec.name)
+            .filter(|e| e.source != "local-build" || e.source_digest == build::source_digest(spec)))
     }
 
     fn base_payload(&self, spec: &EnvironmentSpec) -> Value {
@@ -289,7 +294,10 @@ mod tests {
     #[test]
     fn unknown_environment_names_the_catalog() {
         let e = spec("debian:99").unwrap_err();
-        assert_eq!(e.to_string(), "unknown environment 'debian:99'; expected one of: debian:12, debian:12-base, debian:12-build");
+        assert_eq!(
+            e.to_string(),
+            "unknown environment 'debian:99'; expected one of: debian:12, debian:12-base, debian:12-build"
+        );
         assert_eq!(e.code(), "not_found");
         assert_eq!(spec(" debian:12 ").unwrap().name, "debian:12");
     }

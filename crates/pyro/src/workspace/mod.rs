@@ -12,7 +12,7 @@ pub mod store;
 
 use crate::backend::BackendKind;
 use crate::limits::validate_resources;
-use crate::util::{now_f64, new_id};
+use crate::util::{new_id, now_f64};
 use crate::{machine, Error, Pyro, Result};
 use logic::archive::SeedSource;
 use serde::{Deserialize, Serialize};
@@ -201,9 +201,7 @@ pub fn normalize_network_policy(p: &str) -> Result<String> {
     let p = p.trim().to_ascii_lowercase();
     match p.as_str() {
         "off" | "egress" | "egress+published-ports" => Ok(p),
-        _ => Err(Error::InvalidInput(
-            "network_policy must be one of: off, egress, egress+published-ports".into(),
-        )),
+        _ => Err(Error::InvalidInput("network_policy must be one of: off, egress, egress+published-ports".into())),
     }
 }
 
@@ -287,7 +285,8 @@ impl Pyro {
         let env = self.ensure_environment(spec.name).await?;
         let id = new_id();
         let dir = WorkspaceDir::new(&self.paths().workspaces_dir(), &id);
-        let result = self.create_in_dir(&dir, &env, &opts, network_policy, name, labels, seed_mode, seed_path, seed_tar).await;
+        let result =
+            self.create_in_dir(&dir, &env, &opts, network_policy, name, labels, seed_mode, seed_path, seed_tar).await;
         if result.is_err() {
             machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
             let _ = std::fs::remove_dir_all(&dir.root);
@@ -409,10 +408,9 @@ impl Pyro {
         let mut stopped = Vec::new();
         for dir in self.all_workspace_dirs() {
             let Ok(r) = dir.load() else { continue };
-            if r.expires_at <= now && (r.state == "started" || crate::supervisor::is_running(&dir.runtime_dir())) {
-                if self.expire(&dir).await.is_ok() {
-                    stopped.push(dir.id.clone());
-                }
+            let running = r.state == "started" || crate::supervisor::is_running(&dir.runtime_dir());
+            if r.expires_at <= now && running && self.expire(&dir).await.is_ok() {
+                stopped.push(dir.id.clone());
             }
         }
         stopped
@@ -456,10 +454,7 @@ impl Pyro {
         }
         let record = dir.load()?;
         if record.state != "started" {
-            return Err(Error::InvalidState(format!(
-                "workspace {} must be in 'started' state before {op}",
-                dir.id
-            )));
+            return Err(Error::InvalidState(format!("workspace {} must be in 'started' state before {op}", dir.id)));
         }
         Ok(record)
     }

@@ -197,7 +197,12 @@ fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
 
 impl Pyro {
     /// Run a command in `/workspace`; recorded in the history.
-    pub async fn exec_workspace(&self, workspace_id: &str, command: &str, timeout_seconds: u64) -> Result<WorkspaceExecResult> {
+    pub async fn exec_workspace(
+        &self,
+        workspace_id: &str,
+        command: &str,
+        timeout_seconds: u64,
+    ) -> Result<WorkspaceExecResult> {
         crate::limits::validate_exec_timeout(timeout_seconds)?;
         if command.trim().is_empty() {
             return Err(Error::InvalidInput("command must not be empty".into()));
@@ -287,7 +292,12 @@ impl Pyro {
         Ok(WorkspaceLogs { workspace_id: dir.id, count: entries.len(), entries })
     }
 
-    pub async fn list_workspace_files(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<FileListResult> {
+    pub async fn list_workspace_files(
+        &self,
+        workspace_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<FileListResult> {
         let path = logic::paths::normalize_workspace_path(path)?;
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lock_lifecycle_shared()?;
@@ -351,7 +361,13 @@ impl Pyro {
         let _life = dir.lock_lifecycle_shared()?;
         let record = self.require_started(&dir, "workspace_file_write").await?;
         let (size, written) = machine::write_file(&dir.runtime_dir(), &path, text.as_bytes().to_vec()).await?;
-        Ok(FileWriteResult { workspace_id: dir.id, path, size_bytes: size, bytes_written: written, execution_mode: record.execution_mode })
+        Ok(FileWriteResult {
+            workspace_id: dir.id,
+            path,
+            size_bytes: size,
+            bytes_written: written,
+            execution_mode: record.execution_mode,
+        })
     }
 
     /// Apply a unified/git diff to `/workspace`. Everything is checked before anything is
@@ -373,13 +389,17 @@ impl Pyro {
                 Ok((kind, _)) if kind == "file" => {
                     let (size, data) = machine::read_file(&vm, &path, MAX_TEXT_BYTES + 1).await?;
                     if size > MAX_TEXT_BYTES {
-                        return Err(Error::InvalidInput(format!("workspace patch only supports files up to 1 MiB: {path}")));
+                        return Err(Error::InvalidInput(format!(
+                            "workspace patch only supports files up to 1 MiB: {path}"
+                        )));
                     }
                     Some(String::from_utf8(data).map_err(|_| {
                         Error::InvalidInput(format!("workspace patch only supports UTF-8 text files: {path}"))
                     })?)
                 }
-                Ok(_) => return Err(Error::InvalidInput(format!("workspace patch only supports regular files: {path}"))),
+                Ok(_) => {
+                    return Err(Error::InvalidInput(format!("workspace patch only supports regular files: {path}")))
+                }
                 Err(Error::NotFound(_)) => None,
                 Err(e) => return Err(e),
             };
@@ -547,7 +567,9 @@ impl Pyro {
             for e in rd.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "json") {
-                    if let Some(info) = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str::<SnapshotInfo>(&t).ok()) {
+                    if let Some(info) =
+                        std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str::<SnapshotInfo>(&t).ok())
+                    {
                         named.push(info);
                     }
                 }

@@ -164,9 +164,8 @@ impl WorkspaceDir {
                 Error::io(format!("reading {}", self.record_path().display()), e)
             }
         })?;
-        let record: WorkspaceRecord = serde_json::from_str(&text).map_err(|e| {
-            Error::Io(format!("workspace record {} is unreadable: {e}", self.record_path().display()))
-        })?;
+        let record: WorkspaceRecord = serde_json::from_str(&text)
+            .map_err(|e| Error::Io(format!("workspace record {} is unreadable: {e}", self.record_path().display())))?;
         if record.layout_version > LAYOUT_VERSION {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' was written by a newer pyro (layout {}; this pyro reads up to {LAYOUT_VERSION})",

@@ -1,0 +1,624 @@
+//! `pyro workspace ...`: argument parsing and rendering only; every operation is one SDK call.
+
+use crate::output::{print_json, Mode};
+use clap::{Args, Subcommand};
+use pyro::workspace::{CreateWorkspaceOptions, UpdateWorkspaceOptions, WorkspaceInfo};
+use pyro::Pyro;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create and start a workspace, optionally seeded from a host directory or tar archive.
+    Create(CreateArgs),
+    /// List workspaces, most recently active first.
+    List(JsonOnly),
+    /// Change a workspace's name, labels or expiry.
+    Update(UpdateArgs),
+    /// Show a workspace.
+    Status(IdArgs),
+    /// Show the command history with outputs.
+    Logs(IdArgs),
+    /// Delete a workspace and everything it has on the host.
+    Delete(IdArgs),
+    /// Run a command in /workspace.
+    Exec(ExecArgs),
+    /// Push a host directory or archive into the workspace.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+    /// List, read and write files in the workspace.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Apply a unified diff (git diff output works) to /workspace.
+    #[command(subcommand)]
+    Patch(PatchCommand),
+    /// Compare /workspace with the create-time baseline.
+    Diff(IdArgs),
+    /// Copy a file, directory or symlink out of the workspace to a new host path.
+    Export(ExportArgs),
+    /// Named snapshots of /workspace.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Rebuild the workspace and restore /workspace from a snapshot (default: baseline).
+    Reset(ResetArgs),
+    /// Stop the workspace's VM (clean guest shutdown); the disk is kept.
+    Stop(IdArgs),
+    /// Start a stopped workspace from the same disk.
+    Start(IdArgs),
+}
+
+#[derive(Args)]
+pub struct JsonOnly {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct IdArgs {
+    workspace_id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    environment: String,
+    #[arg(long, default_value_t = 1)]
+    vcpu_count: u32,
+    #[arg(long, default_value_t = 1024)]
+    mem_mib: u32,
+    #[arg(long, default_value_t = 600)]
+    ttl_seconds: u64,
+    #[arg(long, default_value = "off")]
+    network_policy: String,
+    #[arg(long)]
+    allow_host_compat: bool,
+    /// Host directory or .tar/.tar.gz/.tgz archive to seed /workspace from.
+    #[arg(long)]
+    seed_path: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    /// KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    #[arg(long, conflicts_with = "id_only")]
+    json: bool,
+    /// Print only the new workspace id.
+    #[arg(long)]
+    id_only: bool,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    workspace_id: String,
+    #[arg(long, conflicts_with = "clear_name")]
+    name: Option<String>,
+    #[arg(long)]
+    clear_name: bool,
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    #[arg(long = "clear-label", value_name = "KEY")]
+    clear_labels: Vec<String>,
+    /// Expire this many seconds from now (60-3600).
+    #[arg(long)]
+    ttl_seconds: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    workspace_id: String,
+    #[arg(long, default_value_t = 30)]
+    timeout_seconds: u64,
+    #[arg(long)]
+    json: bool,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARG")]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum SyncCommand {
+    /// Push SOURCE_PATH (directory or archive) into the workspace.
+    Push(SyncPushArgs),
+}
+
+#[derive(Args)]
+pub struct SyncPushArgs {
+    workspace_id: String,
+    source_path: PathBuf,
+    #[arg(long, default_value = "/workspace")]
+    dest: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum FileCommand {
+    List(FileListArgs),
+    Read(FileReadArgs),
+    Write(FileWriteArgs),
+}
+
+#[derive(Args)]
+pub struct FileListArgs {
+    workspace_id: String,
+    #[arg(default_value = "/workspace")]
+    path: String,
+    #[arg(long)]
+    recursive: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct FileReadArgs {
+    workspace_id: String,
+    path: String,
+    #[arg(long, default_value_t = 65536)]
+    max_bytes: u64,
+    #[arg(long, conflicts_with = "json")]
+    content_only: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct FileWriteArgs {
+    workspace_id: String,
+    path: String,
+    #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file")]
+    text: Option<String>,
+    #[arg(long)]
+    text_file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum PatchCommand {
+    Apply(PatchApplyArgs),
+}
+
+#[derive(Args)]
+pub struct PatchApplyArgs {
+    workspace_id: String,
+    #[arg(long, conflicts_with = "patch_file", required_unless_present = "patch_file")]
+    patch: Option<String>,
+    #[arg(long)]
+    patch_file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    workspace_id: String,
+    path: String,
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    Create(SnapshotNameArgs),
+    List(IdArgs),
+    Delete(SnapshotNameArgs),
+}
+
+#[derive(Args)]
+pub struct SnapshotNameArgs {
+    workspace_id: String,
+    snapshot_name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    workspace_id: String,
+    #[arg(long, default_value = "baseline")]
+    snapshot: String,
+    #[arg(long)]
+    json: bool,
+}
+
+impl WorkspaceCommand {
+    pub fn mode(&self) -> Mode {
+        use WorkspaceCommand::*;
+        Mode::from_json(match self {
+            Create(a) => a.json,
+            List(a) => a.json,
+            Update(a) => a.json,
+            Status(a) | Logs(a) | Delete(a) | Diff(a) | Stop(a) | Start(a) => a.json,
+            Exec(a) => a.json,
+            Sync(SyncCommand::Push(a)) => a.json,
+            File(FileCommand::List(a)) => a.json,
+            File(FileCommand::Read(a)) => a.json,
+            File(FileCommand::Write(a)) => a.json,
+            Patch(PatchCommand::Apply(a)) => a.json,
+            Export(a) => a.json,
+            Snapshot(SnapshotCommand::Create(a)) | Snapshot(SnapshotCommand::Delete(a)) => a.json,
+            Snapshot(SnapshotCommand::List(a)) => a.json,
+            Reset(a) => a.json,
+        })
+    }
+}
+
+/// `KEY=VALUE` → (KEY, VALUE), both non-empty after trimming; later duplicates win.
+pub fn parse_labels(items: &[String]) -> pyro::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| pyro::Error::InvalidInput(format!("label must be KEY=VALUE (got '{item}')")))?;
+        if k.trim().is_empty() || v.trim().is_empty() {
+            return Err(pyro::Error::InvalidInput(format!(
+                "label must be KEY=VALUE with both sides non-empty (got '{item}')"
+            )));
+        }
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn read_host_text(path: &PathBuf, what: &str) -> pyro::Result<String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|_| pyro::Error::InvalidInput(format!("{what} {} does not exist", path.display())))?;
+    if meta.is_dir() {
+        return Err(pyro::Error::InvalidInput(format!("{what} {} is a directory", path.display())));
+    }
+    let bytes = std::fs::read(path).map_err(|e| pyro::Error::io(format!("reading {}", path.display()), e))?;
+    String::from_utf8(bytes)
+        .map_err(|_| pyro::Error::InvalidInput(format!("{what} {} is not UTF-8 text", path.display())))
+}
+
+fn summary(action: &str, w: &WorkspaceInfo) {
+    println!("{action} ID: {}", w.workspace_id);
+    if let Some(n) = &w.name {
+        println!("Name: {n}");
+    }
+    if !w.labels.is_empty() {
+        let l: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("Labels: {}", l.join(", "));
+    }
+    println!("Environment: {}", w.environment);
+    println!("State: {}", w.state);
+    println!("Workspace: {}", w.workspace_path);
+    println!("Last activity at: {}", w.last_activity_at);
+    println!("Expires at: {}", w.expires_at);
+    println!("Network policy: {}", w.network_policy);
+    match &w.workspace_seed.seed_path {
+        Some(p) => println!("Workspace seed: {} from {p}", w.workspace_seed.mode),
+        None => println!("Workspace seed: {}", w.workspace_seed.mode),
+    }
+    println!("Execution mode: {}", w.execution_mode);
+    println!("Backend: {}", w.backend);
+    println!("Resources: {} vCPU / {} MiB", w.vcpu_count, w.mem_mib);
+    println!("Command count: {}", w.command_count);
+    println!("Reset count: {}", w.reset_count);
+    if let Some(t) = w.last_reset_at {
+        println!("Last reset at: {t}");
+    }
+    println!("Services: {}/{} running", w.running_service_count, w.service_count);
+    if let Some(c) = &w.last_command {
+        println!("Last command: {} (exit_code={})", c.command, c.exit_code);
+    }
+    if let Some(e) = &w.last_error {
+        println!("Last error: {e}");
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Run one workspace command; returns the process exit code.
+pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
+    let mode = cmd.mode();
+    let json = mode == Mode::Json;
+    match cmd {
+        WorkspaceCommand::Create(a) => {
+            let labels = parse_labels(&a.labels)?;
+            let opts = CreateWorkspaceOptions {
+                environment: a.environment,
+                vcpu_count: a.vcpu_count,
+                mem_mib: a.mem_mib,
+                ttl_seconds: a.ttl_seconds,
+                network_policy: a.network_policy,
+                allow_host_compat: a.allow_host_compat,
+                seed_path: a.seed_path,
+                name: a.name,
+                labels,
+            };
+            let w = pyro.create_workspace(opts).await?;
+            if a.id_only {
+                println!("{}", w.workspace_id);
+            } else if json {
+                print_json(&w);
+            } else {
+                summary("Workspace", &w);
+            }
+        }
+        WorkspaceCommand::List(_) => {
+            let l = pyro.list_workspaces().await?;
+            if json {
+                print_json(&l);
+            } else if l.workspaces.is_empty() {
+                println!("No workspaces.");
+            } else {
+                for w in &l.workspaces {
+                    let name = w.name.as_ref().map(|n| format!(" name='{n}'")).unwrap_or_default();
+                    let labels = if w.labels.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " labels={}",
+                            w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                        )
+                    };
+                    println!(
+                        "[workspace] workspace_id={}{name} state={} environment={}{labels} last_activity_at={} expires_at={} commands={} services={}/{}",
+                        w.workspace_id, w.state, w.environment, w.last_activity_at, w.expires_at, w.command_count, w.running_service_count, w.service_count
+                    );
+                }
+            }
+        }
+        WorkspaceCommand::Update(a) => {
+            let opts = UpdateWorkspaceOptions {
+                name: a.name,
+                clear_name: a.clear_name,
+                labels: parse_labels(&a.labels)?,
+                clear_labels: a.clear_labels,
+                ttl_seconds: a.ttl_seconds,
+            };
+            let w = pyro.update_workspace(&a.workspace_id, opts).await?;
+            if json {
+                print_json(&w)
+            } else {
+                summary("Updated workspace", &w)
+            }
+        }
+        WorkspaceCommand::Status(a) => {
+            let w = pyro.status_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&w)
+            } else {
+                summary("Workspace", &w)
+            }
+        }
+        WorkspaceCommand::Logs(a) => {
+            let l = pyro.logs_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&l);
+            } else if l.entries.is_empty() {
+                println!("No workspace logs found.");
+            } else {
+                for e in &l.entries {
+                    println!("#{} exit_code={} duration_ms={} cwd={}", e.sequence, e.exit_code, e.duration_ms, e.cwd);
+                    println!("$ {}", e.command);
+                    print!("{}", with_newline(&e.stdout));
+                    eprint!("{}", with_newline(&e.stderr));
+                }
+            }
+        }
+        WorkspaceCommand::Delete(a) => {
+            let r = pyro.delete_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&r)
+            } else {
+                println!("Deleted workspace: {}", r.workspace_id)
+            }
+        }
+        WorkspaceCommand::Exec(a) => {
+            let command = crate::join_command(&a.command)?;
+            let r = pyro.exec_workspace(&a.workspace_id, &command, a.timeout_seconds).await?;
+            if json {
+                print_json(&r);
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(r.stdout.as_bytes());
+                let _ = out.flush();
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(r.stderr.as_bytes());
+                let _ = writeln!(
+                    err,
+                    "[workspace-exec] workspace_id={} sequence={} cwd={} execution_mode={} exit_code={} duration_ms={}",
+                    r.workspace_id, r.sequence, r.cwd, r.execution_mode, r.exit_code, r.duration_ms
+                );
+            }
+            return Ok(crate::exit_code_byte(r.exit_code));
+        }
+        WorkspaceCommand::Sync(SyncCommand::Push(a)) => {
+            let r = pyro.push_workspace_sync(&a.workspace_id, &a.source_path, &a.dest).await?;
+            if json {
+                print_json(&r);
+            } else {
+                let s = &r.workspace_sync;
+                println!(
+                    "[workspace-sync] workspace_id={} mode={} source={} destination={} entry_count={} bytes_written={} execution_mode={}",
+                    r.workspace_id, s.mode, s.source_path, s.destination, s.entry_count, s.bytes_written, r.execution_mode
+                );
+            }
+        }
+        WorkspaceCommand::File(FileCommand::List(a)) => {
+            let r = pyro.list_workspace_files(&a.workspace_id, &a.path, a.recursive).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("Workspace path: {} (recursive={})", r.path, yes_no(r.recursive));
+                if r.entries.is_empty() {
+                    println!("No workspace entries found.");
+                }
+                for e in &r.entries {
+                    let link = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    println!("{} [{}] size={}{link}", e.path, e.artifact_type, e.size_bytes);
+                }
+            }
+        }
+        WorkspaceCommand::File(FileCommand::Read(a)) => {
+            let r = pyro.read_workspace_file(&a.workspace_id, &a.path, a.max_bytes).await?;
+            if json {
+                print_json(&r);
+            } else if a.content_only {
+                print!("{}", r.content);
+            } else {
+                print!("{}", with_newline(&r.content));
+                eprintln!(
+                    "[workspace-file-read] workspace_id={} path={} size_bytes={} truncated={}",
+                    r.workspace_id,
+                    r.path,
+                    r.size_bytes,
+                    yes_no(r.truncated)
+                );
+            }
+        }
+        WorkspaceCommand::File(FileCommand::Write(a)) => {
+            let text = match (&a.text, &a.text_file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(p)) => read_host_text(p, "text_file")?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let r = pyro.write_workspace_file(&a.workspace_id, &a.path, &text).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "[workspace-file-write] workspace_id={} path={} bytes_written={} execution_mode={}",
+                    r.workspace_id, r.path, r.bytes_written, r.execution_mode
+                );
+            }
+        }
+        WorkspaceCommand::Patch(PatchCommand::Apply(a)) => {
+            let patch = match (&a.patch, &a.patch_file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(p)) => read_host_text(p, "patch_file")?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let r = pyro.apply_workspace_patch(&a.workspace_id, &patch).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "[workspace-patch] workspace_id={} total={} added={} modified={} deleted={} execution_mode={}",
+                    r.workspace_id,
+                    r.summary.total,
+                    r.summary.added,
+                    r.summary.modified,
+                    r.summary.deleted,
+                    r.execution_mode
+                );
+            }
+        }
+        WorkspaceCommand::Diff(a) => {
+            let r = pyro.diff_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&r);
+            } else if !r.diff.changed {
+                println!("No workspace changes.");
+            } else {
+                let s = &r.diff.summary;
+                println!(
+                    "[workspace-diff] workspace_id={} total={} added={} modified={} deleted={} type_changed={} text_patched={} non_text={}",
+                    r.workspace_id, s.total, s.added, s.modified, s.deleted, s.type_changed, s.text_patched, s.non_text
+                );
+                print!("{}", r.diff.patch);
+            }
+        }
+        WorkspaceCommand::Export(a) => {
+            let r = pyro.export_workspace(&a.workspace_id, &a.path, &a.output).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "[workspace-export] workspace_id={} workspace_path={} output_path={} artifact_type={} entry_count={} bytes_written={} execution_mode={}",
+                    r.workspace_id, r.workspace_path, r.output_path, r.artifact_type, r.entry_count, r.bytes_written, r.execution_mode
+                );
+            }
+        }
+        WorkspaceCommand::Snapshot(SnapshotCommand::Create(a)) => {
+            let r = pyro.create_snapshot(&a.workspace_id, &a.snapshot_name).await?;
+            if json {
+                print_json(&r);
+            } else {
+                let s = &r.snapshot;
+                println!(
+                    "[workspace-snapshot-create] workspace_id={} snapshot_name={} kind={} entry_count={} bytes_written={}",
+                    r.workspace_id, s.snapshot_name, s.kind, s.entry_count, s.bytes_written
+                );
+            }
+        }
+        WorkspaceCommand::Snapshot(SnapshotCommand::List(a)) => {
+            let r = pyro.list_snapshots(&a.workspace_id).await?;
+            if json {
+                print_json(&r);
+            } else {
+                for s in &r.snapshots {
+                    println!(
+                        "{} [{}] entry_count={} bytes_written={} deletable={}",
+                        s.snapshot_name,
+                        s.kind,
+                        s.entry_count,
+                        s.bytes_written,
+                        yes_no(s.deletable)
+                    );
+                }
+            }
+        }
+        WorkspaceCommand::Snapshot(SnapshotCommand::Delete(a)) => {
+            let r = pyro.delete_snapshot(&a.workspace_id, &a.snapshot_name).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("Deleted workspace snapshot: {}", r.snapshot_name);
+            }
+        }
+        WorkspaceCommand::Reset(a) => {
+            let w = pyro.reset_workspace(&a.workspace_id, &a.snapshot).await?;
+            if json {
+                print_json(&w);
+            } else {
+                summary("Reset workspace", &w);
+                if let Some(r) = &w.workspace_reset {
+                    println!("Reset source: {} ({})", r.snapshot_name, r.kind);
+                    println!(
+                        "Reset restore: destination={} entry_count={} bytes_written={}",
+                        r.destination, r.entry_count, r.bytes_written
+                    );
+                }
+            }
+        }
+        WorkspaceCommand::Stop(a) => {
+            let w = pyro.stop_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&w)
+            } else {
+                summary("Stopped workspace", &w)
+            }
+        }
+        WorkspaceCommand::Start(a) => {
+            let w = pyro.start_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&w)
+            } else {
+                summary("Started workspace", &w)
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn with_newline(s: &str) -> String {
+    if s.is_empty() || s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
+}
