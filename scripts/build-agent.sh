@@ -22,7 +22,7 @@ fi
 for profile in release debug; do
   mkdir -p "$TARGET_DIR/$profile"
   # Copy then rename: a VM being started may be reading the old binary.
-  cp -f "$out" "$TARGET_DIR/$profile/pyro-agent.tmp"
-  mv -f "$TARGET_DIR/$profile/pyro-agent.tmp" "$TARGET_DIR/$profile/pyro-agent"
+  cp -f "$out" "$TARGET_DIR/$profile/pyro-guest-agent.tmp"
+  mv -f "$TARGET_DIR/$profile/pyro-guest-agent.tmp" "$TARGET_DIR/$profile/pyro-guest-agent"
 done
 echo "[build] guest agent: $out ($(stat -c %s "$out") bytes, static)"

@@ -168,7 +168,7 @@ pub struct FileReadArgs {
 pub struct FileWriteArgs {
     workspace_id: String,
     path: String,
-    #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file")]
+    #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file", allow_hyphen_values = true)]
     text: Option<String>,
     #[arg(long)]
     text_file: Option<PathBuf>,
@@ -184,7 +184,7 @@ pub enum PatchCommand {
 #[derive(Args)]
 pub struct PatchApplyArgs {
     workspace_id: String,
-    #[arg(long, conflicts_with = "patch_file", required_unless_present = "patch_file")]
+    #[arg(long, conflicts_with = "patch_file", required_unless_present = "patch_file", allow_hyphen_values = true)]
     patch: Option<String>,
     #[arg(long)]
     patch_file: Option<PathBuf>,

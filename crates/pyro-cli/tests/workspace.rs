@@ -244,8 +244,9 @@ fn bad_input_changes_nothing() {
     assert!(e.contains("must stay inside /workspace"), "{e}");
     let e = fail(&home, &["workspace", "file", "read", id, "/etc/passwd"]);
     assert!(e.contains("must stay inside /workspace"), "{e}");
-    let big = "x".repeat(1024 * 1024 + 1);
-    let e = fail(&home, &["workspace", "file", "write", id, "big.txt", "--text", &big]);
+    let big = home.path().join("big.txt");
+    std::fs::write(&big, "x".repeat(1024 * 1024 + 1)).unwrap();
+    let e = fail(&home, &["workspace", "file", "write", id, "big.txt", "--text-file", &big.display().to_string()]);
     assert!(e.contains("1048576"), "{e}");
     let e = fail(&home, &["workspace", "snapshot", "delete", id, "nosuch"]);
     assert!(e.contains("snapshot 'nosuch' does not exist"), "{e}");

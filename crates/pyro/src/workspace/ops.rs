@@ -332,7 +332,8 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lock_lifecycle_shared()?;
         let record = self.require_started(&dir, "workspace_file_read").await?;
-        let (size, data) = machine::read_file(&dir.runtime_dir(), &path, max_bytes).await?;
+        // Three bytes past the limit show whether the cut would split a character.
+        let (size, data) = machine::read_file(&dir.runtime_dir(), &path, max_bytes + 3).await?;
         let (content, cut) = logic::text::truncate_utf8(&data, max_bytes as usize);
         Ok(FileReadResult {
             workspace_id: dir.id,
