@@ -294,6 +294,7 @@ async fn handle(id: u64, request: Request, ctx: Ctx) {
     let response = match request {
         Request::Hello { protocol_version, .. } => hello(protocol_version),
         Request::Ping => Response::Pong,
+        Request::Echo { data } => Response::Echo { data },
         // A cancelled exec answers with Error kind `cancelled`, not with a partial result.
         Request::Exec(req) => match exec::run(&req, id, &ctx.running).await {
             Ok(r) => Response::Exec(r),

@@ -76,6 +76,11 @@ pub enum Request {
     Hello { protocol_version: u32, host_version: String },
     /// Liveness check.
     Ping,
+    /// Send `data` back unchanged: measures the raw channel (benchmarks, diagnostics).
+    Echo {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Run a shell command.
     Exec(ExecRequest),
     /// Cancel a running request (kills an exec's process group). Answered with `Ok`.
@@ -127,6 +132,10 @@ pub enum Response {
     },
     Hello(HelloInfo),
     Pong,
+    Echo {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     Ok,
     Exec(ExecResult),
     Supervisor(SupervisorStatus),
