@@ -198,3 +198,17 @@ fn killed_cli_does_not_leak_its_vm() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn missing_host_tools_are_named_with_their_package() {
+    let home = TestHome::new();
+    let empty = home.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    // No QEMU on PATH (pyro also looks in the sbin dirs, where QEMU never is).
+    let o = home.cmd().env("PATH", &empty).args(["run", "debian:12", "--", "true"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("qemu-system-x86_64 is not installed"), "{err}");
+    assert!(err.contains("apt-get install"), "{err}");
+    assert!(err.contains("--allow-host-compat"), "{err}");
+}

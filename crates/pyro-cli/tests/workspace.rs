@@ -314,3 +314,33 @@ fn concurrent_processes_lose_no_update() {
     assert_eq!(written, (PROCS / 2) * OPS);
     ok(&home, &["workspace", "delete", &id, "--json"]);
 }
+
+/// Expiry stops a workspace and keeps its disk; extending the TTL and starting brings it
+/// back with /workspace intact. (Time passing is simulated by moving `expires_at` back.)
+#[test]
+fn expiry_stops_but_never_deletes() {
+    let home = TestHome::new();
+    let w = ok(&home, &["workspace", "create", "debian:12", "--ttl-seconds", "60", "--json"]);
+    let id = w["workspace_id"].as_str().unwrap().to_string();
+    ok(&home, &["workspace", "file", "write", &id, "keep.txt", "--text", "precious", "--json"]);
+    let record = home.path().join("workspaces").join(&id).join("workspace.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    r["expires_at"] = serde_json::json!(r["created_at"].as_f64().unwrap() - 1.0);
+    std::fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
+
+    let e = fail(&home, &["workspace", "exec", &id, "--", "true"]);
+    assert!(e.contains("expired"), "{e}");
+    let s = ok(&home, &["workspace", "status", &id, "--json"]);
+    assert_eq!(s["state"], "stopped");
+    assert!(s["last_error"].as_str().unwrap().contains("expired"), "{s}");
+    assert!(home.leftover_processes().is_empty(), "an expired workspace still runs");
+    let e = fail(&home, &["workspace", "start", &id]);
+    assert!(e.contains("--ttl-seconds"), "{e}");
+
+    let u = ok(&home, &["workspace", "update", &id, "--ttl-seconds", "600", "--json"]);
+    assert!(u["expires_at"].as_f64().unwrap() > u["last_activity_at"].as_f64().unwrap() + 500.0);
+    ok(&home, &["workspace", "start", &id, "--json"]);
+    let r = ok(&home, &["workspace", "file", "read", &id, "keep.txt", "--json"]);
+    assert_eq!(r["content"], "precious");
+    ok(&home, &["workspace", "delete", &id, "--json"]);
+}
