@@ -46,6 +46,51 @@ pub enum WorkspaceCommand {
     Stop(IdArgs),
     /// Start a stopped workspace from the same disk.
     Start(IdArgs),
+    /// Inspect a STOPPED workspace's disk without booting it (secondary to the live tools).
+    #[command(subcommand)]
+    Disk(DiskCommand),
+}
+
+#[derive(Subcommand)]
+pub enum DiskCommand {
+    /// List files on the stopped workspace's disk (default /workspace; absolute paths anywhere).
+    List(DiskListArgs),
+    /// Read a file from the stopped workspace's disk.
+    Read(DiskReadArgs),
+    /// Export the stopped workspace's raw ext4 image (sparse; refuses to overwrite).
+    Export(DiskExportArgs),
+}
+
+#[derive(Args)]
+pub struct DiskListArgs {
+    workspace_id: String,
+    #[arg(default_value = "/workspace")]
+    path: String,
+    #[arg(long)]
+    recursive: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DiskReadArgs {
+    workspace_id: String,
+    path: String,
+    #[arg(long, default_value_t = 65536)]
+    max_bytes: u64,
+    #[arg(long, conflicts_with = "json")]
+    content_only: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DiskExportArgs {
+    workspace_id: String,
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -244,6 +289,9 @@ impl WorkspaceCommand {
             Snapshot(SnapshotCommand::Create(a)) | Snapshot(SnapshotCommand::Delete(a)) => a.json,
             Snapshot(SnapshotCommand::List(a)) => a.json,
             Reset(a) => a.json,
+            Disk(DiskCommand::List(a)) => a.json,
+            Disk(DiskCommand::Read(a)) => a.json,
+            Disk(DiskCommand::Export(a)) => a.json,
         })
     }
 }
@@ -601,6 +649,49 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 print_json(&w)
             } else {
                 summary("Stopped workspace", &w)
+            }
+        }
+        WorkspaceCommand::Disk(DiskCommand::List(a)) => {
+            let r = pyro.list_workspace_disk(&a.workspace_id, &a.path, a.recursive).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("Workspace disk path: {} (recursive={})", r.path, yes_no(r.recursive));
+                if r.entries.is_empty() {
+                    println!("No workspace disk entries found.");
+                }
+                for e in &r.entries {
+                    let link = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    println!("{} [{}] size={}{link}", e.path, e.artifact_type, e.size_bytes);
+                }
+            }
+        }
+        WorkspaceCommand::Disk(DiskCommand::Read(a)) => {
+            let r = pyro.read_workspace_disk(&a.workspace_id, &a.path, a.max_bytes).await?;
+            if json {
+                print_json(&r);
+            } else if a.content_only {
+                print!("{}", r.content);
+            } else {
+                print!("{}", with_newline(&r.content));
+                eprintln!(
+                    "[workspace-disk-read] workspace_id={} path={} size_bytes={} truncated={}",
+                    r.workspace_id,
+                    r.path,
+                    r.size_bytes,
+                    yes_no(r.truncated)
+                );
+            }
+        }
+        WorkspaceCommand::Disk(DiskCommand::Export(a)) => {
+            let r = pyro.export_workspace_disk(&a.workspace_id, &a.output).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "[workspace-disk-export] workspace_id={} output_path={} disk_format={} bytes_written={}",
+                    r.workspace_id, r.output_path, r.disk_format, r.bytes_written
+                );
             }
         }
         WorkspaceCommand::Start(a) => {

@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod diskimage;
 pub mod doctor;
 pub mod env;
 pub mod error;

@@ -6,6 +6,7 @@
 //! delete), check state and expiry, talk to the guest through `machine`, then update the
 //! record under the short record lock.
 
+mod disk;
 pub mod logic;
 mod ops;
 pub mod store;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use store::{SeedInfo, WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
 
+pub use disk::*;
 pub use ops::*;
 
 /// The guest path of the work tree.

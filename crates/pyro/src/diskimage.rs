@@ -1,0 +1,1209 @@
+//! Offline reading of a stopped workspace's raw ext4 disk image (`workspace disk list|read|export`).
+//!
+//! The image was written by the guest, so everything in it is treated as hostile: names, sizes,
+//! symlink targets, directory structure and the superblock itself. The reader is the `ext4-view`
+//! crate (safe Rust, read-only), wrapped so that none of its known failure modes can be reached:
+//!
+//! - the superblock is validated by us before `Ext4::load` (magic, block size <= 64 KiB, a
+//!   group layout and block count that fit the file), because a huge `s_log_block_size` or
+//!   block-group count makes the loader allocate gigabytes;
+//! - a symlink's target is read only after its inode size was checked (<= 4096): the crate
+//!   allocates the claimed size before reading, and a corrupt size aborts the process;
+//! - a guest path is resolved by us one component at a time with non-following calls, so the
+//!   crate never follows a symlink on its own (it would read a target of any claimed size, and
+//!   could walk into a runtime-only directory);
+//! - file content is read through `ext4_view::File` with a byte cap, never `Ext4::read`;
+//! - the recursive walk caps depth, entry count and path-lookup work, because a hard-linked
+//!   directory in a corrupt image makes a cycle and the crate exposes no inode numbers;
+//! - every entry point runs under `catch_unwind`, so a panic in the parser becomes an error.
+//!
+//! `ext4-view` types are `!Send`: they never leave the function (or worker thread) that made them.
+//!
+//! # How odd names are shown
+//!
+//! Guest names are bytes. In [`DiskEntry::path`] and [`DiskEntry::link_target`] they are shown
+//! as text with this escaping (see [`escape_guest_bytes`]):
+//! `\` -> `\\`, newline -> `\n`, tab -> `\t`, carriage return -> `\r`, other control characters
+//! and bidirectional/line-separator format characters -> `\u{hex}`, and each byte that is not part
+//! of valid UTF-8 -> `\xNN`. Everything else (spaces, quotes, `ünï`) is shown as is. Because a
+//! literal backslash is always doubled the scheme is unambiguous, and a path shown by `list` can
+//! be passed back to `list`/`read` as shown: a path that does not exist literally and contains a
+//! backslash is looked up again after [`unescape_guest_path`].
+
+use crate::Error;
+use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::ffi::{CString, OsStr};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Guest paths that only exist while a workspace runs (secrets, shell logs, service state). They
+/// live on tmpfs in pyro, but must never be shown by the disk tools even if an image has them.
+pub const RUNTIME_ONLY_PATHS: [&str; 3] = ["/run/pyro-secrets", "/run/pyro-shells", "/run/pyro-services"];
+
+/// Symlink targets longer than this are not read (the crate allocates the claimed size first).
+/// Linux refuses to create longer ones (PATH_MAX), so only a corrupt or forged inode has them.
+const MAX_LINK_TARGET: u64 = 4096;
+/// `s_log_block_size` above this (blocks over 64 KiB) is refused before loading.
+const MAX_LOG_BLOCK_SIZE: u32 = 6;
+/// Directory nesting below the listed path; deeper means a cycle (or an absurd tree).
+const MAX_DEPTH: usize = 256;
+/// Entries one recursive listing may return.
+const MAX_ENTRIES: usize = 1_000_000;
+/// Path components ext4-view may look up during one recursive listing. Every `read_dir` resolves
+/// its path from `/`, so a cyclic tree costs depth x directories lookups; this bounds the work
+/// of a corrupt image with a fan-out cycle (a real 100k-directory tree needs ~1M).
+const MAX_LOOKUPS: u64 = 20_000_000;
+/// Symlinks followed while resolving one guest path (as Linux).
+const MAX_SYMLINK_FOLLOWS: usize = 40;
+/// ext4-view refuses longer paths; a walk that reaches one reports it instead of failing oddly.
+const MAX_PATH_BYTES: usize = 4096;
+/// Worker threads for a recursive listing (each opens the image itself: `Ext4` is `!Send`).
+const MAX_WALKERS: usize = 4;
+/// Bytes read from a guest file per reserve-and-read step, so memory follows the data read.
+const READ_CHUNK: usize = 1 << 20;
+
+/// One inspectable path of a stopped workspace's disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskEntry {
+    /// Absolute guest path, escaped as described in the module docs.
+    pub path: String,
+    /// `file`, `directory` or `symlink`.
+    pub artifact_type: String,
+    /// File size, symlink target length; 0 for directories.
+    pub size_bytes: u64,
+    /// Symlink target (escaped); `None` for other types, and for a target that could not be read
+    /// safely (claimed longer than 4096 bytes, or corrupt).
+    pub link_target: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------------
+
+/// Lists `guest_path` (normalised, absolute) in the image: a single entry for a non-directory,
+/// else its children (the whole subtree with `recursive`, never through symlinks), sorted by path.
+pub fn list(image: &Path, guest_path: &str, recursive: bool) -> Result<Vec<DiskEntry>> {
+    guarded(image, || {
+        let fs = open_image(image)?;
+        let target = locate(&fs, image, guest_path)?;
+        let kind = artifact_type(&target.meta);
+        if !target.meta.is_dir() {
+            let Some(kind) = kind else {
+                return Err(Error::InvalidInput(format!("unsupported workspace disk path type: {}", target.shown)));
+            };
+            let link_target = if kind == "symlink" { link_target(&fs, &target.real, &target.meta) } else { None };
+            return Ok(vec![DiskEntry {
+                path: target.shown,
+                artifact_type: kind.to_string(),
+                size_bytes: target.meta.len(),
+                link_target,
+            }]);
+        }
+        let root = Job { real: target.real, shown: target.shown, depth: 0 };
+        let mut entries = walk(image, fs, root, recursive)?;
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        Ok(entries)
+    })
+}
+
+/// Reads the first `max_bytes` of the regular file at `guest_path`; returns its full size and
+/// those bytes. The cost follows `max_bytes` (and the file's block map), not the file size.
+pub fn read(image: &Path, guest_path: &str, max_bytes: u64) -> Result<(u64, Vec<u8>)> {
+    guarded(image, || {
+        let fs = open_image(image)?;
+        let target = locate(&fs, image, guest_path)?;
+        if !target.meta.file_type().is_regular_file() {
+            return Err(Error::InvalidInput("workspace disk read only supports regular files".into()));
+        }
+        if max_bytes == 0 {
+            return Err(Error::InvalidInput("max_bytes must be positive".into()));
+        }
+        // `target.real` has no symlink component and ends in a regular file, so `open` follows
+        // nothing and finds the inode `locate` checked.
+        let mut file = fs.open(ext4_path(&target.real)?).map_err(|e| fs_error(image, &target.shown, e))?;
+        let size = file.metadata().len();
+        let want = usize::try_from(size.min(max_bytes)).unwrap_or(usize::MAX);
+        let mut data: Vec<u8> = Vec::new();
+        while data.len() < want {
+            // Grow as data arrives: a forged size or a huge max_bytes must not allocate up front.
+            let step = (want - data.len()).min(READ_CHUNK);
+            data.try_reserve_exact(step)
+                .map_err(|_| Error::Io(format!("not enough memory to read {} bytes of {}", want, target.shown)))?;
+            let start = data.len();
+            data.resize(start + step, 0);
+            let mut filled = start;
+            while filled < start + step {
+                let n =
+                    file.read_bytes(&mut data[filled..start + step]).map_err(|e| fs_error(image, &target.shown, e))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            data.truncate(filled);
+            if filled < start + step {
+                break; // the block map ended early (corrupt size): return what exists
+            }
+        }
+        Ok((size, data))
+    })
+}
+
+/// Copies the raw image to `output` (holes preserved), never replacing anything and never leaving
+/// a partial file: the copy is made in an anonymous file (`O_TMPFILE`) in the output directory
+/// and linked in only when complete (falling back to a hidden temp file renamed with
+/// `RENAME_NOREPLACE` where `O_TMPFILE` is unsupported). Returns the image size.
+pub fn export(image: &Path, output: &Path) -> Result<u64> {
+    if output.symlink_metadata().is_ok() {
+        return Err(already_exists(output));
+    }
+    let src =
+        File::open(image).map_err(|e| Error::io(format!("cannot open workspace disk image {}", image.display()), e))?;
+    let meta = src.metadata().map_err(|e| Error::io(format!("cannot stat {}", image.display()), e))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidState(format!("workspace disk image is not a regular file: {}", image.display())));
+    }
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| {
+        Error::io(format!("cannot create the directory for output_path {} ({})", output.display(), parent.display()), e)
+    })?;
+    let out = PendingOutput::create(&parent, output)?;
+    let len = meta.len();
+    let io_err = |e: io::Error| Error::io(format!("cannot export {} to {}", image.display(), output.display()), e);
+    copy_sparse(&src, out.file(), len).map_err(io_err)?;
+    // A trailing hole is not copied; the length makes it part of the file.
+    out.file().set_len(len).map_err(io_err)?;
+    // Like the reference (shutil.copy2): keep permission bits and modification time.
+    out.file().set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_err)?;
+    if let Ok(mtime) = meta.modified() {
+        out.file().set_modified(mtime).map_err(io_err)?;
+    }
+    out.commit(output)?;
+    Ok(len)
+}
+
+/// Removes the runtime-only paths ([`RUNTIME_ONLY_PATHS`]) from the image if it has them
+/// (checked read-only first; `debugfs -w` only when needed) and zeroes the blocks they freed,
+/// so an export cannot carry their bytes. Returns the runtime paths that were removed.
+pub fn scrub_runtime_paths(image: &Path) -> Result<Vec<String>> {
+    guarded(image, || {
+        let (present, block_size, needs_recovery) = {
+            let fs = open_image(image)?;
+            let sb = check_superblock(image, &File::open(image).map_err(|e| open_error(image, e))?)?;
+            let mut present = Vec::new();
+            for root in RUNTIME_ONLY_PATHS {
+                let mut items = Vec::new();
+                collect_for_removal(&fs, image, root.as_bytes(), &mut items)?;
+                if !items.is_empty() {
+                    present.push((root, items));
+                }
+            }
+            (present, sb.block_size, sb.needs_recovery)
+        };
+        if present.is_empty() {
+            return Ok(Vec::new());
+        }
+        let debugfs = find_debugfs()?;
+        if needs_recovery {
+            // debugfs writes without replaying the journal; replay it first so the kernel's next
+            // mount cannot replay stale metadata over our removals.
+            replay_journal(image)?;
+        }
+        let mut freed: Vec<u64> = Vec::new();
+        let mut removed = Vec::new();
+        for (root, items) in &present {
+            // Children come before their directory (post-order).
+            for (path, is_dir) in items {
+                freed.extend(debugfs_blocks(&debugfs, image, path)?);
+                let verb = if *is_dir { "rmdir" } else { "rm" };
+                let mut request = format!("{verb} ").into_bytes();
+                request.extend(debugfs_quote(path));
+                let out = run_debugfs(&debugfs, image, OsStr::from_bytes(&request), true)?;
+                if !out.trim().is_empty() {
+                    return Err(Error::InvalidState(format!(
+                        "could not remove runtime-only path {} from {}: {}",
+                        escape_guest_bytes(path),
+                        image.display(),
+                        out.trim()
+                    )));
+                }
+            }
+            removed.push(root.to_string());
+        }
+        // Check with the reader that they are really gone.
+        let fs = open_image(image)?;
+        for root in RUNTIME_ONLY_PATHS {
+            if fs.symlink_metadata(ext4_path(root.as_bytes())?).is_ok() {
+                return Err(Error::InvalidState(format!(
+                    "runtime-only path {root} is still present in {} after removal",
+                    image.display()
+                )));
+            }
+        }
+        drop(fs);
+        zero_free_blocks(&debugfs, image, block_size, freed)?;
+        Ok(removed)
+    })
+}
+
+/// Shows guest bytes as text with the escaping described in the module docs.
+pub fn escape_guest_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if needs_escape(c) => {
+                    let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_guest_bytes`]; `None` when `shown` is not a valid escaped form.
+pub fn unescape_guest_path(shown: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(shown.len());
+    let mut chars = shown.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push(b'\\'),
+            'n' => out.push(b'\n'),
+            't' => out.push(b'\t'),
+            'r' => out.push(b'\r'),
+            'x' => {
+                let hex: String = [chars.next()?, chars.next()?].iter().collect();
+                out.push(u8::from_str_radix(&hex, 16).ok()?);
+            }
+            'u' => {
+                if chars.next()? != '{' {
+                    return None;
+                }
+                let mut hex = String::new();
+                loop {
+                    match chars.next()? {
+                        '}' => break,
+                        h if hex.len() < 6 => hex.push(h),
+                        _ => return None,
+                    }
+                }
+                let c = char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    // Control characters, plus the format characters that reorder or break displayed lines
+    // (bidi overrides/isolates/marks, line and paragraph separators): a name must not be able to
+    // make its own line look like something else.
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening an image
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `f`, turning a panic inside the ext4 parser into an error instead of unwinding into the
+/// engine (the image is hostile; the crate has `unwrap`s on paths fuzzing has not reached).
+fn guarded<T>(image: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::InvalidState(format!(
+            "workspace disk image is not a readable ext4 filesystem: {} (the reader failed on corrupt data)",
+            image.display()
+        )))
+    })
+}
+
+/// Positioned reads (`pread`): one syscall per read and no shared file offset. (Caches of
+/// 64 KiB and 256 KiB chunks in front of it were measured: no faster, as ext4-view already
+/// caches blocks and a listing touches mostly distinct regions.)
+struct ImageReader(File);
+
+impl Ext4Read for ImageReader {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.read_exact_at(dst, start_byte).map_err(|e| Box::new(e) as _)
+    }
+}
+
+struct SuperblockFacts {
+    block_size: u64,
+    needs_recovery: bool,
+}
+
+fn not_ext4(image: &Path, why: impl std::fmt::Display) -> Error {
+    Error::InvalidState(format!("workspace disk image is not a readable ext4 filesystem: {}: {why}", image.display()))
+}
+
+fn open_error(image: &Path, e: io::Error) -> Error {
+    Error::io(format!("cannot open workspace disk image {}", image.display()), e)
+}
+
+/// Validates what `Ext4::load` would otherwise trust with allocations.
+fn check_superblock(image: &Path, file: &File) -> Result<SuperblockFacts> {
+    let file_len = file.metadata().map_err(|e| open_error(image, e))?.len();
+    let mut sb = [0u8; 1024];
+    file.read_exact_at(&mut sb, 1024).map_err(|_| not_ext4(image, "too small to hold an ext4 superblock"))?;
+    let u16_at = |o: usize| u16::from_le_bytes([sb[o], sb[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+    if u16_at(0x38) != 0xEF53 {
+        return Err(not_ext4(image, "no ext4 superblock magic"));
+    }
+    let log_block_size = u32_at(0x18);
+    if log_block_size > MAX_LOG_BLOCK_SIZE {
+        return Err(not_ext4(
+            image,
+            format!("s_log_block_size {log_block_size} is above {MAX_LOG_BLOCK_SIZE} (64 KiB blocks)"),
+        ));
+    }
+    let block_size = 1024u64 << log_block_size;
+    let incompat = u32_at(0x60);
+    let mut blocks = u64::from(u32_at(0x04));
+    if incompat & 0x80 != 0 {
+        blocks |= u64::from(u32_at(0x150)) << 32;
+    }
+    let per_group_max = 8 * block_size;
+    let blocks_per_group = u64::from(u32_at(0x20));
+    let inodes_per_group = u64::from(u32_at(0x28));
+    if !(8..=per_group_max).contains(&blocks_per_group) {
+        return Err(not_ext4(image, format!("invalid blocks per group ({blocks_per_group})")));
+    }
+    if !(1..=per_group_max).contains(&inodes_per_group) {
+        return Err(not_ext4(image, format!("invalid inodes per group ({inodes_per_group})")));
+    }
+    if blocks == 0 || blocks.checked_mul(block_size).is_none_or(|bytes| bytes > file_len) {
+        return Err(not_ext4(
+            image,
+            format!("{blocks} blocks of {block_size} bytes do not fit the {file_len}-byte file"),
+        ));
+    }
+    Ok(SuperblockFacts { block_size, needs_recovery: incompat & 0x4 != 0 })
+}
+
+fn open_image(image: &Path) -> Result<Ext4> {
+    let file = File::open(image).map_err(|e| open_error(image, e))?;
+    let facts = check_superblock(image, &file)?;
+    Ext4::load(Box::new(ImageReader(file))).map_err(|e| match e {
+        Ext4Error::Incompatible(_) if facts.needs_recovery => Error::InvalidState(format!(
+            "workspace disk image {} has an unfinished journal that cannot be replayed offline ({e}); \
+             run `pyro workspace start` and then `pyro workspace stop` to let the guest recover it",
+            image.display()
+        )),
+        Ext4Error::Io(_) => Error::Io(format!("cannot read workspace disk image {}: {e}", image.display())),
+        e => not_ext4(image, e),
+    })
+}
+
+/// Maps a reader error met while handling `shown` to a user-facing error.
+fn fs_error(image: &Path, shown: &str, e: Ext4Error) -> Error {
+    match e {
+        Ext4Error::NotFound | Ext4Error::NotADirectory => {
+            Error::NotFound(format!("workspace disk path does not exist: {shown}"))
+        }
+        Ext4Error::PathTooLong => Error::InvalidInput(format!(
+            "workspace disk path is too long to read offline (over {MAX_PATH_BYTES} bytes): {shown}"
+        )),
+        Ext4Error::Io(_) => Error::Io(format!("cannot read workspace disk image {} at {shown}: {e}", image.display())),
+        Ext4Error::Incompatible(_) | Ext4Error::Encrypted => Error::InvalidState(format!(
+            "workspace disk image {} cannot be read offline at {shown}: {e}",
+            image.display()
+        )),
+        e => Error::InvalidState(format!(
+            "workspace disk image {} is corrupt at {shown}: {e} (check it with `e2fsck -fn`)",
+            image.display()
+        )),
+    }
+}
+
+fn ext4_path(bytes: &[u8]) -> Result<ext4_view::Path<'_>> {
+    ext4_view::Path::try_from(bytes).map_err(|_| {
+        Error::InvalidInput(format!("workspace disk path is not a valid path: {}", escape_guest_bytes(bytes)))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolving a guest path without letting the reader follow anything
+// ---------------------------------------------------------------------------------------------
+
+fn is_runtime_only(real: &[u8]) -> bool {
+    RUNTIME_ONLY_PATHS.iter().any(|r| {
+        let r = r.as_bytes();
+        real.starts_with(r) && (real.len() == r.len() || real[r.len()] == b'/')
+    })
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if dir != b"/" {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn join_shown(dir: &str, name: &[u8]) -> String {
+    let escaped = escape_guest_bytes(name);
+    if dir == "/" {
+        format!("/{escaped}")
+    } else {
+        format!("{dir}/{escaped}")
+    }
+}
+
+/// `path` with empty and `.` components dropped and `..` applied, as bytes.
+fn lexical_normalise(path: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for comp in path.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = Vec::new();
+    for p in &parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+struct Target {
+    /// Path in the image with no symlink component (safe to hand to ext4-view).
+    real: Vec<u8>,
+    /// The guest path as given, escaped for display.
+    shown: String,
+    /// The final component's inode (not followed).
+    meta: Metadata,
+}
+
+fn locate(fs: &Ext4, image: &Path, guest_path: &str) -> Result<Target> {
+    let literal = guest_path.as_bytes();
+    match locate_bytes(fs, image, literal)? {
+        Some(t) => Ok(t),
+        None => {
+            // A path copied from `list` output carries our escapes; try it decoded.
+            if guest_path.contains('\\') {
+                if let Some(raw) = unescape_guest_path(guest_path).filter(|raw| raw != literal) {
+                    if let Some(t) = locate_bytes(fs, image, &raw)? {
+                        return Ok(t);
+                    }
+                }
+            }
+            Err(Error::NotFound(format!("workspace disk path does not exist: {}", escape_guest_bytes(literal))))
+        }
+    }
+}
+
+/// `None` when the path does not exist (or is runtime-only, which is shown the same way).
+fn locate_bytes(fs: &Ext4, image: &Path, path: &[u8]) -> Result<Option<Target>> {
+    let shown = escape_guest_bytes(path);
+    if !path.starts_with(b"/") {
+        return Err(Error::InvalidInput(format!("workspace disk path must be absolute: {shown}")));
+    }
+    if path.contains(&0) {
+        return Err(Error::InvalidInput(format!("workspace disk path contains a NUL byte: {shown}")));
+    }
+    if is_runtime_only(&lexical_normalise(path)) {
+        return Ok(None);
+    }
+    let mut pending: Vec<Vec<u8>> = path.split(|&b| b == b'/').rev().map(<[u8]>::to_vec).collect();
+    let mut real: Vec<u8> = b"/".to_vec();
+    let mut follows = 0usize;
+    let mut last_meta: Option<Metadata> = None;
+    while let Some(comp) = pending.pop() {
+        if comp.is_empty() || comp == b"." {
+            continue;
+        }
+        if comp == b".." {
+            // `real` has no symlinks, so its lexical parent is its real parent.
+            let cut = real.iter().rposition(|&b| b == b'/').unwrap_or(0);
+            real.truncate(cut.max(1));
+            last_meta = None;
+            continue;
+        }
+        let candidate = join(&real, &comp);
+        if candidate.len() > MAX_PATH_BYTES {
+            return Err(fs_error(image, &shown, Ext4Error::PathTooLong));
+        }
+        if is_runtime_only(&candidate) {
+            return Ok(None);
+        }
+        // The prefix `real` has no symlinks and the final component is not followed, so the
+        // reader follows nothing here.
+        let meta = match fs.symlink_metadata(ext4_path(&candidate)?) {
+            Ok(m) => m,
+            Err(Ext4Error::NotFound | Ext4Error::NotADirectory) => return Ok(None),
+            Err(e) => return Err(fs_error(image, &shown, e)),
+        };
+        let is_last = pending.iter().all(|c| c.is_empty() || c == b".");
+        if meta.is_symlink() && !is_last {
+            follows += 1;
+            if follows > MAX_SYMLINK_FOLLOWS {
+                return Err(Error::InvalidInput(format!(
+                    "too many levels of symbolic links in workspace disk path: {shown}"
+                )));
+            }
+            let target = read_link_checked(fs, &candidate, &meta).ok_or_else(|| {
+                Error::InvalidState(format!(
+                    "workspace disk image {} has an unreadable symlink at {} (on the way to {shown})",
+                    image.display(),
+                    escape_guest_bytes(&candidate)
+                ))
+            })?;
+            if target.starts_with(b"/") {
+                real = b"/".to_vec();
+            }
+            pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+            last_meta = None;
+            continue;
+        }
+        if !is_last && !meta.is_dir() {
+            return Ok(None);
+        }
+        real = candidate;
+        last_meta = Some(meta);
+    }
+    let meta = match last_meta {
+        Some(m) => m,
+        // The path ended at `/` or after a `..`: look at the directory itself.
+        None => fs.symlink_metadata(ext4_path(&real)?).map_err(|e| fs_error(image, &shown, e))?,
+    };
+    Ok(Some(Target { real, shown, meta }))
+}
+
+/// A symlink's target, if its claimed size is sane and it reads cleanly. `real` must have no
+/// symlink before its last component.
+fn read_link_checked(fs: &Ext4, real: &[u8], meta: &Metadata) -> Option<Vec<u8>> {
+    let len = meta.len();
+    if !meta.is_symlink() || len == 0 || len > MAX_LINK_TARGET {
+        return None;
+    }
+    let target = fs.read_link(ext4_view::Path::try_from(real).ok()?).ok()?;
+    Some(target.as_ref().to_vec())
+}
+
+fn link_target(fs: &Ext4, real: &[u8], meta: &Metadata) -> Option<String> {
+    read_link_checked(fs, real, meta).map(|t| escape_guest_bytes(&t))
+}
+
+fn artifact_type(meta: &Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_dir() {
+        Some("directory")
+    } else if t.is_regular_file() {
+        Some("file")
+    } else if t.is_symlink() {
+        Some("symlink")
+    } else {
+        None // devices, fifos, sockets: not shown (as the reference)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Walking directories
+// ---------------------------------------------------------------------------------------------
+
+struct Job {
+    real: Vec<u8>,
+    shown: String,
+    depth: usize,
+}
+
+#[derive(Default)]
+struct WalkState {
+    queue: Vec<Job>,
+    busy: usize,
+    entries: usize,
+    lookups: u64,
+    failed: Option<Error>,
+}
+
+struct Walk<'a> {
+    image: &'a Path,
+    recursive: bool,
+    state: Mutex<WalkState>,
+    wake: Condvar,
+}
+
+/// Lists the directory `root`. A recursive walk shares a queue of directories between up to
+/// [`MAX_WALKERS`] threads, each with its own `Ext4` (the type is `!Send`): every `read_dir`
+/// resolves its path from `/` and checks CRC32C of each directory block on the way, which is
+/// CPU-bound and dominates the cost.
+fn walk(image: &Path, fs: Ext4, root: Job, recursive: bool) -> Result<Vec<DiskEntry>> {
+    let walk = Walk { image, recursive, state: Mutex::new(WalkState::default()), wake: Condvar::new() };
+    walk.state.lock().unwrap().queue.push(root);
+    let helpers =
+        if recursive { std::thread::available_parallelism().map_or(1, usize::from).min(MAX_WALKERS) - 1 } else { 0 };
+    let mut all = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..helpers)
+            .map(|_| {
+                let walk = &walk;
+                scope.spawn(move || {
+                    catch_unwind(AssertUnwindSafe(|| match open_image(walk.image) {
+                        Ok(fs) => walk.work(&fs),
+                        Err(e) => {
+                            walk.fail(e);
+                            Vec::new()
+                        }
+                    }))
+                    .unwrap_or_else(|_| {
+                        walk.fail(not_ext4(walk.image, "the reader failed on corrupt data"));
+                        Vec::new()
+                    })
+                })
+            })
+            .collect();
+        let mut all = walk.work(&fs);
+        for h in handles {
+            all.extend(h.join().unwrap_or_default());
+        }
+        all
+    });
+    if let Some(e) = walk.state.into_inner().unwrap().failed {
+        return Err(e);
+    }
+    all.shrink_to_fit();
+    Ok(all)
+}
+
+impl Walk<'_> {
+    fn fail(&self, e: Error) {
+        let mut st = self.state.lock().unwrap();
+        st.failed.get_or_insert(e);
+        self.wake.notify_all();
+    }
+
+    /// One worker: takes directories until the queue is empty and nobody can add more.
+    fn work(&self, fs: &Ext4) -> Vec<DiskEntry> {
+        let mut out = Vec::new();
+        let mut found = Vec::new();
+        loop {
+            let job = {
+                let mut st = self.state.lock().unwrap();
+                loop {
+                    if st.failed.is_some() {
+                        return out;
+                    }
+                    if let Some(job) = st.queue.pop() {
+                        st.busy += 1;
+                        st.lookups += job.real.iter().filter(|&&b| b == b'/').count() as u64;
+                        break job;
+                    }
+                    if st.busy == 0 {
+                        self.wake.notify_all();
+                        return out;
+                    }
+                    st = self.wake.wait(st).unwrap();
+                }
+            };
+            let before = out.len();
+            let res = self.list_dir(fs, &job, &mut out, &mut found);
+            let mut st = self.state.lock().unwrap();
+            st.busy -= 1;
+            st.entries += out.len() - before;
+            let res = res.and_then(|()| {
+                if st.entries > MAX_ENTRIES {
+                    Err(Error::InvalidState(format!(
+                        "workspace disk listing stopped after {MAX_ENTRIES} entries (list a smaller path; \
+                         a corrupt image with a directory cycle also ends here)"
+                    )))
+                } else if st.lookups > MAX_LOOKUPS {
+                    Err(Error::InvalidState(format!(
+                        "workspace disk listing of {} needs too much work (a corrupt image with a directory \
+                         cycle?); list a smaller path",
+                        job.shown
+                    )))
+                } else {
+                    Ok(())
+                }
+            });
+            match res {
+                Ok(()) => {
+                    let n = found.len();
+                    st.queue.append(&mut found);
+                    match n {
+                        0 if st.busy == 0 && st.queue.is_empty() => self.wake.notify_all(),
+                        0 => {}
+                        1 => self.wake.notify_one(),
+                        _ => self.wake.notify_all(),
+                    }
+                }
+                Err(e) => {
+                    st.failed.get_or_insert(e);
+                    self.wake.notify_all();
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Lists one directory into `out`; subdirectories to descend into go to `found`.
+    fn list_dir(&self, fs: &Ext4, job: &Job, out: &mut Vec<DiskEntry>, found: &mut Vec<Job>) -> Result<()> {
+        let err = |e| fs_error(self.image, &job.shown, e);
+        let mut children = Vec::new();
+        for entry in fs.read_dir(ext4_path(&job.real)?).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            children.push(entry);
+        }
+        // Path calls look a name up in the directory; with duplicate names (only a corrupt image
+        // has them) that lookup may find another inode than the entry we iterated, e.g. a symlink
+        // that the reader would follow. So a duplicated name is listed but never used in a path.
+        let mut seen = HashSet::with_capacity(children.len());
+        let duplicated: HashSet<ext4_view::DirEntryName<'_>> =
+            children.iter().map(|e| e.file_name()).filter(|n| !seen.insert(*n)).collect();
+        for entry in &children {
+            let name_ref = entry.file_name();
+            let unique = !duplicated.contains(&name_ref);
+            let name: &[u8] = name_ref.as_ref();
+            let real = join(&job.real, name);
+            if is_runtime_only(&real) {
+                continue;
+            }
+            let shown = join_shown(&job.shown, name);
+            // The inode, not the directory entry's type byte, says what this is. An inode the
+            // reader calls corrupt is still listed, typed by its directory entry, size 0, and
+            // never entered: one bad inode should not hide the rest of the tree.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(Ext4Error::Corrupt(_)) => {
+                    let t = entry.file_type().map_err(err)?;
+                    let kind = if t.is_dir() {
+                        "directory"
+                    } else if t.is_symlink() {
+                        "symlink"
+                    } else if t.is_regular_file() {
+                        "file"
+                    } else {
+                        continue;
+                    };
+                    out.push(DiskEntry { path: shown, artifact_type: kind.into(), size_bytes: 0, link_target: None });
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            };
+            let Some(kind) = artifact_type(&meta) else { continue };
+            let (size, link) = match kind {
+                "directory" => {
+                    if self.recursive && unique {
+                        if job.depth + 1 > MAX_DEPTH {
+                            return Err(Error::InvalidState(format!(
+                                "workspace disk directories nest deeper than {MAX_DEPTH} levels at {shown} \
+                                 (a corrupt image with a directory cycle?)"
+                            )));
+                        }
+                        if real.len() > MAX_PATH_BYTES {
+                            return Err(fs_error(self.image, &shown, Ext4Error::PathTooLong));
+                        }
+                        found.push(Job { real, shown: shown.clone(), depth: job.depth + 1 });
+                    }
+                    (0, None)
+                }
+                "symlink" => (meta.len(), if unique { link_target(fs, &real, &meta) } else { None }),
+                _ => (meta.len(), None),
+            };
+            out.push(DiskEntry { path: shown, artifact_type: kind.to_string(), size_bytes: size, link_target: link });
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+// ---------------------------------------------------------------------------------------------
+
+fn already_exists(output: &Path) -> Error {
+    Error::InvalidInput(format!("output_path already exists: {}", output.display()))
+}
+
+/// The copy being written, invisible until `commit`.
+enum PendingOutput {
+    /// `O_TMPFILE`: has no name, so nothing is left behind if we fail or are killed.
+    Anonymous(File),
+    /// Fallback: a hidden temp file beside the output, removed on drop.
+    Named(tempfile::NamedTempFile),
+}
+
+impl PendingOutput {
+    fn create(dir: &Path, output: &Path) -> Result<Self> {
+        let ctx = |e: io::Error| Error::io(format!("cannot write output_path {}", output.display()), e);
+        if Path::new("/proc/self/fd").is_dir() {
+            match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir) {
+                Ok(f) => return Ok(PendingOutput::Anonymous(f)),
+                // Filesystems without O_TMPFILE answer one of these; use a named temp file.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
+                Err(e) => return Err(ctx(e)),
+            }
+        }
+        let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".pyro-partial")
+            .tempfile_in(dir)
+            .map(PendingOutput::Named)
+            .map_err(ctx)
+    }
+
+    fn file(&self) -> &File {
+        match self {
+            PendingOutput::Anonymous(f) => f,
+            PendingOutput::Named(t) => t.as_file(),
+        }
+    }
+
+    /// Gives the complete copy its name; fails (and cleans up) if `output` appeared meanwhile.
+    fn commit(self, output: &Path) -> Result<()> {
+        let ctx = |e: io::Error| Error::io(format!("cannot create output_path {}", output.display()), e);
+        match self {
+            PendingOutput::Anonymous(f) => {
+                let from = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL");
+                let to = CString::new(output.as_os_str().as_bytes()).map_err(|_| {
+                    Error::InvalidInput(format!("output_path contains a NUL byte: {}", output.display()))
+                })?;
+                // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+                // linkat never replaces an existing name (EEXIST), which is the no-overwrite rule.
+                let rc = unsafe {
+                    libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+                };
+                if rc != 0 {
+                    let e = io::Error::last_os_error();
+                    return Err(if e.kind() == io::ErrorKind::AlreadyExists { already_exists(output) } else { ctx(e) });
+                }
+                Ok(())
+            }
+            // renameat2(RENAME_NOREPLACE), or link + unlink where that is unsupported.
+            PendingOutput::Named(t) => t.persist_noclobber(output).map(drop).map_err(|e| {
+                if e.error.kind() == io::ErrorKind::AlreadyExists {
+                    already_exists(output)
+                } else {
+                    ctx(e.error)
+                }
+            }),
+        }
+    }
+}
+
+/// `lseek(SEEK_DATA/SEEK_HOLE)`; `Ok(None)` for ENXIO (no data at or after `offset`).
+fn seek_data_or_hole(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: lseek on a descriptor we own; it has no memory effects.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+    }
+    Ok(Some(r as u64))
+}
+
+/// Copies `src[0..len]` to `dst` at the same offsets, skipping holes.
+fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    let mut pos = 0;
+    let mut kernel_copy = true;
+    while pos < len {
+        let data = match seek_data_or_hole(src, pos, libc::SEEK_DATA) {
+            Ok(Some(d)) => d,
+            Ok(None) => break,
+            // No SEEK_DATA on this filesystem: copy the rest, skipping zero blocks instead.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return copy_buffered(src, dst, pos, len - pos),
+            Err(e) => return Err(e),
+        };
+        if data >= len {
+            break;
+        }
+        let hole = seek_data_or_hole(src, data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+        if hole <= data {
+            return Err(io::Error::other("the image changed while it was exported"));
+        }
+        if kernel_copy {
+            match copy_range_kernel(src, dst, data, hole - data) {
+                Ok(()) => {}
+                Err(e) if is_unsupported(&e) => {
+                    kernel_copy = false;
+                    copy_buffered(src, dst, data, hole - data)?;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            copy_buffered(src, dst, data, hole - data)?;
+        }
+        pos = hole;
+    }
+    Ok(())
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM))
+}
+
+/// `copy_file_range`: stays in the kernel (and reflinks on filesystems that can).
+fn copy_range_kernel(src: &File, dst: &File, start: u64, len: u64) -> io::Result<()> {
+    let mut off_in = libc::loff_t::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut off_out = off_in;
+    let mut left = len;
+    while left > 0 {
+        let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+        // SAFETY: valid descriptors we own and valid pointers to local offsets.
+        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, chunk, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if left < len && is_unsupported(&e) {
+                // Part of this range was copied already: finish it by hand.
+                return copy_buffered(src, dst, off_in as u64, left);
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::other("the image shrank while it was exported"));
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Read/write copy that leaves all-zero 4 KiB blocks as holes.
+fn copy_buffered(src: &File, dst: &File, start: u64, len: u64) -> io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from((len - done).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = src.read_at(&mut buf[..want], start + done)?;
+        if n == 0 {
+            return Err(io::Error::other("the image shrank while it was exported"));
+        }
+        for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                dst.write_all_at(block, start + done + (i * BLOCK) as u64)?;
+            }
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scrub
+// ---------------------------------------------------------------------------------------------
+
+/// Adds `path` (if present as a real path) and everything below it to `items`, children first.
+fn collect_for_removal(fs: &Ext4, image: &Path, path: &[u8], items: &mut Vec<(Vec<u8>, bool)>) -> Result<()> {
+    // Only a real path counts: if `/run` is a symlink, `/run/pyro-*` on disk is something else.
+    let mut prefix = Vec::new();
+    for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        prefix = join(if prefix.is_empty() { b"/" } else { &prefix }, comp);
+        match fs.symlink_metadata(ext4_path(&prefix)?) {
+            Ok(m) if m.is_symlink() => return Ok(()),
+            Ok(_) => {}
+            Err(Ext4Error::NotFound | Ext4Error::NotADirectory) => return Ok(()),
+            Err(e) => return Err(fs_error(image, &escape_guest_bytes(&prefix), e)),
+        }
+    }
+    let mut stack = vec![(path.to_vec(), 0usize)];
+    let mut post = Vec::new();
+    while let Some((p, depth)) = stack.pop() {
+        let shown = escape_guest_bytes(&p);
+        let meta = fs.symlink_metadata(ext4_path(&p)?).map_err(|e| fs_error(image, &shown, e))?;
+        if !meta.is_dir() {
+            post.push((p, false));
+            continue;
+        }
+        if depth > MAX_DEPTH || post.len() > MAX_ENTRIES {
+            return Err(Error::InvalidState(format!(
+                "runtime-only path {shown} in {} is too deep or too large to remove (corrupt image?)",
+                image.display()
+            )));
+        }
+        let mut names = Vec::new();
+        for e in fs.read_dir(ext4_path(&p)?).map_err(|e| fs_error(image, &shown, e))? {
+            let e = e.map_err(|e| fs_error(image, &shown, e))?;
+            let n = e.file_name();
+            if n != "." && n != ".." {
+                names.push(n.as_ref().to_vec());
+            }
+        }
+        post.push((p.clone(), true));
+        for n in names {
+            stack.push((join(&p, &n), depth + 1));
+        }
+    }
+    // Pre-order reversed is a valid post-order: every child comes before its directory.
+    post.reverse();
+    items.extend(post);
+    Ok(())
+}
+
+fn find_debugfs() -> Result<PathBuf> {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from));
+    for dir in candidates {
+        let p = dir.join("debugfs");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::HostRequirement("debugfs is required for workspace disk operations".into()))
+}
+
+/// An image path that debugfs cannot mistake for an option.
+fn image_arg(image: &Path) -> PathBuf {
+    if image.is_absolute() {
+        image.to_path_buf()
+    } else {
+        Path::new(".").join(image)
+    }
+}
+
+/// Quotes a guest path for a debugfs request (libss parsing: inside double quotes everything is
+/// literal, including spaces and newlines, and `""` stands for one quote).
+fn debugfs_quote(path: &[u8]) -> Vec<u8> {
+    let mut q = vec![b'"'];
+    for &b in path {
+        if b == b'"' {
+            q.extend_from_slice(b"\"\"");
+        } else {
+            q.push(b);
+        }
+    }
+    q.push(b'"');
+    q
+}
+
+/// Runs one debugfs request; returns its output without the version banner.
+fn run_debugfs(debugfs: &Path, image: &Path, request: &(impl AsRef<OsStr> + ?Sized), write: bool) -> Result<String> {
+    let mut cmd = Command::new(debugfs);
+    if write {
+        cmd.arg("-w");
+    }
+    let out = cmd
+        .arg("-R")
+        .arg(request)
+        .arg(image_arg(image))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io("cannot run debugfs", e))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text: String = text.lines().filter(|l| !l.starts_with("debugfs ")).collect::<Vec<_>>().join("\n");
+    if !out.status.success() {
+        return Err(Error::InvalidState(format!("debugfs failed on {}: {}", image.display(), text.trim())));
+    }
+    Ok(text)
+}
+
+/// Data blocks of `path` (so they can be zeroed once freed).
+fn debugfs_blocks(debugfs: &Path, image: &Path, path: &[u8]) -> Result<Vec<u64>> {
+    let mut req = b"blocks ".to_vec();
+    req.extend(debugfs_quote(path));
+    let out = run_debugfs(debugfs, image, OsStr::from_bytes(&req), false)?;
+    Ok(out.split_whitespace().filter_map(|w| w.parse().ok()).collect())
+}
+
+fn replay_journal(image: &Path) -> Result<()> {
+    let out = Command::new("e2fsck")
+        .args(["-E", "journal_only", "-p"])
+        .arg(image_arg(image))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io("cannot run e2fsck to replay the image's journal", e))?;
+    // 0: clean, 1: corrected (journal replayed).
+    match out.status.code() {
+        Some(0 | 1) => Ok(()),
+        _ => Err(Error::InvalidState(format!(
+            "could not replay the journal of {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+/// Overwrites with zeros those `blocks` that the filesystem now reports as free: removed files'
+/// data stays in freed blocks otherwise. A block still in use (shared with something else in a
+/// corrupt image, or metadata) is left alone.
+fn zero_free_blocks(debugfs: &Path, image: &Path, block_size: u64, mut blocks: Vec<u64>) -> Result<()> {
+    blocks.sort_unstable();
+    blocks.dedup();
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    // Block numbers are plain digits, so one batched session over stdin is safe here.
+    let script: String = blocks.iter().map(|b| format!("testb {b}\n")).collect();
+    let mut child = Command::new(debugfs)
+        .arg("-f")
+        .arg("-")
+        .arg(image_arg(image))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io("cannot run debugfs", e))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+    let out = child.wait_with_output().map_err(|e| Error::io("cannot run debugfs", e))?;
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let free: HashSet<u64> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Block ")?.strip_suffix(" not in use")?.parse().ok())
+        .collect();
+    let file = std::fs::OpenOptions::new().write(true).open(image).map_err(|e| open_error(image, e))?;
+    let zeros = vec![0u8; usize::try_from(block_size).unwrap_or(4096)];
+    for b in blocks.into_iter().filter(|b| free.contains(b)) {
+        let Some(offset) = b.checked_mul(block_size) else { continue };
+        file.write_all_at(&zeros, offset)
+            .map_err(|e| Error::io(format!("cannot clear freed blocks in {}", image.display()), e))?;
+    }
+    file.sync_all().map_err(|e| Error::io(format!("cannot sync {}", image.display()), e))?;
+    Ok(())
+}

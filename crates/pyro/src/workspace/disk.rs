@@ -1,0 +1,139 @@
+//! Offline disk tools on a stopped workspace: list, read and export its ext4 image without
+//! booting it. Secondary to the live tools (exec, file ops, export): they exist so a stopped
+//! workspace can be inspected in milliseconds without spending a VM.
+
+use super::logic;
+use super::store::WorkspaceDir;
+use crate::diskimage::{self, DiskEntry};
+use crate::{Error, Pyro, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskListResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub recursive: bool,
+    pub entries: Vec<DiskEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskReadResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub max_bytes: u64,
+    pub content: String,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskExportResult {
+    pub workspace_id: String,
+    pub output_path: String,
+    pub disk_format: String,
+    pub bytes_written: u64,
+}
+
+impl Pyro {
+    /// REFERENCE §7.2 preconditions, in order: exists, liveness (a dead VMM means stopped),
+    /// stopped (an expired workspace is stopped, so it qualifies), guest-backed, image present. Then the runtime-only paths are scrubbed (normally a no-op: they live on
+    /// tmpfs and never reach the disk).
+    fn disk_precheck(&self, workspace_id: &str, op: &str) -> Result<(WorkspaceDir, PathBuf)> {
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = dir.lock_lifecycle_shared()?;
+        let mut record = dir.load()?;
+        if record.state == "started" && !crate::supervisor::is_running(&dir.runtime_dir()) {
+            record = dir
+                .update(|r| {
+                    r.state = "stopped".into();
+                    r.last_error = Some("backing guest process is no longer running".into());
+                    Ok(())
+                })?
+                .0;
+        }
+        if record.state != "stopped" {
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' must be stopped before workspace_disk_{op}",
+                dir.id
+            )));
+        }
+        if record.execution_mode == "host_compat" {
+            return Err(Error::InvalidState(format!("workspace_disk_{op} is unavailable for host_compat workspaces")));
+        }
+        let image = dir.disk_image();
+        if !image.is_file() {
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' rootfs image is unavailable at {}",
+                dir.id,
+                image.display()
+            )));
+        }
+        diskimage::scrub_runtime_paths(&image)?;
+        Ok((dir, image))
+    }
+
+    /// List a stopped workspace's disk (`/workspace` by default; absolute paths anywhere).
+    pub async fn list_workspace_disk(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<DiskListResult> {
+        let path = logic::paths::normalize_disk_path(path)?;
+        let pyro = self.clone();
+        let id = workspace_id.to_string();
+        crate::blocking(move || {
+            let (dir, image) = pyro.disk_precheck(&id, "list")?;
+            let entries = diskimage::list(&image, &path, recursive)?;
+            Ok(DiskListResult { workspace_id: dir.id, path, recursive, entries })
+        })
+        .await
+    }
+
+    /// Read up to `max_bytes` of a regular file on a stopped workspace's disk. Costs what
+    /// `max_bytes` asks, not the file's size.
+    pub async fn read_workspace_disk(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<DiskReadResult> {
+        let path = logic::paths::normalize_disk_path(path)?;
+        let pyro = self.clone();
+        let id = workspace_id.to_string();
+        crate::blocking(move || {
+            let (dir, image) = pyro.disk_precheck(&id, "read")?;
+            if max_bytes == 0 {
+                return Err(Error::InvalidInput("max_bytes must be positive".into()));
+            }
+            let (size, data) = diskimage::read(&image, &path, max_bytes.saturating_add(3))?;
+            let (content, cut) = logic::text::truncate_utf8(&data, max_bytes as usize);
+            Ok(DiskReadResult {
+                workspace_id: dir.id,
+                path,
+                size_bytes: size,
+                max_bytes,
+                content,
+                truncated: cut || size > max_bytes,
+            })
+        })
+        .await
+    }
+
+    /// Export a stopped workspace's raw ext4 image (sparse, never partial, never overwrites).
+    pub async fn export_workspace_disk(&self, workspace_id: &str, output_path: &Path) -> Result<DiskExportResult> {
+        let text = output_path.to_string_lossy().trim().to_string();
+        if text.is_empty() {
+            return Err(Error::InvalidInput("output_path must not be empty".into()));
+        }
+        let output = if Path::new(&text).is_absolute() {
+            PathBuf::from(text)
+        } else {
+            std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?.join(text)
+        };
+        let pyro = self.clone();
+        let id = workspace_id.to_string();
+        crate::blocking(move || {
+            let (dir, image) = pyro.disk_precheck(&id, "export")?;
+            let bytes = diskimage::export(&image, &output)?;
+            Ok(DiskExportResult {
+                workspace_id: dir.id,
+                output_path: output.display().to_string(),
+                disk_format: "ext4".into(),
+                bytes_written: bytes,
+            })
+        })
+        .await
+    }
+}
