@@ -245,10 +245,12 @@ pub fn scrub_runtime_paths(image: &Path) -> Result<Vec<String>> {
             }
             removed.push(root.to_string());
         }
-        // Check with the reader that they are really gone.
+        // Check with the reader (and the same real-path rule) that they are really gone.
         let fs = open_image(image)?;
         for root in RUNTIME_ONLY_PATHS {
-            if fs.symlink_metadata(ext4_path(root.as_bytes())?).is_ok() {
+            let mut left = Vec::new();
+            collect_for_removal(&fs, image, root.as_bytes(), &mut left)?;
+            if !left.is_empty() {
                 return Err(Error::InvalidState(format!(
                     "runtime-only path {root} is still present in {} after removal",
                     image.display()
@@ -682,22 +684,16 @@ fn walk(image: &Path, fs: Ext4, root: Job, recursive: bool) -> Result<Vec<DiskEn
         let handles: Vec<_> = (0..helpers)
             .map(|_| {
                 let walk = &walk;
-                scope.spawn(move || {
-                    catch_unwind(AssertUnwindSafe(|| match open_image(walk.image) {
-                        Ok(fs) => walk.work(&fs),
-                        Err(e) => {
-                            walk.fail(e);
-                            Vec::new()
-                        }
-                    }))
-                    .unwrap_or_else(|_| {
-                        walk.fail(not_ext4(walk.image, "the reader failed on corrupt data"));
+                scope.spawn(move || match open_image(walk.image) {
+                    Ok(fs) => walk.work_guarded(&fs),
+                    Err(e) => {
+                        walk.fail(e);
                         Vec::new()
-                    })
+                    }
                 })
             })
             .collect();
-        let mut all = walk.work(&fs);
+        let mut all = walk.work_guarded(&fs);
         for h in handles {
             all.extend(h.join().unwrap_or_default());
         }
@@ -715,6 +711,15 @@ impl Walk<'_> {
         let mut st = self.state.lock().unwrap();
         st.failed.get_or_insert(e);
         self.wake.notify_all();
+    }
+
+    /// `work`, with a panic in the parser turned into a failure of the whole walk: the other
+    /// workers must be told, or they would wait forever for the job that never finished.
+    fn work_guarded(&self, fs: &Ext4) -> Vec<DiskEntry> {
+        catch_unwind(AssertUnwindSafe(|| self.work(fs))).unwrap_or_else(|_| {
+            self.fail(not_ext4(self.image, "the reader failed on corrupt data"));
+            Vec::new()
+        })
     }
 
     /// One worker: takes directories until the queue is empty and nobody can add more.
@@ -944,14 +949,19 @@ fn seek_data_or_hole(file: &File, offset: u64, whence: libc::c_int) -> io::Resul
 
 /// Copies `src[0..len]` to `dst` at the same offsets, skipping holes.
 fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    // A filesystem that can share extents (btrfs, XFS) clones the whole file at once: no data
+    // moves and holes stay holes. ext4 and others answer with an error; copy by hand then.
+    // SAFETY: FICLONE takes the source descriptor as its argument; both are ours and open.
+    if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
     let mut pos = 0;
-    let mut kernel_copy = true;
     while pos < len {
         let data = match seek_data_or_hole(src, pos, libc::SEEK_DATA) {
             Ok(Some(d)) => d,
             Ok(None) => break,
-            // No SEEK_DATA on this filesystem: copy the rest, skipping zero blocks instead.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return copy_buffered(src, dst, pos, len - pos),
+            // No SEEK_DATA on this filesystem: copy the rest, leaving zero blocks as holes.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return copy_range(src, dst, pos, len - pos, true),
             Err(e) => return Err(e),
         };
         if data >= len {
@@ -961,70 +971,35 @@ fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
         if hole <= data {
             return Err(io::Error::other("the image changed while it was exported"));
         }
-        if kernel_copy {
-            match copy_range_kernel(src, dst, data, hole - data) {
-                Ok(()) => {}
-                Err(e) if is_unsupported(&e) => {
-                    kernel_copy = false;
-                    copy_buffered(src, dst, data, hole - data)?;
-                }
-                Err(e) => return Err(e),
-            }
-        } else {
-            copy_buffered(src, dst, data, hole - data)?;
-        }
+        copy_range(src, dst, data, hole - data, false)?;
         pos = hole;
     }
     Ok(())
 }
 
-fn is_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM))
-}
-
-/// `copy_file_range`: stays in the kernel (and reflinks on filesystems that can).
-fn copy_range_kernel(src: &File, dst: &File, start: u64, len: u64) -> io::Result<()> {
-    let mut off_in = libc::loff_t::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut off_out = off_in;
-    let mut left = len;
-    while left > 0 {
-        let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
-        // SAFETY: valid descriptors we own and valid pointers to local offsets.
-        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, chunk, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if left < len && is_unsupported(&e) {
-                // Part of this range was copied already: finish it by hand.
-                return copy_buffered(src, dst, off_in as u64, left);
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::other("the image shrank while it was exported"));
-        }
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-/// Read/write copy that leaves all-zero 4 KiB blocks as holes.
-fn copy_buffered(src: &File, dst: &File, start: u64, len: u64) -> io::Result<()> {
+/// Copies one range with 1 MiB reads and writes. (Measured on ext4 against `copy_file_range`
+/// and `cp --sparse=always`: fastest of the three.) With `skip_zeros`, all-zero 4 KiB blocks
+/// are left unwritten, for sources whose holes cannot be asked for.
+fn copy_range(src: &File, dst: &File, start: u64, len: u64, skip_zeros: bool) -> io::Result<()> {
     const BLOCK: usize = 4096;
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
     while done < len {
         let want = usize::try_from((len - done).min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = src.read_at(&mut buf[..want], start + done)?;
-        if n == 0 {
-            return Err(io::Error::other("the image shrank while it was exported"));
-        }
-        for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
-            if block.iter().any(|&b| b != 0) {
-                dst.write_all_at(block, start + done + (i * BLOCK) as u64)?;
+        let n = match src.read_at(&mut buf[..want], start + done) {
+            Ok(0) => return Err(io::Error::other("the image shrank while it was exported")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if skip_zeros {
+            for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+                if block.iter().any(|&b| b != 0) {
+                    dst.write_all_at(block, start + done + (i * BLOCK) as u64)?;
+                }
             }
+        } else {
+            dst.write_all_at(&buf[..n], start + done)?;
         }
         done += n as u64;
     }
@@ -1198,10 +1173,23 @@ fn zero_free_blocks(debugfs: &Path, image: &Path, block_size: u64, mut blocks: V
         .filter_map(|l| l.trim().strip_prefix("Block ")?.strip_suffix(" not in use")?.parse().ok())
         .collect();
     let file = std::fs::OpenOptions::new().write(true).open(image).map_err(|e| open_error(image, e))?;
-    let zeros = vec![0u8; usize::try_from(block_size).unwrap_or(4096)];
+    let image_len = file.metadata().map_err(|e| open_error(image, e))?.len();
+    // Runs of consecutive free blocks, written with one call each (up to 1 MiB).
+    let zeros = vec![0u8; 1 << 20];
+    let max_run = (zeros.len() as u64 / block_size).max(1);
+    let mut runs: Vec<(u64, u64)> = Vec::new();
     for b in blocks.into_iter().filter(|b| free.contains(b)) {
-        let Some(offset) = b.checked_mul(block_size) else { continue };
-        file.write_all_at(&zeros, offset)
+        match runs.last_mut() {
+            Some((start, n)) if *start + *n == b && *n < max_run => *n += 1,
+            _ => runs.push((b, 1)),
+        }
+    }
+    for (start, n) in runs {
+        let (Some(offset), Some(len)) = (start.checked_mul(block_size), n.checked_mul(block_size)) else { continue };
+        if offset.checked_add(len).is_none_or(|end| end > image_len) {
+            continue; // never grow the image
+        }
+        file.write_all_at(&zeros[..len as usize], offset)
             .map_err(|e| Error::io(format!("cannot clear freed blocks in {}", image.display()), e))?;
     }
     file.sync_all().map_err(|e| Error::io(format!("cannot sync {}", image.display()), e))?;

@@ -432,26 +432,35 @@ impl Pyro {
         Ok(())
     }
 
-    /// Load the record for an operation that needs the VM running: checks expiry and
-    /// liveness (a dead VMM turns the workspace `stopped` with `last_error`).
+    /// Enter an operation that needs the running VM: a workspace whose TTL passed is stopped
+    /// first (under the exclusive lifecycle lock), then the shared lifecycle lock is taken
+    /// and held by the caller for the whole operation, so no stop, reset or delete can pull
+    /// the VM away midway.
+    pub(crate) async fn enter_started(&self, dir: &WorkspaceDir) -> Result<store::FileLock> {
+        let record = dir.load()?;
+        if record.expires_at <= now_f64() && record.state == "started" {
+            self.expire(dir).await.ok();
+        }
+        dir.lock_lifecycle_shared()
+    }
+
+    /// Load the record for an operation that needs the VM running (caller holds the lock
+    /// from [`Pyro::enter_started`]): checks expiry and liveness (a dead VMM turns the
+    /// workspace `stopped` with `last_error`).
     pub(crate) async fn require_started(&self, dir: &WorkspaceDir, op: &str) -> Result<WorkspaceRecord> {
         let record = dir.load()?;
         if record.expires_at <= now_f64() {
-            if record.state == "started" {
-                self.expire(dir).await.ok();
-            }
             return Err(Error::InvalidState(format!(
                 "workspace '{}' expired and was stopped (disk kept); extend it with `pyro workspace update {} --ttl-seconds N`, then start it",
                 dir.id, dir.id
             )));
         }
         if record.state == "started" && !crate::supervisor::is_running(&dir.runtime_dir()) {
-            let (record, _) = dir.update(|r| {
+            dir.update(|r| {
                 r.state = "stopped".into();
                 r.last_error = Some("backing guest process is no longer running".into());
                 Ok(())
             })?;
-            let _ = record;
             crate::supervisor::clean_stale_files(&dir.runtime_dir());
         }
         let record = dir.load()?;

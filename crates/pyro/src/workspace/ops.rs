@@ -208,7 +208,7 @@ impl Pyro {
             return Err(Error::InvalidInput("command must not be empty".into()));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "exec").await?;
         let r = machine::exec(
             &dir.runtime_dir(),
@@ -300,7 +300,7 @@ impl Pyro {
     ) -> Result<FileListResult> {
         let path = logic::paths::normalize_workspace_path(path)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_list").await?;
         let (_, entries) = machine::list_files(&dir.runtime_dir(), &path, recursive).await?;
         Ok(FileListResult {
@@ -330,7 +330,7 @@ impl Pyro {
             return Err(Error::InvalidInput(format!("max_bytes must be at most {MAX_TEXT_BYTES} bytes")));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_read").await?;
         // Three bytes past the limit show whether the cut would split a character.
         let (size, data) = machine::read_file(&dir.runtime_dir(), &path, max_bytes + 3).await?;
@@ -359,7 +359,7 @@ impl Pyro {
             )));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_write").await?;
         let (size, written) = machine::write_file(&dir.runtime_dir(), &path, text.as_bytes().to_vec()).await?;
         Ok(FileWriteResult {
@@ -379,7 +379,7 @@ impl Pyro {
         }
         let files = logic::patch::parse_patch(patch)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_patch_apply").await?;
         let vm = dir.runtime_dir();
         // Preflight: compute every result in memory.
@@ -461,7 +461,7 @@ impl Pyro {
         let source = logic::archive::SeedSource::classify(source_path)?;
         let dir = self.ws_dir(workspace_id)?;
         let tar = source.to_tar()?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_sync_push").await?;
         let (entries, bytes) = machine::push_archive(&dir.runtime_dir(), &tar, &destination).await?;
         touch_activity(&dir)?;
@@ -481,7 +481,7 @@ impl Pyro {
     /// Compare `/workspace` with the create-time baseline.
     pub async fn diff_workspace(&self, workspace_id: &str) -> Result<DiffResult> {
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         self.require_started(&dir, "workspace_diff").await?;
         let baseline = std::fs::read(dir.baseline_tar()).map_err(|_| {
             Error::InvalidState(format!("workspace diff requires a baseline snapshot; workspace '{}' has none", dir.id))
@@ -496,7 +496,7 @@ impl Pyro {
         let workspace_path = logic::paths::normalize_destination(path)?;
         let output = absolute_output(output_path)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_export").await?;
         let exported = machine::pull_archive(&dir.runtime_dir(), &workspace_path).await?;
         if let Some(parent) = output.parent() {
@@ -520,7 +520,7 @@ impl Pyro {
             return Err(Error::InvalidInput("snapshot name 'baseline' is reserved".into()));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "snapshot_create").await?;
         let meta_path = dir.snapshots_dir().join(format!("{name}.json"));
         if meta_path.exists() {
