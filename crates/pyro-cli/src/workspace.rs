@@ -502,13 +502,8 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 print_json(&r);
             } else {
                 println!("Workspace path: {} (recursive={})", r.path, yes_no(r.recursive));
-                if r.entries.is_empty() {
-                    println!("No workspace entries found.");
-                }
-                for e in &r.entries {
-                    let link = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-                    println!("{} [{}] size={}{link}", e.path, e.artifact_type, e.size_bytes);
-                }
+                let rows = r.entries.iter().map(|e| (&e.path, &e.artifact_type, e.size_bytes, &e.link_target));
+                print_entries(rows, "No workspace entries found.");
             }
         }
         WorkspaceCommand::File(FileCommand::Read(a)) => {
@@ -657,13 +652,8 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 print_json(&r);
             } else {
                 println!("Workspace disk path: {} (recursive={})", r.path, yes_no(r.recursive));
-                if r.entries.is_empty() {
-                    println!("No workspace disk entries found.");
-                }
-                for e in &r.entries {
-                    let link = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-                    println!("{} [{}] size={}{link}", e.path, e.artifact_type, e.size_bytes);
-                }
+                let rows = r.entries.iter().map(|e| (&e.path, &e.artifact_type, e.size_bytes, &e.link_target));
+                print_entries(rows, "No workspace disk entries found.");
             }
         }
         WorkspaceCommand::Disk(DiskCommand::Read(a)) => {
@@ -704,6 +694,19 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `PATH [type] size=N[ -> target]` rows (file list and disk list share the template).
+fn print_entries<'a>(rows: impl Iterator<Item = (&'a String, &'a String, u64, &'a Option<String>)>, empty: &str) {
+    let mut any = false;
+    for (path, kind, size, link) in rows {
+        any = true;
+        let link = link.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        println!("{path} [{kind}] size={size}{link}");
+    }
+    if !any {
+        println!("{empty}");
+    }
 }
 
 fn with_newline(s: &str) -> String {

@@ -3,21 +3,9 @@
 
 mod common;
 
-use common::{json, stderr, stdout, TestHome};
+use common::{fail, ok, stderr, stdout, TestHome};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn ok(home: &TestHome, args: &[&str]) -> serde_json::Value {
-    let o = home.run(args);
-    assert!(o.status.success(), "{args:?} failed: stdout={} stderr={}", stdout(&o), stderr(&o));
-    json(&o)
-}
-
-fn fail(home: &TestHome, args: &[&str]) -> String {
-    let o = home.run(args);
-    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: stdout={} stderr={}", stdout(&o), stderr(&o));
-    stderr(&o)
-}
 
 fn create(home: &TestHome) -> String {
     ok(home, &["workspace", "create", "debian:12", "--json"])["workspace_id"].as_str().unwrap().to_string()

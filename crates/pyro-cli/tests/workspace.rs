@@ -2,24 +2,10 @@
 
 mod common;
 
-use common::{json, stderr, stdout, TestHome};
+use common::{fail, ok, stderr, stdout, TestHome};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-
-fn ok(home: &TestHome, args: &[&str]) -> serde_json::Value {
-    let o = home.run(args);
-    assert!(o.status.success(), "{args:?} failed: stdout={} stderr={}", stdout(&o), stderr(&o));
-    json(&o)
-}
-
-fn fail(home: &TestHome, args: &[&str]) -> String {
-    let o = home.run(args);
-    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: stdout={} stderr={}", stdout(&o), stderr(&o));
-    let e = stderr(&o);
-    assert!(!e.contains("panicked"), "{e}");
-    e
-}
 
 /// A small repo: nested dirs, an executable, in-tree relative links, a binary file.
 fn make_repo(root: &Path) {

@@ -128,3 +128,19 @@ pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
 }
+
+/// Run and expect success; the JSON payload.
+pub fn ok(home: &TestHome, args: &[&str]) -> serde_json::Value {
+    let o = home.run(args);
+    assert!(o.status.success(), "{args:?} failed: stdout={} stderr={}", stdout(&o), stderr(&o));
+    json(&o)
+}
+
+/// Run and expect a clean failure (exit 1, no panic); the stderr text.
+pub fn fail(home: &TestHome, args: &[&str]) -> String {
+    let o = home.run(args);
+    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: stdout={} stderr={}", stdout(&o), stderr(&o));
+    let e = stderr(&o);
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}

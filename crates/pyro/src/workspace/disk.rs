@@ -42,16 +42,7 @@ impl Pyro {
     fn disk_precheck(&self, workspace_id: &str, op: &str) -> Result<(WorkspaceDir, PathBuf)> {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lock_lifecycle_shared()?;
-        let mut record = dir.load()?;
-        if record.state == "started" && !crate::supervisor::is_running(&dir.runtime_dir()) {
-            record = dir
-                .update(|r| {
-                    r.state = "stopped".into();
-                    r.last_error = Some("backing guest process is no longer running".into());
-                    Ok(())
-                })?
-                .0;
-        }
+        let record = super::refresh_liveness(&dir)?;
         if record.state != "stopped" {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' must be stopped before workspace_disk_{op}",

@@ -182,6 +182,32 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
     }
 }
 
+/// The record, with a `started` workspace whose supervisor died turned `stopped` (the
+/// disk is intact; `start` recovers it).
+pub(crate) fn refresh_liveness(dir: &WorkspaceDir) -> Result<WorkspaceRecord> {
+    let record = dir.load()?;
+    if record.state != "started" || crate::supervisor::is_running(&dir.runtime_dir()) {
+        return Ok(record);
+    }
+    let (record, _) = dir.update(|r| {
+        r.state = "stopped".into();
+        r.last_error = Some("backing guest process is no longer running".into());
+        Ok(())
+    })?;
+    crate::supervisor::clean_stale_files(&dir.runtime_dir());
+    Ok(record)
+}
+
+/// Copy what a successful boot decided (backend, mode, metadata) into the saved record.
+pub(crate) fn mark_booted(r: &mut WorkspaceRecord, booted: &WorkspaceRecord) {
+    r.state = "started".into();
+    r.backend = booted.backend.clone();
+    r.accel = booted.accel.clone();
+    r.execution_mode = booted.execution_mode.clone();
+    r.metadata = booted.metadata.clone();
+    r.last_error = None;
+}
+
 fn list_item_of(r: &WorkspaceRecord) -> WorkspaceListItem {
     WorkspaceListItem {
         workspace_id: r.workspace_id.clone(),
@@ -455,15 +481,7 @@ impl Pyro {
                 dir.id, dir.id
             )));
         }
-        if record.state == "started" && !crate::supervisor::is_running(&dir.runtime_dir()) {
-            dir.update(|r| {
-                r.state = "stopped".into();
-                r.last_error = Some("backing guest process is no longer running".into());
-                Ok(())
-            })?;
-            crate::supervisor::clean_stale_files(&dir.runtime_dir());
-        }
-        let record = dir.load()?;
+        let record = refresh_liveness(dir)?;
         if record.state != "started" {
             return Err(Error::InvalidState(format!("workspace {} must be in 'started' state before {op}", dir.id)));
         }
@@ -472,17 +490,7 @@ impl Pyro {
 
     pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
-        let mut record = dir.load()?;
-        if record.state == "started" && !crate::supervisor::is_running(&dir.runtime_dir()) {
-            record = dir
-                .update(|r| {
-                    r.state = "stopped".into();
-                    r.last_error = Some("backing guest process is no longer running".into());
-                    Ok(())
-                })?
-                .0;
-        }
-        Ok(info_of(&record))
+        Ok(info_of(&refresh_liveness(&dir)?))
     }
 
     pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
@@ -596,14 +604,7 @@ impl Pyro {
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
         let (record, _) = dir.update(|r| {
             match &booted {
-                Ok(()) => {
-                    r.state = "started".into();
-                    r.backend = record.backend.clone();
-                    r.accel = record.accel.clone();
-                    r.execution_mode = record.execution_mode.clone();
-                    r.metadata = record.metadata.clone();
-                    r.last_error = None;
-                }
+                Ok(()) => mark_booted(r, &record),
                 Err(e) => {
                     r.state = "stopped".into();
                     r.last_error = Some(e.to_string());

@@ -644,14 +644,7 @@ impl Pyro {
             r.last_reset_at = Some(now_f64());
             r.last_activity_at = now_f64();
             match (&booted, &restored) {
-                (Ok(()), Ok(_)) => {
-                    r.state = "started".into();
-                    r.backend = record.backend.clone();
-                    r.accel = record.accel.clone();
-                    r.execution_mode = record.execution_mode.clone();
-                    r.metadata = record.metadata.clone();
-                    r.last_error = None;
-                }
+                (Ok(()), Ok(_)) => super::mark_booted(r, &record),
                 (Err(e), _) | (_, Err(e)) => {
                     r.state = if booted.is_ok() { "started".into() } else { "stopped".into() };
                     r.last_error = Some(e.to_string());
