@@ -212,3 +212,13 @@ fn missing_host_tools_are_named_with_their_package() {
     assert!(err.contains("apt-get install"), "{err}");
     assert!(err.contains("--allow-host-compat"), "{err}");
 }
+
+#[test]
+fn a_state_dir_too_deep_for_sockets_is_a_clear_error() {
+    let home = TestHome::new();
+    let deep = home.path().join("d".repeat(100));
+    let o = home.cmd().env("PYRO_HOME", &deep).args(["run", "debian:12", "--", "true"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("too deep for Unix sockets"), "{}", stderr(&o));
+    assert!(std::fs::read_dir(deep.join("vms")).map(|d| d.count()).unwrap_or(0) == 0, "VM dir left behind");
+}

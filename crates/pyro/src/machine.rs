@@ -101,6 +101,14 @@ pub async fn boot_qemu(
     let qemu_bin = backend::qemu_binary().ok_or_else(|| {
         Error::HostRequirement("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into())
     })?;
+    // sun_path holds 108 bytes: a deeper state dir would fail later with an opaque bind error.
+    let longest = vm_dir.join(supervisor::SOCKET_FILE);
+    if longest.as_os_str().len() > 107 {
+        return Err(Error::HostRequirement(format!(
+            "the state directory is too deep for Unix sockets ({} is over 107 bytes); set PYRO_HOME to a shorter path",
+            longest.display()
+        )));
+    }
     let initrd = initramfs(env, cache_dir)?;
     let disk = &opts.disk;
     let agent_socket = vm_dir.join(supervisor::AGENT_SOCKET);
