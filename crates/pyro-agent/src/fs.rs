@@ -92,6 +92,7 @@ fn handle_blocking(req: FsRequest, state: &FsState) -> FsResult<FsResponse> {
         FsRequest::List { path, recursive } => list(Path::new(&path), recursive),
         FsRequest::Read { path, max_bytes } => read(Path::new(&path), max_bytes),
         FsRequest::Write { path, data } => write(Path::new(&path), &data),
+        FsRequest::InstallSecrets { secrets } => install_secrets(&secrets),
         FsRequest::Delete { path } => {
             let p = Path::new(&path);
             let meta = fs::symlink_metadata(p)
@@ -103,6 +104,40 @@ fn handle_blocking(req: FsRequest, state: &FsState) -> FsResult<FsResponse> {
             Ok(FsResponse::Data { data: Vec::new() })
         }
     }
+}
+
+const SECRETS_DIR: &str = "/run/pyro-secrets";
+
+fn is_secret_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && n.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Secrets live only on the tmpfs `/run`: never on the disk image the host can export.
+fn install_secrets(secrets: &[pyro_protocol::fs::SecretFile]) -> FsResult<FsResponse> {
+    if let Some(bad) = secrets.iter().find(|s| !is_secret_name(&s.name)) {
+        return Err(err("bad_request", format!("invalid secret name '{}'", bad.name)));
+    }
+    let dir = Path::new(SECRETS_DIR);
+    fs::create_dir_all(dir).map_err(|e| io_err("creating the secrets dir", e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("securing the secrets dir", e))?;
+    for old in fs::read_dir(dir).map_err(|e| io_err("listing the secrets dir", e))?.flatten() {
+        let _ = fs::remove_file(old.path());
+    }
+    for s in secrets {
+        let path = dir.join(&s.name);
+        let mut f = fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| io_err("writing a secret", e))?;
+        f.write_all(&s.value).map_err(|e| io_err("writing a secret", e))?;
+    }
+    Ok(FsResponse::Data { data: Vec::new() })
 }
 
 fn kind_of(meta: &fs::Metadata) -> Option<&'static str> {

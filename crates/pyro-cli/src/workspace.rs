@@ -127,6 +127,12 @@ pub struct CreateArgs {
     /// KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// NAME=VALUE (repeatable): a secret for `--secret-env`, kept out of every output.
+    #[arg(long = "secret", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    secrets: Vec<String>,
+    /// NAME=PATH (repeatable): a secret read from a host file (UTF-8, at most 64 KiB).
+    #[arg(long = "secret-file", value_name = "NAME=PATH")]
+    secret_files: Vec<String>,
     #[arg(long, conflicts_with = "id_only")]
     json: bool,
     /// Print only the new workspace id.
@@ -157,6 +163,9 @@ pub struct ExecArgs {
     workspace_id: String,
     #[arg(long, default_value_t = 30)]
     timeout_seconds: u64,
+    /// SECRET[=ENV_VAR] (repeatable): expose a workspace secret to this command.
+    #[arg(long = "secret-env", value_name = "SECRET[=ENV_VAR]")]
+    secret_env: Vec<String>,
     #[arg(long)]
     json: bool,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARG")]
@@ -313,6 +322,48 @@ pub fn parse_labels(items: &[String]) -> pyro::Result<BTreeMap<String, String>> 
     Ok(out)
 }
 
+/// `--secret NAME=VALUE` (value kept as given) then `--secret-file NAME=PATH`.
+fn parse_secrets(literal: &[String], files: &[String]) -> pyro::Result<Vec<pyro::workspace::secrets::SecretSpec>> {
+    use pyro::workspace::secrets::SecretSpec;
+    let mut out = Vec::new();
+    for item in literal {
+        let (name, value) =
+            item.split_once('=').ok_or_else(|| pyro::Error::InvalidInput("--secret must be NAME=VALUE".into()))?;
+        out.push(SecretSpec { name: name.trim().to_string(), value: Some(value.to_string()), file_path: None });
+    }
+    for item in files {
+        let (name, path) =
+            item.split_once('=').ok_or_else(|| pyro::Error::InvalidInput("--secret-file must be NAME=PATH".into()))?;
+        if path.trim().is_empty() {
+            return Err(pyro::Error::InvalidInput("--secret-file must be NAME=PATH with a non-empty path".into()));
+        }
+        out.push(SecretSpec {
+            name: name.trim().to_string(),
+            value: None,
+            file_path: Some(PathBuf::from(path.trim())),
+        });
+    }
+    Ok(out)
+}
+
+/// `--secret-env SECRET[=ENV]` → {SECRET: ENV}; ENV defaults to the secret's name and a
+/// secret may be mapped once.
+fn parse_secret_env(items: &[String]) -> pyro::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (secret, var) = match item.split_once('=') {
+            Some((s, v)) => (s.trim(), v.trim()),
+            None => (item.trim(), item.trim()),
+        };
+        if out.insert(secret.to_string(), var.to_string()).is_some() {
+            return Err(pyro::Error::InvalidInput(format!(
+                "secret '{secret}' is mapped more than once in --secret-env"
+            )));
+        }
+    }
+    Ok(out)
+}
+
 fn read_host_text(path: &PathBuf, what: &str) -> pyro::Result<String> {
     let meta = std::fs::metadata(path)
         .map_err(|_| pyro::Error::InvalidInput(format!("{what} {} does not exist", path.display())))?;
@@ -342,6 +393,10 @@ fn summary(action: &str, w: &WorkspaceInfo) {
     match &w.workspace_seed.seed_path {
         Some(p) => println!("Workspace seed: {} from {p}", w.workspace_seed.mode),
         None => println!("Workspace seed: {}", w.workspace_seed.mode),
+    }
+    if !w.secrets.is_empty() {
+        let list: Vec<String> = w.secrets.iter().map(|s| format!("{} ({})", s.name, s.source_kind)).collect();
+        println!("Secrets: {}", list.join(", "));
     }
     println!("Execution mode: {}", w.execution_mode);
     println!("Backend: {}", w.backend);
@@ -375,6 +430,7 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
     match cmd {
         WorkspaceCommand::Create(a) => {
             let labels = parse_labels(&a.labels)?;
+            let secrets = parse_secrets(&a.secrets, &a.secret_files)?;
             let opts = CreateWorkspaceOptions {
                 environment: a.environment,
                 vcpu_count: a.vcpu_count,
@@ -385,6 +441,7 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 seed_path: a.seed_path,
                 name: a.name,
                 labels,
+                secrets,
             };
             let w = pyro.create_workspace(opts).await?;
             if a.id_only {
@@ -467,7 +524,9 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
         }
         WorkspaceCommand::Exec(a) => {
             let command = crate::join_command(&a.command)?;
-            let r = pyro.exec_workspace(&a.workspace_id, &command, a.timeout_seconds).await?;
+            let secret_env = parse_secret_env(&a.secret_env)?;
+            let secret_env = (!secret_env.is_empty()).then_some(&secret_env);
+            let r = pyro.exec_workspace(&a.workspace_id, &command, a.timeout_seconds, secret_env).await?;
             if json {
                 print_json(&r);
             } else {

@@ -44,6 +44,17 @@ pub enum FsRequest {
     },
     /// Remove a file or symlink (never a directory). Answer: `Ok`.
     Delete { path: String },
+    /// Replace the contents of `/run/pyro-secrets` (tmpfs, dir 0700) with these files (0600).
+    /// Answer: `Ok`.
+    InstallSecrets { secrets: Vec<SecretFile> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretFile {
+    /// `^[A-Za-z_][A-Za-z0-9_]{0,63}$`, checked again by the agent.
+    pub name: String,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -77,12 +77,12 @@ fn main() {
         println!("workspace create, empty seed: {unseeded:.2} s");
 
         for _ in 0..5 {
-            pyro.exec_workspace(&id, "true", 30).await.unwrap();
+            pyro.exec_workspace(&id, "true", 30, None).await.unwrap();
         }
         let mut rtt = Vec::new();
         for _ in 0..50 {
             let t = Instant::now();
-            pyro.exec_workspace(&id, "true", 30).await.unwrap();
+            pyro.exec_workspace(&id, "true", 30, None).await.unwrap();
             rtt.push(t.elapsed().as_secs_f64() * 1e3);
         }
         println!("workspace exec `true` round trip: {:.1} ms median of 50 (history recorded)", median(rtt));

@@ -20,7 +20,7 @@ async fn main() -> pyro::Result<()> {
     print!("notes.md: {}", note.content);
 
     pyro.start_workspace(&id).await?;
-    let r = pyro.exec_workspace(&id, "cat notes.md", 30).await?;
+    let r = pyro.exec_workspace(&id, "cat notes.md", 30, None).await?;
     print!("after start: {}", r.stdout);
     pyro.delete_workspace(&id).await?;
     Ok(())

@@ -179,10 +179,22 @@ pub async fn exec(
     timeout: Duration,
     output_cap_bytes: u64,
 ) -> Result<ExecResult> {
+    exec_with_env(vm_dir, command, cwd, Default::default(), timeout, output_cap_bytes).await
+}
+
+/// [`exec`] with extra environment variables for this one command.
+pub async fn exec_with_env(
+    vm_dir: &Path,
+    command: &str,
+    cwd: Option<&str>,
+    env: std::collections::BTreeMap<String, String>,
+    timeout: Duration,
+    output_cap_bytes: u64,
+) -> Result<ExecResult> {
     let req = Request::Exec(ExecRequest {
         command: command.to_string(),
         cwd: cwd.map(str::to_string),
-        env: Default::default(),
+        env,
         timeout_ms: timeout.as_millis() as u64,
         output_cap_bytes,
     });
@@ -371,4 +383,9 @@ pub fn clone_disk(env: &InstalledEnvironment, dest: &Path) -> Result<&'static st
     };
     std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("placing {}", dest.display()), e))?;
     Ok(mode)
+}
+
+/// Replace the guest's `/run/pyro-secrets` contents (tmpfs; never on the disk image).
+pub async fn install_secrets(vm_dir: &Path, secrets: Vec<pyro_protocol::fs::SecretFile>) -> Result<()> {
+    fs_call(vm_dir, FsRequest::InstallSecrets { secrets }).await.map(|_| ())
 }

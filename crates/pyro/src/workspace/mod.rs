@@ -9,6 +9,7 @@
 mod disk;
 pub mod logic;
 mod ops;
+pub mod secrets;
 pub mod store;
 
 use crate::backend::BackendKind;
@@ -42,6 +43,9 @@ pub struct CreateWorkspaceOptions {
     pub seed_path: Option<PathBuf>,
     pub name: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Secrets available to commands via `secret_env` and at `/run/pyro-secrets/<NAME>`.
+    #[serde(default)]
+    pub secrets: Vec<secrets::SecretSpec>,
 }
 
 impl CreateWorkspaceOptions {
@@ -56,6 +60,7 @@ impl CreateWorkspaceOptions {
             seed_path: None,
             name: None,
             labels: BTreeMap::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -294,6 +299,7 @@ impl Pyro {
             let (k, v) = logic::names::validate_label(k, v)?;
             labels.insert(k, v);
         }
+        let prepared_secrets = secrets::prepare(&opts.secrets)?;
         // Build the seed archive before anything exists, so a bad seed creates nothing.
         let (seed_mode, seed_path, seed_tar) = match &opts.seed_path {
             None => ("empty".to_string(), None, logic::archive::empty_tar()),
@@ -313,8 +319,20 @@ impl Pyro {
         let env = self.ensure_environment(spec.name).await?;
         let id = new_id();
         let dir = WorkspaceDir::new(&self.paths().workspaces_dir(), &id);
-        let result =
-            self.create_in_dir(&dir, &env, &opts, network_policy, name, labels, seed_mode, seed_path, seed_tar).await;
+        let result = self
+            .create_in_dir(
+                &dir,
+                &env,
+                &opts,
+                network_policy,
+                name,
+                labels,
+                seed_mode,
+                seed_path,
+                seed_tar,
+                prepared_secrets,
+            )
+            .await;
         if result.is_err() {
             machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
             let _ = std::fs::remove_dir_all(&dir.root);
@@ -334,6 +352,7 @@ impl Pyro {
         seed_mode: String,
         seed_path: Option<String>,
         seed_tar: Vec<u8>,
+        prepared_secrets: Vec<secrets::Prepared>,
     ) -> Result<WorkspaceInfo> {
         for d in [dir.runtime_dir(), dir.root.join("baseline"), dir.snapshots_dir(), dir.commands_dir()] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
@@ -374,6 +393,7 @@ impl Pyro {
             execution_mode: "pending".into(),
             metadata: BTreeMap::new(),
         };
+        record.secrets = secrets::store(dir, &prepared_secrets)?;
         let clone_mode = machine::clone_disk(env, &dir.disk_image())?;
         record.metadata.insert("rootfs_clone_mode".into(), clone_mode.into());
         self.boot_workspace(dir, env, &mut record).await?;
@@ -418,6 +438,10 @@ impl Pyro {
             disk_format: "raw",
         };
         let ready = machine::boot_qemu(env, &self.paths().cache_dir, &runtime, accel, &opts).await?;
+        if !record.secrets.is_empty() {
+            let values = secrets::load(dir, &record.secrets)?;
+            secrets::install(&runtime, &values).await?;
+        }
         record.state = "started".into();
         record.backend = "qemu".into();
         record.accel = Some(accel.as_str().into());

@@ -187,6 +187,20 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Errors from a command path can echo its output: hide secret values there too.
+fn redact_error(e: Error, secrets: &[(String, String)]) -> Error {
+    if secrets.is_empty() {
+        return e;
+    }
+    let msg = super::secrets::redact(&e.to_string(), secrets);
+    match e {
+        Error::InvalidInput(_) => Error::InvalidInput(msg),
+        Error::NotFound(_) => Error::NotFound(msg),
+        Error::InvalidState(_) => Error::InvalidState(msg),
+        _ => Error::Guest(msg),
+    }
+}
+
 fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
     dir.update(|r| {
         r.last_activity_at = now_f64();
@@ -197,11 +211,15 @@ fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
 
 impl Pyro {
     /// Run a command in `/workspace`; recorded in the history.
+    ///
+    /// `secret_env` maps workspace secret names to environment variable names for this one
+    /// command. Secret values are redacted from the result and the history.
     pub async fn exec_workspace(
         &self,
         workspace_id: &str,
         command: &str,
         timeout_seconds: u64,
+        secret_env: Option<&std::collections::BTreeMap<String, String>>,
     ) -> Result<WorkspaceExecResult> {
         crate::limits::validate_exec_timeout(timeout_seconds)?;
         if command.trim().is_empty() {
@@ -210,16 +228,26 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "exec").await?;
-        let r = machine::exec(
+        let secret_values = super::secrets::load(&dir, &record.secrets)?;
+        let env = match secret_env {
+            Some(map) => super::secrets::env_for(map, &secret_values)?,
+            None => Default::default(),
+        };
+        let r = machine::exec_with_env(
             &dir.runtime_dir(),
             command,
             Some(WORKSPACE_PATH),
+            env,
             Duration::from_secs(timeout_seconds),
             crate::vm::OUTPUT_CAP_BYTES,
         )
-        .await?;
-        let stdout = lossy(&r.stdout);
-        let stderr = lossy(&r.stderr);
+        .await
+        .map_err(|e| redact_error(e, &secret_values))?;
+        let stdout = super::secrets::redact(&lossy(&r.stdout), &secret_values);
+        let stderr = super::secrets::redact(&lossy(&r.stderr), &secret_values);
+        // The command text may carry a value too; history and payload keep the redacted form.
+        let shown_command = super::secrets::redact(command, &secret_values);
+        let command = shown_command.as_str();
         let execution_mode = record.execution_mode.clone();
         let (_, sequence) = dir.update(|rec| {
             let seq = rec.command_count + 1;
@@ -276,6 +304,8 @@ impl Pyro {
     /// Command history with outputs.
     pub async fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
         let dir = self.ws_dir(workspace_id)?;
+        let record = dir.load()?;
+        let secret_values = super::secrets::load(&dir, &record.secrets)?;
         let mut entries = Vec::new();
         if let Ok(rd) = std::fs::read_dir(dir.commands_dir()) {
             let mut files: Vec<PathBuf> =
@@ -284,8 +314,9 @@ impl Pyro {
             for f in files {
                 let Ok(text) = std::fs::read_to_string(&f) else { continue };
                 let Ok(mut entry) = serde_json::from_str::<CommandEntry>(&text) else { continue };
-                entry.stdout = std::fs::read(f.with_extension("stdout")).map(|b| lossy(&b)).unwrap_or_default();
-                entry.stderr = std::fs::read(f.with_extension("stderr")).map(|b| lossy(&b)).unwrap_or_default();
+                let read = |ext: &str| std::fs::read(f.with_extension(ext)).map(|b| lossy(&b)).unwrap_or_default();
+                entry.stdout = super::secrets::redact(&read("stdout"), &secret_values);
+                entry.stderr = super::secrets::redact(&read("stderr"), &secret_values);
                 entries.push(entry);
             }
         }
