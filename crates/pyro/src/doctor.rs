@@ -71,7 +71,6 @@ pub struct NetworkingReport {
 /// Host tools pyro uses, with the Debian package that provides each.
 pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
-    ("qemu-img", "qemu-utils"),
     ("debootstrap", "debootstrap"),
     ("mkfs.ext4", "e2fsprogs"),
     ("e2fsck", "e2fsprogs"),
@@ -128,11 +127,7 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
     let qemu_version = qemu_bin.as_deref().and_then(backend::qemu_version);
     let choice = crate::machine::choose_backend(first_installed.as_ref(), &pyro.paths().cache_dir, false);
     let probe = match (&qemu_bin, &first_installed) {
-        (Some(_), Some(env)) => backend::cached_kvm_probe(
-            &pyro.paths().cache_dir,
-            qemu_version.as_deref().unwrap_or("unknown"),
-            &env.kernel_release,
-        ),
+        (Some(bin), Some(env)) => backend::cached_kvm_probe(&pyro.paths().cache_dir, bin, &env.kernel_release),
         _ => None,
     };
     let kvm = KvmReport {

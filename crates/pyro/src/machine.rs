@@ -2,7 +2,7 @@
 //! ephemeral VMs and workspaces; knows nothing about either.
 
 use crate::backend::{self, qemu, BackendChoice, BackendKind};
-use crate::config::{find_own_binary, which};
+use crate::config::find_own_binary;
 use crate::env::{initramfs_for, InstalledEnvironment};
 use crate::supervisor::{self, LaunchSpec, ReadyLine};
 use crate::{Error, Result};
@@ -23,36 +23,12 @@ pub struct BootOptions {
     pub network: bool,
     pub owner_pid: Option<u32>,
     pub remove_dir_on_exit: bool,
-    /// The VM's root disk and its format (`qcow2` overlay or `raw` ext4).
+    /// The VM's root disk (raw ext4) and its format.
     pub disk: PathBuf,
     pub disk_format: &'static str,
-}
-
-/// The disk file of a VM directory.
-pub fn disk_path(vm_dir: &Path) -> PathBuf {
-    vm_dir.join("disk.qcow2")
-}
-
-/// Create the VM's copy-on-write disk: a qcow2 overlay on the environment's raw rootfs
-/// (10 ms, nothing copied; the host filesystem here has no reflink).
-pub fn create_overlay_disk(env: &InstalledEnvironment, vm_dir: &Path) -> Result<PathBuf> {
-    let qemu_img = which("qemu-img")
-        .ok_or_else(|| Error::HostRequirement("qemu-img is not installed (apt-get install qemu-utils)".into()))?;
-    let disk = disk_path(vm_dir);
-    let out = std::process::Command::new(qemu_img)
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(&env.rootfs_image)
-        .arg(&disk)
-        .output()
-        .map_err(|e| Error::io("running qemu-img", e))?;
-    if !out.status.success() {
-        return Err(Error::Io(format!(
-            "qemu-img could not create {}: {}",
-            disk.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(disk)
+    /// Discard every write when the VM ends (ephemeral VMs boot the environment's image
+    /// directly this way; QEMU keeps the writes in an unlinked temp overlay).
+    pub snapshot: bool,
 }
 
 /// The initramfs for this environment and the current agent binary (cached). A cache dir
@@ -122,6 +98,7 @@ pub async fn boot_qemu(
         initramfs: &initrd,
         disk,
         disk_format: opts.disk_format,
+        snapshot: opts.snapshot,
         agent_socket: &agent_socket,
         console_log: &console_log,
         qmp_socket: &qmp_socket,

@@ -225,7 +225,6 @@ struct Pending {
 }
 
 struct Shared {
-    vm_dir: PathBuf,
     spec: LaunchSpec,
     to_agent: mpsc::UnboundedSender<Bytes>,
     pending: Mutex<HashMap<u64, Pending>>,
@@ -368,7 +367,6 @@ async fn run(vm_dir: PathBuf) -> i32 {
     let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
     let ready_ms = started.elapsed().as_millis() as u64;
     let shared = Arc::new(Shared {
-        vm_dir: vm_dir.clone(),
         spec: spec.clone(),
         to_agent,
         pending: Mutex::new(HashMap::new()),
@@ -686,5 +684,4 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
     }
     drop(client_tx);
     let _ = writer.await;
-    let _ = &shared.vm_dir;
 }

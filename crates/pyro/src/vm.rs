@@ -188,10 +188,10 @@ impl crate::Pyro {
             BackendKind::Qemu => {
                 let accel = choice.accel.unwrap_or(crate::backend::qemu::Accel::Tcg);
                 let boot = async {
-                    let disk = machine::create_overlay_disk(&env, &dir)?;
                     let opts = machine::BootOptions {
-                        disk,
-                        disk_format: "qcow2",
+                        disk: env.rootfs_image.clone(),
+                        disk_format: "raw",
+                        snapshot: true,
                         vm_id: vm_id.to_string(),
                         vcpu_count: info.vcpu_count,
                         mem_mib: info.mem_mib,

@@ -75,6 +75,10 @@ pub struct KvmProbe {
     pub usable: bool,
     pub detail: String,
     pub qemu_version: String,
+    /// Path, size and mtime of the QEMU binary probed: cheap to compare on every VM start,
+    /// unlike running `qemu --version`.
+    #[serde(default)]
+    pub qemu_identity: String,
     pub kernel_release: String,
     pub host_kernel: String,
     pub probed_at: u64,
@@ -105,10 +109,20 @@ fn probe_cache_path(cache_dir: &Path) -> PathBuf {
 }
 
 /// The cached probe verdict, if it still matches this host and guest kernel.
-pub fn cached_kvm_probe(cache_dir: &Path, qemu_version: &str, kernel_release: &str) -> Option<KvmProbe> {
+/// `path:size:mtime` of a binary: changes whenever the package is upgraded.
+pub fn binary_identity(bin: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(bin) {
+        Ok(m) => format!("{}:{}:{}", bin.display(), m.size(), m.mtime()),
+        Err(_) => format!("{}:missing", bin.display()),
+    }
+}
+
+/// The cached verdict for this QEMU binary, guest kernel and host kernel, if any.
+pub fn cached_kvm_probe(cache_dir: &Path, qemu_bin: &Path, kernel_release: &str) -> Option<KvmProbe> {
     let text = std::fs::read_to_string(probe_cache_path(cache_dir)).ok()?;
     let probe: KvmProbe = serde_json::from_str(&text).ok()?;
-    (probe.qemu_version == qemu_version
+    (probe.qemu_identity == binary_identity(qemu_bin)
         && probe.kernel_release == kernel_release
         && probe.host_kernel == host_kernel_release())
     .then_some(probe)
@@ -124,17 +138,17 @@ pub fn probe_kvm(
     kernel_release: &str,
     timeout: Duration,
 ) -> Result<KvmProbe> {
-    let qemu_version = qemu_version(qemu_bin).unwrap_or_else(|| "unknown".into());
-    if let Some(p) = cached_kvm_probe(cache_dir, &qemu_version, kernel_release) {
+    if let Some(p) = cached_kvm_probe(cache_dir, qemu_bin, kernel_release) {
         return Ok(p);
     }
     // Concurrent first runs probe once: the others wait and read the verdict.
     let lock_path = probe_cache_path(cache_dir).with_extension("lock");
     let _ = std::fs::create_dir_all(lock_path.parent().expect("has parent"));
     let _lock = crate::env::lock_file(&lock_path).ok();
-    if let Some(p) = cached_kvm_probe(cache_dir, &qemu_version, kernel_release) {
+    if let Some(p) = cached_kvm_probe(cache_dir, qemu_bin, kernel_release) {
         return Ok(p);
     }
+    let qemu_version = qemu_version(qemu_bin).unwrap_or_else(|| "unknown".into());
     let dev = kvm_device();
     let started = Instant::now();
     let (usable, detail) = if !dev.exists {
@@ -148,6 +162,7 @@ pub fn probe_kvm(
         usable,
         detail,
         qemu_version,
+        qemu_identity: binary_identity(qemu_bin),
         kernel_release: kernel_release.to_string(),
         host_kernel: host_kernel_release(),
         probed_at: crate::util::now_secs(),

@@ -30,6 +30,9 @@ pub struct QemuLaunch<'a> {
     /// qcow2 overlay (backed by the environment's raw rootfs) or a raw image.
     pub disk: &'a Path,
     pub disk_format: &'a str,
+    /// Throw-away writes: QEMU keeps them in an unlinked temp overlay (ephemeral VMs), so
+    /// no overlay file has to be made first.
+    pub snapshot: bool,
     pub agent_socket: &'a Path,
     pub console_log: &'a Path,
     pub qmp_socket: &'a Path,
@@ -93,9 +96,10 @@ pub fn qemu_args(launch: &QemuLaunch<'_>) -> Vec<String> {
         kernel_cmdline(launch),
         "-drive".into(),
         format!(
-            "if=none,id=d0,file={},format={},cache=writeback,discard=unmap",
+            "if=none,id=d0,file={},format={},cache=writeback,discard=unmap{}",
             qemu_path(launch.disk),
-            launch.disk_format
+            launch.disk_format,
+            if launch.snapshot { ",snapshot=on" } else { "" }
         ),
         "-device".into(),
         "virtio-blk-device,drive=d0".into(),
@@ -162,6 +166,7 @@ mod tests {
             initramfs: &i,
             disk: &d,
             disk_format: "qcow2",
+            snapshot: false,
             agent_socket: &s,
             console_log: &c,
             qmp_socket: &q,
@@ -194,6 +199,7 @@ mod tests {
             initramfs: &i,
             disk: &d,
             disk_format: "raw",
+            snapshot: true,
             agent_socket: &s,
             console_log: &c,
             qmp_socket: &q,
@@ -203,6 +209,7 @@ mod tests {
         let joined = qemu_args(&l).join(" ");
         assert!(joined.contains("-accel kvm"));
         assert!(joined.contains("user,id=net0"));
+        assert!(joined.contains("format=raw,cache=writeback,discard=unmap,snapshot=on"));
         assert!(joined.contains("virtio-net-device,netdev=net0"));
     }
 }

@@ -436,6 +436,7 @@ impl Pyro {
             remove_dir_on_exit: false,
             disk: dir.disk_image(),
             disk_format: "raw",
+            snapshot: false,
         };
         let ready = machine::boot_qemu(env, &self.paths().cache_dir, &runtime, accel, &opts).await?;
         if !record.secrets.is_empty() {
