@@ -569,17 +569,9 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
             let r = pyro.read_workspace_file(&a.workspace_id, &a.path, a.max_bytes).await?;
             if json {
                 print_json(&r);
-            } else if a.content_only {
-                print!("{}", r.content);
             } else {
-                print!("{}", with_newline(&r.content));
-                eprintln!(
-                    "[workspace-file-read] workspace_id={} path={} size_bytes={} truncated={}",
-                    r.workspace_id,
-                    r.path,
-                    r.size_bytes,
-                    yes_no(r.truncated)
-                );
+                let footer = read_footer("workspace-file-read", &r.workspace_id, &r.path, r.size_bytes, r.truncated);
+                print_content(&r.content, a.content_only, &footer);
             }
         }
         WorkspaceCommand::File(FileCommand::Write(a)) => {
@@ -719,17 +711,9 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
             let r = pyro.read_workspace_disk(&a.workspace_id, &a.path, a.max_bytes).await?;
             if json {
                 print_json(&r);
-            } else if a.content_only {
-                print!("{}", r.content);
             } else {
-                print!("{}", with_newline(&r.content));
-                eprintln!(
-                    "[workspace-disk-read] workspace_id={} path={} size_bytes={} truncated={}",
-                    r.workspace_id,
-                    r.path,
-                    r.size_bytes,
-                    yes_no(r.truncated)
-                );
+                let footer = read_footer("workspace-disk-read", &r.workspace_id, &r.path, r.size_bytes, r.truncated);
+                print_content(&r.content, a.content_only, &footer);
             }
         }
         WorkspaceCommand::Disk(DiskCommand::Export(a)) => {
@@ -765,6 +749,20 @@ fn print_entries<'a>(rows: impl Iterator<Item = (&'a String, &'a String, u64, &'
     }
     if !any {
         println!("{empty}");
+    }
+}
+
+fn read_footer(tag: &str, workspace_id: &str, path: &str, size: u64, truncated: bool) -> String {
+    format!("[{tag}] workspace_id={workspace_id} path={path} size_bytes={size} truncated={}", yes_no(truncated))
+}
+
+/// Content on stdout (newline-terminated unless `--content-only`), footer on stderr.
+fn print_content(content: &str, content_only: bool, footer: &str) {
+    if content_only {
+        print!("{content}");
+    } else {
+        print!("{}", with_newline(content));
+        eprintln!("{footer}");
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fail, ok, stderr, stdout, TestHome};
+use common::{fail, file_contains, ok, stderr, stdout, TestHome};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,26 +24,6 @@ fn e2fsck_clean(img: &Path) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// Byte-wise scan of a (possibly huge, sparse) file in chunks, overlapping by the needle.
-fn file_contains(path: &Path, needle: &[u8]) -> bool {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 8 << 20];
-    let mut carry: Vec<u8> = Vec::new();
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            return false;
-        }
-        carry.extend_from_slice(&buf[..n]);
-        if memchr::memmem::find(&carry, needle).is_some() {
-            return true;
-        }
-        let keep = carry.len().saturating_sub(needle.len() - 1);
-        carry.drain(..keep);
-    }
 }
 
 fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {

@@ -144,3 +144,23 @@ pub fn fail(home: &TestHome, args: &[&str]) -> String {
     assert!(!e.contains("panicked"), "{e}");
     e
 }
+
+/// Byte-wise scan of a (possibly huge, sparse) file in chunks, overlapping by the needle.
+pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return false;
+        }
+        carry.extend_from_slice(&buf[..n]);
+        if memchr::memmem::find(&carry, needle).is_some() {
+            return true;
+        }
+        let keep = carry.len().saturating_sub(needle.len() - 1);
+        carry.drain(..keep);
+    }
+}
