@@ -58,11 +58,15 @@ pub fn choose_backend(
         Ok(v) if !v.trim().is_empty() => Some(BackendKind::parse(&v)?),
         _ => None,
     };
-    let initrd = match env {
-        Some(e) if backend::qemu_binary().is_some() => Some(initramfs(e, cache_dir)?),
-        _ => None,
+    let build_initrd = || match env {
+        Some(e) => initramfs(e, cache_dir),
+        None => Err(Error::Environment("no environment to build a probe initramfs from".into())),
     };
-    let probe_guest = env.zip(initrd.as_deref()).map(|(e, i)| (e.kernel_image.as_path(), i, e.kernel_release.as_str()));
+    let probe_guest = env.map(|e| backend::ProbeGuest {
+        kernel: &e.kernel_image,
+        kernel_release: &e.kernel_release,
+        initramfs: &build_initrd,
+    });
     backend::select(&backend::SelectInput { forced, allow_host_compat, cache_dir, probe_guest })
 }
 

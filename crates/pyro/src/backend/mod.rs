@@ -130,11 +130,14 @@ pub fn cached_kvm_probe(cache_dir: &Path, qemu_bin: &Path, kernel_release: &str)
 
 /// Boot the probe guest under `-accel kvm` and look for its marker on the serial port.
 /// Bounded by `timeout`: a hang counts as unusable.
+///
+/// `initramfs` is only called when a probe really runs: a cached verdict costs one small
+/// file read and no initramfs work on the VM start path.
 pub fn probe_kvm(
     cache_dir: &Path,
     qemu_bin: &Path,
     kernel: &Path,
-    initramfs: &Path,
+    initramfs: &dyn Fn() -> Result<PathBuf>,
     kernel_release: &str,
     timeout: Duration,
 ) -> Result<KvmProbe> {
@@ -156,7 +159,7 @@ pub fn probe_kvm(
     } else if !(dev.readable && dev.writable) {
         (false, "/dev/kvm is not readable and writable by this user (add the user to group kvm)".to_string())
     } else {
-        run_kvm_probe(qemu_bin, kernel, initramfs, timeout)?
+        run_kvm_probe(qemu_bin, kernel, &initramfs()?, timeout)?
     };
     let probe = KvmProbe {
         usable,
@@ -235,13 +238,20 @@ fn run_kvm_probe(qemu_bin: &Path, kernel: &Path, initramfs: &Path, timeout: Dura
 /// (TCG boots the same guest in ~1.5 s here).
 pub const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(12);
 
+/// An installed environment's kernel, for the KVM probe.
+pub struct ProbeGuest<'a> {
+    pub kernel: &'a Path,
+    pub kernel_release: &'a str,
+    /// Builds (or finds) the probe's initramfs; called only if the probe runs.
+    pub initramfs: &'a dyn Fn() -> Result<PathBuf>,
+}
+
 /// Inputs the selection needs; the probe guest is only booted when KVM might work.
 pub struct SelectInput<'a> {
     pub forced: Option<BackendKind>,
     pub allow_host_compat: bool,
     pub cache_dir: &'a Path,
-    /// (kernel, initramfs, kernel release) of an installed environment, for the probe.
-    pub probe_guest: Option<(&'a Path, &'a Path, &'a str)>,
+    pub probe_guest: Option<ProbeGuest<'a>>,
 }
 
 /// Choose the backend for a new VM.
@@ -266,9 +276,10 @@ pub fn select(input: &SelectInput<'_>) -> Result<BackendChoice> {
         ));
     }
     if let Some(bin) = qemu {
-        let (accel, reason) = match input.probe_guest {
-            Some((kernel, initramfs, release)) => {
-                let probe = probe_kvm(input.cache_dir, &bin, kernel, initramfs, release, KVM_PROBE_TIMEOUT)?;
+        let (accel, reason) = match &input.probe_guest {
+            Some(g) => {
+                let probe =
+                    probe_kvm(input.cache_dir, &bin, g.kernel, g.initramfs, g.kernel_release, KVM_PROBE_TIMEOUT)?;
                 if probe.usable {
                     (Accel::Kvm, format!("KVM works ({})", probe.detail))
                 } else {

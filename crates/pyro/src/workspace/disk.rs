@@ -104,15 +104,8 @@ impl Pyro {
 
     /// Export a stopped workspace's raw ext4 image (sparse, never partial, never overwrites).
     pub async fn export_workspace_disk(&self, workspace_id: &str, output_path: &Path) -> Result<DiskExportResult> {
-        let text = output_path.to_string_lossy().trim().to_string();
-        if text.is_empty() {
-            return Err(Error::InvalidInput("output_path must not be empty".into()));
-        }
-        let output = if Path::new(&text).is_absolute() {
-            PathBuf::from(text)
-        } else {
-            std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?.join(text)
-        };
+        // diskimage::export refuses an existing output itself, atomically with the write.
+        let output = super::ops::resolve_output(output_path)?;
         let pyro = self.clone();
         let id = workspace_id.to_string();
         crate::blocking(move || {

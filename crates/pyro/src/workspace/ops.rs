@@ -696,20 +696,23 @@ impl Pyro {
     }
 }
 
-/// Resolve an `--output` path: trimmed, non-empty, absolute, and not already there (a
-/// dangling symlink counts as there).
-fn absolute_output(p: &Path) -> Result<PathBuf> {
+/// An `--output` path: trimmed, non-empty, made absolute against the current directory.
+pub(crate) fn resolve_output(p: &Path) -> Result<PathBuf> {
     let text = p.to_string_lossy();
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(Error::InvalidInput("output_path must not be empty".into()));
     }
     let p = PathBuf::from(trimmed);
-    let abs = if p.is_absolute() {
-        p
-    } else {
-        std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?.join(p)
-    };
+    if p.is_absolute() {
+        return Ok(p);
+    }
+    Ok(std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?.join(p))
+}
+
+/// [`resolve_output`], and not already there (a dangling symlink counts as there).
+fn absolute_output(p: &Path) -> Result<PathBuf> {
+    let abs = resolve_output(p)?;
     if std::fs::symlink_metadata(&abs).is_ok() {
         return Err(Error::InvalidInput(format!("output_path already exists: {}", abs.display())));
     }
