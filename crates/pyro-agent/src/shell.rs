@@ -8,7 +8,7 @@ use crate::exec::BASE_ENV;
 use pyro_protocol::session::{
     ShellOutput, ShellRequest, ShellResponse, ShellStatus, SHELLS_DIR, SHELL_IDLE_WAIT_CAP_MS, SHELL_RING_CHARS,
 };
-use pyro_protocol::Response;
+use pyro_protocol::{ErrorInfo, Response};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -140,12 +140,12 @@ fn status_of(shell: &Shell) -> ShellStatus {
     ShellStatus { shell_id: shell.id.clone(), running: st.exit_code.is_none(), exit_code: st.exit_code }
 }
 
-fn err(kind: &str, msg: String) -> Response {
-    Response::error(kind, msg)
+fn err(kind: &str, msg: String) -> ErrorInfo {
+    ErrorInfo { kind: kind.to_string(), message: msg }
 }
 
 impl Shells {
-    fn get(&self, id: &str) -> Result<Arc<Shell>, Response> {
+    fn get(&self, id: &str) -> Result<Arc<Shell>, ErrorInfo> {
         self.0.lock().unwrap().get(id).cloned().ok_or_else(|| err("not_found", format!("unknown shell '{id}'")))
     }
 
@@ -170,7 +170,7 @@ impl Shells {
         };
         match result {
             Ok(r) => Response::Shell(r),
-            Err(e) => e,
+            Err(e) => Response::Error(e),
         }
     }
 
@@ -182,7 +182,7 @@ impl Shells {
         rows: u16,
         env: std::collections::BTreeMap<String, String>,
         mut redact: Vec<String>,
-    ) -> Result<ShellResponse, Response> {
+    ) -> Result<ShellResponse, ErrorInfo> {
         if self.0.lock().unwrap().contains_key(&id) {
             return Err(err("exists", format!("shell '{id}' already exists")));
         }
@@ -206,7 +206,9 @@ impl Shells {
         for (k, v) in BASE_ENV {
             cmd.env(k, v);
         }
-        cmd.env("PS1", "pyro$ ").env("PROMPT_COMMAND", "").envs(&env);
+        // History stays in tmpfs with the rest of the shell's runtime state, never on the disk.
+        cmd.env("PS1", "pyro$ ").env("PROMPT_COMMAND", "").env("HISTFILE", format!("{SHELLS_DIR}/{id}.history"));
+        cmd.envs(&env);
         let stdio = |fd: &OwnedFd| fd.try_clone().map(std::process::Stdio::from);
         let io_err = |e: std::io::Error| err("io", format!("cannot set up the PTY: {e}"));
         cmd.stdin(stdio(&slave).map_err(io_err)?)
@@ -295,7 +297,7 @@ impl Shells {
         cursor: u64,
         max_chars: u64,
         wait_for_idle_ms: Option<u64>,
-    ) -> Result<ShellResponse, Response> {
+    ) -> Result<ShellResponse, ErrorInfo> {
         if max_chars == 0 {
             return Err(err("bad_request", "max_chars must be greater than 0".into()));
         }
@@ -345,7 +347,7 @@ impl Shells {
         Ok(ShellResponse::Output(ShellOutput { status, cursor: start, next_cursor, output, truncated, dropped_chars }))
     }
 
-    async fn write(&self, id: &str, input: String) -> Result<ShellResponse, Response> {
+    async fn write(&self, id: &str, input: String) -> Result<ShellResponse, ErrorInfo> {
         let shell = self.get(id)?;
         if shell.state.lock().unwrap().exit_code.is_some() {
             return Err(err("invalid_state", format!("shell '{id}' has exited; open a new one")));
@@ -363,7 +365,7 @@ impl Shells {
         }
     }
 
-    fn signal(&self, id: &str, signal: i32) -> Result<ShellResponse, Response> {
+    fn signal(&self, id: &str, signal: i32) -> Result<ShellResponse, ErrorInfo> {
         let shell = self.get(id)?;
         if ![libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGKILL].contains(&signal) {
             return Err(err("bad_request", format!("signal {signal} is not one of HUP, INT, TERM, KILL")));
@@ -386,7 +388,7 @@ impl Shells {
         Ok(ShellResponse::Status(status_of(&shell)))
     }
 
-    async fn close(&self, id: &str) -> Result<ShellResponse, Response> {
+    async fn close(&self, id: &str) -> Result<ShellResponse, ErrorInfo> {
         let shell = self.get(id)?;
         let running = shell.state.lock().unwrap().exit_code.is_none();
         if running {

@@ -270,20 +270,28 @@ async fn services_start_wait_log_and_stop() {
         Response::Error(e) => assert!(e.message.contains("already running"), "{e:?}"),
         other => panic!("{other:?}"),
     }
-    let logs = match agent.call(4, Request::Service(ServiceRequest::Logs { name: "web".into(), tail_lines: Some(200) })).await {
-        Response::Service(ServiceResponse::Logs(l)) => l,
-        other => panic!("{other:?}"),
-    };
+    let logs =
+        match agent.call(4, Request::Service(ServiceRequest::Logs { name: "web".into(), tail_lines: Some(200) })).await
+        {
+            Response::Service(ServiceResponse::Logs(l)) => l,
+            other => panic!("{other:?}"),
+        };
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "out-hello-from-env\n");
     assert_eq!(String::from_utf8_lossy(&logs.stderr), "err-line\n");
     let pid = s.pid.unwrap();
-    let stopped = state_of(agent.call(5, Request::Service(ServiceRequest::Stop { name: "web".into(), grace_ms: 5000 })).await);
+    let stopped =
+        state_of(agent.call(5, Request::Service(ServiceRequest::Stop { name: "web".into(), grace_ms: 5000 })).await);
     assert_eq!(stopped.state, "stopped");
     assert_eq!(stopped.stop_reason.as_deref(), Some("sigterm"));
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z")
+    );
 
     // Readiness that never comes: a slow wait runs while other requests are answered.
-    agent.send(6, service_start("never", "sleep 100", Some(ReadinessProbe::Tcp { address: "127.0.0.1:1".into() }), 1500)).await;
+    agent
+        .send(6, service_start("never", "sleep 100", Some(ReadinessProbe::Tcp { address: "127.0.0.1:1".into() }), 1500))
+        .await;
     let began = Instant::now();
     agent.send(7, Request::Ping).await;
     let first = agent.recv().await;
@@ -297,7 +305,11 @@ async fn services_start_wait_log_and_stop() {
     assert!(failed.readiness_error.unwrap().contains("127.0.0.1:1"));
 
     // Exits before ready.
-    let gone = state_of(agent.call(8, service_start("quick", "exit 3", Some(ReadinessProbe::File { path: "/nonexistent".into() }), 5000)).await);
+    let gone = state_of(
+        agent
+            .call(8, service_start("quick", "exit 3", Some(ReadinessProbe::File { path: "/nonexistent".into() }), 5000))
+            .await,
+    );
     assert_eq!(gone.state, "failed");
     assert_eq!(gone.stop_reason.as_deref(), Some("process_exited_before_ready"));
     assert_eq!(gone.exit_code, Some(3));

@@ -4,7 +4,7 @@
 use crate::output::{print_json, Mode};
 use clap::{Args, Subcommand};
 use pyro::workspace::{
-    OpenShellOptions, PublishedPortSpec, Readiness, ReadShellOptions, ServiceInfo, ShellInfo, StartServiceOptions,
+    OpenShellOptions, PublishedPortSpec, ReadShellOptions, Readiness, ServiceInfo, ShellInfo, StartServiceOptions,
 };
 use pyro::Pyro;
 use std::io::Write;

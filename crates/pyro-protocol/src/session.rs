@@ -37,12 +37,25 @@ pub enum ShellRequest {
     },
     /// Output from character offset `cursor`. With `wait_for_idle_ms`, first wait until the
     /// shell has been quiet that long (or exited, or `max_chars` are available).
-    Read { shell_id: String, cursor: u64, max_chars: u64, wait_for_idle_ms: Option<u64> },
-    Write { shell_id: String, input: String },
+    Read {
+        shell_id: String,
+        cursor: u64,
+        max_chars: u64,
+        wait_for_idle_ms: Option<u64>,
+    },
+    Write {
+        shell_id: String,
+        input: String,
+    },
     /// `signal` is a signal number; it goes to the shell's foreground process group.
-    Signal { shell_id: String, signal: i32 },
+    Signal {
+        shell_id: String,
+        signal: i32,
+    },
     /// HUP to the session, KILL after a grace period; the shell is forgotten.
-    Close { shell_id: String },
+    Close {
+        shell_id: String,
+    },
     /// Close every shell (workspace stop, reset).
     CloseAll,
 }
@@ -105,14 +118,24 @@ pub enum ServiceRequest {
         ready_timeout_ms: u64,
         ready_interval_ms: u64,
     },
-    Status { name: String },
+    Status {
+        name: String,
+    },
     List,
     /// Both streams; `tail_lines: None` = everything kept.
-    Logs { name: String, tail_lines: Option<u64> },
+    Logs {
+        name: String,
+        tail_lines: Option<u64>,
+    },
     /// TERM to the process group, KILL after `grace_ms`.
-    Stop { name: String, grace_ms: u64 },
+    Stop {
+        name: String,
+        grace_ms: u64,
+    },
     /// Stop every running service (workspace stop, reset).
-    StopAll { grace_ms: u64 },
+    StopAll {
+        grace_ms: u64,
+    },
 }
 
 /// The guest's record of a service (the source of truth while the VM runs).

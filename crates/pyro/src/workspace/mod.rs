@@ -9,9 +9,9 @@
 mod disk;
 pub mod logic;
 mod ops;
+pub mod secrets;
 pub mod services;
 pub mod shells;
-pub mod secrets;
 pub mod store;
 
 use crate::backend::BackendKind;

@@ -413,10 +413,11 @@ impl Pyro {
         let record = super::refresh_liveness(&dir)?;
         let mut services = Vec::new();
         if record.state == "started" {
-            let guest = match machine::service_call(&dir.runtime_dir(), ServiceRequest::List, SERVICE_CALL_SLACK).await? {
-                ServiceResponse::List { services } => services,
-                other => return Err(Error::Guest(format!("unexpected answer to service list: {other:?}"))),
-            };
+            let guest =
+                match machine::service_call(&dir.runtime_dir(), ServiceRequest::List, SERVICE_CALL_SLACK).await? {
+                    ServiceResponse::List { services } => services,
+                    other => return Err(Error::Guest(format!("unexpected answer to service list: {other:?}"))),
+                };
             for state in &guest {
                 services.push(self.mirror(&dir, &record, state).await?);
             }

@@ -305,7 +305,12 @@ impl Pyro {
     }
 
     /// Send `HUP`, `INT`, `TERM` or `KILL` to the shell's foreground job and the shell.
-    pub async fn signal_shell(&self, workspace_id: &str, shell_id: &str, signal_name: &str) -> Result<ShellSignalResult> {
+    pub async fn signal_shell(
+        &self,
+        workspace_id: &str,
+        shell_id: &str,
+        signal_name: &str,
+    ) -> Result<ShellSignalResult> {
         let name = signal_name.trim().to_ascii_uppercase();
         let signal = match name.as_str() {
             "HUP" => libc::SIGHUP,
@@ -370,7 +375,8 @@ mod tests {
 
     #[test]
     fn plain_rendering_resolves_colours_erasures_and_carriage_returns() {
-        let raw = "\x1b[01;34mdir\x1b[0m  file\r\nprogress 10%\rprogress 100%\r\nabc\x08\x08X\x1b[K\r\n\x1b]0;title\x07done";
+        let raw =
+            "\x1b[01;34mdir\x1b[0m  file\r\nprogress 10%\rprogress 100%\r\nabc\x08\x08X\x1b[K\r\n\x1b]0;title\x07done";
         let text = render_plain(raw, 80, 24);
         assert_eq!(text, "dir  file\nprogress 100%\naX\ndone");
         assert!(!text.contains('\x1b'));
