@@ -833,8 +833,18 @@ mod tests {
         assert_eq!(store.prune().unwrap()["count"], 0);
         assert!(live.path().exists());
         drop(held);
-        let pruned = store.prune().unwrap();
-        assert_eq!(pruned["count"], 2);
+        // A test thread forking at this moment briefly shares the lock's open file
+        // description (until its exec closes it), which prune rightly treats as a live pull:
+        // allow a few passes.
+        let mut pruned = 0;
+        for _ in 0..20 {
+            pruned += store.prune().unwrap()["count"].as_u64().unwrap();
+            if pruned == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(pruned, 2);
         assert!(!live.path().exists());
         live.disarm();
     }
