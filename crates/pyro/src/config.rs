@@ -14,6 +14,8 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Directories from `$PYRO_HOME` and `$PYRO_CACHE_DIR` (unset or empty: the defaults under
+    /// `$HOME`). Fails only when a default is needed and `HOME` is unset.
     pub fn from_env() -> Result<Self> {
         let home = match std::env::var_os("PYRO_HOME") {
             Some(v) if !v.is_empty() => PathBuf::from(v),
@@ -26,10 +28,12 @@ impl Paths {
         Ok(Paths { home, cache_dir })
     }
 
+    /// `<home>/vms`: run directories of ephemeral VMs.
     pub fn vms_dir(&self) -> PathBuf {
         self.home.join("vms")
     }
 
+    /// `<home>/workspaces`: one directory per workspace.
     pub fn workspaces_dir(&self) -> PathBuf {
         self.home.join("workspaces")
     }

@@ -6,65 +6,101 @@ use crate::Pyro;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// Payload of [`Pyro::doctor`](crate::Pyro::doctor): what this host can run, and what is missing.
 #[derive(Debug, Clone, Serialize)]
 pub struct DoctorReport {
+    /// Guest platform pyro builds for, e.g. `linux-x86_64`.
     pub platform: String,
     /// True when `pyro run` can boot a guest here (or host-compat is the only issue).
     pub runtime_ok: bool,
+    /// Human-readable problems found, each with what to do about it; empty on a fully working host.
     pub issues: Vec<String>,
+    /// State of `/dev/kvm` and whether a probe guest really booted under it.
     pub kvm: KvmReport,
+    /// The backend a VM would use right now, and why.
     pub backend: BackendReport,
+    /// Every known backend (`qemu`, `firecracker`, `host-compat`) and whether it is available.
     pub backends: BTreeMap<String, BackendAvailability>,
+    /// Host tools pyro uses (see [`HOST_TOOLS`]) mapped to their path; `None` when not installed.
     pub host_tools: BTreeMap<String, Option<String>>,
+    /// pyro's own helper binaries (guest agent, `pyro-supervisor`) mapped to their path; `None`
+    /// when not found.
     pub pyro_binaries: BTreeMap<String, Option<String>>,
+    /// State directory (`$PYRO_HOME`): workspaces and VM directories.
     pub state_dir: String,
+    /// Cache directory (`$PYRO_CACHE_DIR`): environments and probe results.
     pub cache_dir: String,
+    /// Every catalog environment and whether it is installed.
     pub environments: Vec<EnvironmentState>,
+    /// What guest networking can use on this host.
     pub networking: NetworkingReport,
     /// One apt command that installs every missing host package.
     pub install_hint: Option<String>,
 }
 
+/// Facts about `/dev/kvm`.
 #[derive(Debug, Clone, Serialize)]
 pub struct KvmReport {
+    /// `/dev/kvm` exists.
     pub exists: bool,
+    /// This user can read `/dev/kvm`.
     pub readable: bool,
+    /// This user can write `/dev/kvm`.
     pub writable: bool,
     /// None until a probe guest was booted (needs an installed environment).
     pub usable: Option<bool>,
+    /// Human-readable explanation of the KVM state (probe result, or why there was none).
     pub detail: String,
 }
 
+/// The backend selection for new VMs.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendReport {
     /// The backend `pyro run` would use now, or null when none can run.
     pub selected: Option<String>,
+    /// QEMU accelerator: `kvm` or `tcg` (software emulation); `None` for other backends or when
+    /// none can run.
     pub accel: Option<String>,
+    /// Why this backend was chosen, or why none can run.
     pub reason: String,
 }
 
+/// Availability of one backend.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendAvailability {
+    /// Whether the backend can be used on this host.
     pub available: bool,
+    /// Path of its binary; `None` when not found.
     pub binary: Option<String>,
+    /// Version of the binary when known; `None` otherwise.
     pub version: Option<String>,
+    /// Human-readable detail (acceleration, or why it is unavailable).
     pub detail: String,
 }
 
+/// Install state of one catalog environment.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvironmentState {
+    /// Environment name, e.g. `debian:12`.
     pub name: String,
+    /// Whether it is installed in the cache.
     pub installed: bool,
+    /// Directory it is installed in; `None` when not installed.
     pub install_dir: Option<String>,
 }
 
+/// Host facilities for guest networking.
 #[derive(Debug, Clone, Serialize)]
 pub struct NetworkingReport {
     /// QEMU user-mode networking: unprivileged, always available with QEMU.
     pub qemu_user_net: bool,
+    /// `/dev/net/tun` exists (not needed by QEMU user-mode networking).
     pub tun_available: bool,
+    /// Path of `ip`; `None` when not installed (informational).
     pub ip_binary: Option<String>,
+    /// Path of `nft`; `None` when not installed (informational).
     pub nft_binary: Option<String>,
+    /// pyro runs as root.
     pub is_root: bool,
 }
 
@@ -78,6 +114,9 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("cpio", "cpio"),
 ];
 
+/// Inspect the host (tools, `/dev/kvm` and the cached KVM probe, backends, environments,
+/// networking). Never boots a guest; [`Pyro::doctor`](crate::Pyro::doctor) runs it off the async
+/// runtime.
 pub fn report(pyro: &Pyro) -> DoctorReport {
     let mut issues = Vec::new();
     let mut missing_pkgs: Vec<&str> = Vec::new();

@@ -55,4 +55,5 @@ impl Error {
     }
 }
 
+/// Result of every SDK call.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -11,21 +11,32 @@
 //! # Ok(()) }
 //! ```
 
-pub mod backend;
+#![deny(missing_docs)]
+
+// The SDK surface: `Pyro`, its option and payload types, errors, progress, doctor.
 pub mod config;
-pub mod diskimage;
 pub mod doctor;
 pub mod env;
 pub mod error;
-mod hostcompat;
 pub mod limits;
-pub mod machine;
 pub mod progress;
-mod qmp;
-pub mod supervisor;
-pub mod util;
 pub mod vm;
 pub mod workspace;
+
+// Engine internals: `pub` only so the `pyro-supervisor` binary, the benches and the
+// integration tests can reach them. Not part of the SDK contract; hidden from the docs.
+#[doc(hidden)]
+pub mod backend;
+#[doc(hidden)]
+pub mod diskimage;
+mod hostcompat;
+#[doc(hidden)]
+pub mod machine;
+mod qmp;
+#[doc(hidden)]
+pub mod supervisor;
+#[doc(hidden)]
+pub mod util;
 
 pub use config::Paths;
 pub use error::{Error, Result};
@@ -65,6 +76,7 @@ impl Pyro {
         *self.inner.progress.lock().unwrap() = progress;
     }
 
+    /// The state and cache directories this engine uses.
     pub fn paths(&self) -> &Paths {
         &self.inner.paths
     }
@@ -95,12 +107,17 @@ impl Pyro {
         .await
     }
 
+    /// One catalog environment: description, packages, install state, cache and install
+    /// directories (`env inspect`). An unknown name is [`Error::NotFound`].
     pub async fn inspect_environment(&self, name: &str) -> Result<serde_json::Value> {
         let store = self.store();
         let name = name.to_string();
         blocking(move || store.inspect_payload(&name)).await
     }
 
+    /// Remove broken installs, abandoned partial builds, other versions and names not in
+    /// the catalog from the cache (`env prune`): `{count, deleted_environment_dirs}`. Installs
+    /// being pulled right now are left alone.
     pub async fn prune_environments(&self) -> Result<serde_json::Value> {
         let store = self.store();
         blocking(move || store.prune()).await

@@ -2,12 +2,17 @@
 
 use crate::{Error, Result};
 
+/// Allowed virtual CPU counts, inclusive: 1..=8.
 pub const VCPU_RANGE: (u32, u32) = (1, 8);
+/// Allowed guest memory in MiB, inclusive: 256..=32768.
 pub const MEM_MIB_RANGE: (u32, u32) = (256, 32768);
+/// Allowed time to live in seconds, inclusive: 60..=3600.
 pub const TTL_RANGE: (u64, u64) = (60, 3600);
 /// Longest exec timeout accepted (a day): beyond that a command is a service, not an exec.
 pub const MAX_EXEC_TIMEOUT_SECONDS: u64 = 86_400;
 
+/// Check vCPU count, memory and TTL against [`VCPU_RANGE`], [`MEM_MIB_RANGE`] and [`TTL_RANGE`];
+/// [`Error::InvalidInput`] naming the first value out of range.
 pub fn validate_resources(vcpu_count: u32, mem_mib: u32, ttl_seconds: u64) -> Result<()> {
     if !(VCPU_RANGE.0..=VCPU_RANGE.1).contains(&vcpu_count) {
         return Err(Error::InvalidInput(format!(
@@ -30,6 +35,8 @@ pub fn validate_resources(vcpu_count: u32, mem_mib: u32, ttl_seconds: u64) -> Re
     Ok(())
 }
 
+/// Check an exec timeout: 1..=[`MAX_EXEC_TIMEOUT_SECONDS`] seconds;
+/// [`Error::InvalidInput`] otherwise.
 pub fn validate_exec_timeout(timeout_seconds: u64) -> Result<()> {
     if timeout_seconds == 0 {
         return Err(Error::InvalidInput("timeout_seconds must be positive".into()));

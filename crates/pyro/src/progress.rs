@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+/// One step of long-running work, passed to a [`Progress`] sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressEvent {
     /// Short machine-friendly stage name, e.g. `debootstrap`, `kernel`, `rootfs-image`.
@@ -20,6 +21,7 @@ type Sink = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 pub struct Progress(Option<Sink>);
 
 impl Progress {
+    /// A sink that calls `f` for every event, from whichever thread does the work.
     pub fn new(f: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {
         Progress(Some(Arc::new(f)))
     }
@@ -29,6 +31,7 @@ impl Progress {
         Progress(None)
     }
 
+    /// Send an event to the sink (nothing happens for a silent one).
     pub fn report(&self, stage: &str, message: impl Into<String>, fraction: Option<f64>) {
         if let Some(f) = &self.0 {
             f(&ProgressEvent { stage: stage.to_string(), message: message.into(), fraction });

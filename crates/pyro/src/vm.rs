@@ -12,35 +12,61 @@ use std::time::Duration;
 /// Payload of `create_vm`, `start_vm`, `stop_vm`, `status_vm` (REFERENCE §6.1 + `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VmInfo {
+    /// Id of the VM (12 lowercase hex characters); pass it to the other `*_vm` methods.
     pub vm_id: String,
+    /// Environment the VM boots, e.g. `debian:12`.
     pub environment: String,
+    /// Version of that environment (`1.0.0` for every catalog environment).
     pub environment_version: String,
+    /// Virtual CPUs given to the guest (1..=8).
     pub vcpu_count: u32,
+    /// Guest memory in MiB (256..=32768).
     pub mem_mib: u32,
+    /// Time to live in seconds (60..=3600), counted from `created_at`.
     pub ttl_seconds: u64,
+    /// Creation time, Unix seconds (fractional).
     pub created_at: f64,
+    /// `created_at + ttl_seconds`, Unix seconds. A VM past this time is deleted on its next access
+    /// or reap.
     pub expires_at: f64,
     /// `created`, `started` or `stopped`.
     pub state: String,
+    /// Whether the guest has a network interface with outbound access (user-mode NAT).
     pub network_enabled: bool,
+    /// Whether the VM may fall back to running commands on the host without isolation when no VM
+    /// can boot.
     pub allow_host_compat: bool,
+    /// Guest address on its private network; `None` without a network or before start.
     pub guest_ip: Option<String>,
+    /// Host TAP device of the VM; always `None` with the QEMU backend (user-mode networking needs
+    /// no TAP).
     pub tap_name: Option<String>,
     /// `pending`, `guest_vsock` (commands run in the guest through pyro's agent) or `host_compat`.
     pub execution_mode: String,
     /// `qemu`, `firecracker` or `host-compat`; empty until started.
     pub backend: String,
+    /// Backend details as strings, set at start: `backend_reason`, `vm_dir`, and for QEMU `accel`
+    /// (`kvm`/`tcg`), `agent_version`, `boot_ms`, `vmm_pid`, `supervisor_pid`, `agent_transport`.
+    /// Informational; keys may change.
     pub metadata: BTreeMap<String, String>,
 }
 
 /// Options of `create_vm` / `run_in_vm`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateVmOptions {
+    /// Environment to boot: `debian:12`, `debian:12-base` or `debian:12-build`. Installed first if
+    /// missing.
     pub environment: String,
+    /// Virtual CPUs, 1..=8 (default 1).
     pub vcpu_count: u32,
+    /// Guest memory in MiB, 256..=32768 (default 1024).
     pub mem_mib: u32,
+    /// Time to live in seconds, 60..=3600 (default 600); the VM is deleted once it has passed.
     pub ttl_seconds: u64,
+    /// Give the guest outbound network access (default `false`).
     pub network: bool,
+    /// Allow running commands directly on the host, with no isolation, when no VM backend can boot
+    /// (default `false`).
     pub allow_host_compat: bool,
 }
 
@@ -61,43 +87,65 @@ impl CreateVmOptions {
 /// `cleanup` block of a run payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cleanup {
+    /// Id of the VM that was deleted.
     pub vm_id: String,
+    /// `true` once the VM and its host files are gone.
     pub deleted: bool,
+    /// Why it was deleted: `post_exec_cleanup` after `exec_vm`/`run_in_vm`.
     pub reason: String,
 }
 
 /// Payload of `exec_vm` / `run_in_vm` (REFERENCE §6.1 + `backend` and truncation flags).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
+    /// Id of the VM the command ran in (already deleted, see `cleanup`).
     pub vm_id: String,
+    /// Environment the VM booted, e.g. `debian:12`.
     pub environment: String,
+    /// Version of that environment.
     pub environment_version: String,
+    /// The command as given; it ran under `/bin/sh -lc` in the guest.
     pub command: String,
+    /// Standard output, decoded as UTF-8 (invalid bytes replaced), cut at [`OUTPUT_CAP_BYTES`].
     pub stdout: String,
+    /// Standard error, decoded as UTF-8 (invalid bytes replaced), cut at [`OUTPUT_CAP_BYTES`]. On
+    /// timeout: `command timed out after Ns`.
     pub stderr: String,
+    /// Exit status of the command; 124 when it timed out, 128+N when killed by signal N.
     pub exit_code: i32,
+    /// Wall time of the command in milliseconds (not counting the boot).
     pub duration_ms: u64,
+    /// `guest_vsock` (ran in the guest through pyro's agent) or `host_compat` (ran on the host).
     pub execution_mode: String,
+    /// Backend that ran the VM: `qemu` or `host-compat`.
     pub backend: String,
     /// True when either stream hit the output cap.
     pub truncated: bool,
+    /// True when stdout hit the output cap.
     pub stdout_truncated: bool,
+    /// True when stderr hit the output cap.
     pub stderr_truncated: bool,
+    /// How the VM was deleted after the command.
     pub cleanup: Cleanup,
 }
 
 /// Payload of `delete_vm`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeleteVmResult {
+    /// Id of the deleted VM.
     pub vm_id: String,
+    /// Always `true` on success.
     pub deleted: bool,
+    /// `explicit_delete`, `post_exec_cleanup`, `run_vm_error_cleanup` or `expired`.
     pub reason: String,
 }
 
 /// Payload of `reap_expired`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReapResult {
+    /// Ids of the expired VMs that were deleted.
     pub deleted_vm_ids: Vec<String>,
+    /// Number of VMs deleted.
     pub count: usize,
 }
 
@@ -317,6 +365,7 @@ impl crate::Pyro {
         Ok(DeleteVmResult { vm_id: vm_id.to_string(), deleted: true, reason: reason.to_string() })
     }
 
+    /// Current record of a VM. Fails (after deleting it) when its TTL has passed.
     pub async fn status_vm(&self, vm_id: &str) -> Result<VmInfo> {
         self.vm_check_expiry(vm_id).await
     }

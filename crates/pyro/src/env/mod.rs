@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 pub const CATALOG_VERSION: &str = "3.11.0";
 /// Version of every catalog environment.
 pub const ENVIRONMENT_VERSION: &str = "1.0.0";
+/// Platform of every environment pyro builds and runs.
 pub const PLATFORM: &str = "linux-x86_64";
 const OCI_REGISTRY: &str = "registry-1.docker.io";
 const COMPATIBILITY: &str = ">=3.0.0,<4.0.0";
@@ -38,12 +39,15 @@ const PARTIAL_PREFIX: &str = ".partial-";
 /// Static description of one catalog entry.
 #[derive(Debug, Clone)]
 pub struct EnvironmentSpec {
+    /// Catalog name, e.g. `debian:12`.
     pub name: &'static str,
+    /// One-line description, e.g. `Debian 12 with Git`.
     pub description: &'static str,
     /// The REFERENCE's `default_packages` (what the user is promised).
     pub default_packages: &'static [&'static str],
     /// Extra Debian packages pyro installs to make the rootfs work as a guest.
     pub extra_packages: &'static [&'static str],
+    /// OCI repository the environment is pulled from when a registry is configured.
     pub oci_repository: &'static str,
 }
 
@@ -79,6 +83,7 @@ static CATALOG: &[EnvironmentSpec] = &[
     },
 ];
 
+/// Every environment pyro knows: `debian:12`, `debian:12-base`, `debian:12-build`.
 pub fn catalog() -> &'static [EnvironmentSpec] {
     CATALOG
 }
@@ -97,8 +102,11 @@ pub fn spec(name: &str) -> Result<&'static EnvironmentSpec> {
 /// An environment whose kernel, modules and rootfs are all present in the cache.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstalledEnvironment {
+    /// Catalog name, e.g. `debian:12`.
     pub name: String,
+    /// Environment version (`1.0.0`).
     pub version: String,
+    /// Directory of the install in the cache.
     pub install_dir: PathBuf,
     /// Uncompressed ELF kernel (PVH entry), `vmlinux`.
     pub kernel_image: PathBuf,
@@ -106,18 +114,25 @@ pub struct InstalledEnvironment {
     pub modules_dir: PathBuf,
     /// ext4 root filesystem image.
     pub rootfs_image: PathBuf,
+    /// Release string of the guest kernel (`uname -r` in the guest).
     pub kernel_release: String,
     /// `local-build` or `oci://...`.
     pub source: String,
+    /// Digest of the source: the OCI manifest digest, or for local builds a sha256 over the build
+    /// inputs.
     pub source_digest: String,
+    /// When it was installed, Unix seconds.
     pub installed_at: u64,
 }
 
 /// `environment.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Catalog version the environment was installed under (`3.11.0`).
     pub catalog_version: String,
+    /// Catalog name, e.g. `debian:12`.
     pub name: String,
+    /// Environment version (`1.0.0`).
     pub version: String,
     /// `local-build` or `oci://<registry>/<repo>@<digest>`.
     pub source: String,
@@ -125,14 +140,19 @@ pub struct Manifest {
     /// so it is known before the build and costs nothing to compute. Not a content hash of
     /// `rootfs.ext4` (two builds a day apart can differ by Debian point updates).
     pub source_digest: String,
+    /// Release string of the guest kernel.
     pub kernel_release: String,
+    /// When it was installed, Unix seconds.
     pub installed_at: u64,
+    /// Debian packages installed in the root filesystem.
     pub packages: Vec<String>,
 }
 
 /// The environment cache under one cache dir.
 #[derive(Debug, Clone)]
 pub struct EnvStore {
+    /// The cache directory (`$PYRO_CACHE_DIR`); environments live under
+    /// `<cache_dir>/environments/linux-x86_64/`.
     pub cache_dir: PathBuf,
 }
 
@@ -236,6 +256,7 @@ impl EnvStore {
         self.cache_dir.join("environments").join(PLATFORM)
     }
 
+    /// Where environment `name` is (or would be) installed.
     pub fn install_dir(&self, name: &str) -> PathBuf {
         self.root().join(dir_name(name))
     }

@@ -9,29 +9,50 @@ use crate::{Error, Pyro, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Payload of `list_workspace_disk`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DiskListResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// The listed path, normalised to an absolute guest path (absolute paths may point anywhere in
+    /// the guest filesystem).
     pub path: String,
+    /// Whether subdirectories were listed too.
     pub recursive: bool,
+    /// The children of a directory sorted by path (the whole subtree when `recursive`), or one
+    /// entry when the path is not a directory. Names that are not plain UTF-8 text are escaped
+    /// (`\\`, `\n`, `\xNN`, ...); an escaped path can be passed back as shown.
     pub entries: Vec<DiskEntry>,
 }
 
+/// Payload of `read_workspace_disk`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DiskReadResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Absolute guest path read.
     pub path: String,
+    /// Full size of the file in bytes.
     pub size_bytes: u64,
+    /// The byte limit that was asked for (> 0, no upper bound).
     pub max_bytes: u64,
+    /// The first `max_bytes` bytes (less if a UTF-8 character would be split), decoded as UTF-8
+    /// with invalid bytes replaced. Not redacted.
     pub content: String,
+    /// True when `content` is not the whole file.
     pub truncated: bool,
 }
 
+/// Payload of `export_workspace_disk`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DiskExportResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Absolute host path of the new image file (it did not exist before).
     pub output_path: String,
+    /// Always `ext4`: a raw ext4 filesystem image, mountable with `mount -o loop`.
     pub disk_format: String,
+    /// Size of the image in bytes (its apparent size; holes stay sparse on disk).
     pub bytes_written: u64,
 }
 

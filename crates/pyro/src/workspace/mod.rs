@@ -7,11 +7,13 @@
 //! record under the short record lock.
 
 mod disk;
+#[doc(hidden)]
 pub mod logic;
 mod ops;
 pub mod secrets;
 pub mod services;
 pub mod shells;
+#[doc(hidden)]
 pub mod store;
 
 use crate::backend::BackendKind;
@@ -38,14 +40,31 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Options of `create_workspace` (reference defaults via [`CreateWorkspaceOptions::new`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateWorkspaceOptions {
+    /// Environment to boot: `debian:12`, `debian:12-base` or `debian:12-build`. Installed first if
+    /// missing.
     pub environment: String,
+    /// Virtual CPUs, 1..=8 (default 1).
     pub vcpu_count: u32,
+    /// Guest memory in MiB, 256..=32768 (default 1024).
     pub mem_mib: u32,
+    /// Time to live in seconds, 60..=3600 (default 600). When it passes the workspace is stopped
+    /// (its disk is kept); `update_workspace` with `ttl_seconds` extends it.
     pub ttl_seconds: u64,
+    /// `off` (default, no network), `egress` (outbound access) or `egress+published-ports`
+    /// (outbound access, and services may publish ports on host `127.0.0.1`). Trimmed,
+    /// case-insensitive.
     pub network_policy: String,
+    /// Accepted for compatibility; workspaces always need a VM backend, so host compatibility mode
+    /// is never used for them (default `false`).
     pub allow_host_compat: bool,
+    /// Host directory (its children are copied) or `.tar`/`.tar.gz`/`.tgz` archive unpacked into
+    /// `/workspace`; it also becomes the `baseline` snapshot. `None` starts with an empty
+    /// `/workspace`.
     pub seed_path: Option<PathBuf>,
+    /// Optional human-readable name: trimmed, non-empty, at most 120 characters. Not unique.
     pub name: Option<String>,
+    /// Labels to attach: keys match `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, values are trimmed,
+    /// non-empty, at most 120 characters and single-line.
     pub labels: BTreeMap<String, String>,
     /// Secrets available to commands via `secret_env` and at `/run/pyro-secrets/<NAME>`.
     #[serde(default)]
@@ -53,6 +72,8 @@ pub struct CreateWorkspaceOptions {
 }
 
 impl CreateWorkspaceOptions {
+    /// Options with the reference defaults: 1 vCPU, 1024 MiB, 600 s TTL, network policy `off`, no
+    /// seed, name, labels or secrets.
     pub fn new(environment: impl Into<String>) -> Self {
         CreateWorkspaceOptions {
             environment: environment.into(),
@@ -72,9 +93,14 @@ impl CreateWorkspaceOptions {
 /// Options of `update_workspace`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UpdateWorkspaceOptions {
+    /// New name (trimmed, non-empty, at most 120 characters); `None` keeps the current one. Not
+    /// together with `clear_name`.
     pub name: Option<String>,
+    /// Remove the name.
     pub clear_name: bool,
+    /// Labels to add or overwrite (same rules as at create); other labels stay.
     pub labels: BTreeMap<String, String>,
+    /// Label keys to remove; keys that are not set are ignored.
     pub clear_labels: Vec<String>,
     /// Extend (or shorten) the expiry: the workspace now expires `ttl_seconds` from now.
     pub ttl_seconds: Option<u64>,
@@ -83,74 +109,134 @@ pub struct UpdateWorkspaceOptions {
 /// Public workspace payload (REFERENCE §6.2 keys + `backend`, `last_error`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkspaceInfo {
+    /// Id of the workspace (12 lowercase hex characters).
     pub workspace_id: String,
+    /// Human-readable name; `None` when not set.
     pub name: Option<String>,
+    /// Labels, sorted by key.
     pub labels: BTreeMap<String, String>,
+    /// Environment the workspace was created from, e.g. `debian:12`.
     pub environment: String,
+    /// Version of that environment.
     pub environment_version: String,
+    /// Virtual CPUs of the guest.
     pub vcpu_count: u32,
+    /// Guest memory in MiB.
     pub mem_mib: u32,
+    /// Time to live in seconds, from creation or from the last TTL update.
     pub ttl_seconds: u64,
+    /// Creation time, Unix seconds (fractional).
     pub created_at: f64,
+    /// Last time the workspace was used, Unix seconds: bumped by exec, patch apply, sync push,
+    /// snapshot create/delete, reset, stop, start, update, shell open/write and service
+    /// start/stop. Reads, status, list, diff, export and disk tools leave it alone.
     pub last_activity_at: f64,
+    /// When the TTL runs out, Unix seconds. A workspace past it is stopped (disk kept) and refuses
+    /// to start until its TTL is extended.
     pub expires_at: f64,
+    /// `started` (the VM runs) or `stopped` (no VM; the disk is kept).
     pub state: String,
+    /// `off`, `egress` or `egress+published-ports`.
     pub network_policy: String,
+    /// Whether the guest has a network (`network_policy` is not `off`).
     pub network_enabled: bool,
+    /// The `allow_host_compat` option given at create.
     pub allow_host_compat: bool,
+    /// Guest address on its private user-mode network (`10.0.2.15`); `None` when the policy is
+    /// `off`.
     pub guest_ip: Option<String>,
+    /// Host TAP device; always `None` (QEMU user-mode networking needs none).
     pub tap_name: Option<String>,
+    /// `pending` (never booted) or `guest_vsock` (commands run in the guest through pyro's agent).
     pub execution_mode: String,
+    /// Backend that runs the VM: `qemu`; empty before the first boot.
     pub backend: String,
+    /// Guest path of the work tree: always `/workspace`.
     pub workspace_path: String,
+    /// What `/workspace` was seeded with at create.
     pub workspace_seed: SeedInfo,
+    /// Declared secrets (names and kinds only, sorted by name).
     pub secrets: Vec<store::SecretRecord>,
+    /// Commands in the history (`exec_workspace` calls since create or the last reset).
     pub command_count: u64,
+    /// The most recent history entry; `None` when the history is empty.
     pub last_command: Option<store::LastCommand>,
+    /// How many times the workspace was reset.
     pub reset_count: u64,
+    /// Time of the last reset, Unix seconds; `None` if never reset.
     pub last_reset_at: Option<f64>,
+    /// Services known in the current boot (0 after stop, start or reset).
     pub service_count: u64,
+    /// Of those, services in state `running`.
     pub running_service_count: u64,
+    /// Why the workspace last failed or was stopped unexpectedly (boot failure, VM died, TTL
+    /// expired); `None` after a successful boot or stop.
     pub last_error: Option<String>,
+    /// Backend details as strings: `backend_reason`, `accel` (`kvm`/`tcg`), `agent_version`,
+    /// `boot_ms`, `rootfs_clone_mode`. Informational; keys may change.
     pub metadata: BTreeMap<String, String>,
+    /// Set only in the payload of `reset_workspace`: what was restored.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub workspace_reset: Option<ResetInfo>,
 }
 
+/// What `reset_workspace` restored into `/workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResetInfo {
+    /// Snapshot restored: `baseline` or a named snapshot.
     pub snapshot_name: String,
+    /// `baseline` or `named`.
     pub kind: String,
+    /// Guest directory restored: `/workspace`.
     pub destination: String,
+    /// Archive entries (files, directories, symlinks) restored.
     pub entry_count: u64,
+    /// Bytes of regular-file content restored.
     pub bytes_written: u64,
 }
 
 /// One row of `list_workspaces`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkspaceListItem {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Human-readable name; `None` when not set.
     pub name: Option<String>,
+    /// Labels, sorted by key.
     pub labels: BTreeMap<String, String>,
+    /// Environment the workspace was created from.
     pub environment: String,
+    /// `started` or `stopped`.
     pub state: String,
+    /// Creation time, Unix seconds.
     pub created_at: f64,
+    /// Last activity, Unix seconds (see [`WorkspaceInfo::last_activity_at`]).
     pub last_activity_at: f64,
+    /// When the TTL runs out, Unix seconds.
     pub expires_at: f64,
+    /// Commands in the history.
     pub command_count: u64,
+    /// Services known in the current boot.
     pub service_count: u64,
+    /// Of those, services in state `running`.
     pub running_service_count: u64,
 }
 
+/// Payload of `list_workspaces`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkspaceList {
+    /// Number of workspaces.
     pub count: usize,
+    /// Every workspace, most recently active first (then newest, then by id).
     pub workspaces: Vec<WorkspaceListItem>,
 }
 
+/// Payload of `delete_workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeleteWorkspaceResult {
+    /// Id of the deleted workspace.
     pub workspace_id: String,
+    /// Always `true` on success.
     pub deleted: bool,
 }
 
@@ -537,6 +623,8 @@ impl Pyro {
         Ok(record)
     }
 
+    /// The workspace's current record. A VM that died is reported `stopped` with `last_error`;
+    /// service counts are refreshed from the guest (bounded to 5 s).
     pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         let record = refresh_liveness(&dir)?;
@@ -551,6 +639,7 @@ impl Pyro {
         Ok(info_of(&record))
     }
 
+    /// Every workspace, most recently active first. Workspaces whose TTL passed are stopped first.
     pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
         self.reap_expired_workspaces().await;
         let mut items: Vec<WorkspaceListItem> =
@@ -564,6 +653,8 @@ impl Pyro {
         Ok(WorkspaceList { count: items.len(), workspaces: items })
     }
 
+    /// Change name, labels or TTL (works in any state). A new `ttl_seconds` makes the workspace
+    /// expire that many seconds from now. Refused if nothing would change.
     pub async fn update_workspace(&self, workspace_id: &str, opts: UpdateWorkspaceOptions) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         if opts.name.is_some() && opts.clear_name {

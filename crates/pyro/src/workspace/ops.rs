@@ -13,173 +13,288 @@ use std::time::Duration;
 /// Hard limit on texts moved by file read/write and patch results (REFERENCE §2).
 pub const MAX_TEXT_BYTES: u64 = 1024 * 1024;
 
+/// Payload of `exec_workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkspaceExecResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Environment of the workspace, e.g. `debian:12`.
     pub environment: String,
+    /// Version of that environment.
     pub environment_version: String,
+    /// The command as run under `/bin/sh -lc`, with secret values replaced by `[REDACTED]`.
     pub command: String,
+    /// Standard output, decoded as UTF-8 (invalid bytes replaced), secret values redacted, cut at
+    /// [`OUTPUT_CAP_BYTES`](crate::vm::OUTPUT_CAP_BYTES).
     pub stdout: String,
+    /// Standard error, like `stdout`. On a timeout it ends with `command timed out after Ns`.
     pub stderr: String,
+    /// Exit status of the command; 124 when it timed out, 128+N when killed by signal N. A non-zero
+    /// exit is a result, not an error.
     pub exit_code: i32,
+    /// Wall time of the command in milliseconds.
     pub duration_ms: u64,
+    /// `guest_vsock`: the command ran in the guest through pyro's agent.
     pub execution_mode: String,
+    /// Backend that runs the VM: `qemu`.
     pub backend: String,
+    /// Position of this command in the workspace history, 1-based.
     pub sequence: u64,
+    /// Directory the command ran in: always `/workspace`.
     pub cwd: String,
+    /// True when either stream hit the output cap.
     pub truncated: bool,
+    /// True when stdout hit the output cap.
     pub stdout_truncated: bool,
+    /// True when stderr hit the output cap.
     pub stderr_truncated: bool,
 }
 
 /// One history entry (`commands/<seq>.json`) with its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CommandEntry {
+    /// Position in the history, 1-based.
     pub sequence: u64,
+    /// The command text, secret values redacted.
     pub command: String,
+    /// Directory it ran in: always `/workspace`.
     pub cwd: String,
+    /// Exit status; 124 when it timed out.
     pub exit_code: i32,
+    /// Wall time of the command in milliseconds.
     pub duration_ms: u64,
+    /// `guest_vsock` (ran in the guest through pyro's agent).
     pub execution_mode: String,
+    /// When the command finished, Unix seconds (fractional).
     pub recorded_at: f64,
+    /// Its standard output as recorded (redacted, capped like the exec result).
     #[serde(default)]
     pub stdout: String,
+    /// Its standard error as recorded (redacted, capped like the exec result).
     #[serde(default)]
     pub stderr: String,
 }
 
+/// Payload of `logs_workspace`: the command history since create or the last reset.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkspaceLogs {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Number of entries.
     pub count: usize,
+    /// Every recorded command, oldest first.
     pub entries: Vec<CommandEntry>,
 }
 
+/// What `push_workspace_sync` copied in.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SyncInfo {
+    /// `directory` (the children of a host directory) or `tar_archive` (a `.tar`/`.tar.gz`/`.tgz`
+    /// file).
     pub mode: String,
+    /// Absolute host path of the source.
     pub source_path: String,
+    /// Guest directory it was unpacked into (`/workspace` or below).
     pub destination: String,
+    /// Archive entries (files, directories, symlinks) unpacked.
     pub entry_count: u64,
+    /// Bytes of regular-file content unpacked.
     pub bytes_written: u64,
 }
 
+/// Payload of `push_workspace_sync`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SyncResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// `guest_vsock`.
     pub execution_mode: String,
+    /// What was copied.
     pub workspace_sync: SyncInfo,
 }
 
+/// Payload of `export_workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExportResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Guest path that was exported (normalised, `/workspace` or below).
     pub workspace_path: String,
+    /// Absolute host path written (it did not exist before).
     pub output_path: String,
+    /// What was exported: `file`, `directory` or `symlink`.
     pub artifact_type: String,
+    /// Archive entries (files, directories, symlinks) exported.
     pub entry_count: u64,
+    /// Bytes of regular-file content exported.
     pub bytes_written: u64,
+    /// `guest_vsock`.
     pub execution_mode: String,
 }
 
+/// One entry of `list_workspace_files`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileListEntry {
+    /// Absolute guest path.
     pub path: String,
+    /// `file`, `directory` or `symlink` (symlinks are not followed).
     pub artifact_type: String,
+    /// Size in bytes; 0 for directories, the target length for symlinks.
     pub size_bytes: u64,
+    /// Target of a symlink; `None` for files and directories.
     pub link_target: Option<String>,
 }
 
+/// Payload of `list_workspace_files`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileListResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// The listed path, normalised to an absolute guest path.
     pub path: String,
+    /// Whether subdirectories were listed too.
     pub recursive: bool,
+    /// The children of a directory sorted by path (the whole subtree when `recursive`), or one
+    /// entry when the path is not a directory.
     pub entries: Vec<FileListEntry>,
+    /// `guest_vsock`.
     pub execution_mode: String,
 }
 
+/// Payload of `read_workspace_file`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileReadResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Absolute guest path read.
     pub path: String,
+    /// Full size of the file in bytes.
     pub size_bytes: u64,
+    /// The byte limit that was asked for.
     pub max_bytes: u64,
+    /// The first `max_bytes` bytes (less if a UTF-8 character would be split), decoded as UTF-8
+    /// with invalid bytes replaced. Not redacted.
     pub content: String,
+    /// True when `content` is not the whole file.
     pub truncated: bool,
+    /// `guest_vsock`.
     pub execution_mode: String,
 }
 
+/// Payload of `write_workspace_file`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileWriteResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Absolute guest path written.
     pub path: String,
+    /// Size of the file after the write, in bytes.
     pub size_bytes: u64,
+    /// Bytes written (the UTF-8 length of the text).
     pub bytes_written: u64,
+    /// `guest_vsock`.
     pub execution_mode: String,
 }
 
+/// Counts of files touched by `apply_workspace_patch`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PatchSummary {
+    /// Files in the patch.
     pub total: u64,
+    /// Files created.
     pub added: u64,
+    /// Files changed in place.
     pub modified: u64,
+    /// Files removed.
     pub deleted: u64,
 }
 
+/// One file touched by `apply_workspace_patch`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PatchEntry {
+    /// Absolute guest path of the file.
     pub path: String,
+    /// `added`, `modified` or `deleted`.
     pub status: String,
 }
 
+/// Payload of `apply_workspace_patch`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PatchResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Whether any file was changed.
     pub changed: bool,
+    /// Counts by status.
     pub summary: PatchSummary,
+    /// One entry per file, sorted by path.
     pub entries: Vec<PatchEntry>,
+    /// The patch text as given.
     pub patch: String,
+    /// `guest_vsock`.
     pub execution_mode: String,
 }
 
+/// Payload of `diff_workspace`: `/workspace` now against the create-time baseline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DiffResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// The comparison; its fields (`changed`, `summary`, `entries`, `patch`) appear at the top
+    /// level of the JSON payload.
     #[serde(flatten)]
     pub diff: logic::diff::DiffPayload,
 }
 
+/// One snapshot of `/workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotInfo {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// `baseline`, or a name matching `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
     pub snapshot_name: String,
     /// `baseline` or `named`.
     pub kind: String,
+    /// When it was taken, Unix seconds; for `baseline` the workspace's creation time.
     pub created_at: f64,
+    /// Archive entries (files, directories, symlinks) it holds.
     pub entry_count: u64,
+    /// Bytes of regular-file content it holds.
     pub bytes_written: u64,
+    /// `false` for `baseline`, `true` for named snapshots.
     pub deletable: bool,
 }
 
+/// Payload of `create_snapshot`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotCreateResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// The new snapshot.
     pub snapshot: SnapshotInfo,
+    /// `guest_vsock`.
     pub execution_mode: String,
 }
 
+/// Payload of `list_snapshots`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotList {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Number of snapshots, `baseline` included.
     pub count: usize,
+    /// `baseline` first, then named snapshots newest first (ties by name).
     pub snapshots: Vec<SnapshotInfo>,
 }
 
+/// Payload of `delete_snapshot`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotDeleteResult {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Name of the deleted snapshot.
     pub snapshot_name: String,
+    /// Always `true` on success.
     pub deleted: bool,
 }
 
@@ -323,6 +438,8 @@ impl Pyro {
         Ok(WorkspaceLogs { workspace_id: dir.id, count: entries.len(), entries })
     }
 
+    /// List a path under `/workspace` in the running guest (relative paths are taken under
+    /// `/workspace`; `..` is refused). Symlinks are listed, not followed.
     pub async fn list_workspace_files(
         &self,
         workspace_id: &str,
@@ -545,6 +662,8 @@ impl Pyro {
         })
     }
 
+    /// Save the current `/workspace` tree under a name (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, not
+    /// `baseline`, not already taken). Only `/workspace` is captured.
     pub async fn create_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotCreateResult> {
         let name = logic::names::validate_snapshot_name(snapshot_name)?;
         if name == "baseline" {
@@ -592,6 +711,8 @@ impl Pyro {
         })
     }
 
+    /// The workspace's snapshots: `baseline` first, then named ones newest first. Works in any
+    /// state.
     pub async fn list_snapshots(&self, workspace_id: &str) -> Result<SnapshotList> {
         let dir = self.ws_dir(workspace_id)?;
         let mut named = Vec::new();
@@ -613,6 +734,7 @@ impl Pyro {
         Ok(SnapshotList { workspace_id: dir.id, count: snapshots.len(), snapshots })
     }
 
+    /// Delete a named snapshot (`baseline` cannot be deleted). Works in any state.
     pub async fn delete_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotDeleteResult> {
         let dir = self.ws_dir(workspace_id)?;
         let name = snapshot_name.trim();

@@ -18,8 +18,13 @@ pub const REDACTED: &str = "[REDACTED]";
 /// One secret of `create_workspace`: exactly one of `value` / `file_path`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SecretSpec {
+    /// Secret name, `[A-Za-z_][A-Za-z0-9_]{0,63}`, unique in the workspace. It names the guest file
+    /// `/run/pyro-secrets/<name>` and the key of `secret_env`.
     pub name: String,
+    /// The value itself: non-empty UTF-8, at most 64 KiB.
     pub value: Option<String>,
+    /// A host file holding the value (read once at create): a regular UTF-8 file, non-empty, at
+    /// most 64 KiB.
     pub file_path: Option<PathBuf>,
 }
 

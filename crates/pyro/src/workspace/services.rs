@@ -20,7 +20,9 @@ use std::time::Duration;
 
 /// Defaults of REFERENCE §2.
 pub const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 30;
+/// Default pause between readiness checks, in milliseconds.
 pub const DEFAULT_READY_INTERVAL_MS: u64 = 500;
+/// Default number of lines per stream returned by `logs_service`.
 pub const DEFAULT_TAIL_LINES: u64 = 200;
 /// TERM, then KILL after this long.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -33,47 +35,75 @@ const LOOPBACK: &str = "127.0.0.1";
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Readiness {
     /// A guest path (under `/workspace`) exists.
-    File { path: String },
+    File {
+        /// Path in the guest, `/workspace` or below; relative paths are taken under `/workspace`.
+        path: String,
+    },
     /// `HOST:PORT` in the guest accepts a TCP connection.
-    Tcp { address: String },
+    Tcp {
+        /// `HOST:PORT` as seen from inside the guest, e.g. `127.0.0.1:8080`; port 1..=65535.
+        address: String,
+    },
     /// `GET` of an `http://` URL (from inside the guest) answers 200-399.
-    Http { url: String },
+    Http {
+        /// URL fetched from inside the guest, e.g. `http://127.0.0.1:8080/health`.
+        url: String,
+    },
     /// A shell command in the service cwd exits 0.
-    Command { command: String },
+    Command {
+        /// Shell command (`/bin/sh -lc`), run in the service's cwd with its environment.
+        command: String,
+    },
 }
 
 /// A port to publish: `host_port` `None` picks a free one.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublishedPortSpec {
+    /// TCP port the service listens on in the guest, 1..=65535.
     pub guest_port: u16,
+    /// Port to bind on host `127.0.0.1`, 1025..=65535; `None` picks a free one.
     pub host_port: Option<u16>,
 }
 
 /// A published port as it is bound on the host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublishedPort {
+    /// Host address the port is bound on: always `127.0.0.1`.
     pub host: String,
+    /// Port bound on the host; connect to `host:host_port` to reach the service.
     pub host_port: u16,
+    /// The service's port in the guest.
     pub guest_port: u16,
+    /// Always `tcp`.
     pub protocol: String,
 }
 
 /// Options of `start_service`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartServiceOptions {
+    /// Shell command that runs the service (`/bin/sh -lc`); it should stay in the foreground.
     pub command: String,
+    /// Working directory, `/workspace` or below (default `/workspace`); relative paths are taken
+    /// under `/workspace`.
     pub cwd: String,
+    /// How to tell the service is ready; `None` means ready as soon as it started.
     pub readiness: Option<Readiness>,
+    /// How long to wait for readiness, in seconds (> 0, default 30).
     pub ready_timeout_seconds: u64,
+    /// Pause between readiness checks, in milliseconds (> 0, default 500).
     pub ready_interval_ms: u64,
     /// {SECRET_NAME: ENV_VAR}.
     #[serde(default)]
     pub secret_env: BTreeMap<String, String>,
+    /// Guest ports to publish on host `127.0.0.1`; needs network policy `egress+published-ports`.
+    /// Duplicates are refused.
     #[serde(default)]
     pub published_ports: Vec<PublishedPortSpec>,
 }
 
 impl StartServiceOptions {
+    /// Options with the reference defaults: cwd `/workspace`, no readiness check, 30 s readiness
+    /// timeout, 500 ms interval, no secrets, no published ports.
     pub fn new(command: impl Into<String>) -> Self {
         StartServiceOptions {
             command: command.into(),
@@ -90,40 +120,61 @@ impl StartServiceOptions {
 /// Service payload (REFERENCE §6.15 keys + `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceInfo {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Name of the service (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`), unique in the workspace.
     pub service_name: String,
     /// `running`, `exited`, `stopped` or `failed`.
     pub state: String,
+    /// The command the service runs.
     pub command: String,
+    /// Its working directory in the guest.
     pub cwd: String,
+    /// When it was started, Unix seconds (fractional).
     pub started_at: f64,
+    /// When it was seen ended, Unix seconds; `None` while running.
     pub ended_at: Option<f64>,
+    /// Exit status once the process has ended; `None` while it runs or when it is unknown.
     pub exit_code: Option<i32>,
     /// Guest pid of the service's runner (its process group id).
     pub pid: Option<i32>,
+    /// `guest_vsock`.
     pub execution_mode: String,
+    /// Backend that runs the VM: `qemu`.
     pub backend: String,
+    /// The readiness check it was started with; `None` if none.
     pub readiness: Option<Readiness>,
+    /// When the readiness check first passed, Unix seconds; `None` if it has not (yet).
     pub ready_at: Option<f64>,
     /// `process_exited_before_ready`, `readiness_timeout`, `sigterm`, `sigkill`,
     /// `workspace_stopped`, `published_port_failed`, or null.
     pub stop_reason: Option<String>,
+    /// Ports published on the host while the service runs; empty once it stopped.
     pub published_ports: Vec<PublishedPort>,
 }
 
+/// Payload of `list_services`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceList {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Number of services in the current boot.
     pub count: usize,
+    /// Of those, services in state `running`.
     pub running_count: usize,
+    /// Every service, refreshed from the guest.
     pub services: Vec<ServiceInfo>,
 }
 
+/// Payload of `logs_service`: the service's fields plus its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceLogs {
+    /// The service's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
     pub service: ServiceInfo,
+    /// Standard output (the last `tail_lines` lines, or all that is kept), secret values redacted.
     pub stdout: String,
+    /// Standard error, like `stdout`.
     pub stderr: String,
     /// `None` when `all` was asked for.
     pub tail_lines: Option<u64>,

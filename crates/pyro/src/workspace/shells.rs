@@ -17,6 +17,7 @@ use std::time::Duration;
 
 /// Default and bounds of `max_chars` and `wait_for_idle_ms` (REFERENCE §2).
 pub const DEFAULT_MAX_CHARS: u64 = 65_536;
+/// Largest `wait_for_idle_ms` of `read_shell`.
 pub const MAX_WAIT_FOR_IDLE_MS: u64 = 10_000;
 /// Time allowed for a shell request beyond any idle wait it asks for.
 const SHELL_CALL_SLACK: Duration = Duration::from_secs(30);
@@ -24,8 +25,11 @@ const SHELL_CALL_SLACK: Duration = Duration::from_secs(30);
 /// Options of `open_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpenShellOptions {
+    /// Directory the shell starts in, `/workspace` or below (default `/workspace`); it must exist.
     pub cwd: String,
+    /// Terminal width in columns, > 0 (default 120).
     pub cols: u16,
+    /// Terminal height in rows, > 0 (default 30).
     pub rows: u16,
     /// {SECRET_NAME: ENV_VAR}: secrets exported into the shell's environment.
     #[serde(default)]
@@ -41,7 +45,10 @@ impl Default for OpenShellOptions {
 /// Options of `read_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReadShellOptions {
+    /// Character offset into the shell's output to read from (0 = the beginning); use the previous
+    /// `next_cursor` to continue.
     pub cursor: u64,
+    /// Most characters to return, > 0 (default 65536).
     pub max_chars: u64,
     /// Render through a terminal emulator: cursor movement, erasures and colours resolved.
     pub plain: bool,
@@ -58,57 +65,83 @@ impl Default for ReadShellOptions {
 /// Shell payload (REFERENCE §6.14 keys + `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShellInfo {
+    /// Id of the workspace.
     pub workspace_id: String,
+    /// Id of the shell (12 lowercase hex characters).
     pub shell_id: String,
+    /// Directory the shell started in.
     pub cwd: String,
+    /// Terminal width in columns.
     pub cols: u16,
+    /// Terminal height in rows.
     pub rows: u16,
     /// `running` or `stopped`.
     pub state: String,
+    /// When it was opened, Unix seconds (fractional).
     pub started_at: f64,
+    /// When it was first seen ended, Unix seconds; `None` while running.
     pub ended_at: Option<f64>,
+    /// Exit status of the shell once it ended; `None` while running.
     pub exit_code: Option<i32>,
+    /// `guest_vsock`.
     pub execution_mode: String,
+    /// Backend that runs the VM: `qemu`.
     pub backend: String,
 }
 
+/// Payload of `read_shell`: the shell's fields plus a slice of its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShellReadResult {
+    /// The shell's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
     pub shell: ShellInfo,
     /// Where this slice starts (moved forward past output the ring no longer holds).
     pub cursor: u64,
     /// Pass this as `cursor` to continue.
     pub next_cursor: u64,
+    /// Output from `cursor` to `next_cursor` (rendered as plain text when `plain`), secret values
+    /// redacted.
     pub output: String,
     /// More output exists past `next_cursor` (or the plain rendering was cut to `max_chars`).
     pub truncated: bool,
+    /// Whether `output` was rendered through the terminal emulator.
     pub plain: bool,
+    /// The idle wait that was asked for; `None` if none.
     pub wait_for_idle_ms: Option<u64>,
     /// Characters of output between the requested cursor and the oldest one still kept
     /// (each shell keeps its last 1 Mi characters).
     pub dropped_chars: u64,
 }
 
+/// Payload of `write_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShellWriteResult {
+    /// The shell's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
     pub shell: ShellInfo,
+    /// Characters of `input` sent (not counting the appended newline).
     pub input_length: usize,
+    /// Whether a newline was sent after the input.
     pub append_newline: bool,
 }
 
+/// Payload of `signal_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShellSignalResult {
+    /// The shell's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
     pub shell: ShellInfo,
+    /// Signal sent, upper case: `HUP`, `INT`, `TERM` or `KILL`.
     pub signal: String,
 }
 
+/// Payload of `close_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShellCloseResult {
+    /// The shell's final status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
     pub shell: ShellInfo,
+    /// Always `true` on success.
     pub closed: bool,
 }
 

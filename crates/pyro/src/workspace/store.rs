@@ -16,28 +16,43 @@ use std::path::{Path, PathBuf};
 /// Version of the on-disk record layout; bump on incompatible changes.
 pub const LAYOUT_VERSION: u32 = 1;
 
+/// The most recent `exec_workspace` command of a workspace (`last_command` of
+/// [`WorkspaceInfo`](crate::workspace::WorkspaceInfo)).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LastCommand {
+    /// Position in the history, 1-based; equals `command_count` when it was recorded.
     pub sequence: u64,
+    /// The command text, with secret values replaced by `[REDACTED]`.
     pub command: String,
+    /// Directory it ran in: always `/workspace`.
     pub cwd: String,
+    /// Exit status; 124 when it timed out.
     pub exit_code: i32,
+    /// Wall time of the command in milliseconds.
     pub duration_ms: u64,
+    /// `guest_vsock` (ran in the guest through pyro's agent).
     pub execution_mode: String,
 }
 
+/// What `/workspace` was seeded with at create (`workspace_seed`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SeedInfo {
     /// `empty`, `directory` or `tar_archive`.
     pub mode: String,
+    /// Absolute host path of the seed directory or archive; `None` for an empty seed.
     pub seed_path: Option<String>,
+    /// Guest directory the seed was unpacked into: `/workspace`.
     pub destination: String,
+    /// Archive entries (files, directories, symlinks) unpacked.
     pub entry_count: u64,
+    /// Bytes of regular-file content unpacked.
     pub bytes_written: u64,
 }
 
+/// A secret as shown in payloads: its name and kind, never its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SecretRecord {
+    /// Secret name (`[A-Za-z_][A-Za-z0-9_]{0,63}`); the guest file is `/run/pyro-secrets/<name>`.
     pub name: String,
     /// `literal` or `file`.
     pub source_kind: String,

@@ -34,12 +34,19 @@ pub struct DiffPayload {
 /// Counts of a diff. `text_patched + non_text == total`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DiffSummary {
+    /// Changed paths.
     pub total: u64,
+    /// Paths only in the current tree.
     pub added: u64,
+    /// Files whose bytes changed, or symlinks whose target changed.
     pub modified: u64,
+    /// Paths only in the baseline.
     pub deleted: u64,
+    /// Paths whose kind changed (e.g. file to symlink).
     pub type_changed: u64,
+    /// Changed paths that got a text patch (UTF-8 files without NUL bytes).
     pub text_patched: u64,
+    /// Changed paths without a text patch (binary files, symlinks, directories, type changes).
     pub non_text: u64,
 }
 
