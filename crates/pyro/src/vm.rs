@@ -11,6 +11,7 @@ use std::time::Duration;
 
 /// Payload of `create_vm`, `start_vm`, `stop_vm`, `status_vm` (REFERENCE §6.1 + `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VmInfo {
     pub vm_id: String,
     pub environment: String,
@@ -35,6 +36,7 @@ pub struct VmInfo {
 
 /// Options of `create_vm` / `run_in_vm`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateVmOptions {
     pub environment: String,
     pub vcpu_count: u32,
@@ -60,6 +62,7 @@ impl CreateVmOptions {
 
 /// `cleanup` block of a run payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Cleanup {
     pub vm_id: String,
     pub deleted: bool,
@@ -68,6 +71,7 @@ pub struct Cleanup {
 
 /// Payload of `exec_vm` / `run_in_vm` (REFERENCE §6.1 + `backend` and truncation flags).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunResult {
     pub vm_id: String,
     pub environment: String,
@@ -88,6 +92,7 @@ pub struct RunResult {
 
 /// Payload of `delete_vm`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeleteVmResult {
     pub vm_id: String,
     pub deleted: bool,
@@ -96,6 +101,7 @@ pub struct DeleteVmResult {
 
 /// Payload of `reap_expired`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReapResult {
     pub deleted_vm_ids: Vec<String>,
     pub count: usize,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskListResult {
     pub workspace_id: String,
     pub path: String,
@@ -18,6 +19,7 @@ pub struct DiskListResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskReadResult {
     pub workspace_id: String,
     pub path: String,
@@ -28,6 +30,7 @@ pub struct DiskReadResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskExportResult {
     pub workspace_id: String,
     pub output_path: String,

@@ -33,6 +33,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Options of `create_workspace` (reference defaults via [`CreateWorkspaceOptions::new`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateWorkspaceOptions {
     pub environment: String,
     pub vcpu_count: u32,
@@ -67,6 +68,7 @@ impl CreateWorkspaceOptions {
 
 /// Options of `update_workspace`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateWorkspaceOptions {
     pub name: Option<String>,
     pub clear_name: bool,
@@ -78,6 +80,7 @@ pub struct UpdateWorkspaceOptions {
 
 /// Public workspace payload (REFERENCE §6.2 keys + `backend`, `last_error`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceInfo {
     pub workspace_id: String,
     pub name: Option<String>,
@@ -114,6 +117,7 @@ pub struct WorkspaceInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResetInfo {
     pub snapshot_name: String,
     pub kind: String,
@@ -124,6 +128,7 @@ pub struct ResetInfo {
 
 /// One row of `list_workspaces`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceListItem {
     pub workspace_id: String,
     pub name: Option<String>,
@@ -139,12 +144,14 @@ pub struct WorkspaceListItem {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceList {
     pub count: usize,
     pub workspaces: Vec<WorkspaceListItem>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeleteWorkspaceResult {
     pub workspace_id: String,
     pub deleted: bool,

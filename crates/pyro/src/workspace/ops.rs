@@ -14,6 +14,7 @@ use std::time::Duration;
 pub const MAX_TEXT_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceExecResult {
     pub workspace_id: String,
     pub environment: String,
@@ -34,6 +35,7 @@ pub struct WorkspaceExecResult {
 
 /// One history entry (`commands/<seq>.json`) with its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CommandEntry {
     pub sequence: u64,
     pub command: String,
@@ -49,6 +51,7 @@ pub struct CommandEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceLogs {
     pub workspace_id: String,
     pub count: usize,
@@ -56,6 +59,7 @@ pub struct WorkspaceLogs {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SyncInfo {
     pub mode: String,
     pub source_path: String,
@@ -65,6 +69,7 @@ pub struct SyncInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SyncResult {
     pub workspace_id: String,
     pub execution_mode: String,
@@ -72,6 +77,7 @@ pub struct SyncResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportResult {
     pub workspace_id: String,
     pub workspace_path: String,
@@ -83,6 +89,7 @@ pub struct ExportResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileListEntry {
     pub path: String,
     pub artifact_type: String,
@@ -91,6 +98,7 @@ pub struct FileListEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileListResult {
     pub workspace_id: String,
     pub path: String,
@@ -100,6 +108,7 @@ pub struct FileListResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileReadResult {
     pub workspace_id: String,
     pub path: String,
@@ -111,6 +120,7 @@ pub struct FileReadResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileWriteResult {
     pub workspace_id: String,
     pub path: String,
@@ -120,6 +130,7 @@ pub struct FileWriteResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PatchSummary {
     pub total: u64,
     pub added: u64,
@@ -128,12 +139,14 @@ pub struct PatchSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PatchEntry {
     pub path: String,
     pub status: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PatchResult {
     pub workspace_id: String,
     pub changed: bool,
@@ -144,6 +157,7 @@ pub struct PatchResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiffResult {
     pub workspace_id: String,
     #[serde(flatten)]
@@ -151,6 +165,7 @@ pub struct DiffResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotInfo {
     pub workspace_id: String,
     pub snapshot_name: String,
@@ -163,6 +178,7 @@ pub struct SnapshotInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotCreateResult {
     pub workspace_id: String,
     pub snapshot: SnapshotInfo,
@@ -170,6 +186,7 @@ pub struct SnapshotCreateResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotList {
     pub workspace_id: String,
     pub count: usize,
@@ -177,6 +194,7 @@ pub struct SnapshotList {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotDeleteResult {
     pub workspace_id: String,
     pub snapshot_name: String,

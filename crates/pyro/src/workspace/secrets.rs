@@ -17,6 +17,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// One secret of `create_workspace`: exactly one of `value` / `file_path`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SecretSpec {
     pub name: String,
     pub value: Option<String>,

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub const LAYOUT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LastCommand {
     pub sequence: u64,
     pub command: String,
@@ -27,6 +28,7 @@ pub struct LastCommand {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SeedInfo {
     /// `empty`, `directory` or `tar_archive`.
     pub mode: String,
@@ -37,6 +39,7 @@ pub struct SeedInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SecretRecord {
     pub name: String,
     /// `literal` or `file`.
@@ -45,6 +48,7 @@ pub struct SecretRecord {
 
 /// `workspace.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceRecord {
     pub layout_version: u32,
     pub workspace_id: String,
