@@ -4,11 +4,14 @@
 //! - `pyro-agent pid1`: stage 2, PID 1 in the real root, see [`init::pid1`].
 //! - `pyro-agent serve`: the agent service on the virtio-serial port.
 //! - `pyro-agent serve --socket PATH`: the agent service on a Unix socket (host-side tests).
+//! - `pyro-agent service-run DIR NAME CWD COMMAND`: the runner of one background service.
 
 mod exec;
 mod fs;
 mod init;
 mod serve;
+mod service;
+mod shell;
 mod sys;
 
 fn main() {
@@ -20,6 +23,7 @@ fn main() {
         ["pid1"] => init::pid1(),
         ["serve"] => serve::serve_device(),
         ["serve", "--socket", path] => serve::serve_socket(path),
+        ["service-run", dir, name, cwd, command] => service::run_service(dir, name, cwd, command),
         ["--version"] => {
             println!("pyro-agent {} (protocol {})", env!("CARGO_PKG_VERSION"), pyro_protocol::PROTOCOL_VERSION);
             0

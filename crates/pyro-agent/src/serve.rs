@@ -208,6 +208,8 @@ struct Ctx {
     out: OutTx,
     running: Running,
     fs: crate::fs::FsState,
+    shells: crate::shell::Shells,
+    services: crate::service::Services,
     power: PowerAction,
     stop: Arc<Notify>,
 }
@@ -234,6 +236,14 @@ fn send(out: &OutTx, id: u64, response: Response) {
     let _ = out.send(Outgoing::Frame(body));
 }
 
+/// Where service state and logs live: tmpfs `/run/pyro-services` in a guest; socket mode
+/// (host-side tests) may point it elsewhere so it never touches the host's `/run`.
+fn services_dir() -> PathBuf {
+    std::env::var_os("PYRO_AGENT_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(pyro_protocol::session::SERVICES_DIR))
+}
+
 fn ready_frame() -> Response {
     Response::Ready {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -251,6 +261,8 @@ where
         out,
         running: Running::default(),
         fs: crate::fs::FsState::default(),
+        shells: crate::shell::Shells::default(),
+        services: crate::service::Services::new(services_dir()),
         power,
         stop: Arc::new(Notify::new()),
     };
@@ -311,6 +323,8 @@ async fn handle(id: u64, request: Request, ctx: Ctx) {
         }
         Request::Poweroff => return poweroff(id, &ctx).await,
         Request::Fs(req) => crate::fs::handle(req, &ctx.fs).await,
+        Request::Shell(req) => ctx.shells.handle(req).await,
+        Request::Service(req) => ctx.services.handle(req).await,
         Request::Supervisor(_) => Response::error("unsupported", "supervisor requests are handled on the host"),
     };
     send(&ctx.out, id, response);

@@ -2,6 +2,7 @@
 //! real framing and encoding.
 
 use futures::{SinkExt, StreamExt};
+use pyro_protocol::session::{ReadinessProbe, ServiceRequest, ServiceResponse, ServiceState};
 use pyro_protocol::{
     codec, decode, encode, ExecRequest, Request, RequestFrame, Response, ResponseFrame, SupervisorRequest,
     PROTOCOL_VERSION, READY_FRAME_ID,
@@ -28,7 +29,12 @@ impl Drop for Agent {
 async fn start() -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("agent.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_pyro-agent")).args(["serve", "--socket"]).arg(&sock).spawn().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pyro-agent"))
+        .args(["serve", "--socket"])
+        .arg(&sock)
+        .env("PYRO_AGENT_SERVICES_DIR", dir.path().join("services"))
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {
         match UnixStream::connect(&sock).await {
@@ -224,4 +230,102 @@ async fn a_vanished_client_ends_the_service() {
         assert!(Instant::now() < deadline, "agent still running after the client left");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn service_start(name: &str, command: &str, readiness: Option<ReadinessProbe>, timeout_ms: u64) -> Request {
+    Request::Service(ServiceRequest::Start {
+        name: name.into(),
+        command: command.into(),
+        cwd: "/".into(),
+        env: BTreeMap::from([("GREETING".to_string(), "hello-from-env".to_string())]),
+        readiness,
+        ready_timeout_ms: timeout_ms,
+        ready_interval_ms: 50,
+    })
+}
+
+fn state_of(r: Response) -> ServiceState {
+    match r {
+        Response::Service(ServiceResponse::State(s)) => s,
+        other => panic!("not a service state: {other:?}"),
+    }
+}
+
+/// Services run as real process groups under the runner: readiness, env, logs, TERM stop,
+/// readiness timeout (service stopped, logs kept), exit before ready, and a readiness wait
+/// that does not hold up other requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_start_wait_log_and_stop() {
+    let mut agent = start().await;
+    agent.ready().await;
+    let dir = agent._dir.path().to_path_buf();
+    let marker = dir.join("ready-marker");
+    let cmd = format!("echo out-$GREETING; echo err-line >&2; sleep 0.3; touch {}; exec sleep 100", marker.display());
+    let probe = ReadinessProbe::File { path: marker.display().to_string() };
+    let s = state_of(agent.call(2, service_start("web", &cmd, Some(probe), 10_000)).await);
+    assert_eq!(s.state, "running");
+    assert!(s.ready_at.is_some());
+    // Already running: refused.
+    match agent.call(3, service_start("web", "true", None, 1000)).await {
+        Response::Error(e) => assert!(e.message.contains("already running"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    let logs =
+        match agent.call(4, Request::Service(ServiceRequest::Logs { name: "web".into(), tail_lines: Some(200) })).await
+        {
+            Response::Service(ServiceResponse::Logs(l)) => l,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "out-hello-from-env\n");
+    assert_eq!(String::from_utf8_lossy(&logs.stderr), "err-line\n");
+    let pid = s.pid.unwrap();
+    let stopped =
+        state_of(agent.call(5, Request::Service(ServiceRequest::Stop { name: "web".into(), grace_ms: 5000 })).await);
+    assert_eq!(stopped.state, "stopped");
+    assert_eq!(stopped.stop_reason.as_deref(), Some("sigterm"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z")
+    );
+
+    // Readiness that never comes: a slow wait runs while other requests are answered.
+    agent
+        .send(6, service_start("never", "sleep 100", Some(ReadinessProbe::Tcp { address: "127.0.0.1:1".into() }), 1500))
+        .await;
+    let began = Instant::now();
+    agent.send(7, Request::Ping).await;
+    let first = agent.recv().await;
+    assert_eq!(first.id, 7, "ping waited for the readiness loop");
+    assert!(began.elapsed() < Duration::from_millis(1000));
+    let failed = agent.recv().await;
+    assert_eq!(failed.id, 6);
+    let failed = state_of(failed.response);
+    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.stop_reason.as_deref(), Some("readiness_timeout"));
+    assert!(failed.readiness_error.unwrap().contains("127.0.0.1:1"));
+
+    // Exits before ready.
+    let gone = state_of(
+        agent
+            .call(8, service_start("quick", "exit 3", Some(ReadinessProbe::File { path: "/nonexistent".into() }), 5000))
+            .await,
+    );
+    assert_eq!(gone.state, "failed");
+    assert_eq!(gone.stop_reason.as_deref(), Some("process_exited_before_ready"));
+    assert_eq!(gone.exit_code, Some(3));
+
+    // A plain service that exits by itself is reported exited with its code.
+    state_of(agent.call(9, service_start("job", "exit 5", None, 1000)).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let job = state_of(agent.call(10, Request::Service(ServiceRequest::Status { name: "job".into() })).await);
+    assert_eq!((job.state.as_str(), job.exit_code), ("exited", Some(5)));
+    match agent.call(11, Request::Service(ServiceRequest::List)).await {
+        Response::Service(ServiceResponse::List { services }) => {
+            let names: Vec<_> = services.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["job", "never", "quick", "web"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The runtime files live in the configured directory, nowhere else.
+    assert!(dir.join("services/web.stdout").exists());
 }

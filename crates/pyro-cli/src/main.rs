@@ -2,6 +2,7 @@
 //! the payload (human text or `--json`). No engine logic lives here.
 
 mod output;
+mod sessions;
 mod workspace;
 
 use clap::{Args, Parser, Subcommand};

@@ -49,6 +49,12 @@ pub enum WorkspaceCommand {
     /// Inspect a STOPPED workspace's disk without booting it (secondary to the live tools).
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Interactive PTY shells in a started workspace.
+    #[command(subcommand)]
+    Shell(crate::sessions::ShellCommand),
+    /// Named background services with readiness checks and published ports.
+    #[command(subcommand)]
+    Service(crate::sessions::ServiceCommand),
 }
 
 #[derive(Subcommand)]
@@ -301,6 +307,8 @@ impl WorkspaceCommand {
             Disk(DiskCommand::List(a)) => a.json,
             Disk(DiskCommand::Read(a)) => a.json,
             Disk(DiskCommand::Export(a)) => a.json,
+            Shell(c) => c.json(),
+            Service(c) => c.json(),
         })
     }
 }
@@ -348,7 +356,7 @@ fn parse_secrets(literal: &[String], files: &[String]) -> pyro::Result<Vec<pyro:
 
 /// `--secret-env SECRET[=ENV]` → {SECRET: ENV}; ENV defaults to the secret's name and a
 /// secret may be mapped once.
-fn parse_secret_env(items: &[String]) -> pyro::Result<BTreeMap<String, String>> {
+pub fn parse_secret_env(items: &[String]) -> pyro::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
         let (secret, var) = match item.split_once('=') {
@@ -727,6 +735,8 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 );
             }
         }
+        WorkspaceCommand::Shell(c) => return crate::sessions::run_shell(pyro, c).await,
+        WorkspaceCommand::Service(c) => return crate::sessions::run_service(pyro, c).await,
         WorkspaceCommand::Start(a) => {
             let w = pyro.start_workspace(&a.workspace_id).await?;
             if json {

@@ -53,10 +53,9 @@ fn doctor_reports_kvm_probe_and_selected_backend_consistently() {
 fn run_works_as_an_unprivileged_user() {
     let home = TestHome::new();
     let is_root = unsafe { libc::geteuid() } == 0;
-    let mut cmd;
+    let user = std::env::var("PYRO_TEST_USER").unwrap_or_else(|_| "pyro-test".into());
     if is_root {
         // scripts/test.sh creates this user; the shared cache must be world-readable.
-        let user = std::env::var("PYRO_TEST_USER").unwrap_or_else(|_| "pyro-test".into());
         let status = std::process::Command::new("id").arg(&user).status().unwrap();
         assert!(status.success(), "user {user} missing: run scripts/test.sh (it creates it)");
         // The checkout may sit under a directory the user cannot enter (/root): give it
@@ -74,18 +73,25 @@ fn run_works_as_an_unprivileged_user() {
             .status()
             .unwrap();
         assert!(status.success());
-        cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid", &user, "--regid", &user, "--init-groups", "--"]);
-        cmd.arg(bin_dir.join("pyro"));
-        cmd.env("HOME", home.path());
-    } else {
-        cmd = std::process::Command::new(common::pyro_bin());
     }
-    cmd.env("PYRO_HOME", home.path().join("state"));
-    // Share the suite's environment cache (read-only for this user).
-    let cache = std::env::var("PYRO_CACHE_DIR")
-        .unwrap_or_else(|_| format!("{}/.cache/pyro", std::env::var("HOME").unwrap_or_default()));
-    cmd.env("PYRO_CACHE_DIR", cache);
+    let pyro_cmd = || {
+        let mut cmd;
+        if is_root {
+            cmd = std::process::Command::new("setpriv");
+            cmd.args(["--reuid", &user, "--regid", &user, "--init-groups", "--"]);
+            cmd.arg(home.path().join("bin/pyro"));
+            cmd.env("HOME", home.path());
+        } else {
+            cmd = std::process::Command::new(common::pyro_bin());
+        }
+        cmd.env("PYRO_HOME", home.path().join("state"));
+        // Share the suite's environment cache (read-only for this user).
+        let cache = std::env::var("PYRO_CACHE_DIR")
+            .unwrap_or_else(|_| format!("{}/.cache/pyro", std::env::var("HOME").unwrap_or_default()));
+        cmd.env("PYRO_CACHE_DIR", cache);
+        cmd
+    };
+    let mut cmd = pyro_cmd();
     let o = cmd.args(["run", "debian:12", "--json", "--", "sh", "-c", "id -u; git --version"]).output().unwrap();
     assert!(o.status.success(), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
     let v = json(&o);
@@ -99,4 +105,54 @@ fn run_works_as_an_unprivileged_user() {
         });
         assert_ne!(owner.unwrap(), 0, "state dir was created by root");
     }
+
+    // A workspace with a shell and a published service needs no privilege either (QEMU
+    // user-mode networking forwards the port; no TAP, no nftables).
+    let run = |args: &[&str]| {
+        let o = pyro_cmd().args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+        json(&o)
+    };
+    let w = run(&["workspace", "create", "debian:12-build", "--network-policy", "egress+published-ports", "--json"]);
+    let id = w["workspace_id"].as_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+    let publish = format!("{port}:8000");
+    let s = run(&[
+        "workspace",
+        "service",
+        "start",
+        &id,
+        "web",
+        "--ready-tcp",
+        "127.0.0.1:8000",
+        "--publish",
+        &publish,
+        "--json",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "8000",
+    ]);
+    assert_eq!(s["state"], "running");
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    let sh = run(&["workspace", "shell", "open", &id, "--json"]);
+    let shell = sh["shell_id"].as_str().unwrap().to_string();
+    run(&["workspace", "shell", "write", &id, &shell, "--input", "echo user-shell-$((40+2))", "--json"]);
+    let mut out = String::new();
+    for _ in 0..20 {
+        let r = run(&["workspace", "shell", "read", &id, &shell, "--wait-for-idle-ms", "300", "--json"]);
+        out = r["output"].as_str().unwrap().to_string();
+        if out.contains("user-shell-42") {
+            break;
+        }
+    }
+    assert!(out.contains("user-shell-42"), "{out}");
+    run(&["workspace", "delete", &id, "--json"]);
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "forward outlived the workspace");
 }

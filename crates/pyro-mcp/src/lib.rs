@@ -146,10 +146,7 @@ impl PyroMcp {
             Profile::WorkspaceFull => router += Self::full_variants(),
             _ => router += Self::core_variants(),
         }
-        #[cfg(feature = "shells-services")]
-        {
-            router += Self::shell_service_tools();
-        }
+        router += Self::shell_service_tools();
         let wanted = profile.tool_names();
         let names: Vec<String> = router.list_all().into_iter().map(|t| t.name.to_string()).collect();
         for name in names {

@@ -331,3 +331,165 @@ pub struct ResetParams {
     #[serde(default = "baseline")]
     pub snapshot: String,
 }
+
+fn cols_default() -> u16 {
+    120
+}
+fn rows_default() -> u16 {
+    30
+}
+fn max_chars_default() -> u64 {
+    65536
+}
+fn yes() -> bool {
+    true
+}
+fn int_signal() -> String {
+    "INT".into()
+}
+fn ready_timeout_default() -> u64 {
+    30
+}
+fn ready_interval_default() -> u64 {
+    500
+}
+fn tail_default() -> u64 {
+    200
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellOpenParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// Working directory under `/workspace`.
+    #[serde(default = "workspace_path")]
+    pub cwd: String,
+    /// Terminal width.
+    #[serde(default = "cols_default")]
+    pub cols: u16,
+    /// Terminal height.
+    #[serde(default = "rows_default")]
+    pub rows: u16,
+    /// Map of workspace secret name to environment variable name, exported in the shell.
+    #[serde(default)]
+    pub secret_env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellIdParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// The shell id returned by `shell_open`.
+    pub shell_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellReadParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// The shell id returned by `shell_open`.
+    pub shell_id: String,
+    /// Character offset to read from; pass the previous `next_cursor` to continue.
+    #[serde(default)]
+    pub cursor: u64,
+    /// Most characters to return.
+    #[serde(default = "max_chars_default")]
+    pub max_chars: u64,
+    /// Render the screen as plain text (cursor movement and colours resolved).
+    #[serde(default)]
+    pub plain: bool,
+    /// Return only once the output has been quiet this long (1..10000 ms).
+    #[serde(default)]
+    pub wait_for_idle_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellWriteParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// The shell id returned by `shell_open`.
+    pub shell_id: String,
+    /// Text to type into the shell.
+    pub input: String,
+    /// Press Enter after the input.
+    #[serde(default = "yes")]
+    pub append_newline: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellSignalParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// The shell id returned by `shell_open`.
+    pub shell_id: String,
+    /// `HUP`, `INT`, `QUIT`, `TERM` or `KILL`, sent to the shell's foreground process group.
+    #[serde(default = "int_signal")]
+    pub signal_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStartParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// Service name matching `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+    pub service_name: String,
+    /// Shell command that runs the service (`sh -lc`).
+    pub command: String,
+    /// Working directory under `/workspace`.
+    #[serde(default = "workspace_path")]
+    pub cwd: String,
+    /// Ready when this guest path exists.
+    #[serde(default)]
+    pub ready_file: Option<String>,
+    /// Ready when `HOST:PORT` in the guest accepts TCP.
+    #[serde(default)]
+    pub ready_tcp: Option<String>,
+    /// Ready when this `http://` URL (from inside the guest) answers 200-399.
+    #[serde(default)]
+    pub ready_http: Option<String>,
+    /// Ready when this command exits 0.
+    #[serde(default)]
+    pub ready_command: Option<String>,
+    /// Seconds to wait for readiness.
+    #[serde(default = "ready_timeout_default")]
+    pub ready_timeout_seconds: u64,
+    /// Milliseconds between readiness checks.
+    #[serde(default = "ready_interval_default")]
+    pub ready_interval_ms: u64,
+    /// Map of workspace secret name to environment variable name for the service.
+    #[serde(default)]
+    pub secret_env: Option<BTreeMap<String, String>>,
+    /// Ports to publish on host 127.0.0.1: `{"guest_port": N, "host_port": M or null}`.
+    #[serde(default)]
+    pub published_ports: Option<Vec<pyro::workspace::PublishedPortSpec>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNameParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// The service name given to `service_start`.
+    pub service_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLogsParams {
+    /// The workspace id.
+    pub workspace_id: String,
+    /// The service name given to `service_start`.
+    pub service_name: String,
+    /// Last lines of each stream to return.
+    #[serde(default = "tail_default")]
+    pub tail_lines: u64,
+    /// Return everything kept instead of the tail.
+    #[serde(default)]
+    pub all: bool,
+}

@@ -713,3 +713,213 @@ impl PyroMcp {
         .await
     }
 }
+
+/// Shells (PTY sessions) and services (named background processes) of `workspace-full`.
+#[tool_router(router = shell_service_tools, vis = "pub(crate)")]
+impl PyroMcp {
+    /// Open an interactive bash on a PTY in a started workspace, for stateful work (a REPL,
+    /// a debugger, a long-running foreground program). Drive it with shell_write and
+    /// shell_read; it lives until shell_close or the workspace stops. For single commands
+    /// prefer workspace_exec.
+    #[tool(annotations(
+        title = "Open a shell",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn shell_open(
+        &self,
+        Parameters(a): Parameters<Args<ShellOpenParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<shells::ShellInfo>, String> {
+        let a = args(a)?;
+        let opts = shells::OpenShellOptions {
+            cwd: a.cwd,
+            cols: a.cols,
+            rows: a.rows,
+            secret_env: a.secret_env.unwrap_or_default(),
+        };
+        self.call("shell_open", &ctx, self.pyro.open_shell(&a.workspace_id, opts)).await
+    }
+
+    /// Read a shell's output from `cursor` (pass the previous next_cursor to continue). Use
+    /// wait_for_idle_ms to wait until a command has finished printing, and plain for a
+    /// rendered screen without escape codes. Each shell keeps its last 1 Mi characters.
+    #[tool(annotations(
+        title = "Read shell output",
+        read_only_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn shell_read(
+        &self,
+        Parameters(a): Parameters<Args<ShellReadParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<shells::ShellReadResult>, String> {
+        let a = args(a)?;
+        let opts = shells::ReadShellOptions {
+            cursor: a.cursor,
+            max_chars: a.max_chars,
+            plain: a.plain,
+            wait_for_idle_ms: a.wait_for_idle_ms,
+        };
+        self.call("shell_read", &ctx, self.pyro.read_shell(&a.workspace_id, &a.shell_id, opts)).await
+    }
+
+    /// Type text into a shell (Enter appended unless append_newline is false). Read the
+    /// result with shell_read.
+    #[tool(annotations(
+        title = "Write to a shell",
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn shell_write(
+        &self,
+        Parameters(a): Parameters<Args<ShellWriteParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<shells::ShellWriteResult>, String> {
+        let a = args(a)?;
+        self.call("shell_write", &ctx, self.pyro.write_shell(&a.workspace_id, &a.shell_id, &a.input, a.append_newline))
+            .await
+    }
+
+    /// Send a signal (default INT, like Ctrl-C) to the shell's foreground process group.
+    #[tool(annotations(
+        title = "Signal a shell",
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn shell_signal(
+        &self,
+        Parameters(a): Parameters<Args<ShellSignalParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<shells::ShellSignalResult>, String> {
+        let a = args(a)?;
+        self.call("shell_signal", &ctx, self.pyro.signal_shell(&a.workspace_id, &a.shell_id, &a.signal_name)).await
+    }
+
+    /// Close a shell and end everything running in it.
+    #[tool(annotations(
+        title = "Close a shell",
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn shell_close(
+        &self,
+        Parameters(a): Parameters<Args<ShellIdParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<shells::ShellCloseResult>, String> {
+        let a = args(a)?;
+        self.call("shell_close", &ctx, self.pyro.close_shell(&a.workspace_id, &a.shell_id)).await
+    }
+
+    /// Start a named background service (a dev server, a database) in a started workspace
+    /// and wait for its readiness check (first set of ready_file > ready_tcp > ready_http >
+    /// ready_command). Optionally publish guest ports on host 127.0.0.1. It runs until
+    /// service_stop or the workspace stops; logs stay readable with service_logs.
+    #[tool(annotations(
+        title = "Start a service",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = true
+    ))]
+    async fn service_start(
+        &self,
+        Parameters(a): Parameters<Args<ServiceStartParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<ServiceInfo>, String> {
+        let a = args(a)?;
+        let readiness = match (a.ready_file, a.ready_tcp, a.ready_http, a.ready_command) {
+            (Some(path), _, _, _) => Some(Readiness::File { path }),
+            (None, Some(address), _, _) => Some(Readiness::Tcp { address }),
+            (None, None, Some(url), _) => Some(Readiness::Http { url }),
+            (None, None, None, Some(command)) => Some(Readiness::Command { command }),
+            (None, None, None, None) => None,
+        };
+        let opts = StartServiceOptions {
+            command: a.command,
+            cwd: a.cwd,
+            readiness,
+            ready_timeout_seconds: a.ready_timeout_seconds,
+            ready_interval_ms: a.ready_interval_ms,
+            secret_env: a.secret_env.unwrap_or_default(),
+            published_ports: a.published_ports.unwrap_or_default(),
+        };
+        self.call("service_start", &ctx, self.pyro.start_service(&a.workspace_id, &a.service_name, opts)).await
+    }
+
+    /// List a workspace's services with their state, readiness and published ports.
+    #[tool(annotations(
+        title = "List services",
+        read_only_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn service_list(
+        &self,
+        Parameters(a): Parameters<Args<WorkspaceIdParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<ServiceList>, String> {
+        let a = args(a)?;
+        self.call("service_list", &ctx, self.pyro.list_services(&a.workspace_id)).await
+    }
+
+    /// One service's state (running, exited, stopped, failed), exit code and stop reason.
+    #[tool(annotations(
+        title = "Service status",
+        read_only_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn service_status(
+        &self,
+        Parameters(a): Parameters<Args<ServiceNameParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<ServiceInfo>, String> {
+        let a = args(a)?;
+        self.call("service_status", &ctx, self.pyro.status_service(&a.workspace_id, &a.service_name)).await
+    }
+
+    /// Stop a service (TERM, then KILL after a grace period). Its logs are kept.
+    #[tool(annotations(
+        title = "Stop a service",
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn service_stop(
+        &self,
+        Parameters(a): Parameters<Args<ServiceNameParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<ServiceInfo>, String> {
+        let a = args(a)?;
+        self.call("service_stop", &ctx, self.pyro.stop_service(&a.workspace_id, &a.service_name)).await
+    }
+
+    /// A service's stdout and stderr: the last tail_lines lines of each (or all kept
+    /// output), secrets redacted.
+    #[tool(annotations(
+        title = "Service logs",
+        read_only_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn service_logs(
+        &self,
+        Parameters(a): Parameters<Args<ServiceLogsParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<ServiceLogs>, String> {
+        let a = args(a)?;
+        self.call("service_logs", &ctx, self.pyro.logs_service(&a.workspace_id, &a.service_name, a.tail_lines, a.all))
+            .await
+    }
+}

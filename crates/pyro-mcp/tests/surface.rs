@@ -13,8 +13,12 @@ fn surface() -> String {
             .tools()
             .iter()
             .map(|t| {
-                let mut params: Vec<&String> =
-                    t.input_schema.get("properties").and_then(|p| p.as_object()).map(|p| p.keys().collect()).unwrap_or_default();
+                let mut params: Vec<&String> = t
+                    .input_schema
+                    .get("properties")
+                    .and_then(|p| p.as_object())
+                    .map(|p| p.keys().collect())
+                    .unwrap_or_default();
                 params.sort();
                 let params: Vec<&str> = params.iter().map(|s| s.as_str()).collect();
                 format!("{} {}: {}", profile.as_str(), t.name, params.join(" ")).trim_end().to_string()

@@ -10,6 +10,7 @@
 //! unsolicited [`Response::Ready`] with id [`READY_FRAME_ID`] as soon as it owns the channel.
 
 pub mod fs;
+pub mod session;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -94,6 +95,10 @@ pub enum Request {
     Supervisor(SupervisorRequest),
     /// Workspace filesystem and archive operations.
     Fs(fs::FsRequest),
+    /// PTY shells.
+    Shell(session::ShellRequest),
+    /// Background services.
+    Service(session::ServiceRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +145,8 @@ pub enum Response {
     Exec(ExecResult),
     Supervisor(SupervisorStatus),
     Fs(fs::FsResponse),
+    Shell(session::ShellResponse),
+    Service(session::ServiceResponse),
     Error(ErrorInfo),
 }
 

@@ -21,6 +21,7 @@ mod hostcompat;
 pub mod limits;
 pub mod machine;
 pub mod progress;
+mod qmp;
 pub mod supervisor;
 pub mod util;
 pub mod vm;

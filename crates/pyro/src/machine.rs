@@ -233,6 +233,7 @@ fn guest_error(e: &pyro_protocol::ErrorInfo) -> Error {
         "invalid_path" | "unsupported_type" | "too_large" | "bad_request" | "exists" => {
             Error::InvalidInput(e.message.clone())
         }
+        "invalid_state" => Error::InvalidState(e.message.clone()),
         _ => Error::Guest(e.message.clone()),
     }
 }
@@ -369,4 +370,28 @@ pub fn clone_disk(env: &InstalledEnvironment, dest: &Path) -> Result<&'static st
 /// Replace the guest's `/run/pyro-secrets` contents (tmpfs; never on the disk image).
 pub async fn install_secrets(vm_dir: &Path, secrets: Vec<pyro_protocol::fs::SecretFile>) -> Result<()> {
     fs_call(vm_dir, FsRequest::InstallSecrets { secrets }).await.map(|_| ())
+}
+
+// ---------------------------------------------------------------------------------------
+// Shells and services.
+// ---------------------------------------------------------------------------------------
+
+use pyro_protocol::session::{ServiceRequest, ServiceResponse, ShellRequest, ShellResponse};
+
+/// One shell request; `timeout` bounds the whole round trip (idle waits included).
+pub async fn shell_call(vm_dir: &Path, req: ShellRequest, timeout: Duration) -> Result<ShellResponse> {
+    match supervisor::call(vm_dir, Request::Shell(req), Some(timeout)).await? {
+        Response::Shell(r) => Ok(r),
+        Response::Error(e) => Err(guest_error(&e)),
+        other => Err(Error::Guest(format!("unexpected answer from the guest: {other:?}"))),
+    }
+}
+
+/// One service request; `timeout` bounds the whole round trip (readiness waits included).
+pub async fn service_call(vm_dir: &Path, req: ServiceRequest, timeout: Duration) -> Result<ServiceResponse> {
+    match supervisor::call(vm_dir, Request::Service(req), Some(timeout)).await? {
+        Response::Service(r) => Ok(r),
+        Response::Error(e) => Err(guest_error(&e)),
+        other => Err(Error::Guest(format!("unexpected answer from the guest: {other:?}"))),
+    }
 }

@@ -51,6 +51,18 @@ fn sdk_method_names_exist() {
         Pyro::reset_workspace,
         Pyro::doctor,
     );
+    let _ = (
+        Pyro::open_shell,
+        Pyro::read_shell,
+        Pyro::write_shell,
+        Pyro::signal_shell,
+        Pyro::close_shell,
+        Pyro::start_service,
+        Pyro::list_services,
+        Pyro::status_service,
+        Pyro::stop_service,
+        Pyro::logs_service,
+    );
 }
 
 fn keys<T: serde::Serialize>(v: &T) -> BTreeSet<String> {
@@ -118,4 +130,92 @@ fn workspace_payload_keys_are_pinned() {
     let expected: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys(&info), expected);
     assert_eq!(keys(&info.workspace_seed), set(&["mode", "seed_path", "destination", "entry_count", "bytes_written"]));
+}
+
+#[test]
+fn shell_payload_keys_are_pinned() {
+    let shell = pyro::workspace::ShellInfo {
+        workspace_id: "w".into(),
+        shell_id: "s".into(),
+        cwd: "/workspace".into(),
+        cols: 120,
+        rows: 30,
+        state: "running".into(),
+        started_at: 1.0,
+        ended_at: None,
+        exit_code: None,
+        execution_mode: "guest_vsock".into(),
+        backend: "qemu".into(),
+    };
+    let base = [
+        "workspace_id",
+        "shell_id",
+        "cwd",
+        "cols",
+        "rows",
+        "state",
+        "started_at",
+        "ended_at",
+        "exit_code",
+        "execution_mode",
+        "backend",
+    ];
+    assert_eq!(keys(&shell), set(&base));
+    let read = pyro::workspace::ShellReadResult {
+        shell: shell.clone(),
+        cursor: 0,
+        next_cursor: 1,
+        output: "x".into(),
+        truncated: false,
+        plain: false,
+        wait_for_idle_ms: None,
+        dropped_chars: 0,
+    };
+    let mut expected = set(&base);
+    expected.extend(set(&[
+        "cursor",
+        "next_cursor",
+        "output",
+        "truncated",
+        "plain",
+        "wait_for_idle_ms",
+        "dropped_chars",
+    ]));
+    assert_eq!(keys(&read), expected);
+    let write = pyro::workspace::ShellWriteResult { shell: shell.clone(), input_length: 1, append_newline: true };
+    assert!(keys(&write).is_superset(&set(&["input_length", "append_newline", "shell_id"])));
+    let signal = pyro::workspace::ShellSignalResult { shell: shell.clone(), signal: "INT".into() };
+    assert!(keys(&signal).contains("signal"));
+    let close = pyro::workspace::ShellCloseResult { shell, closed: true };
+    assert!(keys(&close).contains("closed"));
+}
+
+#[test]
+fn service_payload_keys_are_pinned() {
+    let json = serde_json::json!({
+        "workspace_id": "w", "service_name": "web", "state": "running", "command": "x", "cwd": "/workspace",
+        "started_at": 1.0, "ended_at": null, "exit_code": null, "pid": 7, "execution_mode": "guest_vsock",
+        "backend": "qemu", "readiness": {"type": "tcp", "address": "127.0.0.1:80"}, "ready_at": 2.0,
+        "stop_reason": null,
+        "published_ports": [{"host": "127.0.0.1", "host_port": 18080, "guest_port": 80, "protocol": "tcp"}]
+    });
+    let info: pyro::workspace::ServiceInfo = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&info).unwrap(), json);
+    let list = pyro::workspace::ServiceList {
+        workspace_id: "w".into(),
+        count: 1,
+        running_count: 1,
+        services: vec![info.clone()],
+    };
+    assert_eq!(keys(&list), set(&["workspace_id", "count", "running_count", "services"]));
+    let logs = pyro::workspace::ServiceLogs {
+        service: info,
+        stdout: String::new(),
+        stderr: String::new(),
+        tail_lines: Some(200),
+        truncated: false,
+    };
+    let mut expected: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
+    expected.extend(set(&["stdout", "stderr", "tail_lines", "truncated"]));
+    assert_eq!(keys(&logs), expected);
 }

@@ -10,6 +10,8 @@ mod disk;
 pub mod logic;
 mod ops;
 pub mod secrets;
+pub mod services;
+pub mod shells;
 pub mod store;
 
 use crate::backend::BackendKind;
@@ -25,6 +27,8 @@ use store::{SeedInfo, WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
 
 pub use disk::*;
 pub use ops::*;
+pub use services::*;
+pub use shells::*;
 
 /// The guest path of the work tree.
 pub const WORKSPACE_PATH: &str = "/workspace";
@@ -186,8 +190,8 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
         last_command: r.last_command.clone(),
         reset_count: r.reset_count,
         last_reset_at: r.last_reset_at,
-        service_count: 0,
-        running_service_count: 0,
+        service_count: r.service_count,
+        running_service_count: r.running_service_count,
         last_error: r.last_error.clone(),
         metadata: r.metadata.clone(),
         workspace_reset: None,
@@ -208,6 +212,22 @@ pub(crate) fn refresh_liveness(dir: &WorkspaceDir) -> Result<WorkspaceRecord> {
     })?;
     crate::supervisor::clean_stale_files(&dir.runtime_dir());
     Ok(record)
+}
+
+/// Services and shells live exactly as long as the VM that runs them: a stop, start or
+/// reset drops their host records.
+pub(crate) fn forget_sessions(dir: &WorkspaceDir, r: &mut WorkspaceRecord) {
+    services::forget_all(dir, r);
+    shells::forget_all(dir);
+}
+
+/// Give services TERM (then KILL) and shells HUP before the guest powers off, so they end
+/// the way `service stop` / `shell close` end them.
+pub(crate) async fn end_sessions_if_running(dir: &WorkspaceDir) {
+    let runtime = dir.runtime_dir();
+    if crate::supervisor::is_running(&runtime) {
+        services::end_sessions(&runtime, services::STOP_GRACE).await;
+    }
 }
 
 /// Copy what a successful boot decided (backend, mode, metadata) into the saved record.
@@ -231,8 +251,8 @@ fn list_item_of(r: &WorkspaceRecord) -> WorkspaceListItem {
         last_activity_at: r.last_activity_at,
         expires_at: r.expires_at,
         command_count: r.command_count,
-        service_count: 0,
-        running_service_count: 0,
+        service_count: r.service_count,
+        running_service_count: r.running_service_count,
     }
 }
 
@@ -395,6 +415,8 @@ impl Pyro {
             secrets: vec![],
             reset_count: 0,
             last_reset_at: None,
+            service_count: 0,
+            running_service_count: 0,
             backend: String::new(),
             accel: None,
             execution_mode: "pending".into(),
@@ -478,8 +500,10 @@ impl Pyro {
 
     async fn expire(&self, dir: &WorkspaceDir) -> Result<()> {
         let _life = dir.lock_lifecycle_exclusive()?;
+        end_sessions_if_running(dir).await;
         machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await?;
         dir.update(|r| {
+            forget_sessions(dir, r);
             r.state = "stopped".into();
             r.last_error = Some(format!(
                 "workspace expired at {:.0} (ttl_seconds {}); it was stopped and its disk kept: `pyro workspace update {} --ttl-seconds N` extends it and `pyro workspace start` boots it again",
@@ -522,7 +546,16 @@ impl Pyro {
 
     pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
-        Ok(info_of(&refresh_liveness(&dir)?))
+        let record = refresh_liveness(&dir)?;
+        if record.state == "started" && record.service_count > 0 {
+            // Services may have exited on their own since the last service call: ask the
+            // guest, but never let a slow guest hold up a status.
+            let refreshed = tokio::time::timeout(Duration::from_secs(5), self.list_services(&dir.id)).await;
+            if let Ok(Ok(_)) = refreshed {
+                return Ok(info_of(&dir.load()?));
+            }
+        }
+        Ok(info_of(&record))
     }
 
     pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
@@ -601,8 +634,10 @@ impl Pyro {
     pub async fn stop_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lock_lifecycle_exclusive()?;
+        end_sessions_if_running(&dir).await;
         let shut = machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await;
         let (record, _) = dir.update(|r| {
+            forget_sessions(&dir, r);
             r.state = "stopped".into();
             r.last_error = shut.as_ref().err().map(|e| e.to_string());
             r.last_activity_at = now_f64();
@@ -635,6 +670,7 @@ impl Pyro {
         let env = self.ensure_environment(&record.environment).await?;
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
         let (record, _) = dir.update(|r| {
+            forget_sessions(&dir, r);
             match &booted {
                 Ok(()) => mark_booted(r, &record),
                 Err(e) => {

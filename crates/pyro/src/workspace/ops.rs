@@ -219,7 +219,7 @@ fn redact_error(e: Error, secrets: &[(String, String)]) -> Error {
     }
 }
 
-fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
+pub(crate) fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
     dir.update(|r| {
         r.last_activity_at = now_f64();
         Ok(())
@@ -687,6 +687,7 @@ impl Pyro {
             Err(e) => Err(Error::Boot(e.to_string())),
         };
         let (record, _) = dir.update(|r| {
+            super::forget_sessions(&dir, r);
             r.command_count = 0;
             r.last_command = None;
             r.reset_count += 1;

@@ -74,6 +74,12 @@ pub struct WorkspaceRecord {
     pub secrets: Vec<SecretRecord>,
     pub reset_count: u64,
     pub last_reset_at: Option<f64>,
+    /// Services of the current boot (mirrored from the guest on every service call and
+    /// status; zero after stop, start, reset).
+    #[serde(default)]
+    pub service_count: u64,
+    #[serde(default)]
+    pub running_service_count: u64,
     /// `qemu` or `host-compat`.
     pub backend: String,
     /// `kvm` / `tcg` for QEMU.
@@ -87,6 +93,11 @@ pub struct WorkspaceRecord {
 /// An exclusive or shared `flock` held until dropped.
 pub struct FileLock {
     _file: File,
+}
+
+/// An exclusive lock on any lock file (blocks until it is free).
+pub fn flock_exclusive(path: &Path) -> Result<FileLock> {
+    flock(path, libc::LOCK_EX)
 }
 
 fn flock(path: &Path, op: libc::c_int) -> Result<FileLock> {
@@ -230,6 +241,8 @@ mod tests {
             secrets: vec![],
             reset_count: 0,
             last_reset_at: None,
+            service_count: 0,
+            running_service_count: 0,
             backend: "qemu".into(),
             accel: Some("tcg".into()),
             execution_mode: "guest_vsock".into(),

@@ -1,0 +1,179 @@
+//! Long-lived guest processes: PTY shells and background services.
+//!
+//! Shells live in the agent process (their PTY masters and output rings are in its memory);
+//! services are detached process groups whose state and logs are files under
+//! `/run/pyro-services` (tmpfs), so they outlive an agent restart and never reach the disk.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Guest directory of shell state (tmpfs).
+pub const SHELLS_DIR: &str = "/run/pyro-shells";
+/// Guest directory of service state and logs (tmpfs).
+pub const SERVICES_DIR: &str = "/run/pyro-services";
+/// Characters of output each shell keeps; older output is dropped (and reported as dropped).
+pub const SHELL_RING_CHARS: u64 = 1024 * 1024;
+/// Longest a `wait_for_idle_ms` read may wait in total, however chatty the shell is.
+pub const SHELL_IDLE_WAIT_CAP_MS: u64 = 30_000;
+/// Bytes of each service log stream kept per generation; one older generation is kept, so a
+/// stream never takes more than twice this in the guest's tmpfs.
+pub const SERVICE_LOG_GENERATION_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ShellRequest {
+    /// Start `bash --noprofile --norc -i` (or `/bin/sh -i`) on a fresh PTY.
+    Open {
+        shell_id: String,
+        cwd: String,
+        cols: u16,
+        rows: u16,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Values replaced by `[REDACTED]` before output enters the ring, also when a value
+        /// arrives split across reads.
+        #[serde(default)]
+        redact: Vec<String>,
+    },
+    /// Output from character offset `cursor`. With `wait_for_idle_ms`, first wait until the
+    /// shell has been quiet that long (or exited, or `max_chars` are available).
+    Read {
+        shell_id: String,
+        cursor: u64,
+        max_chars: u64,
+        wait_for_idle_ms: Option<u64>,
+    },
+    Write {
+        shell_id: String,
+        input: String,
+    },
+    /// `signal` is a signal number; it goes to the shell's foreground process group.
+    Signal {
+        shell_id: String,
+        signal: i32,
+    },
+    /// HUP to the session, KILL after a grace period; the shell is forgotten.
+    Close {
+        shell_id: String,
+    },
+    /// Close every shell (workspace stop, reset).
+    CloseAll,
+}
+
+/// What the agent knows about one shell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShellStatus {
+    pub shell_id: String,
+    pub running: bool,
+    /// Exit code, or 128 + signal; `None` while running.
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShellOutput {
+    pub status: ShellStatus,
+    /// The cursor the slice starts at (the request's, moved forward if that output was dropped).
+    pub cursor: u64,
+    pub next_cursor: u64,
+    pub output: String,
+    /// More output exists past `next_cursor`.
+    pub truncated: bool,
+    /// Characters between the requested cursor and the oldest one still kept.
+    pub dropped_chars: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ShellResponse {
+    Status(ShellStatus),
+    Output(ShellOutput),
+    Closed { shell_ids: Vec<String> },
+}
+
+/// How the agent decides a service is ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ReadinessProbe {
+    /// The guest path exists.
+    File { path: String },
+    /// `HOST:PORT` accepts a TCP connection within 1 s.
+    Tcp { address: String },
+    /// `GET url` answers 200-399 within 2 s (`http://` only).
+    Http { url: String },
+    /// `sh -lc command` in the service cwd exits 0 within 10 s.
+    Command { command: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServiceRequest {
+    /// Start the service and wait (in this request only) for readiness.
+    Start {
+        name: String,
+        command: String,
+        cwd: String,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        readiness: Option<ReadinessProbe>,
+        ready_timeout_ms: u64,
+        ready_interval_ms: u64,
+    },
+    Status {
+        name: String,
+    },
+    List,
+    /// Both streams; `tail_lines: None` = everything kept.
+    Logs {
+        name: String,
+        tail_lines: Option<u64>,
+    },
+    /// TERM to the process group, KILL after `grace_ms`.
+    Stop {
+        name: String,
+        grace_ms: u64,
+    },
+    /// Stop every running service (workspace stop, reset).
+    StopAll {
+        grace_ms: u64,
+    },
+}
+
+/// The guest's record of a service (the source of truth while the VM runs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceState {
+    pub name: String,
+    pub command: String,
+    pub cwd: String,
+    /// `running`, `exited`, `stopped` or `failed`.
+    pub state: String,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub readiness: Option<ReadinessProbe>,
+    pub started_at: f64,
+    pub ready_at: Option<f64>,
+    pub ended_at: Option<f64>,
+    /// `process_exited_before_ready`, `readiness_timeout`, `sigterm`, `sigkill`, ...
+    pub stop_reason: Option<String>,
+    /// Why readiness failed, for the error message.
+    #[serde(default)]
+    pub readiness_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceLogs {
+    pub state: ServiceState,
+    #[serde(with = "serde_bytes")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub stderr: Vec<u8>,
+    /// Either stream was cut to `tail_lines`, or older output was rotated away.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ServiceResponse {
+    State(ServiceState),
+    List { services: Vec<ServiceState> },
+    Logs(ServiceLogs),
+}

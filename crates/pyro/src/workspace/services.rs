@@ -1,0 +1,619 @@
+//! Background services in a started workspace (REFERENCE §6.15), with readiness checks and
+//! published ports.
+//!
+//! The guest is the source of truth for a service's process and logs (files under tmpfs
+//! `/run/pyro-services`); the host mirrors each service into `services/<name>.json` with
+//! what only the host knows: its published ports. A published port is a QEMU user-network
+//! forward (`hostfwd`) bound to `127.0.0.1:HOST_PORT` on the host: no root, no proxy
+//! process; it is removed when the service is seen stopped and dies with the VM.
+
+use super::logic::names::validate_service_name;
+use super::logic::paths::normalize_destination;
+use super::store::{WorkspaceDir, WorkspaceRecord};
+use super::{secrets, WORKSPACE_PATH};
+use crate::{machine, Error, Pyro, Result};
+use pyro_protocol::session::{ReadinessProbe, ServiceRequest, ServiceResponse, ServiceState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Defaults of REFERENCE §2.
+pub const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 30;
+pub const DEFAULT_READY_INTERVAL_MS: u64 = 500;
+pub const DEFAULT_TAIL_LINES: u64 = 200;
+/// TERM, then KILL after this long.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Round-trip allowance on top of a readiness wait or stop grace.
+const SERVICE_CALL_SLACK: Duration = Duration::from_secs(30);
+const LOOPBACK: &str = "127.0.0.1";
+
+/// How pyro decides a service is ready (REFERENCE §4 `readiness`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Readiness {
+    /// A guest path (under `/workspace`) exists.
+    File { path: String },
+    /// `HOST:PORT` in the guest accepts a TCP connection.
+    Tcp { address: String },
+    /// `GET` of an `http://` URL (from inside the guest) answers 200-399.
+    Http { url: String },
+    /// A shell command in the service cwd exits 0.
+    Command { command: String },
+}
+
+/// A port to publish: `host_port` `None` picks a free one.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PublishedPortSpec {
+    pub guest_port: u16,
+    pub host_port: Option<u16>,
+}
+
+/// A published port as it is bound on the host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PublishedPort {
+    pub host: String,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub protocol: String,
+}
+
+/// Options of `start_service`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct StartServiceOptions {
+    pub command: String,
+    pub cwd: String,
+    pub readiness: Option<Readiness>,
+    pub ready_timeout_seconds: u64,
+    pub ready_interval_ms: u64,
+    /// {SECRET_NAME: ENV_VAR}.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub published_ports: Vec<PublishedPortSpec>,
+}
+
+impl StartServiceOptions {
+    pub fn new(command: impl Into<String>) -> Self {
+        StartServiceOptions {
+            command: command.into(),
+            cwd: WORKSPACE_PATH.into(),
+            readiness: None,
+            ready_timeout_seconds: DEFAULT_READY_TIMEOUT_SECONDS,
+            ready_interval_ms: DEFAULT_READY_INTERVAL_MS,
+            secret_env: BTreeMap::new(),
+            published_ports: Vec::new(),
+        }
+    }
+}
+
+/// Service payload (REFERENCE §6.15 keys + `backend`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ServiceInfo {
+    pub workspace_id: String,
+    pub service_name: String,
+    /// `running`, `exited`, `stopped` or `failed`.
+    pub state: String,
+    pub command: String,
+    pub cwd: String,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub exit_code: Option<i32>,
+    /// Guest pid of the service's runner (its process group id).
+    pub pid: Option<i32>,
+    pub execution_mode: String,
+    pub backend: String,
+    pub readiness: Option<Readiness>,
+    pub ready_at: Option<f64>,
+    /// `process_exited_before_ready`, `readiness_timeout`, `sigterm`, `sigkill`,
+    /// `workspace_stopped`, `published_port_failed`, or null.
+    pub stop_reason: Option<String>,
+    pub published_ports: Vec<PublishedPort>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ServiceList {
+    pub workspace_id: String,
+    pub count: usize,
+    pub running_count: usize,
+    pub services: Vec<ServiceInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ServiceLogs {
+    #[serde(flatten)]
+    pub service: ServiceInfo,
+    pub stdout: String,
+    pub stderr: String,
+    /// `None` when `all` was asked for.
+    pub tail_lines: Option<u64>,
+    /// A stream was cut to `tail_lines`, or older output was rotated away (each stream keeps
+    /// its last 4-8 MiB).
+    pub truncated: bool,
+}
+
+fn services_dir(dir: &WorkspaceDir) -> PathBuf {
+    dir.root.join("services")
+}
+
+fn record_path(dir: &WorkspaceDir, name: &str) -> PathBuf {
+    services_dir(dir).join(format!("{name}.json"))
+}
+
+fn load(dir: &WorkspaceDir, name: &str) -> Option<ServiceInfo> {
+    serde_json::from_slice(&std::fs::read(record_path(dir, name)).ok()?).ok()
+}
+
+fn load_all(dir: &WorkspaceDir) -> Vec<ServiceInfo> {
+    let mut all: Vec<ServiceInfo> = std::fs::read_dir(services_dir(dir))
+        .map(|rd| rd.flatten().filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()).collect())
+        .unwrap_or_default();
+    all.sort_by(|a, b| a.service_name.cmp(&b.service_name));
+    all
+}
+
+fn save(dir: &WorkspaceDir, info: &ServiceInfo) -> Result<()> {
+    std::fs::create_dir_all(services_dir(dir)).map_err(|e| Error::io("creating the services directory", e))?;
+    let path = record_path(dir, &info.service_name);
+    crate::util::write_atomic(&path, &serde_json::to_vec_pretty(info).expect("serialisable"))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Mirror the service counts into the workspace record (what `status` and `list` show).
+fn sync_counts(dir: &WorkspaceDir) -> Result<()> {
+    let all = load_all(dir);
+    let running = all.iter().filter(|s| s.state == "running").count() as u64;
+    dir.update(|r| {
+        r.service_count = all.len() as u64;
+        r.running_service_count = running;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Forget every service (the VM that ran them is gone or being reset).
+pub(crate) fn forget_all(dir: &WorkspaceDir, r: &mut WorkspaceRecord) {
+    let _ = std::fs::remove_dir_all(services_dir(dir));
+    r.service_count = 0;
+    r.running_service_count = 0;
+}
+
+fn readiness_probe(r: &Readiness) -> ReadinessProbe {
+    match r {
+        Readiness::File { path } => ReadinessProbe::File { path: path.clone() },
+        Readiness::Tcp { address } => ReadinessProbe::Tcp { address: address.clone() },
+        Readiness::Http { url } => ReadinessProbe::Http { url: url.clone() },
+        Readiness::Command { command } => ReadinessProbe::Command { command: command.clone() },
+    }
+}
+
+/// Check a readiness spec and normalise its file path.
+pub fn validate_readiness(r: &Readiness) -> Result<Readiness> {
+    Ok(match r {
+        Readiness::File { path } => Readiness::File { path: normalize_destination(path)? },
+        Readiness::Tcp { address } => {
+            let (host, port) = address.trim().rsplit_once(':').ok_or_else(|| {
+                Error::InvalidInput(format!("readiness tcp address must be HOST:PORT, got '{address}'"))
+            })?;
+            let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+            if host.trim().is_empty() || !port_ok {
+                return Err(Error::InvalidInput(format!(
+                    "readiness tcp address must be HOST:PORT with a port in 1..65535, got '{address}'"
+                )));
+            }
+            Readiness::Tcp { address: address.trim().to_string() }
+        }
+        Readiness::Http { url } => {
+            let url = url.trim();
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return Err(Error::InvalidInput(format!(
+                    "readiness http URL must be an http:// URL reachable from inside the guest, got '{url}'"
+                )));
+            }
+            Readiness::Http { url: url.to_string() }
+        }
+        Readiness::Command { command } => {
+            if command.trim().is_empty() {
+                return Err(Error::InvalidInput("readiness command must not be empty".into()));
+            }
+            Readiness::Command { command: command.clone() }
+        }
+    })
+}
+
+fn validate_ports(specs: &[PublishedPortSpec], network_policy: &str) -> Result<()> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    if network_policy != "egress+published-ports" {
+        return Err(Error::InvalidInput(format!(
+            "published ports require workspace network_policy 'egress+published-ports' (this workspace has '{network_policy}')"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for p in specs {
+        if p.guest_port == 0 {
+            return Err(Error::InvalidInput("published guest_port must be in 1..65535".into()));
+        }
+        if let Some(h) = p.host_port {
+            if h < 1025 {
+                return Err(Error::InvalidInput(format!(
+                    "published host_port must be in 1025..65535 (or omitted for a free port), got {h}"
+                )));
+            }
+            if !seen.insert(h) {
+                return Err(Error::InvalidInput(format!("host port {h} is published twice")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolve the host side of each port: check a given port is free on 127.0.0.1, or pick one.
+fn choose_host_ports(specs: &[PublishedPortSpec]) -> Result<Vec<PublishedPort>> {
+    let mut out = Vec::new();
+    for p in specs {
+        let listener = std::net::TcpListener::bind((LOOPBACK, p.host_port.unwrap_or(0))).map_err(|e| {
+            Error::InvalidInput(format!(
+                "host port {} on {LOOPBACK} is not available: {e}",
+                p.host_port.map(|h| h.to_string()).unwrap_or_else(|| "(any)".into())
+            ))
+        })?;
+        let host_port = listener.local_addr().map_err(|e| Error::io("reading a bound port", e))?.port();
+        out.push(PublishedPort { host: LOOPBACK.into(), host_port, guest_port: p.guest_port, protocol: "tcp".into() });
+    }
+    Ok(out)
+}
+
+async fn add_forward(vm_dir: &std::path::Path, p: &PublishedPort) -> Result<()> {
+    let rule = format!("tcp:{}:{}-:{}", p.host, p.host_port, p.guest_port);
+    let out = crate::qmp::human_command(vm_dir, &format!("hostfwd_add net0 {rule}")).await?;
+    if !out.trim().is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "could not publish {}:{} -> guest port {}: {}",
+            p.host,
+            p.host_port,
+            p.guest_port,
+            out.trim()
+        )));
+    }
+    Ok(())
+}
+
+async fn remove_forwards(vm_dir: &std::path::Path, ports: &[PublishedPort]) {
+    for p in ports {
+        let cmd = format!("hostfwd_remove net0 tcp:{}:{}", p.host, p.host_port);
+        let _ = crate::qmp::human_command(vm_dir, &cmd).await;
+    }
+}
+
+fn error_with_secrets_hidden(e: Error, secret_values: &[(String, String)]) -> Error {
+    if secret_values.is_empty() {
+        return e;
+    }
+    let msg = secrets::redact(&e.to_string(), secret_values);
+    match e {
+        Error::InvalidInput(_) => Error::InvalidInput(msg),
+        Error::NotFound(_) => Error::NotFound(msg),
+        Error::InvalidState(_) => Error::InvalidState(msg),
+        _ => Error::Guest(msg),
+    }
+}
+
+impl Pyro {
+    /// Start a named background service and wait for its readiness check.
+    ///
+    /// A readiness wait occupies only this call: other calls on the same workspace go on.
+    /// When readiness does not come in time the service is stopped, its logs are kept, and
+    /// the call fails saying why.
+    pub async fn start_service(
+        &self,
+        workspace_id: &str,
+        service_name: &str,
+        opts: StartServiceOptions,
+    ) -> Result<ServiceInfo> {
+        let name = validate_service_name(service_name)?;
+        if opts.command.trim().is_empty() {
+            return Err(Error::InvalidInput("service command must not be empty".into()));
+        }
+        let cwd = normalize_destination(&opts.cwd)?;
+        if opts.ready_timeout_seconds == 0 || opts.ready_interval_ms == 0 {
+            return Err(Error::InvalidInput(
+                "ready_timeout_seconds and ready_interval_ms must be greater than 0".into(),
+            ));
+        }
+        let readiness = opts.readiness.as_ref().map(validate_readiness).transpose()?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = self.enter_started(&dir).await?;
+        let record = self.require_started(&dir, "starting a service").await?;
+        validate_ports(&opts.published_ports, &record.network_policy)?;
+        let secret_values = secrets::load(&dir, &record.secrets)?;
+        let env = secrets::env_for(&opts.secret_env, &secret_values)?;
+        let runtime = dir.runtime_dir();
+
+        // A previous run of this name: refuse if it still runs, else drop its forwards.
+        if let Some(old) = load(&dir, &name) {
+            let current = self.guest_status(&dir, &name).await.ok();
+            if current.as_ref().is_some_and(|s| s.state == "running") {
+                return Err(Error::InvalidState(format!(
+                    "service '{name}' is already running in workspace '{}'",
+                    dir.id
+                )));
+            }
+            remove_forwards(&runtime, &old.published_ports).await;
+        }
+        let ports = choose_host_ports(&opts.published_ports)?;
+
+        let req = ServiceRequest::Start {
+            name: name.clone(),
+            command: opts.command.clone(),
+            cwd: cwd.clone(),
+            env,
+            readiness: readiness.as_ref().map(readiness_probe),
+            ready_timeout_ms: opts.ready_timeout_seconds * 1000,
+            ready_interval_ms: opts.ready_interval_ms,
+        };
+        let wait = Duration::from_secs(opts.ready_timeout_seconds) + STOP_GRACE * 2 + SERVICE_CALL_SLACK;
+        let state = match machine::service_call(&runtime, req, wait).await {
+            Ok(ServiceResponse::State(s)) => s,
+            Ok(other) => return Err(Error::Guest(format!("unexpected answer to service start: {other:?}"))),
+            Err(e) => return Err(error_with_secrets_hidden(e, &secret_values)),
+        };
+        let mut info = self.info_of(&dir, &record, &state, Vec::new());
+        if state.state == "running" {
+            let mut added = Vec::new();
+            for p in &ports {
+                match add_forward(&runtime, p).await {
+                    Ok(()) => added.push(p.clone()),
+                    Err(e) => {
+                        remove_forwards(&runtime, &added).await;
+                        let stop = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
+                        let _ = machine::service_call(&runtime, stop, STOP_GRACE * 2 + SERVICE_CALL_SLACK).await;
+                        info.state = "failed".into();
+                        info.stop_reason = Some("published_port_failed".into());
+                        info.ended_at = Some(crate::util::now_f64());
+                        save(&dir, &info)?;
+                        sync_counts(&dir)?;
+                        return Err(Error::InvalidInput(format!(
+                            "{e}; service '{name}' was stopped (its logs are kept)"
+                        )));
+                    }
+                }
+            }
+            info.published_ports = added;
+        }
+        save(&dir, &info)?;
+        sync_counts(&dir)?;
+        super::ops::touch_activity(&dir)?;
+        match state.stop_reason.as_deref() {
+            Some("readiness_timeout") if state.state == "failed" => Err(Error::InvalidState(
+                secrets::redact(
+                    &format!(
+                        "service '{name}' did not become ready within {} s ({}); it was stopped and its logs are kept: `pyro workspace service logs {} {name}`",
+                        opts.ready_timeout_seconds,
+                        state.readiness_error.as_deref().unwrap_or("no readiness error recorded"),
+                        dir.id
+                    ),
+                    &secret_values,
+                ),
+            )),
+            Some("process_exited_before_ready") => Err(Error::InvalidState(format!(
+                "service '{name}' exited (exit_code={}) before it became ready; its logs are kept: `pyro workspace service logs {} {name}`",
+                state.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
+                dir.id
+            ))),
+            _ => Ok(info),
+        }
+    }
+
+    /// Every service of the workspace, refreshed from the guest.
+    pub async fn list_services(&self, workspace_id: &str) -> Result<ServiceList> {
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = self.enter_started(&dir).await?;
+        let record = super::refresh_liveness(&dir)?;
+        let mut services = Vec::new();
+        if record.state == "started" {
+            let guest =
+                match machine::service_call(&dir.runtime_dir(), ServiceRequest::List, SERVICE_CALL_SLACK).await? {
+                    ServiceResponse::List { services } => services,
+                    other => return Err(Error::Guest(format!("unexpected answer to service list: {other:?}"))),
+                };
+            for state in &guest {
+                services.push(self.mirror(&dir, &record, state).await?);
+            }
+        } else {
+            services = load_all(&dir);
+        }
+        sync_counts(&dir)?;
+        let running_count = services.iter().filter(|s| s.state == "running").count();
+        Ok(ServiceList { workspace_id: dir.id.clone(), count: services.len(), running_count, services })
+    }
+
+    /// One service, refreshed from the guest.
+    pub async fn status_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceInfo> {
+        let name = validate_service_name(service_name)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = self.enter_started(&dir).await?;
+        let record = self.require_started(&dir, "reading a service").await?;
+        let state = self.guest_status(&dir, &name).await?;
+        let info = self.mirror(&dir, &record, &state).await?;
+        sync_counts(&dir)?;
+        Ok(info)
+    }
+
+    /// Stop a service: TERM to its process group, KILL after 5 s; its published ports close.
+    pub async fn stop_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceInfo> {
+        let name = validate_service_name(service_name)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = self.enter_started(&dir).await?;
+        let record = self.require_started(&dir, "stopping a service").await?;
+        let req = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
+        let state = match machine::service_call(&dir.runtime_dir(), req, STOP_GRACE * 2 + SERVICE_CALL_SLACK)
+            .await
+            .map_err(|e| self.unknown_service(e, &dir, &name))?
+        {
+            ServiceResponse::State(s) => s,
+            other => return Err(Error::Guest(format!("unexpected answer to service stop: {other:?}"))),
+        };
+        let info = self.mirror(&dir, &record, &state).await?;
+        sync_counts(&dir)?;
+        super::ops::touch_activity(&dir)?;
+        Ok(info)
+    }
+
+    /// A service's stdout and stderr: the last `tail_lines` lines of each, or everything
+    /// kept with `all`. Secret values are redacted.
+    pub async fn logs_service(
+        &self,
+        workspace_id: &str,
+        service_name: &str,
+        tail_lines: u64,
+        all: bool,
+    ) -> Result<ServiceLogs> {
+        let name = validate_service_name(service_name)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = self.enter_started(&dir).await?;
+        let record = self.require_started(&dir, "reading service logs").await?;
+        let tail = (!all).then_some(tail_lines);
+        let req = ServiceRequest::Logs { name: name.clone(), tail_lines: tail };
+        let logs = match machine::service_call(&dir.runtime_dir(), req, SERVICE_CALL_SLACK)
+            .await
+            .map_err(|e| self.unknown_service(e, &dir, &name))?
+        {
+            ServiceResponse::Logs(l) => l,
+            other => return Err(Error::Guest(format!("unexpected answer to service logs: {other:?}"))),
+        };
+        let info = self.mirror(&dir, &record, &logs.state).await?;
+        let secret_values = secrets::load(&dir, &record.secrets)?;
+        Ok(ServiceLogs {
+            service: info,
+            stdout: secrets::redact(&String::from_utf8_lossy(&logs.stdout), &secret_values),
+            stderr: secrets::redact(&String::from_utf8_lossy(&logs.stderr), &secret_values),
+            tail_lines: tail,
+            truncated: logs.truncated,
+        })
+    }
+
+    async fn guest_status(&self, dir: &WorkspaceDir, name: &str) -> Result<ServiceState> {
+        let req = ServiceRequest::Status { name: name.to_string() };
+        match machine::service_call(&dir.runtime_dir(), req, SERVICE_CALL_SLACK)
+            .await
+            .map_err(|e| self.unknown_service(e, dir, name))?
+        {
+            ServiceResponse::State(s) => Ok(s),
+            other => Err(Error::Guest(format!("unexpected answer to service status: {other:?}"))),
+        }
+    }
+
+    fn unknown_service(&self, e: Error, dir: &WorkspaceDir, name: &str) -> Error {
+        match e {
+            Error::NotFound(_) => Error::NotFound(format!("unknown service '{name}' in workspace '{}'", dir.id)),
+            other => other,
+        }
+    }
+
+    /// Fold the guest's state into the host record; a service seen not running loses its
+    /// published ports.
+    async fn mirror(&self, dir: &WorkspaceDir, record: &WorkspaceRecord, state: &ServiceState) -> Result<ServiceInfo> {
+        let old = load(dir, &state.name);
+        let mut ports = old.as_ref().map(|o| o.published_ports.clone()).unwrap_or_default();
+        if state.state != "running" && !ports.is_empty() {
+            remove_forwards(&dir.runtime_dir(), &ports).await;
+            ports.clear();
+        }
+        let mut info = self.info_of(dir, record, state, ports);
+        // A host-side failure (published port) outranks the guest's plain `stopped`.
+        if let Some(o) = old.filter(|o| o.stop_reason.as_deref() == Some("published_port_failed")) {
+            info.state = o.state;
+            info.stop_reason = o.stop_reason;
+        }
+        save(dir, &info)?;
+        Ok(info)
+    }
+
+    fn info_of(
+        &self,
+        dir: &WorkspaceDir,
+        record: &WorkspaceRecord,
+        s: &ServiceState,
+        published_ports: Vec<PublishedPort>,
+    ) -> ServiceInfo {
+        ServiceInfo {
+            workspace_id: dir.id.clone(),
+            service_name: s.name.clone(),
+            state: s.state.clone(),
+            command: s.command.clone(),
+            cwd: s.cwd.clone(),
+            started_at: s.started_at,
+            ended_at: s.ended_at,
+            exit_code: s.exit_code,
+            pid: s.pid,
+            execution_mode: record.execution_mode.clone(),
+            backend: record.backend.clone(),
+            readiness: s.readiness.as_ref().map(|r| match r {
+                ReadinessProbe::File { path } => Readiness::File { path: path.clone() },
+                ReadinessProbe::Tcp { address } => Readiness::Tcp { address: address.clone() },
+                ReadinessProbe::Http { url } => Readiness::Http { url: url.clone() },
+                ReadinessProbe::Command { command } => Readiness::Command { command: command.clone() },
+            }),
+            ready_at: s.ready_at,
+            stop_reason: s.stop_reason.clone(),
+            published_ports,
+        }
+    }
+}
+
+/// End every shell and service in the guest before the VM goes away or is reset: services
+/// get TERM (KILL after the grace), shells HUP. Best effort: the VM is going down anyway.
+pub(crate) async fn end_sessions(vm_dir: &std::path::Path, grace: Duration) {
+    let stop = ServiceRequest::StopAll { grace_ms: grace.as_millis() as u64 };
+    let close = pyro_protocol::session::ShellRequest::CloseAll;
+    let _ = tokio::join!(
+        machine::service_call(vm_dir, stop, grace * 2 + Duration::from_secs(5)),
+        machine::shell_call(vm_dir, close, Duration::from_secs(10)),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_validation() {
+        assert!(validate_readiness(&Readiness::Tcp { address: "127.0.0.1:8080".into() }).is_ok());
+        assert!(validate_readiness(&Readiness::Tcp { address: "8080".into() }).is_err());
+        assert!(validate_readiness(&Readiness::Tcp { address: "h:0".into() }).is_err());
+        assert!(validate_readiness(&Readiness::Http { url: "https://x".into() }).is_err());
+        assert_eq!(
+            validate_readiness(&Readiness::File { path: "ready".into() }).unwrap(),
+            Readiness::File { path: "/workspace/ready".into() }
+        );
+        assert!(validate_readiness(&Readiness::File { path: "/etc/passwd".into() }).is_err());
+        assert!(validate_readiness(&Readiness::Command { command: " ".into() }).is_err());
+    }
+
+    #[test]
+    fn port_validation() {
+        let p = |g, h| PublishedPortSpec { guest_port: g, host_port: h };
+        assert!(validate_ports(&[p(80, None)], "egress").is_err());
+        assert!(validate_ports(&[p(80, Some(80))], "egress+published-ports").is_err());
+        assert!(validate_ports(&[p(80, Some(8080)), p(81, Some(8080))], "egress+published-ports").is_err());
+        assert!(validate_ports(&[p(80, Some(8080)), p(81, None)], "egress+published-ports").is_ok());
+        assert!(validate_ports(&[], "off").is_ok());
+    }
+
+    #[test]
+    fn a_taken_host_port_is_refused_before_anything_starts() {
+        let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = choose_host_ports(&[PublishedPortSpec { guest_port: 80, host_port: Some(port) }]).unwrap_err();
+        assert!(err.to_string().contains(&format!("host port {port}")), "{err}");
+    }
+}

@@ -1,0 +1,404 @@
+//! PTY shells in a started workspace (REFERENCE §6.14).
+//!
+//! The PTY, the process and the output ring live in the guest agent; the host keeps a small
+//! record per shell (`shells/<id>.json`: geometry, cwd, times) for the payloads. Output is
+//! redacted in the guest before it is stored, so a cursor never points into a secret.
+
+use super::logic::paths::normalize_destination;
+use super::store::WorkspaceDir;
+use super::{secrets, WORKSPACE_PATH};
+use crate::util::now_f64;
+use crate::{machine, Error, Pyro, Result};
+use pyro_protocol::session::{ShellRequest, ShellResponse, ShellStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default and bounds of `max_chars` and `wait_for_idle_ms` (REFERENCE §2).
+pub const DEFAULT_MAX_CHARS: u64 = 65_536;
+pub const MAX_WAIT_FOR_IDLE_MS: u64 = 10_000;
+/// Time allowed for a shell request beyond any idle wait it asks for.
+const SHELL_CALL_SLACK: Duration = Duration::from_secs(30);
+
+/// Options of `open_shell`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct OpenShellOptions {
+    pub cwd: String,
+    pub cols: u16,
+    pub rows: u16,
+    /// {SECRET_NAME: ENV_VAR}: secrets exported into the shell's environment.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+}
+
+impl Default for OpenShellOptions {
+    fn default() -> Self {
+        OpenShellOptions { cwd: WORKSPACE_PATH.into(), cols: 120, rows: 30, secret_env: BTreeMap::new() }
+    }
+}
+
+/// Options of `read_shell`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReadShellOptions {
+    pub cursor: u64,
+    pub max_chars: u64,
+    /// Render through a terminal emulator: cursor movement, erasures and colours resolved.
+    pub plain: bool,
+    /// Return only once output has been quiet this long (1..=10000 ms).
+    pub wait_for_idle_ms: Option<u64>,
+}
+
+impl Default for ReadShellOptions {
+    fn default() -> Self {
+        ReadShellOptions { cursor: 0, max_chars: DEFAULT_MAX_CHARS, plain: false, wait_for_idle_ms: None }
+    }
+}
+
+/// Shell payload (REFERENCE §6.14 keys + `backend`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ShellInfo {
+    pub workspace_id: String,
+    pub shell_id: String,
+    pub cwd: String,
+    pub cols: u16,
+    pub rows: u16,
+    /// `running` or `stopped`.
+    pub state: String,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub execution_mode: String,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ShellReadResult {
+    #[serde(flatten)]
+    pub shell: ShellInfo,
+    /// Where this slice starts (moved forward past output the ring no longer holds).
+    pub cursor: u64,
+    /// Pass this as `cursor` to continue.
+    pub next_cursor: u64,
+    pub output: String,
+    /// More output exists past `next_cursor` (or the plain rendering was cut to `max_chars`).
+    pub truncated: bool,
+    pub plain: bool,
+    pub wait_for_idle_ms: Option<u64>,
+    /// Characters of output between the requested cursor and the oldest one still kept
+    /// (each shell keeps its last 1 Mi characters).
+    pub dropped_chars: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ShellWriteResult {
+    #[serde(flatten)]
+    pub shell: ShellInfo,
+    pub input_length: usize,
+    pub append_newline: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ShellSignalResult {
+    #[serde(flatten)]
+    pub shell: ShellInfo,
+    pub signal: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ShellCloseResult {
+    #[serde(flatten)]
+    pub shell: ShellInfo,
+    pub closed: bool,
+}
+
+fn shells_dir(dir: &WorkspaceDir) -> PathBuf {
+    dir.root.join("shells")
+}
+
+fn record_path(dir: &WorkspaceDir, shell_id: &str) -> PathBuf {
+    shells_dir(dir).join(format!("{shell_id}.json"))
+}
+
+fn validate_shell_id(shell_id: &str) -> Result<()> {
+    if shell_id.len() == 12 && shell_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("unknown shell '{shell_id}': shell ids are 12 hex characters from shell open")))
+    }
+}
+
+fn load(dir: &WorkspaceDir, shell_id: &str) -> Result<ShellInfo> {
+    validate_shell_id(shell_id)?;
+    let text = std::fs::read(record_path(dir, shell_id))
+        .map_err(|_| Error::NotFound(format!("unknown shell '{shell_id}' in workspace '{}'", dir.id)))?;
+    serde_json::from_slice(&text).map_err(|e| Error::Io(format!("shell record {shell_id} is unreadable: {e}")))
+}
+
+fn save(dir: &WorkspaceDir, info: &ShellInfo) -> Result<()> {
+    let path = record_path(dir, &info.shell_id);
+    std::fs::create_dir_all(shells_dir(dir)).map_err(|e| Error::io("creating the shells directory", e))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info).expect("serialisable"))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Drop every host shell record (the VM and its shells are gone).
+pub(crate) fn forget_all(dir: &WorkspaceDir) {
+    let _ = std::fs::remove_dir_all(shells_dir(dir));
+}
+
+/// Fold the guest's view into the record, stamping `ended_at` the first time it is seen.
+fn apply_status(dir: &WorkspaceDir, mut info: ShellInfo, status: &ShellStatus) -> ShellInfo {
+    if !status.running && info.state == "running" {
+        info.state = "stopped".into();
+        info.exit_code = status.exit_code;
+        info.ended_at = Some(now_f64());
+        let _ = save(dir, &info);
+    }
+    info
+}
+
+/// Plain text of terminal output: fed through a real terminal emulator (avt) with the
+/// shell's geometry and unbounded scrollback, then read back as logical lines.
+pub fn render_plain(raw: &str, cols: u16, rows: u16) -> String {
+    let Ok(mut term) = avt::Terminal::with_scrollback(cols.max(1) as usize, rows.max(1) as usize, None) else {
+        return String::new();
+    };
+    term.feed(raw);
+    let mut lines = term.primary_screen().text();
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines.join("\n")
+}
+
+impl Pyro {
+    /// Open an interactive shell (`bash -i` on a PTY) in a started workspace.
+    pub async fn open_shell(&self, workspace_id: &str, opts: OpenShellOptions) -> Result<ShellInfo> {
+        if opts.cols == 0 || opts.rows == 0 {
+            return Err(Error::InvalidInput("cols and rows must be greater than 0".into()));
+        }
+        let cwd = normalize_destination(&opts.cwd)?;
+        let dir = self.ws_dir(workspace_id)?;
+        let _life = self.enter_started(&dir).await?;
+        let record = self.require_started(&dir, "opening a shell").await?;
+        let secret_values = secrets::load(&dir, &record.secrets)?;
+        let env = secrets::env_for(&opts.secret_env, &secret_values)?;
+        let shell_id = crate::util::new_id();
+        let req = ShellRequest::Open {
+            shell_id: shell_id.clone(),
+            cwd: cwd.clone(),
+            cols: opts.cols,
+            rows: opts.rows,
+            env,
+            // Every secret, not only the exported ones: the shell can `cat /run/pyro-secrets/X`.
+            redact: secret_values.iter().map(|(_, v)| v.clone()).collect(),
+        };
+        let answer = machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK)
+            .await
+            .map_err(|e| redact_error(e, &secret_values))?;
+        if !matches!(answer, ShellResponse::Status(_)) {
+            return Err(Error::Guest(format!("unexpected answer to shell open: {answer:?}")));
+        }
+        let info = ShellInfo {
+            workspace_id: dir.id.clone(),
+            shell_id,
+            cwd,
+            cols: opts.cols,
+            rows: opts.rows,
+            state: "running".into(),
+            started_at: now_f64(),
+            ended_at: None,
+            exit_code: None,
+            execution_mode: record.execution_mode.clone(),
+            backend: record.backend.clone(),
+        };
+        save(&dir, &info)?;
+        super::ops::touch_activity(&dir)?;
+        Ok(info)
+    }
+
+    /// Read shell output from `cursor`; see [`ReadShellOptions`].
+    pub async fn read_shell(
+        &self,
+        workspace_id: &str,
+        shell_id: &str,
+        opts: ReadShellOptions,
+    ) -> Result<ShellReadResult> {
+        if opts.max_chars == 0 {
+            return Err(Error::InvalidInput("max_chars must be greater than 0".into()));
+        }
+        if let Some(ms) = opts.wait_for_idle_ms {
+            if ms == 0 || ms > MAX_WAIT_FOR_IDLE_MS {
+                return Err(Error::InvalidInput(format!(
+                    "wait_for_idle_ms must be between 1 and {MAX_WAIT_FOR_IDLE_MS}, got {ms}"
+                )));
+            }
+        }
+        let dir = self.ws_dir(workspace_id)?;
+        let info = load(&dir, shell_id)?;
+        let _life = self.enter_started(&dir).await?;
+        self.require_started(&dir, "reading a shell").await?;
+        let req = ShellRequest::Read {
+            shell_id: shell_id.to_string(),
+            cursor: opts.cursor,
+            max_chars: opts.max_chars,
+            wait_for_idle_ms: opts.wait_for_idle_ms,
+        };
+        let wait = Duration::from_millis(pyro_protocol::session::SHELL_IDLE_WAIT_CAP_MS) + SHELL_CALL_SLACK;
+        let out = match machine::shell_call(&dir.runtime_dir(), req, wait).await? {
+            ShellResponse::Output(o) => o,
+            other => return Err(Error::Guest(format!("unexpected answer to shell read: {other:?}"))),
+        };
+        let info = apply_status(&dir, info, &out.status);
+        let (output, cut) = if opts.plain {
+            let text = render_plain(&out.output, info.cols, info.rows);
+            match text.char_indices().nth(opts.max_chars as usize) {
+                Some((at, _)) => (text[..at].to_string(), true),
+                None => (text, false),
+            }
+        } else {
+            (out.output, false)
+        };
+        Ok(ShellReadResult {
+            shell: info,
+            cursor: out.cursor,
+            next_cursor: out.next_cursor,
+            output,
+            truncated: out.truncated || cut,
+            plain: opts.plain,
+            wait_for_idle_ms: opts.wait_for_idle_ms,
+            dropped_chars: out.dropped_chars,
+        })
+    }
+
+    /// Type `input` into the shell, followed by a newline unless `append_newline` is false.
+    pub async fn write_shell(
+        &self,
+        workspace_id: &str,
+        shell_id: &str,
+        input: &str,
+        append_newline: bool,
+    ) -> Result<ShellWriteResult> {
+        let dir = self.ws_dir(workspace_id)?;
+        let info = load(&dir, shell_id)?;
+        let _life = self.enter_started(&dir).await?;
+        let record = self.require_started(&dir, "writing to a shell").await?;
+        let mut data = input.to_string();
+        if append_newline {
+            data.push('\n');
+        }
+        let req = ShellRequest::Write { shell_id: shell_id.to_string(), input: data };
+        let secret_values = secrets::load(&dir, &record.secrets)?;
+        let status = match machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK)
+            .await
+            .map_err(|e| redact_error(e, &secret_values))?
+        {
+            ShellResponse::Status(s) => s,
+            other => return Err(Error::Guest(format!("unexpected answer to shell write: {other:?}"))),
+        };
+        let info = apply_status(&dir, info, &status);
+        super::ops::touch_activity(&dir)?;
+        Ok(ShellWriteResult { shell: info, input_length: input.chars().count(), append_newline })
+    }
+
+    /// Send `HUP`, `INT`, `TERM` or `KILL` to the shell's foreground job and the shell.
+    pub async fn signal_shell(
+        &self,
+        workspace_id: &str,
+        shell_id: &str,
+        signal_name: &str,
+    ) -> Result<ShellSignalResult> {
+        let name = signal_name.trim().to_ascii_uppercase();
+        let signal = match name.as_str() {
+            "HUP" => libc::SIGHUP,
+            "INT" => libc::SIGINT,
+            "TERM" => libc::SIGTERM,
+            "KILL" => libc::SIGKILL,
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "signal must be one of HUP, INT, TERM, KILL, got '{signal_name}'"
+                )))
+            }
+        };
+        let dir = self.ws_dir(workspace_id)?;
+        let info = load(&dir, shell_id)?;
+        let _life = self.enter_started(&dir).await?;
+        self.require_started(&dir, "signalling a shell").await?;
+        let req = ShellRequest::Signal { shell_id: shell_id.to_string(), signal };
+        let status = match machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK).await? {
+            ShellResponse::Status(s) => s,
+            other => return Err(Error::Guest(format!("unexpected answer to shell signal: {other:?}"))),
+        };
+        let info = apply_status(&dir, info, &status);
+        Ok(ShellSignalResult { shell: info, signal: name })
+    }
+
+    /// End the shell (HUP, then KILL after 2 s) and forget it.
+    pub async fn close_shell(&self, workspace_id: &str, shell_id: &str) -> Result<ShellCloseResult> {
+        let dir = self.ws_dir(workspace_id)?;
+        let mut info = load(&dir, shell_id)?;
+        let _life = self.enter_started(&dir).await?;
+        self.require_started(&dir, "closing a shell").await?;
+        let req = ShellRequest::Close { shell_id: shell_id.to_string() };
+        match machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK).await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let _ = std::fs::remove_file(record_path(&dir, shell_id));
+        if info.state == "running" {
+            info.state = "stopped".into();
+            info.ended_at = Some(now_f64());
+        }
+        Ok(ShellCloseResult { shell: info, closed: true })
+    }
+}
+
+fn redact_error(e: Error, secrets: &[(String, String)]) -> Error {
+    if secrets.is_empty() {
+        return e;
+    }
+    let msg = secrets::redact(&e.to_string(), secrets);
+    match e {
+        Error::InvalidInput(_) => Error::InvalidInput(msg),
+        Error::NotFound(_) => Error::NotFound(msg),
+        Error::InvalidState(_) => Error::InvalidState(msg),
+        _ => Error::Guest(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_rendering_resolves_colours_erasures_and_carriage_returns() {
+        let raw =
+            "\x1b[01;34mdir\x1b[0m  file\r\nprogress 10%\rprogress 100%\r\nabc\x08\x08X\x1b[K\r\n\x1b]0;title\x07done";
+        let text = render_plain(raw, 80, 24);
+        assert_eq!(text, "dir  file\nprogress 100%\naX\ndone");
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn plain_rendering_honours_clear_screen() {
+        let raw = "old line\r\n\x1b[H\x1b[2Jnew";
+        let text = render_plain(raw, 40, 5);
+        assert!(text.ends_with("new"), "{text:?}");
+    }
+
+    #[test]
+    fn shell_ids_are_checked_before_any_path_is_built() {
+        assert!(validate_shell_id("../../etc").is_err());
+        assert!(validate_shell_id("0123456789ab").is_ok());
+    }
+}
