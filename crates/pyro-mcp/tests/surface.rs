@@ -54,7 +54,6 @@ fn every_profile_lists_exactly_its_reference_tools() {
         listed.sort();
         let expected: Vec<String> = profile.tool_names().iter().map(|s| s.to_string()).collect();
         let missing: Vec<&String> = expected.iter().filter(|n| !listed.contains(n)).collect();
-        // Known gap: shell_* and service_* need the SDK's shells/services module (issue 5).
         assert!(missing.is_empty(), "profile {}: tools not implemented: {missing:?}", profile.as_str());
         assert_eq!(listed, expected, "profile {}", profile.as_str());
     }
