@@ -86,3 +86,8 @@ fn cancelled_exec_ends_the_guest_command_and_status_is_not_blocked() {
 fn bad_input_is_an_error_and_the_server_keeps_serving() {
     run_script("bad_input.py", &[]);
 }
+
+#[test]
+fn shell_and_service_tools_work_end_to_end() {
+    run_script("sessions.py", &[]);
+}
