@@ -3,8 +3,9 @@
 # Packages go in one at a time: some machines carry a newer qemu-utils from backports that
 # Debian's qemu-system-x86 replaces, after which qemu-utils must be installed again.
 set -euo pipefail
-PKGS=(qemu-system-x86 qemu-utils debootstrap e2fsprogs lz4 cpio xz-utils zstd util-linux iproute2 procps git busybox-static)
-TOOLS=(qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 e2fsck debugfs lz4 git)
+# python3 + python3-venv: the MCP acceptance tests drive pyro with the official Python MCP client.
+PKGS=(qemu-system-x86 qemu-utils debootstrap e2fsprogs lz4 cpio xz-utils zstd util-linux iproute2 procps git busybox-static python3 python3-venv)
+TOOLS=(qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 e2fsck debugfs lz4 git /usr/bin/python3)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

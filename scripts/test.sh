@@ -9,6 +9,10 @@ if [ "$(id -u)" -eq 0 ]; then
   id pyro-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin pyro-test
 fi
 scripts/install-host-deps.sh
+PYRO_MCP_PYTHON="$(scripts/mcp-client-venv.sh)"
+export PYRO_MCP_PYTHON
+# CI must never skip the MCP acceptance tests for want of the client.
+export PYRO_REQUIRE_MCP_CLIENT=1
 scripts/build.sh debug
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -29,6 +29,48 @@ enum Command {
     /// Persistent workspaces: a VM that lives across many calls.
     #[command(subcommand)]
     Workspace(workspace::WorkspaceCommand),
+    /// Serve pyro's tools to MCP clients (Claude Code, Codex, OpenCode, ...).
+    #[command(subcommand)]
+    Mcp(McpCommand),
+}
+
+#[derive(Subcommand)]
+enum McpCommand {
+    /// Serve MCP on stdio (default) or Streamable HTTP (`--http 127.0.0.1:PORT`, path /mcp).
+    Serve(McpServeArgs),
+}
+
+#[derive(Args)]
+struct McpServeArgs {
+    /// Which tools to expose.
+    #[arg(long, value_enum, default_value = "workspace-core")]
+    profile: McpProfile,
+    /// Serve Streamable HTTP on this address (loopback unless --token is given) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on every HTTP request (needed for a non-loopback --http).
+    #[arg(long, value_name = "TOKEN", requires = "http")]
+    token: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum McpProfile {
+    /// Only vm_run.
+    VmRun,
+    /// The 16 everyday workspace tools.
+    WorkspaceCore,
+    /// All 43 tools: lifecycle, snapshots, disk tools, shells, services, secrets, VMs.
+    WorkspaceFull,
+}
+
+impl From<McpProfile> for pyro_mcp::Profile {
+    fn from(p: McpProfile) -> Self {
+        match p {
+            McpProfile::VmRun => pyro_mcp::Profile::VmRun,
+            McpProfile::WorkspaceCore => pyro_mcp::Profile::WorkspaceCore,
+            McpProfile::WorkspaceFull => pyro_mcp::Profile::WorkspaceFull,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -109,6 +151,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Run(a) => (Mode::from_json(a.json), run(a).await),
         Command::Doctor(a) => (Mode::from_json(a.json), doctor(a).await),
         Command::Env(c) => env(c).await,
+        Command::Mcp(McpCommand::Serve(a)) => (Mode::Human, mcp_serve(a).await),
         Command::Workspace(c) => {
             let mode = c.mode();
             let result = match engine(mode, "workspace") {
@@ -133,6 +176,24 @@ fn engine(mode: Mode, label: &'static str) -> pyro::Result<Pyro> {
         pyro.set_progress(output::terminal_progress(label));
     }
     Ok(pyro)
+}
+
+/// `pyro mcp serve`: stdout belongs to the protocol, so nothing else is printed there.
+async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
+    let pyro = Pyro::from_env()?;
+    let profile = a.profile.into();
+    let served = match a.http {
+        None => pyro_mcp::serve_stdio(pyro, profile).await,
+        Some(addr) => {
+            let opts = pyro_mcp::HttpOptions { addr, token: a.token };
+            pyro_mcp::serve_http(pyro, profile, opts, |local| {
+                eprintln!("[mcp] serving profile {} on http://{local}/mcp", profile.as_str());
+            })
+            .await
+        }
+    };
+    served.map_err(|e| pyro::Error::Io(format!("MCP server: {e}")))?;
+    Ok(0)
 }
 
 /// Join trailing arguments the way the reference does (`shlex.join`); a leading `--` is

@@ -76,6 +76,7 @@ const READ_CHUNK: usize = 1 << 20;
 
 /// One inspectable path of a stopped workspace's disk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskEntry {
     /// Absolute guest path, escaped as described in the module docs.
     pub path: String,

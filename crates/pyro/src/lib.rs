@@ -81,8 +81,10 @@ impl Pyro {
         &self.inner.paths
     }
 
+    /// The sink for this call: a per-task one from [`progress::scoped`] if any, else the
+    /// engine-wide one.
     fn progress(&self) -> Progress {
-        self.inner.progress.lock().unwrap().clone()
+        progress::current_scoped().unwrap_or_else(|| self.inner.progress.lock().unwrap().clone())
     }
 
     fn store(&self) -> env::EnvStore {

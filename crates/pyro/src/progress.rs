@@ -44,3 +44,40 @@ impl std::fmt::Debug for Progress {
         f.write_str(if self.0.is_some() { "Progress(sink)" } else { "Progress(silent)" })
     }
 }
+
+tokio::task_local! {
+    static SCOPED: Progress;
+}
+
+/// Run `fut` with `progress` as the sink for every [`crate::Pyro`] call made inside it, in
+/// place of the engine-wide sink of [`crate::Pyro::set_progress`]. Scoped to this one task
+/// (a task-local), so concurrent calls (an MCP server serving several clients) each report to
+/// their own caller.
+pub async fn scoped<F: std::future::Future>(progress: Progress, fut: F) -> F::Output {
+    SCOPED.scope(progress, fut).await
+}
+
+/// The sink installed by [`scoped`] for the current task, if any.
+pub(crate) fn current_scoped() -> Option<Progress> {
+    SCOPED.try_with(Progress::clone).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn scoped_sink_applies_inside_the_scope_only() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sink = Progress::new(move |e| s.lock().unwrap().push(e.stage.clone()));
+        assert!(current_scoped().is_none());
+        scoped(sink, async {
+            current_scoped().expect("scoped sink").report("inside", "m", None);
+        })
+        .await;
+        assert!(current_scoped().is_none());
+        assert_eq!(*seen.lock().unwrap(), vec!["inside".to_string()]);
+    }
+}

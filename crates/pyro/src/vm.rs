@@ -11,6 +11,7 @@ use std::time::Duration;
 
 /// Payload of `create_vm`, `start_vm`, `stop_vm`, `status_vm` (REFERENCE §6.1 + `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VmInfo {
     /// Id of the VM (12 lowercase hex characters); pass it to the other `*_vm` methods.
     pub vm_id: String,
@@ -53,6 +54,7 @@ pub struct VmInfo {
 
 /// Options of `create_vm` / `run_in_vm`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateVmOptions {
     /// Environment to boot: `debian:12`, `debian:12-base` or `debian:12-build`. Installed first if
     /// missing.
@@ -86,6 +88,7 @@ impl CreateVmOptions {
 
 /// `cleanup` block of a run payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Cleanup {
     /// Id of the VM that was deleted.
     pub vm_id: String,
@@ -97,6 +100,7 @@ pub struct Cleanup {
 
 /// Payload of `exec_vm` / `run_in_vm` (REFERENCE §6.1 + `backend` and truncation flags).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunResult {
     /// Id of the VM the command ran in (already deleted, see `cleanup`).
     pub vm_id: String,
@@ -131,6 +135,7 @@ pub struct RunResult {
 
 /// Payload of `delete_vm`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeleteVmResult {
     /// Id of the deleted VM.
     pub vm_id: String,
@@ -142,6 +147,7 @@ pub struct DeleteVmResult {
 
 /// Payload of `reap_expired`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReapResult {
     /// Ids of the expired VMs that were deleted.
     pub deleted_vm_ids: Vec<String>,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Payload of `list_workspace_disk`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskListResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -27,6 +28,7 @@ pub struct DiskListResult {
 
 /// Payload of `read_workspace_disk`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskReadResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -45,6 +47,7 @@ pub struct DiskReadResult {
 
 /// Payload of `export_workspace_disk`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskExportResult {
     /// Id of the workspace.
     pub workspace_id: String,

@@ -39,6 +39,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Options of `create_workspace` (reference defaults via [`CreateWorkspaceOptions::new`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateWorkspaceOptions {
     /// Environment to boot: `debian:12`, `debian:12-base` or `debian:12-build`. Installed first if
     /// missing.
@@ -92,6 +93,7 @@ impl CreateWorkspaceOptions {
 
 /// Options of `update_workspace`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateWorkspaceOptions {
     /// New name (trimmed, non-empty, at most 120 characters); `None` keeps the current one. Not
     /// together with `clear_name`.
@@ -108,6 +110,7 @@ pub struct UpdateWorkspaceOptions {
 
 /// Public workspace payload (REFERENCE §6.2 keys + `backend`, `last_error`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceInfo {
     /// Id of the workspace (12 lowercase hex characters).
     pub workspace_id: String,
@@ -182,6 +185,7 @@ pub struct WorkspaceInfo {
 
 /// What `reset_workspace` restored into `/workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResetInfo {
     /// Snapshot restored: `baseline` or a named snapshot.
     pub snapshot_name: String,
@@ -197,6 +201,7 @@ pub struct ResetInfo {
 
 /// One row of `list_workspaces`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceListItem {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -224,6 +229,7 @@ pub struct WorkspaceListItem {
 
 /// Payload of `list_workspaces`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceList {
     /// Number of workspaces.
     pub count: usize,
@@ -233,6 +239,7 @@ pub struct WorkspaceList {
 
 /// Payload of `delete_workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeleteWorkspaceResult {
     /// Id of the deleted workspace.
     pub workspace_id: String,

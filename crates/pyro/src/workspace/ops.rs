@@ -15,6 +15,7 @@ pub const MAX_TEXT_BYTES: u64 = 1024 * 1024;
 
 /// Payload of `exec_workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceExecResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -52,6 +53,7 @@ pub struct WorkspaceExecResult {
 
 /// One history entry (`commands/<seq>.json`) with its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CommandEntry {
     /// Position in the history, 1-based.
     pub sequence: u64,
@@ -77,6 +79,7 @@ pub struct CommandEntry {
 
 /// Payload of `logs_workspace`: the command history since create or the last reset.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceLogs {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -88,6 +91,7 @@ pub struct WorkspaceLogs {
 
 /// What `push_workspace_sync` copied in.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SyncInfo {
     /// `directory` (the children of a host directory) or `tar_archive` (a `.tar`/`.tar.gz`/`.tgz`
     /// file).
@@ -104,6 +108,7 @@ pub struct SyncInfo {
 
 /// Payload of `push_workspace_sync`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SyncResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -115,6 +120,7 @@ pub struct SyncResult {
 
 /// Payload of `export_workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -134,6 +140,7 @@ pub struct ExportResult {
 
 /// One entry of `list_workspace_files`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileListEntry {
     /// Absolute guest path.
     pub path: String,
@@ -147,6 +154,7 @@ pub struct FileListEntry {
 
 /// Payload of `list_workspace_files`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileListResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -163,6 +171,7 @@ pub struct FileListResult {
 
 /// Payload of `read_workspace_file`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileReadResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -183,6 +192,7 @@ pub struct FileReadResult {
 
 /// Payload of `write_workspace_file`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileWriteResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -198,6 +208,7 @@ pub struct FileWriteResult {
 
 /// Counts of files touched by `apply_workspace_patch`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PatchSummary {
     /// Files in the patch.
     pub total: u64,
@@ -211,6 +222,7 @@ pub struct PatchSummary {
 
 /// One file touched by `apply_workspace_patch`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PatchEntry {
     /// Absolute guest path of the file.
     pub path: String,
@@ -220,6 +232,7 @@ pub struct PatchEntry {
 
 /// Payload of `apply_workspace_patch`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PatchResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -237,6 +250,7 @@ pub struct PatchResult {
 
 /// Payload of `diff_workspace`: `/workspace` now against the create-time baseline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiffResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -248,6 +262,7 @@ pub struct DiffResult {
 
 /// One snapshot of `/workspace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotInfo {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -267,6 +282,7 @@ pub struct SnapshotInfo {
 
 /// Payload of `create_snapshot`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotCreateResult {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -278,6 +294,7 @@ pub struct SnapshotCreateResult {
 
 /// Payload of `list_snapshots`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotList {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -289,6 +306,7 @@ pub struct SnapshotList {
 
 /// Payload of `delete_snapshot`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotDeleteResult {
     /// Id of the workspace.
     pub workspace_id: String,

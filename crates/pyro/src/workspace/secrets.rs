@@ -17,6 +17,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// One secret of `create_workspace`: exactly one of `value` / `file_path`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SecretSpec {
     /// Secret name, `[A-Za-z_][A-Za-z0-9_]{0,63}`, unique in the workspace. It names the guest file
     /// `/run/pyro-secrets/<name>` and the key of `secret_env`.

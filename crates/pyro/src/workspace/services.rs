@@ -32,6 +32,7 @@ const LOOPBACK: &str = "127.0.0.1";
 
 /// How pyro decides a service is ready (REFERENCE §4 `readiness`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Readiness {
     /// A guest path (under `/workspace`) exists.
@@ -58,6 +59,7 @@ pub enum Readiness {
 
 /// A port to publish: `host_port` `None` picks a free one.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PublishedPortSpec {
     /// TCP port the service listens on in the guest, 1..=65535.
     pub guest_port: u16,
@@ -67,6 +69,7 @@ pub struct PublishedPortSpec {
 
 /// A published port as it is bound on the host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PublishedPort {
     /// Host address the port is bound on: always `127.0.0.1`.
     pub host: String,
@@ -80,6 +83,7 @@ pub struct PublishedPort {
 
 /// Options of `start_service`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StartServiceOptions {
     /// Shell command that runs the service (`/bin/sh -lc`); it should stay in the foreground.
     pub command: String,
@@ -119,6 +123,7 @@ impl StartServiceOptions {
 
 /// Service payload (REFERENCE §6.15 keys + `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ServiceInfo {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -155,6 +160,7 @@ pub struct ServiceInfo {
 
 /// Payload of `list_services`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ServiceList {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -168,6 +174,7 @@ pub struct ServiceList {
 
 /// Payload of `logs_service`: the service's fields plus its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ServiceLogs {
     /// The service's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]

@@ -24,6 +24,7 @@ const SHELL_CALL_SLACK: Duration = Duration::from_secs(30);
 
 /// Options of `open_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OpenShellOptions {
     /// Directory the shell starts in, `/workspace` or below (default `/workspace`); it must exist.
     pub cwd: String,
@@ -44,6 +45,7 @@ impl Default for OpenShellOptions {
 
 /// Options of `read_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReadShellOptions {
     /// Character offset into the shell's output to read from (0 = the beginning); use the previous
     /// `next_cursor` to continue.
@@ -64,6 +66,7 @@ impl Default for ReadShellOptions {
 
 /// Shell payload (REFERENCE §6.14 keys + `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShellInfo {
     /// Id of the workspace.
     pub workspace_id: String,
@@ -91,6 +94,7 @@ pub struct ShellInfo {
 
 /// Payload of `read_shell`: the shell's fields plus a slice of its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShellReadResult {
     /// The shell's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
@@ -115,6 +119,7 @@ pub struct ShellReadResult {
 
 /// Payload of `write_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShellWriteResult {
     /// The shell's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
@@ -127,6 +132,7 @@ pub struct ShellWriteResult {
 
 /// Payload of `signal_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShellSignalResult {
     /// The shell's status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]
@@ -137,6 +143,7 @@ pub struct ShellSignalResult {
 
 /// Payload of `close_shell`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShellCloseResult {
     /// The shell's final status; its fields appear at the top level of the JSON payload.
     #[serde(flatten)]

@@ -19,6 +19,7 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// The most recent `exec_workspace` command of a workspace (`last_command` of
 /// [`WorkspaceInfo`](crate::workspace::WorkspaceInfo)).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LastCommand {
     /// Position in the history, 1-based; equals `command_count` when it was recorded.
     pub sequence: u64,
@@ -36,6 +37,7 @@ pub struct LastCommand {
 
 /// What `/workspace` was seeded with at create (`workspace_seed`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SeedInfo {
     /// `empty`, `directory` or `tar_archive`.
     pub mode: String,
@@ -51,6 +53,7 @@ pub struct SeedInfo {
 
 /// A secret as shown in payloads: its name and kind, never its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SecretRecord {
     /// Secret name (`[A-Za-z_][A-Za-z0-9_]{0,63}`); the guest file is `/run/pyro-secrets/<name>`.
     pub name: String,
@@ -60,6 +63,7 @@ pub struct SecretRecord {
 
 /// `workspace.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceRecord {
     pub layout_version: u32,
     pub workspace_id: String,

@@ -20,6 +20,7 @@ const DIFF_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The diff payload (the engine adds `workspace_id`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiffPayload {
     /// Whether anything differs.
     pub changed: bool,
@@ -33,6 +34,7 @@ pub struct DiffPayload {
 
 /// Counts of a diff. `text_patched + non_text == total`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiffSummary {
     /// Changed paths.
     pub total: u64,
@@ -52,6 +54,7 @@ pub struct DiffSummary {
 
 /// One changed path.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiffEntry {
     /// Path relative to `/workspace`, no leading slash.
     pub path: String,

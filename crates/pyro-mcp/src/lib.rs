@@ -1,0 +1,278 @@
+//! pyro's MCP server: every tool is a thin adapter that turns its arguments into one
+//! [`pyro::Pyro`] call and returns the SDK payload as `structuredContent` (with an
+//! `outputSchema` from the payload type). No engine logic lives here.
+//!
+//! - Profiles ([`Profile`]) select which tools are listed, exactly as REFERENCE §5.2.
+//! - Tool failures are `isError` results whose text is `{"ok": false, "error", "code"}`.
+//! - With a client progress token, a call reports progress (engine events and a heartbeat).
+//! - `notifications/cancelled` drops the call's future; the per-VM supervisor then cancels
+//!   the guest work of that call (a cancelled `workspace_exec` kills its command).
+//! - Calls run concurrently (rmcp spawns a task per request; nothing here serialises them).
+
+mod params;
+pub mod payloads;
+mod serve;
+mod tools;
+
+pub use serve::{serve_http, serve_stdio, HttpOptions};
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::RequestContext;
+use rmcp::{tool_handler, Json, Peer, RoleServer, ServerHandler};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A tool profile: which tools a server exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Only `vm_run`: one command in a fresh, disposable VM.
+    VmRun,
+    /// The workspace tools an agent needs day to day (the default).
+    WorkspaceCore,
+    /// Everything: lifecycle, snapshots, disk tools, shells, services, secrets, low-level VMs.
+    WorkspaceFull,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 3] = [Profile::VmRun, Profile::WorkspaceCore, Profile::WorkspaceFull];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::VmRun => "vm-run",
+            Profile::WorkspaceCore => "workspace-core",
+            Profile::WorkspaceFull => "workspace-full",
+        }
+    }
+
+    /// Parse a profile name; the error names every profile.
+    pub fn parse(name: &str) -> Result<Profile, String> {
+        Profile::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| {
+            format!("unknown MCP profile '{name}'; expected one of: vm-run, workspace-core, workspace-full")
+        })
+    }
+
+    /// The tool names of this profile (REFERENCE §5.2), sorted.
+    pub fn tool_names(self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = match self {
+            Profile::VmRun => VM_RUN_TOOLS.to_vec(),
+            Profile::WorkspaceCore => WORKSPACE_CORE_TOOLS.to_vec(),
+            Profile::WorkspaceFull => WORKSPACE_FULL_TOOLS.to_vec(),
+        };
+        v.sort_unstable();
+        v
+    }
+}
+
+pub const VM_RUN_TOOLS: &[&str] = &["vm_run"];
+
+pub const WORKSPACE_CORE_TOOLS: &[&str] = &[
+    "vm_run",
+    "workspace_create",
+    "workspace_delete",
+    "workspace_diff",
+    "workspace_exec",
+    "workspace_export",
+    "workspace_file_list",
+    "workspace_file_read",
+    "workspace_file_write",
+    "workspace_list",
+    "workspace_logs",
+    "workspace_patch_apply",
+    "workspace_reset",
+    "workspace_status",
+    "workspace_sync_push",
+    "workspace_update",
+];
+
+pub const WORKSPACE_FULL_TOOLS: &[&str] = &[
+    "service_list",
+    "service_logs",
+    "service_start",
+    "service_status",
+    "service_stop",
+    "shell_close",
+    "shell_open",
+    "shell_read",
+    "shell_signal",
+    "shell_write",
+    "snapshot_create",
+    "snapshot_delete",
+    "snapshot_list",
+    "vm_create",
+    "vm_delete",
+    "vm_exec",
+    "vm_list_environments",
+    "vm_network_info",
+    "vm_reap_expired",
+    "vm_run",
+    "vm_start",
+    "vm_status",
+    "vm_stop",
+    "workspace_create",
+    "workspace_delete",
+    "workspace_diff",
+    "workspace_disk_export",
+    "workspace_disk_list",
+    "workspace_disk_read",
+    "workspace_exec",
+    "workspace_export",
+    "workspace_file_list",
+    "workspace_file_read",
+    "workspace_file_write",
+    "workspace_list",
+    "workspace_logs",
+    "workspace_patch_apply",
+    "workspace_reset",
+    "workspace_start",
+    "workspace_status",
+    "workspace_stop",
+    "workspace_sync_push",
+    "workspace_update",
+];
+
+/// The MCP server: one engine, one profile. Cheap to clone (one per HTTP session).
+#[derive(Clone)]
+pub struct PyroMcp {
+    pyro: pyro::Pyro,
+    profile: Profile,
+    router: ToolRouter<PyroMcp>,
+}
+
+impl PyroMcp {
+    pub fn new(pyro: pyro::Pyro, profile: Profile) -> Self {
+        let mut router = Self::shared_tools();
+        match profile {
+            Profile::WorkspaceFull => router += Self::full_variants(),
+            _ => router += Self::core_variants(),
+        }
+        router += Self::shell_service_tools();
+        let wanted = profile.tool_names();
+        let names: Vec<String> = router.list_all().into_iter().map(|t| t.name.to_string()).collect();
+        for name in names {
+            if !wanted.contains(&name.as_str()) {
+                router.remove_route(&name);
+            }
+        }
+        PyroMcp { pyro, profile, router }
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    pub fn pyro(&self) -> &pyro::Pyro {
+        &self.pyro
+    }
+
+    /// The tools this server lists (name, description, schemas, annotations).
+    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
+        self.router.list_all()
+    }
+
+    /// Run one SDK call for a tool: progress when the client asked for it, cancellation when
+    /// the client sends `notifications/cancelled` (the SDK future is dropped), and the
+    /// error mapping. Every tool goes through here.
+    async fn call<T, F>(&self, tool: &'static str, ctx: &RequestContext<RoleServer>, fut: F) -> ToolResult<T>
+    where
+        F: Future<Output = pyro::Result<T>> + Send,
+    {
+        let (progress, _forwarder) = match ctx.meta.get_progress_token() {
+            Some(token) => {
+                let (p, f) = ProgressForwarder::start(tool, ctx.peer.clone(), token);
+                (Some(p), Some(f))
+            }
+            None => (None, None),
+        };
+        let work = async {
+            match progress {
+                Some(p) => pyro::progress::scoped(p, fut).await,
+                None => fut.await,
+            }
+        };
+        tokio::select! {
+            r = work => r.map(Json).map_err(|e| tool_error(&e)),
+            _ = ctx.ct.cancelled() => Err(tool_error(&pyro::Error::Cancelled(format!("{tool} was cancelled by the client")))),
+        }
+    }
+}
+
+/// What every tool returns: the payload as structured content, or an `isError` text.
+pub(crate) type ToolResult<T> = Result<Json<T>, String>;
+
+/// The text of an `isError` result: the same shape as the CLI's `--json` errors.
+pub fn tool_error(e: &pyro::Error) -> String {
+    serde_json::json!({"ok": false, "error": e.to_string(), "code": e.code()}).to_string()
+}
+
+/// Turns engine progress events into `notifications/progress` for one call, plus a heartbeat
+/// every second so a client sees a long boot or command is alive. Stops when dropped.
+struct ProgressForwarder(tokio::task::JoinHandle<()>);
+
+impl ProgressForwarder {
+    fn start(tool: &'static str, peer: Peer<RoleServer>, token: ProgressToken) -> (pyro::Progress, Self) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let sink = pyro::Progress::new(move |e| {
+            let _ = tx.send(format!("{}: {}", e.stage, e.message));
+        });
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut step = 0.0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let send = |step: f64, message: String| {
+                let (peer, token) = (peer.clone(), token.clone());
+                async move {
+                    let _ =
+                        peer.notify_progress(ProgressNotificationParam::new(token, step).with_message(message)).await;
+                }
+            };
+            send(step, format!("{tool}: started")).await;
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => { step += 1.0; send(step, m).await; }
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        step += 1.0;
+                        send(step, format!("{tool}: running for {} s", started.elapsed().as_secs())).await;
+                    }
+                }
+            }
+        });
+        (sink, ProgressForwarder(task))
+    }
+}
+
+impl Drop for ProgressForwarder {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tool_handler(router = self.router, name = "pyro", instructions = "pyro runs commands in disposable Linux microVMs. For one-off commands use vm_run. For multi-step work create a workspace (workspace_create), then exec, read/write files, apply patches and diff against the baseline; delete it when done. Workspaces expire after ttl_seconds (default 600): they are then stopped with their disk kept, never deleted silently. Host paths (seed_path, source_path, output_path) are on the machine running this server.")]
+impl ServerHandler for PyroMcp {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_membership_counts() {
+        assert_eq!(Profile::VmRun.tool_names().len(), 1);
+        assert_eq!(Profile::WorkspaceCore.tool_names().len(), 16);
+        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 43);
+        for t in WORKSPACE_CORE_TOOLS {
+            assert!(WORKSPACE_FULL_TOOLS.contains(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn unknown_profile_lists_the_profiles() {
+        assert_eq!(
+            Profile::parse("nope").unwrap_err(),
+            "unknown MCP profile 'nope'; expected one of: vm-run, workspace-core, workspace-full"
+        );
+    }
+}
