@@ -91,3 +91,8 @@ fn bad_input_is_an_error_and_the_server_keeps_serving() {
 fn shell_and_service_tools_work_end_to_end() {
     run_script("sessions.py", &[]);
 }
+
+#[test]
+fn a_client_vanishing_mid_call_leaves_nothing_running_and_the_workspace_usable() {
+    run_script("disconnect.py", &[]);
+}

@@ -320,20 +320,6 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Errors from a command path can echo its output: hide secret values there too.
-fn redact_error(e: Error, secrets: &[(String, String)]) -> Error {
-    if secrets.is_empty() {
-        return e;
-    }
-    let msg = super::secrets::redact(&e.to_string(), secrets);
-    match e {
-        Error::InvalidInput(_) => Error::InvalidInput(msg),
-        Error::NotFound(_) => Error::NotFound(msg),
-        Error::InvalidState(_) => Error::InvalidState(msg),
-        _ => Error::Guest(msg),
-    }
-}
-
 pub(crate) fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
     dir.update(|r| {
         r.last_activity_at = now_f64();
@@ -375,7 +361,7 @@ impl Pyro {
             crate::vm::OUTPUT_CAP_BYTES,
         )
         .await
-        .map_err(|e| redact_error(e, &secret_values))?;
+        .map_err(|e| super::secrets::redact_error(e, &secret_values))?;
         let stdout = super::secrets::redact(&lossy(&r.stdout), &secret_values);
         let stderr = super::secrets::redact(&lossy(&r.stderr), &secret_values);
         // The command text may carry a value too; history and payload keep the redacted form.

@@ -173,6 +173,21 @@ pub(crate) fn redact(text: &str, secrets: &[(String, String)]) -> String {
     out
 }
 
+/// Errors from a command, shell or service path can echo its output: hide secret values
+/// there too, keeping the error's class.
+pub(crate) fn redact_error(e: Error, secrets: &[(String, String)]) -> Error {
+    if secrets.is_empty() {
+        return e;
+    }
+    let msg = redact(&e.to_string(), secrets);
+    match e {
+        Error::InvalidInput(_) => Error::InvalidInput(msg),
+        Error::NotFound(_) => Error::NotFound(msg),
+        Error::InvalidState(_) => Error::InvalidState(msg),
+        _ => Error::Guest(msg),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -345,19 +345,6 @@ async fn remove_forwards(vm_dir: &std::path::Path, ports: &[PublishedPort]) {
     }
 }
 
-fn error_with_secrets_hidden(e: Error, secret_values: &[(String, String)]) -> Error {
-    if secret_values.is_empty() {
-        return e;
-    }
-    let msg = secrets::redact(&e.to_string(), secret_values);
-    match e {
-        Error::InvalidInput(_) => Error::InvalidInput(msg),
-        Error::NotFound(_) => Error::NotFound(msg),
-        Error::InvalidState(_) => Error::InvalidState(msg),
-        _ => Error::Guest(msg),
-    }
-}
-
 impl Pyro {
     /// Start a named background service and wait for its readiness check.
     ///
@@ -415,7 +402,7 @@ impl Pyro {
         let state = match machine::service_call(&runtime, req, wait).await {
             Ok(ServiceResponse::State(s)) => s,
             Ok(other) => return Err(Error::Guest(format!("unexpected answer to service start: {other:?}"))),
-            Err(e) => return Err(error_with_secrets_hidden(e, &secret_values)),
+            Err(e) => return Err(secrets::redact_error(e, &secret_values)),
         };
         let mut info = self.info_of(&dir, &record, &state, Vec::new());
         if state.state == "running" {

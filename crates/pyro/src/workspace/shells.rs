@@ -238,7 +238,7 @@ impl Pyro {
         };
         let answer = machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK)
             .await
-            .map_err(|e| redact_error(e, &secret_values))?;
+            .map_err(|e| secrets::redact_error(e, &secret_values))?;
         if !matches!(answer, ShellResponse::Status(_)) {
             return Err(Error::Guest(format!("unexpected answer to shell open: {answer:?}")));
         }
@@ -334,7 +334,7 @@ impl Pyro {
         let secret_values = secrets::load(&dir, &record.secrets)?;
         let status = match machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK)
             .await
-            .map_err(|e| redact_error(e, &secret_values))?
+            .map_err(|e| secrets::redact_error(e, &secret_values))?
         {
             ShellResponse::Status(s) => s,
             other => return Err(Error::Guest(format!("unexpected answer to shell write: {other:?}"))),
@@ -393,19 +393,6 @@ impl Pyro {
             info.ended_at = Some(now_f64());
         }
         Ok(ShellCloseResult { shell: info, closed: true })
-    }
-}
-
-fn redact_error(e: Error, secrets: &[(String, String)]) -> Error {
-    if secrets.is_empty() {
-        return e;
-    }
-    let msg = secrets::redact(&e.to_string(), secrets);
-    match e {
-        Error::InvalidInput(_) => Error::InvalidInput(msg),
-        Error::NotFound(_) => Error::NotFound(msg),
-        Error::InvalidState(_) => Error::InvalidState(msg),
-        _ => Error::Guest(msg),
     }
 }
 
