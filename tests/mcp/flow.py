@@ -26,6 +26,9 @@ async def flow(session):
     wid = ws["workspace_id"]
     assert ws["state"] == "started" and ws["name"] == "mcp-flow", ws
     assert events, "workspace_create sent no progress notification despite a progress token"
+    stages = [m for _, m in events if m]
+    assert any(m.startswith("boot:") for m in stages), f"no engine boot stage in the progress: {stages}"
+    assert [p for p, _ in events] == sorted(p for p, _ in events), f"progress went backwards: {events}"
     log(f"created {wid}; {len(events)} progress notifications, first: {events[0]}")
     try:
         w = await tools.ok("workspace_file_write", workspace_id=wid, path="src/hello.txt", text="hello from mcp\n")

@@ -132,9 +132,13 @@ impl Pyro {
         let output = super::ops::resolve_output(output_path)?;
         let pyro = self.clone();
         let id = workspace_id.to_string();
+        // Taken here: a scoped (per-call) sink does not follow the work onto the blocking pool.
+        let progress = self.progress();
         crate::blocking(move || {
             let (dir, image) = pyro.disk_precheck(&id, "export")?;
+            progress.report("export", format!("copying the stopped disk to {}", output.display()), Some(0.1));
             let bytes = diskimage::export(&image, &output)?;
+            progress.report("export", format!("wrote {bytes} bytes"), Some(1.0));
             Ok(DiskExportResult {
                 workspace_id: dir.id,
                 output_path: output.display().to_string(),

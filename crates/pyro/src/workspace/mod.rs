@@ -509,10 +509,13 @@ impl Pyro {
             metadata: BTreeMap::new(),
         };
         record.secrets = secrets::store(dir, &prepared_secrets)?;
+        self.progress().report("disk", "copying the environment's disk for the workspace", Some(0.1));
         let clone_mode = machine::clone_disk(env, &dir.disk_image())?;
         record.metadata.insert("rootfs_clone_mode".into(), clone_mode.into());
         self.boot_workspace(dir, env, &mut record).await?;
+        self.progress().report("seed", format!("seeding /workspace ({} bytes of archive)", seed_tar.len()), Some(0.8));
         let (entries, bytes) = machine::push_archive(&dir.runtime_dir(), &seed_tar, WORKSPACE_PATH).await?;
+        self.progress().report("ready", "workspace started", Some(1.0));
         record.workspace_seed.entry_count = entries;
         record.workspace_seed.bytes_written = bytes;
         dir.save(&record)?;
@@ -526,6 +529,7 @@ impl Pyro {
         env: &crate::env::InstalledEnvironment,
         record: &mut WorkspaceRecord,
     ) -> Result<()> {
+        self.progress().report("boot", "booting the workspace VM", Some(0.3));
         let cache_dir = self.paths().cache_dir.clone();
         let allow = record.allow_host_compat;
         let env2 = env.clone();
@@ -725,7 +729,9 @@ impl Pyro {
     pub async fn stop_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lock_lifecycle_exclusive()?;
+        self.progress().report("sessions", "ending services (TERM, then KILL after 5 s) and shells", Some(0.1));
         end_sessions_if_running(&dir).await;
+        self.progress().report("shutdown", "flushing and shutting the guest down", Some(0.5));
         let shut = machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await;
         let (record, _) = dir.update(|r| {
             forget_sessions(&dir, r);

@@ -781,8 +781,10 @@ impl Pyro {
                 dir.id, dir.id
             )));
         }
+        self.progress().report("shutdown", "stopping the workspace VM", Some(0.1));
         machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
         let env = self.ensure_environment(&record.environment).await?;
+        self.progress().report("disk", "preparing a fresh disk from the environment", Some(0.2));
         // The new disk is prepared beside the old one and swapped in only when complete.
         let fresh = dir.runtime_dir().join("rootfs.reset.ext4");
         machine::clone_disk(&env, &fresh)?;
@@ -790,6 +792,7 @@ impl Pyro {
         let _ = std::fs::remove_dir_all(dir.commands_dir());
         std::fs::create_dir_all(dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
+        self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
         let restored = match &booted {
             Ok(()) => machine::push_archive(&dir.runtime_dir(), &tar, WORKSPACE_PATH).await,
             Err(e) => Err(Error::Boot(e.to_string())),
