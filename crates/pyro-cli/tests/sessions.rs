@@ -115,6 +115,10 @@ fn shell_keeps_state_renders_plain_text_and_takes_signals() {
     assert!(e.contains("does not exist"), "{e}");
     let e = fail(&home, &["workspace", "shell", "open", &id, "--secret-env", "NOPE"]);
     assert!(e.contains("unknown workspace secret 'NOPE'"), "{e}");
+    let e = fail(&home, &["workspace", "shell", "open", &id, "--secret-env", "NOPE=1BAD"]);
+    assert!(e.contains("1BAD"), "{e}");
+    let e = fail(&home, &["workspace", "service", "start", &id, "s", "--secret-env", "bad-name", "--", "true"]);
+    assert!(e.contains("bad-name"), "{e}");
     let s2 = ok(&home, &["workspace", "shell", "open", &id, "--json"]);
     let s2 = s2["shell_id"].as_str().unwrap();
     let e = fail(&home, &["workspace", "shell", "read", &id, s2, "--wait-for-idle-ms", "20000"]);
