@@ -307,8 +307,43 @@ fn service_becomes_ready_is_published_on_loopback_and_never_blocks_other_calls()
         ],
     );
     assert!(http_get(port2, "/").unwrap().contains("200"));
+    // A service that ends on its own takes its published port with it, with no pyro call
+    // in between (the VM's supervisor watches).
+    ok(&home, &["workspace", "exec", &id, "--json", "--", "sh", "-c", "pkill -f 'http[.]server 8000'; true"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(("127.0.0.1", port2)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port2)).is_ok(), "forward outlived its service");
+    let web = ok(&home, &["workspace", "service", "status", &id, "web", "--json"]);
+    assert_eq!((web["state"].as_str(), web["published_ports"].as_array().map(Vec::len)), (Some("exited"), Some(0)));
+    // And workspace stop ends services and their forwards.
+    let port3 = free_port();
+    let publish3 = format!("{port3}:8000");
+    ok(
+        &home,
+        &[
+            "workspace",
+            "service",
+            "start",
+            &id,
+            "web2",
+            "--cwd",
+            "site",
+            "--ready-tcp",
+            "127.0.0.1:8000",
+            "--publish",
+            &publish3,
+            "--json",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+        ],
+    );
     ok(&home, &["workspace", "stop", &id, "--json"]);
-    assert!(std::net::TcpListener::bind(("127.0.0.1", port2)).is_ok());
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port3)).is_ok());
     let st = ok(&home, &["workspace", "status", &id, "--json"]);
     assert_eq!((st["service_count"].as_u64(), st["running_service_count"].as_u64()), (Some(0), Some(0)));
     ok(&home, &["workspace", "delete", &id, "--json"]);

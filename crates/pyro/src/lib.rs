@@ -32,7 +32,8 @@ pub mod diskimage;
 mod hostcompat;
 #[doc(hidden)]
 pub mod machine;
-mod qmp;
+#[doc(hidden)]
+pub mod qmp;
 #[doc(hidden)]
 pub mod supervisor;
 #[doc(hidden)]

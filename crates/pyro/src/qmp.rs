@@ -63,3 +63,41 @@ async fn next_reply(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Published-port registry: which `hostfwd` rules belong to which service, so the VM's
+// supervisor can remove a rule as soon as its service ends (see `supervisor::watch_ports`).
+// ---------------------------------------------------------------------------------------
+
+/// File in the VM directory listing the live published-port rules.
+pub const PUBLISHED_FILE: &str = "published.json";
+
+/// One `hostfwd` rule and the service it publishes for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedRule {
+    pub service: String,
+    pub host: String,
+    pub host_port: u16,
+}
+
+impl PublishedRule {
+    /// The monitor command that removes this rule.
+    pub fn remove_command(&self) -> String {
+        format!("hostfwd_remove net0 tcp:{}:{}", self.host, self.host_port)
+    }
+}
+
+/// The rules currently recorded for this VM.
+pub fn published(vm_dir: &Path) -> Vec<PublishedRule> {
+    std::fs::read(vm_dir.join(PUBLISHED_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Change the recorded rules under a lock (engine and supervisor both edit them).
+pub fn edit_published(vm_dir: &Path, f: impl FnOnce(&mut Vec<PublishedRule>)) -> Result<()> {
+    let _lock = crate::workspace::store::flock_exclusive(&vm_dir.join("published.lock"))?;
+    let mut rules = published(vm_dir);
+    f(&mut rules);
+    let path = vm_dir.join(PUBLISHED_FILE);
+    crate::util::write_atomic(&path, &serde_json::to_vec(&rules).expect("serialisable"))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}

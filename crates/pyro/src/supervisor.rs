@@ -203,9 +203,10 @@ pub fn kill_from_pid_file(vm_dir: &Path) {
     }
 }
 
-/// Remove sockets and pid files a dead supervisor left behind.
+/// Remove sockets, pid files and published-port rules a dead supervisor left behind (the
+/// rules died with its QEMU).
 pub fn clean_stale_files(vm_dir: &Path) {
-    for f in [SOCKET_FILE, PID_FILE, AGENT_SOCKET, QMP_SOCKET] {
+    for f in [SOCKET_FILE, PID_FILE, AGENT_SOCKET, QMP_SOCKET, crate::qmp::PUBLISHED_FILE] {
         let _ = std::fs::remove_file(vm_dir.join(f));
     }
 }
@@ -260,6 +261,31 @@ impl Shared {
         let bytes = encode(&RequestFrame { id, request }).ok()?;
         self.to_agent.send(bytes).ok()?;
         tokio::time::timeout(timeout, rx).await.ok()?.ok()
+    }
+}
+
+/// A published port lives exactly as long as its service: once a second, while any rule is
+/// recorded, ask the agent which services still run and remove the rules of the others
+/// (the engine also removes them on `service stop`; a rule already gone is harmless).
+async fn watch_ports(shared: Arc<Shared>, vm_dir: PathBuf) {
+    use pyro_protocol::session::{ServiceRequest, ServiceResponse};
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rules = crate::qmp::published(&vm_dir);
+        if rules.is_empty() {
+            continue;
+        }
+        let answer = shared.ask_guest(Request::Service(ServiceRequest::List), Duration::from_secs(5)).await;
+        let Some(Response::Service(ServiceResponse::List { services })) = answer else { continue };
+        let running: std::collections::HashSet<&str> =
+            services.iter().filter(|s| s.state == "running").map(|s| s.name.as_str()).collect();
+        let ended: Vec<_> = rules.into_iter().filter(|r| !running.contains(r.service.as_str())).collect();
+        for rule in &ended {
+            let _ = crate::qmp::human_command(&vm_dir, &rule.remove_command()).await;
+        }
+        if !ended.is_empty() {
+            let _ = crate::qmp::edit_published(&vm_dir, |rules| rules.retain(|r| !ended.contains(r)));
+        }
     }
 }
 
@@ -427,6 +453,8 @@ async fn run(vm_dir: PathBuf) -> i32 {
             }
         })
     };
+
+    tokio::spawn(watch_ports(shared.clone(), vm_dir.clone()));
 
     if let Some(owner) = spec.owner_pid {
         let tx = shared.shutdown_tx.clone();

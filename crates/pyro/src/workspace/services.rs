@@ -343,6 +343,20 @@ async fn remove_forwards(vm_dir: &std::path::Path, ports: &[PublishedPort]) {
         let cmd = format!("hostfwd_remove net0 tcp:{}:{}", p.host, p.host_port);
         let _ = crate::qmp::human_command(vm_dir, &cmd).await;
     }
+    let _ = crate::qmp::edit_published(vm_dir, |rules| {
+        rules.retain(|r| !ports.iter().any(|p| p.host == r.host && p.host_port == r.host_port))
+    });
+}
+
+/// Let the supervisor know these rules live as long as `service` runs.
+fn record_forwards(vm_dir: &std::path::Path, service: &str, ports: &[PublishedPort]) -> Result<()> {
+    crate::qmp::edit_published(vm_dir, |rules| {
+        rules.extend(ports.iter().map(|p| crate::qmp::PublishedRule {
+            service: service.to_string(),
+            host: p.host.clone(),
+            host_port: p.host_port,
+        }))
+    })
 }
 
 impl Pyro {
@@ -425,6 +439,7 @@ impl Pyro {
                     }
                 }
             }
+            record_forwards(&runtime, &name, &added)?;
             info.published_ports = added;
         }
         save(&dir, &info)?;
