@@ -23,6 +23,23 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
     (v[v.len() / 2], v[v.len() * 95 / 100])
 }
 
+/// `N` `workspace_status` tool calls, each checked, in milliseconds.
+async fn time_status(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, id: &str) -> Vec<f64> {
+    let args = serde_json::json!({ "workspace_id": id }).as_object().unwrap().clone();
+    let mut times = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        let r = client
+            .call_tool(CallToolRequestParams::new("workspace_status").with_arguments(args.clone()))
+            .await
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_ne!(r.is_error, Some(true));
+        assert_eq!(r.structured_content.as_ref().unwrap()["state"], "started");
+    }
+    times
+}
+
 fn main() {
     let work = tempfile::Builder::new().prefix("pyro-mcpbench-").tempdir_in("/tmp").unwrap();
     let mut paths = Paths::from_env().unwrap();
@@ -48,20 +65,27 @@ fn main() {
             let _ = running.waiting().await;
         });
         let client = ().serve(client_io).await.expect("client initializes");
-        let args = serde_json::json!({ "workspace_id": id }).as_object().unwrap().clone();
-        let mut mcp = Vec::with_capacity(N);
-        for _ in 0..N {
-            let t = Instant::now();
-            let r = client
-                .call_tool(CallToolRequestParams::new("workspace_status").with_arguments(args.clone()))
-                .await
-                .unwrap();
-            mcp.push(t.elapsed().as_secs_f64() * 1e3);
-            assert_ne!(r.is_error, Some(true));
-            assert_eq!(r.structured_content.as_ref().unwrap()["state"], "started");
-        }
+        let mcp = time_status(&client, &id).await;
         let _ = client.cancel().await;
         let _ = server_task.await;
+
+        // The same through a real `pyro mcp serve` child over stdio (process boundary, pipes).
+        let pyro_bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("pyro");
+        let stdio = if pyro_bin.exists() {
+            let mut cmd = tokio::process::Command::new(&pyro_bin);
+            cmd.args(["mcp", "serve", "--profile", "workspace-full"]).env("PYRO_HOME", pyro.paths().home.clone());
+            let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("pyro mcp serve starts");
+            let client = ().serve(transport).await.expect("client initializes");
+            let times = time_status(&client, &id).await;
+            let _ = client.cancel().await;
+            Some(times)
+        } else {
+            println!("  (no {} next to the bench: build it with scripts/build.sh release)", pyro_bin.display());
+            None
+        };
         pyro.delete_workspace(&id).await.unwrap();
 
         let (sdk_med, sdk_p95) = stats(sdk);
@@ -74,5 +98,10 @@ fn main() {
             mcp_med - sdk_med,
             mcp_med / sdk_med
         );
+        if let Some(times) = stdio {
+            let (med, p95) = stats(times);
+            println!("  MCP over stdio to a `pyro mcp serve` child: median {med:.3} ms, p95 {p95:.3} ms");
+            println!("  added by MCP over stdio: {:.3} ms median (target <= 2 ms)", med - sdk_med);
+        }
     });
 }
