@@ -13,7 +13,6 @@ import time
 
 from common import PYRO, Tools, log, server_env, stdio_session
 
-SLEEPS = "ps -eo args | grep -c '^sleep 600' || true"
 
 
 def vm_processes():
@@ -31,6 +30,14 @@ def vm_processes():
         if needle in cmd:
             found.append(cmd)
     return found
+
+
+async def sleeps(tools, wid):
+    """`sleep 600` processes in the guest; the listing must work and show the agent, so a
+    broken `ps` can never read as "none left"."""
+    ps = await tools.ok("workspace_exec", workspace_id=wid, command="ps -eo args")
+    assert ps["exit_code"] == 0 and "pyro-agent" in ps["stdout"], ps
+    return sum(1 for line in ps["stdout"].splitlines() if line.startswith("sleep 600"))
 
 
 def raw_call(p, rid, name, args):
@@ -71,7 +78,15 @@ async def main():
     assert not raw_reply(p, 2)["result"].get("isError"), "vm_start failed"
     assert vm_processes(), "the ephemeral VM is not running"
     raw_call(p, 3, "workspace_exec", {"workspace_id": wid, "command": "sleep 600", "timeout_seconds": 900})
-    time.sleep(2.0)
+    time.sleep(1.0)
+    async with stdio_session("workspace-full") as (s, _):
+        tools = Tools(s, (await s.list_tools()).tools)
+        for _ in range(50):
+            running = await sleeps(tools, wid)
+            if running == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert running == 1, "the vanishing client's exec never started"
 
     # The client vanishes: its end of the pipes closes mid-call.
     t0 = time.monotonic()
@@ -90,11 +105,11 @@ async def main():
         st = await tools.ok("workspace_status", workspace_id=wid)
         assert st["state"] == "started", st
         for _ in range(50):
-            ps = await tools.ok("workspace_exec", workspace_id=wid, command=SLEEPS)
-            if ps["stdout"].strip() == "0":
+            left = await sleeps(tools, wid)
+            if left == 0:
                 break
             await asyncio.sleep(0.1)
-        assert ps["stdout"].strip() == "0", f"the vanished client's command still runs: {ps}"
+        assert left == 0, "the vanished client's command still runs"
         ok = await tools.ok("workspace_exec", workspace_id=wid, command="echo usable")
         assert ok["stdout"] == "usable\n", ok
         await tools.ok("workspace_delete", workspace_id=wid)

@@ -6,7 +6,8 @@
 
 use crate::exec::BASE_ENV;
 use pyro_protocol::session::{
-    ShellOutput, ShellRequest, ShellResponse, ShellStatus, SHELLS_DIR, SHELL_IDLE_WAIT_CAP_MS, SHELL_RING_CHARS,
+    ShellOutput, ShellRequest, ShellResponse, ShellStatus, REDACTED, SHELLS_DIR, SHELL_IDLE_WAIT_CAP_MS,
+    SHELL_RING_CHARS,
 };
 use pyro_protocol::{ErrorInfo, Response};
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +23,6 @@ use tokio::sync::Notify;
 const REDACT_HOLD: Duration = Duration::from_millis(200);
 /// How long `Close` waits after HUP before it kills the session.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-const REDACTED: &str = "[REDACTED]";
 
 /// Every shell of this agent, by id.
 #[derive(Clone, Default)]

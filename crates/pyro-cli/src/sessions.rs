@@ -28,9 +28,9 @@ pub struct ShellOpenArgs {
     workspace_id: String,
     #[arg(long, default_value = "/workspace")]
     cwd: String,
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = pyro::workspace::DEFAULT_COLS)]
     cols: u16,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = pyro::workspace::DEFAULT_ROWS)]
     rows: u16,
     /// SECRET[=ENV_VAR] (repeatable): export a workspace secret into the shell.
     #[arg(long = "secret-env", value_name = "SECRET[=ENV_VAR]")]
@@ -48,7 +48,7 @@ pub struct ShellReadArgs {
     shell_id: String,
     #[arg(long, default_value_t = 0)]
     cursor: u64,
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = pyro::workspace::DEFAULT_MAX_CHARS)]
     max_chars: u64,
     /// Render through a terminal emulator: plain text, no escape sequences.
     #[arg(long)]
@@ -122,9 +122,9 @@ pub struct ServiceStartArgs {
     /// Ready when this shell command exits 0.
     #[arg(long, value_name = "CMD")]
     ready_command: Option<String>,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = pyro::workspace::DEFAULT_READY_TIMEOUT_SECONDS)]
     ready_timeout_seconds: u64,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = pyro::workspace::DEFAULT_READY_INTERVAL_MS)]
     ready_interval_ms: u64,
     /// SECRET[=ENV_VAR] (repeatable).
     #[arg(long = "secret-env", value_name = "SECRET[=ENV_VAR]")]
@@ -158,7 +158,7 @@ pub struct ServiceNameArgs {
 pub struct ServiceLogsArgs {
     workspace_id: String,
     service_name: String,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = pyro::workspace::DEFAULT_TAIL_LINES)]
     tail_lines: u64,
     /// Everything kept instead of the last --tail-lines lines.
     #[arg(long)]
@@ -319,13 +319,8 @@ pub async fn run_service(pyro: &Pyro, cmd: ServiceCommand) -> pyro::Result<u8> {
     match cmd {
         ServiceCommand::Start(a) => {
             let command = crate::join_command(&a.command)?;
-            let readiness = match (a.ready_file, a.ready_tcp, a.ready_http, a.ready_command) {
-                (Some(path), ..) => Some(Readiness::File { path }),
-                (_, Some(address), ..) => Some(Readiness::Tcp { address }),
-                (_, _, Some(url), _) => Some(Readiness::Http { url }),
-                (_, _, _, Some(command)) => Some(Readiness::Command { command }),
-                _ => None,
-            };
+            // clap lets at most one through (conflicts_with).
+            let readiness = Readiness::first_of(a.ready_file, a.ready_tcp, a.ready_http, a.ready_command);
             let published_ports = a.publish.iter().map(|p| parse_publish(p)).collect::<pyro::Result<Vec<_>>>()?;
             let opts = StartServiceOptions {
                 command,

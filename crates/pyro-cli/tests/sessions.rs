@@ -33,6 +33,16 @@ fn read_until(home: &TestHome, id: &str, shell: &str, cursor: u64, plain: bool, 
     }
 }
 
+/// Guest processes whose command line starts with `prefix`. The listing must work and show
+/// the agent, so a missing or broken `ps` can never read as "no such process".
+fn guest_procs(home: &TestHome, id: &str, prefix: &str) -> usize {
+    let ps = ok(home, &["workspace", "exec", id, "--json", "--", "ps", "-eo", "args"]);
+    assert_eq!(ps["exit_code"], 0, "{ps}");
+    let listing = ps["stdout"].as_str().unwrap();
+    assert!(listing.contains("pyro-agent"), "ps shows no agent: {listing}");
+    listing.lines().filter(|l| l.starts_with(prefix)).count()
+}
+
 #[test]
 fn shell_keeps_state_renders_plain_text_and_takes_signals() {
     let home = TestHome::new();
@@ -72,35 +82,20 @@ fn shell_keeps_state_renders_plain_text_and_takes_signals() {
     // INT interrupts a foreground `sleep 100` promptly.
     ok(&home, &["workspace", "shell", "write", &id, &shell, "--input", "sleep 100; echo slept", "--json"]);
     std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(guest_procs(&home, &id, "sleep 100"), 1, "the foreground sleep is not running");
     let began = Instant::now();
     ok(&home, &["workspace", "shell", "signal", &id, &shell, "--signal", "INT", "--json"]);
     ok(&home, &["workspace", "shell", "write", &id, &shell, "--input", "echo after-int", "--json"]);
     let r = read_until(&home, &id, &shell, cursor, true, "after-int");
     assert!(r["output"].as_str().unwrap().contains("after-int"), "{r}");
     assert!(began.elapsed() < Duration::from_secs(20));
-    let ps = ok(
-        &home,
-        &["workspace", "exec", &id, "--json", "--", "sh", "-c", "ps -eo args | grep -c '^sleep 100' || true"],
-    );
-    assert_eq!(ps["stdout"], "0\n", "sleep survived INT");
+    assert_eq!(guest_procs(&home, &id, "sleep 100"), 0, "sleep survived INT");
 
     // Close ends it: the bash process is gone and the id is unknown afterwards.
+    assert_eq!(guest_procs(&home, &id, "/bin/bash --noprofile"), 1);
     let c = ok(&home, &["workspace", "shell", "close", &id, &shell, "--json"]);
     assert_eq!(c["closed"], true);
-    let ps = ok(
-        &home,
-        &[
-            "workspace",
-            "exec",
-            &id,
-            "--json",
-            "--",
-            "sh",
-            "-c",
-            "ps -eo args | grep -c '^/bin/bash --noprofile' || true",
-        ],
-    );
-    assert_eq!(ps["stdout"], "0\n", "shell process survived close");
+    assert_eq!(guest_procs(&home, &id, "/bin/bash --noprofile"), 0, "shell process survived close");
     let e = fail(&home, &["workspace", "shell", "read", &id, &shell]);
     assert!(e.contains(&format!("unknown shell '{shell}'")), "{e}");
 
@@ -265,11 +260,7 @@ fn service_becomes_ready_is_published_on_loopback_and_never_blocks_other_calls()
     assert_eq!((st["state"].as_str(), st["stop_reason"].as_str()), (Some("failed"), Some("readiness_timeout")));
     let logs = ok(&home, &["workspace", "service", "logs", &id, "slow", "--json"]);
     assert_eq!(logs["stdout"], "slow-started\n");
-    let ps = ok(
-        &home,
-        &["workspace", "exec", &id, "--json", "--", "sh", "-c", "ps -eo args | grep -c '^sleep 300' || true"],
-    );
-    assert_eq!(ps["stdout"], "0\n", "the timed-out service still runs");
+    assert_eq!(guest_procs(&home, &id, "sleep 300"), 0, "the timed-out service still runs");
 
     // Stop: TERM ends python; the host port is free again.
     let stopped = ok(&home, &["workspace", "service", "stop", &id, "web", "--json"]);

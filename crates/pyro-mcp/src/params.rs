@@ -333,13 +333,13 @@ pub struct ResetParams {
 }
 
 fn cols_default() -> u16 {
-    120
+    pyro::workspace::DEFAULT_COLS
 }
 fn rows_default() -> u16 {
-    30
+    pyro::workspace::DEFAULT_ROWS
 }
 fn max_chars_default() -> u64 {
-    65536
+    pyro::workspace::DEFAULT_MAX_CHARS
 }
 fn yes() -> bool {
     true
@@ -348,13 +348,13 @@ fn int_signal() -> String {
     "INT".into()
 }
 fn ready_timeout_default() -> u64 {
-    30
+    pyro::workspace::DEFAULT_READY_TIMEOUT_SECONDS
 }
 fn ready_interval_default() -> u64 {
-    500
+    pyro::workspace::DEFAULT_READY_INTERVAL_MS
 }
 fn tail_default() -> u64 {
-    200
+    pyro::workspace::DEFAULT_TAIL_LINES
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

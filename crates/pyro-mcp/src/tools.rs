@@ -837,13 +837,7 @@ impl PyroMcp {
         ctx: Ctx,
     ) -> Result<Json<ServiceInfo>, String> {
         let a = args(a)?;
-        let readiness = match (a.ready_file, a.ready_tcp, a.ready_http, a.ready_command) {
-            (Some(path), _, _, _) => Some(Readiness::File { path }),
-            (None, Some(address), _, _) => Some(Readiness::Tcp { address }),
-            (None, None, Some(url), _) => Some(Readiness::Http { url }),
-            (None, None, None, Some(command)) => Some(Readiness::Command { command }),
-            (None, None, None, None) => None,
-        };
+        let readiness = Readiness::first_of(a.ready_file, a.ready_tcp, a.ready_http, a.ready_command);
         let opts = StartServiceOptions {
             command: a.command,
             cwd: a.cwd,

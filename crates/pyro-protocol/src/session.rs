@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// What a secret value is replaced with, by the host and (in shell output) by the guest.
+pub const REDACTED: &str = "[REDACTED]";
 /// Guest directory of shell state (tmpfs).
 pub const SHELLS_DIR: &str = "/run/pyro-shells";
 /// Guest directory of service state and logs (tmpfs).

@@ -642,7 +642,8 @@ impl Pyro {
         if record.state == "started" && record.service_count > 0 {
             // Services may have exited on their own since the last service call: ask the
             // guest, but never let a slow guest hold up a status.
-            let refreshed = tokio::time::timeout(Duration::from_secs(5), self.list_services(&dir.id)).await;
+            let refreshed =
+                tokio::time::timeout(Duration::from_secs(5), services::refresh_services(&dir, &record)).await;
             if let Ok(Ok(_)) = refreshed {
                 return Ok(info_of(&dir.load()?));
             }

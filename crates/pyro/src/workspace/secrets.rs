@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// Largest secret value (UTF-8 bytes).
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 /// What replaces a secret value in any output.
-pub const REDACTED: &str = "[REDACTED]";
+pub const REDACTED: &str = pyro_protocol::session::REDACTED;
 
 /// One secret of `create_workspace`: exactly one of `value` / `file_path`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -57,6 +57,22 @@ pub enum Readiness {
     },
 }
 
+impl Readiness {
+    /// The readiness of the reference's flat options (`ready_file`, `ready_tcp`,
+    /// `ready_http`, `ready_command`): the first one given wins, in that order.
+    pub fn first_of(
+        file: Option<String>,
+        tcp: Option<String>,
+        http: Option<String>,
+        command: Option<String>,
+    ) -> Option<Readiness> {
+        file.map(|path| Readiness::File { path })
+            .or_else(|| tcp.map(|address| Readiness::Tcp { address }))
+            .or_else(|| http.map(|url| Readiness::Http { url }))
+            .or_else(|| command.map(|command| Readiness::Command { command }))
+    }
+}
+
 /// A port to publish: `host_port` `None` picks a free one.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -245,6 +261,15 @@ fn readiness_probe(r: &Readiness) -> ReadinessProbe {
     }
 }
 
+fn readiness_of(p: &ReadinessProbe) -> Readiness {
+    match p {
+        ReadinessProbe::File { path } => Readiness::File { path: path.clone() },
+        ReadinessProbe::Tcp { address } => Readiness::Tcp { address: address.clone() },
+        ReadinessProbe::Http { url } => Readiness::Http { url: url.clone() },
+        ReadinessProbe::Command { command } => Readiness::Command { command: command.clone() },
+    }
+}
+
 /// Check a readiness spec and normalise its file path.
 pub fn validate_readiness(r: &Readiness) -> Result<Readiness> {
     Ok(match r {
@@ -392,7 +417,7 @@ impl Pyro {
 
         // A previous run of this name: refuse if it still runs, else drop its forwards.
         if let Some(old) = load(&dir, &name) {
-            let current = self.guest_status(&dir, &name).await.ok();
+            let current = guest_status(&dir, &name).await.ok();
             if current.as_ref().is_some_and(|s| s.state == "running") {
                 return Err(Error::InvalidState(format!(
                     "service '{name}' is already running in workspace '{}'",
@@ -418,7 +443,7 @@ impl Pyro {
             Ok(other) => return Err(Error::Guest(format!("unexpected answer to service start: {other:?}"))),
             Err(e) => return Err(secrets::redact_error(e, &secret_values)),
         };
-        let mut info = self.info_of(&dir, &record, &state, Vec::new());
+        let mut info = service_info(&dir, &record, &state, Vec::new());
         if state.state == "running" {
             let mut added = Vec::new();
             for p in &ports {
@@ -471,20 +496,7 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = super::refresh_liveness(&dir)?;
-        let mut services = Vec::new();
-        if record.state == "started" {
-            let guest =
-                match machine::service_call(&dir.runtime_dir(), ServiceRequest::List, SERVICE_CALL_SLACK).await? {
-                    ServiceResponse::List { services } => services,
-                    other => return Err(Error::Guest(format!("unexpected answer to service list: {other:?}"))),
-                };
-            for state in &guest {
-                services.push(self.mirror(&dir, &record, state).await?);
-            }
-        } else {
-            services = load_all(&dir);
-        }
-        sync_counts(&dir)?;
+        let services = if record.state == "started" { refresh_services(&dir, &record).await? } else { load_all(&dir) };
         let running_count = services.iter().filter(|s| s.state == "running").count();
         Ok(ServiceList { workspace_id: dir.id.clone(), count: services.len(), running_count, services })
     }
@@ -495,8 +507,8 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "reading a service").await?;
-        let state = self.guest_status(&dir, &name).await?;
-        let info = self.mirror(&dir, &record, &state).await?;
+        let state = guest_status(&dir, &name).await?;
+        let info = mirror(&dir, &record, &state).await?;
         sync_counts(&dir)?;
         Ok(info)
     }
@@ -510,12 +522,12 @@ impl Pyro {
         let req = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
         let state = match machine::service_call(&dir.runtime_dir(), req, STOP_GRACE * 2 + SERVICE_CALL_SLACK)
             .await
-            .map_err(|e| self.unknown_service(e, &dir, &name))?
+            .map_err(|e| unknown_service(e, &dir, &name))?
         {
             ServiceResponse::State(s) => s,
             other => return Err(Error::Guest(format!("unexpected answer to service stop: {other:?}"))),
         };
-        let info = self.mirror(&dir, &record, &state).await?;
+        let info = mirror(&dir, &record, &state).await?;
         sync_counts(&dir)?;
         super::ops::touch_activity(&dir)?;
         Ok(info)
@@ -538,12 +550,12 @@ impl Pyro {
         let req = ServiceRequest::Logs { name: name.clone(), tail_lines: tail };
         let logs = match machine::service_call(&dir.runtime_dir(), req, SERVICE_CALL_SLACK)
             .await
-            .map_err(|e| self.unknown_service(e, &dir, &name))?
+            .map_err(|e| unknown_service(e, &dir, &name))?
         {
             ServiceResponse::Logs(l) => l,
             other => return Err(Error::Guest(format!("unexpected answer to service logs: {other:?}"))),
         };
-        let info = self.mirror(&dir, &record, &logs.state).await?;
+        let info = mirror(&dir, &record, &logs.state).await?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         Ok(ServiceLogs {
             service: info,
@@ -553,73 +565,85 @@ impl Pyro {
             truncated: logs.truncated,
         })
     }
+}
 
-    async fn guest_status(&self, dir: &WorkspaceDir, name: &str) -> Result<ServiceState> {
-        let req = ServiceRequest::Status { name: name.to_string() };
-        match machine::service_call(&dir.runtime_dir(), req, SERVICE_CALL_SLACK)
-            .await
-            .map_err(|e| self.unknown_service(e, dir, name))?
-        {
-            ServiceResponse::State(s) => Ok(s),
-            other => Err(Error::Guest(format!("unexpected answer to service status: {other:?}"))),
-        }
+async fn guest_status(dir: &WorkspaceDir, name: &str) -> Result<ServiceState> {
+    let req = ServiceRequest::Status { name: name.to_string() };
+    match machine::service_call(&dir.runtime_dir(), req, SERVICE_CALL_SLACK)
+        .await
+        .map_err(|e| unknown_service(e, dir, name))?
+    {
+        ServiceResponse::State(s) => Ok(s),
+        other => Err(Error::Guest(format!("unexpected answer to service status: {other:?}"))),
     }
+}
 
-    fn unknown_service(&self, e: Error, dir: &WorkspaceDir, name: &str) -> Error {
-        match e {
-            Error::NotFound(_) => Error::NotFound(format!("unknown service '{name}' in workspace '{}'", dir.id)),
-            other => other,
-        }
+fn unknown_service(e: Error, dir: &WorkspaceDir, name: &str) -> Error {
+    match e {
+        Error::NotFound(_) => Error::NotFound(format!("unknown service '{name}' in workspace '{}'", dir.id)),
+        other => other,
     }
+}
 
-    /// Fold the guest's state into the host record; a service seen not running loses its
-    /// published ports.
-    async fn mirror(&self, dir: &WorkspaceDir, record: &WorkspaceRecord, state: &ServiceState) -> Result<ServiceInfo> {
-        let old = load(dir, &state.name);
-        let mut ports = old.as_ref().map(|o| o.published_ports.clone()).unwrap_or_default();
-        if state.state != "running" && !ports.is_empty() {
-            remove_forwards(&dir.runtime_dir(), &ports).await;
-            ports.clear();
-        }
-        let mut info = self.info_of(dir, record, state, ports);
-        // A host-side failure (published port) outranks the guest's plain `stopped`.
-        if let Some(o) = old.filter(|o| o.stop_reason.as_deref() == Some("published_port_failed")) {
-            info.state = o.state;
-            info.stop_reason = o.stop_reason;
-        }
-        save(dir, &info)?;
-        Ok(info)
+/// Every service of a started workspace, asked from the guest and mirrored into the host
+/// records and the workspace's service counts.
+///
+/// Takes no lifecycle lock: `status_workspace` uses it too and must not wait behind a stop
+/// or reset; if the VM goes away midway the call fails and the caller keeps the records.
+pub(crate) async fn refresh_services(dir: &WorkspaceDir, record: &WorkspaceRecord) -> Result<Vec<ServiceInfo>> {
+    let guest = match machine::service_call(&dir.runtime_dir(), ServiceRequest::List, SERVICE_CALL_SLACK).await? {
+        ServiceResponse::List { services } => services,
+        other => return Err(Error::Guest(format!("unexpected answer to service list: {other:?}"))),
+    };
+    let mut services = Vec::with_capacity(guest.len());
+    for state in &guest {
+        services.push(mirror(dir, record, state).await?);
     }
+    sync_counts(dir)?;
+    Ok(services)
+}
 
-    fn info_of(
-        &self,
-        dir: &WorkspaceDir,
-        record: &WorkspaceRecord,
-        s: &ServiceState,
-        published_ports: Vec<PublishedPort>,
-    ) -> ServiceInfo {
-        ServiceInfo {
-            workspace_id: dir.id.clone(),
-            service_name: s.name.clone(),
-            state: s.state.clone(),
-            command: s.command.clone(),
-            cwd: s.cwd.clone(),
-            started_at: s.started_at,
-            ended_at: s.ended_at,
-            exit_code: s.exit_code,
-            pid: s.pid,
-            execution_mode: record.execution_mode.clone(),
-            backend: record.backend.clone(),
-            readiness: s.readiness.as_ref().map(|r| match r {
-                ReadinessProbe::File { path } => Readiness::File { path: path.clone() },
-                ReadinessProbe::Tcp { address } => Readiness::Tcp { address: address.clone() },
-                ReadinessProbe::Http { url } => Readiness::Http { url: url.clone() },
-                ReadinessProbe::Command { command } => Readiness::Command { command: command.clone() },
-            }),
-            ready_at: s.ready_at,
-            stop_reason: s.stop_reason.clone(),
-            published_ports,
-        }
+/// Fold the guest's state into the host record; a service seen not running loses its
+/// published ports.
+async fn mirror(dir: &WorkspaceDir, record: &WorkspaceRecord, state: &ServiceState) -> Result<ServiceInfo> {
+    let old = load(dir, &state.name);
+    let mut ports = old.as_ref().map(|o| o.published_ports.clone()).unwrap_or_default();
+    if state.state != "running" && !ports.is_empty() {
+        remove_forwards(&dir.runtime_dir(), &ports).await;
+        ports.clear();
+    }
+    let mut info = service_info(dir, record, state, ports);
+    // A host-side failure (published port) outranks the guest's plain `stopped`.
+    if let Some(o) = old.filter(|o| o.stop_reason.as_deref() == Some("published_port_failed")) {
+        info.state = o.state;
+        info.stop_reason = o.stop_reason;
+    }
+    save(dir, &info)?;
+    Ok(info)
+}
+
+fn service_info(
+    dir: &WorkspaceDir,
+    record: &WorkspaceRecord,
+    s: &ServiceState,
+    published_ports: Vec<PublishedPort>,
+) -> ServiceInfo {
+    ServiceInfo {
+        workspace_id: dir.id.clone(),
+        service_name: s.name.clone(),
+        state: s.state.clone(),
+        command: s.command.clone(),
+        cwd: s.cwd.clone(),
+        started_at: s.started_at,
+        ended_at: s.ended_at,
+        exit_code: s.exit_code,
+        pid: s.pid,
+        execution_mode: record.execution_mode.clone(),
+        backend: record.backend.clone(),
+        readiness: s.readiness.as_ref().map(readiness_of),
+        ready_at: s.ready_at,
+        stop_reason: s.stop_reason.clone(),
+        published_ports,
     }
 }
 

@@ -17,6 +17,10 @@ use std::time::Duration;
 
 /// Default and bounds of `max_chars` and `wait_for_idle_ms` (REFERENCE §2).
 pub const DEFAULT_MAX_CHARS: u64 = 65_536;
+/// Default PTY width in columns.
+pub const DEFAULT_COLS: u16 = 120;
+/// Default PTY height in rows.
+pub const DEFAULT_ROWS: u16 = 30;
 /// Largest `wait_for_idle_ms` of `read_shell`.
 pub const MAX_WAIT_FOR_IDLE_MS: u64 = 10_000;
 /// Time allowed for a shell request beyond any idle wait it asks for.
@@ -39,7 +43,12 @@ pub struct OpenShellOptions {
 
 impl Default for OpenShellOptions {
     fn default() -> Self {
-        OpenShellOptions { cwd: WORKSPACE_PATH.into(), cols: 120, rows: 30, secret_env: BTreeMap::new() }
+        OpenShellOptions {
+            cwd: WORKSPACE_PATH.into(),
+            cols: DEFAULT_COLS,
+            rows: DEFAULT_ROWS,
+            secret_env: BTreeMap::new(),
+        }
     }
 }
 
