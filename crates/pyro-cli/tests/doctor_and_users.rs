@@ -115,7 +115,7 @@ fn run_works_as_an_unprivileged_user() {
     };
     let w = run(&["workspace", "create", "debian:12-build", "--network-policy", "egress+published-ports", "--json"]);
     let id = w["workspace_id"].as_str().unwrap().to_string();
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let publish = format!("{port}:8000");
     let s = run(&[
         "workspace",
@@ -135,11 +135,7 @@ fn run_works_as_an_unprivileged_user() {
         "8000",
     ]);
     assert_eq!(s["state"], "running");
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let mut page = String::new();
-    conn.read_to_string(&mut page).unwrap();
+    let page = common::http_get(port, "/").unwrap();
     assert!(page.starts_with("HTTP/1.0 200"), "{page}");
     let sh = run(&["workspace", "shell", "open", &id, "--json"]);
     let shell = sh["shell_id"].as_str().unwrap().to_string();

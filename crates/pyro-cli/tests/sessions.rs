@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fail, file_contains, ok, stderr, stdout, TestHome};
+use common::{fail, file_contains, free_port, http_get, ok, stderr, stdout, TestHome};
 use std::time::{Duration, Instant};
 
 fn create(home: &TestHome, args: &[&str]) -> String {
@@ -130,20 +130,6 @@ fn shell_keeps_state_renders_plain_text_and_takes_signals() {
     assert!(e.contains("unknown shell"), "{e}");
     ok(&home, &["workspace", "delete", &id, "--json"]);
     home.assert_clean();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
-}
-
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
 }
 
 #[test]
