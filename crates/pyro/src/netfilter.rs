@@ -630,6 +630,49 @@ mod tests {
         assert!(!is_host_address(Ipv4Addr::new(203, 0, 113, 77)));
     }
 
+    /// Run `script` in bash, under the filter (answered by [`serve`]) or not.
+    fn bash(script: &str, filtered: bool) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["-c", script]);
+        let prepared = filtered.then(|| Prepared::new().unwrap());
+        if let Some(p) = &prepared {
+            let handle = p.child_handle();
+            // SAFETY: install() is written for exactly this spot.
+            unsafe {
+                cmd.pre_exec(move || handle.install());
+            }
+        }
+        let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        if let Some(p) = prepared {
+            let listener = p.receive_listener().unwrap();
+            std::thread::spawn(move || serve(listener, false));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    #[test]
+    fn a_filtered_process_cannot_reach_loopback_or_open_ipv6_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let script = format!("echo x > /dev/tcp/127.0.0.1/{port}");
+        // Positive control: the same command without the filter connects.
+        assert!(bash(&script, false).status.success());
+        assert!(listener.accept().is_ok());
+        let o = bash(&script, true);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("Connection refused"), "{err}");
+        assert!(listener.accept().is_err(), "the filtered process connected");
+        // No IPv6 socket at all, so no path around the IPv4 checks.
+        let o = bash(&format!("echo x > /dev/tcp/::1/{port}"), true);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("Address family not supported"), "{err}");
+        // Everything else bash does still works under the filter.
+        let o = bash("echo fine", true);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "fine\n");
+    }
+
     #[test]
     fn the_kernel_offers_user_notification() {
         // Every supported host (Linux 5.0+) has it; the egress tests depend on it.
