@@ -104,17 +104,21 @@ pub unsafe fn keep_across_exec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Drain `read` into a bounded log at `path` until every writer is gone (QEMU exited).
+/// Drain `read` into a bounded log at `path` until every writer is gone (QEMU exited). The
+/// pipe is drained even when the log cannot be written (full disk, directory gone): a pipe
+/// nobody reads would stall the guest's serial port.
 pub fn drain(read: OwnedFd, path: &Path, cap: u64) -> io::Result<()> {
-    let mut log = BoundedLog::create(path, cap)?;
+    let mut log = BoundedLog::create(path, cap);
+    let opened = log.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())));
     let mut pipe = File::from(read);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return opened,
             Ok(n) => {
-                // A full disk must not stop the draining, or the guest's serial port stalls.
-                let _ = log.write(&buf[..n]);
+                if let Ok(log) = &mut log {
+                    let _ = log.write(&buf[..n]);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),

@@ -392,18 +392,38 @@ unsafe fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
 
 /// At most this many denial lines per minute reach supervisor.log; the rest are counted.
 const DENIAL_LINES_PER_MINUTE: u32 = 10;
+/// And at most this many lines over the VM's life, so a guest cannot grow the log forever.
+const DENIAL_LINES_TOTAL: u32 = 500;
 
 struct DenialLog {
     window_start: std::time::Instant,
     lines: u32,
+    total: u32,
     suppressed: u64,
 }
 
 impl DenialLog {
-    fn note(&mut self, what: &str) {
+    fn new() -> DenialLog {
+        DenialLog { window_start: std::time::Instant::now(), lines: 0, total: 0, suppressed: 0 }
+    }
+
+    fn line(&mut self, text: &str, out: &mut Vec<String>) {
+        self.total += 1;
+        if self.total < DENIAL_LINES_TOTAL {
+            out.push(format!("supervisor: egress filter: {text}"));
+        } else if self.total == DENIAL_LINES_TOTAL {
+            out.push(format!("supervisor: egress filter: {text}; further denials are not logged for this VM"));
+        }
+    }
+
+    /// Count one denial; the lines to write to supervisor.log for it (usually one, none when
+    /// over the limits).
+    fn note(&mut self, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
         if self.window_start.elapsed() >= std::time::Duration::from_secs(60) {
             if self.suppressed > 0 {
-                eprintln!("supervisor: egress filter: {} more denials not logged", self.suppressed);
+                let summary = format!("{} more denials in the last minute were not logged", self.suppressed);
+                self.line(&summary, &mut out);
             }
             self.window_start = std::time::Instant::now();
             self.lines = 0;
@@ -411,17 +431,18 @@ impl DenialLog {
         }
         if self.lines < DENIAL_LINES_PER_MINUTE {
             self.lines += 1;
-            eprintln!("supervisor: egress filter: denied {what}");
+            self.line(&format!("denied {what}"), &mut out);
         } else {
             self.suppressed += 1;
         }
+        out
     }
 }
 
 /// Answer notifications until QEMU (every process holding the filter) is gone. Runs on a
 /// thread of its own: QEMU's calling thread waits for each answer.
 pub fn serve(listener: OwnedFd, allow_private: bool) {
-    let mut log = DenialLog { window_start: std::time::Instant::now(), lines: 0, suppressed: 0 };
+    let mut log = DenialLog::new();
     let fd = listener.as_raw_fd();
     loop {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
@@ -502,7 +523,9 @@ fn answer(
                 Destination::Family(f) => format!("address family {f}"),
                 Destination::Malformed => "a malformed address".into(),
             };
-            log.note(&format!("{call} to {target}: {why}"));
+            for line in log.note(&format!("{call} to {target}: {why}")) {
+                eprintln!("{line}");
+            }
             resp.error = -refusal;
         }
     }
@@ -671,6 +694,25 @@ mod tests {
         // Everything else bash does still works under the filter.
         let o = bash("echo fine", true);
         assert_eq!(String::from_utf8_lossy(&o.stdout), "fine\n");
+    }
+
+    #[test]
+    fn denial_logging_is_rate_limited_and_bounded() {
+        let mut log = DenialLog::new();
+        let lines: usize = (0..1000).map(|i| log.note(&format!("connect to 127.0.0.1:{i}")).len()).sum();
+        assert_eq!(lines, DENIAL_LINES_PER_MINUTE as usize);
+        // A new minute: one summary line, then logging resumes.
+        log.window_start -= std::time::Duration::from_secs(61);
+        let out = log.note("x");
+        assert!(out[0].contains("990 more denials"), "{out:?}");
+        assert_eq!(out.len(), 2);
+        // Over a long life the total stays bounded.
+        let mut total = lines + out.len();
+        for _ in 0..1000 {
+            log.window_start -= std::time::Duration::from_secs(61);
+            total += (0..20).map(|_| log.note("y").len()).sum::<usize>();
+        }
+        assert_eq!(total, DENIAL_LINES_TOTAL as usize);
     }
 
     #[test]
