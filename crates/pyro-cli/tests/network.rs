@@ -235,4 +235,60 @@ fn a_bad_allow_private_value_is_refused_with_the_allowed_values() {
     assert!(!o.status.success());
     let text = format!("{}{}", stdout(&o), stderr(&o));
     assert!(text.contains("PYRO_NETWORK_ALLOW_PRIVATE=maybe") && text.contains("use 1"), "{text}");
+    assert_eq!(ok(&home, &["workspace", "list", "--json"])["count"], 0, "a failed create left a workspace");
+}
+
+/// Run pyro as on a kernel without seccomp (user notification): a filter on the pyro
+/// process and its children makes seccomp(2) fail with ENOSYS.
+fn without_seccomp(home: &TestHome, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    fn insn(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt, jf, k }
+    }
+    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let mut program = vec![
+        insn(ld, 0, 0, 0), // seccomp_data.nr
+        insn(jeq, libc::SYS_seccomp as u32, 0, 1),
+        insn(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32, 0, 0),
+        insn(ret, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ];
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    let fprog_addr = &fprog as *const libc::sock_fprog as usize;
+    let mut cmd = home.cmd();
+    cmd.args(args);
+    // SAFETY: prctl only, on a program that outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, fprog_addr) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(program);
+    out
+}
+
+#[test]
+fn without_seccomp_user_notification_egress_refuses_to_start_and_doctor_says_why() {
+    let home = TestHome::new();
+    let o = without_seccomp(&home, &["workspace", "create", "debian:12", "--network-policy", "egress", "--json"]);
+    assert!(!o.status.success(), "an unfiltered egress VM started: {}", stdout(&o));
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(text.contains("cannot filter guest network egress"), "{text}");
+    assert!(common::processes_mentioning(&home.path().display().to_string()).is_empty());
+    assert_eq!(ok(&home, &["workspace", "list", "--json"])["count"], 0, "a failed create left a workspace");
+    // A VM without a network still runs.
+    let o = without_seccomp(&home, &["run", "debian:12", "--json", "--", "echo", "offline-ok"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("offline-ok"));
+    let o = without_seccomp(&home, &["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["networking"]["egress_filter"], false, "{v}");
+    assert!(v["issues"].to_string().contains("cannot filter guest network egress"), "{v}");
 }
