@@ -6,7 +6,8 @@
 //! chardev socket serves one client at a time, so something long-lived has to multiplex.
 //!
 //! Files in the VM directory: `launch.json` (what to run), `supervisor.sock` (clients),
-//! `supervisor.json` (pids), `supervisor.log`, `vmm.log`, `console.log` (guest serial),
+//! `supervisor.json` (pids), `supervisor.log`, `vmm.log`, `console.log` and `console.log.1`
+//! (guest serial, 1 MiB each at most, drained by the supervisor),
 //! `agent.sock` and `qmp.sock` (QEMU's).
 //!
 //! Startup handshake with the spawner: the supervisor prints exactly one JSON line on its
