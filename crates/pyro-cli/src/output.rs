@@ -138,8 +138,9 @@ pub fn print_doctor(r: &pyro::doctor::DoctorReport) {
         if missing.is_empty() { "all found".to_string() } else { format!("missing {}", missing.join(", ")) }
     );
     println!(
-        "Networking: qemu_user_net={} tun={} root={}",
+        "Networking: qemu_user_net={} egress_filter={} tun={} root={}",
         yn(r.networking.qemu_user_net),
+        yn(r.networking.egress_filter),
         yn(r.networking.tun_available),
         yn(r.networking.is_root)
     );

@@ -43,6 +43,8 @@ fn doctor_reports_kvm_probe_and_selected_backend_consistently() {
         assert!(v.get(k).is_some(), "doctor payload lacks {k}");
     }
     assert_eq!(v["runtime_ok"], true, "{v}");
+    // This kernel can filter guest egress; the network tests rely on it.
+    assert_eq!(v["networking"]["egress_filter"], true, "{v}");
     assert_eq!(v["state_dir"], home.path().display().to_string());
     let human = home.run(&["doctor"]);
     assert!(stdout(&human).contains("Runtime: PASS"), "{}", stdout(&human));

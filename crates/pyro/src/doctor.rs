@@ -102,6 +102,11 @@ pub struct NetworkingReport {
     pub nft_binary: Option<String>,
     /// pyro runs as root.
     pub is_root: bool,
+    /// The kernel can filter guest egress (seccomp user notification): `egress` reaches the
+    /// internet but never this host. Without it, VMs with a network refuse to start.
+    pub egress_filter: bool,
+    /// What the egress filter does here, or why it cannot run.
+    pub egress_filter_detail: String,
 }
 
 /// Host tools pyro uses, with the Debian package that provides each.
@@ -233,12 +238,23 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
         },
     );
     let is_root = unsafe { libc::geteuid() } == 0;
+    let egress_filter = crate::netfilter::available();
+    if let Err(why) = &egress_filter {
+        issues.push(format!("{why}; VMs with --network-policy egress refuse to start (network off still works)"));
+    }
     let networking = NetworkingReport {
         qemu_user_net: qemu_bin.is_some(),
         tun_available: std::path::Path::new("/dev/net/tun").exists(),
         ip_binary: which("ip").map(|p| p.display().to_string()),
         nft_binary: which("nft").map(|p| p.display().to_string()),
         is_root,
+        egress_filter: egress_filter.is_ok(),
+        egress_filter_detail: match egress_filter {
+            Ok(()) => "egress reaches public IPv4 only: never this host's loopback or addresses, link-local \
+                       (cloud metadata) or private ranges (PYRO_NETWORK_ALLOW_PRIVATE=1 opens private ranges)"
+                .into(),
+            Err(why) => why,
+        },
     };
     DoctorReport {
         platform: crate::env::PLATFORM.to_string(),

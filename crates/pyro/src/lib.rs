@@ -28,10 +28,14 @@ pub mod workspace;
 #[doc(hidden)]
 pub mod backend;
 #[doc(hidden)]
+pub mod console;
+#[doc(hidden)]
 pub mod diskimage;
 mod hostcompat;
 #[doc(hidden)]
 pub mod machine;
+#[doc(hidden)]
+pub mod netfilter;
 #[doc(hidden)]
 pub mod qmp;
 #[doc(hidden)]

@@ -89,10 +89,17 @@ pub async fn boot_qemu(
             longest.display()
         )));
     }
+    // `egress` means the internet, never this host: without a kernel that can filter QEMU's
+    // connections (crate::netfilter) a networked VM does not start.
+    let allow_private_network = if opts.network {
+        crate::netfilter::available().map_err(Error::HostRequirement)?;
+        crate::netfilter::allow_private_from_env().map_err(Error::InvalidInput)?
+    } else {
+        false
+    };
     let initrd = initramfs(env, cache_dir)?;
     let disk = &opts.disk;
     let agent_socket = vm_dir.join(supervisor::AGENT_SOCKET);
-    let console_log = vm_dir.join(supervisor::CONSOLE_LOG);
     let qmp_socket = vm_dir.join(supervisor::QMP_SOCKET);
     let launch = qemu::QemuLaunch {
         accel,
@@ -104,7 +111,6 @@ pub async fn boot_qemu(
         disk_format: opts.disk_format,
         snapshot: opts.snapshot,
         agent_socket: &agent_socket,
-        console_log: &console_log,
         qmp_socket: &qmp_socket,
         network: opts.network,
         tsc_khz: qemu::host_tsc_khz(),
@@ -118,6 +124,8 @@ pub async fn boot_qemu(
         boot_timeout_ms: BOOT_TIMEOUT.as_millis() as u64,
         owner_pid: opts.owner_pid,
         remove_dir_on_exit: opts.remove_dir_on_exit,
+        network: opts.network,
+        allow_private_network,
     };
     crate::util::write_atomic(
         &vm_dir.join(supervisor::LAUNCH_FILE),

@@ -6,7 +6,8 @@
 //! chardev socket serves one client at a time, so something long-lived has to multiplex.
 //!
 //! Files in the VM directory: `launch.json` (what to run), `supervisor.sock` (clients),
-//! `supervisor.json` (pids), `supervisor.log`, `vmm.log`, `console.log` (guest serial),
+//! `supervisor.json` (pids), `supervisor.log`, `vmm.log`, `console.log` and `console.log.1`
+//! (guest serial, 1 MiB each at most, drained by the supervisor),
 //! `agent.sock` and `qmp.sock` (QEMU's).
 //!
 //! Startup handshake with the spawner: the supervisor prints exactly one JSON line on its
@@ -52,6 +53,14 @@ pub struct LaunchSpec {
     pub owner_pid: Option<u32>,
     /// Remove the whole VM directory when the VM ends (ephemeral VMs).
     pub remove_dir_on_exit: bool,
+    /// The guest has a NIC (QEMU user network). Its egress is filtered (crate::netfilter);
+    /// without a kernel that can filter, such a VM does not start.
+    #[serde(default)]
+    pub network: bool,
+    /// Egress may also reach private ranges: `PYRO_NETWORK_ALLOW_PRIVATE=1` was set in the
+    /// process that started the VM.
+    #[serde(default)]
+    pub allow_private_network: bool,
 }
 
 /// The one line the supervisor prints on stdout at startup.
@@ -112,7 +121,7 @@ pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Resu
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let line = tokio::time::timeout(wait, lines.next_line()).await;
     let fail = |msg: String| -> Error {
-        let console = tail_lines(&vm_dir.join(CONSOLE_LOG), 15);
+        let console = crate::console::tail(&vm_dir.join(CONSOLE_LOG), 15);
         if console.is_empty() {
             Error::Boot(msg)
         } else {
@@ -349,7 +358,7 @@ async fn run(vm_dir: PathBuf) -> i32 {
     };
     clean_stale_files(&vm_dir);
 
-    let mut vmm = match spawn_vmm(&spec, &vm_dir) {
+    let (mut vmm, console) = match spawn_vmm(&spec, &vm_dir) {
         Ok(c) => c,
         Err(e) => {
             print_ready(&ReadyLine::failed(e));
@@ -373,7 +382,14 @@ async fn run(vm_dir: PathBuf) -> i32 {
         Err(e) => {
             let _ = vmm.start_kill();
             let _ = vmm.wait().await;
-            let console = tail_lines(&vm_dir.join(CONSOLE_LOG), 15);
+            // The drain ends once QEMU is gone; let it write the last lines first.
+            for _ in 0..100 {
+                if console.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let console = crate::console::tail(&vm_dir.join(CONSOLE_LOG), 15);
             let vmm_log = tail_lines(&vm_dir.join(VMM_LOG), 5);
             let mut msg = e;
             if !vmm_log.is_empty() {
@@ -548,23 +564,76 @@ fn finish(vm_dir: &Path, spec: &LaunchSpec) {
     }
 }
 
-fn spawn_vmm(spec: &LaunchSpec, vm_dir: &Path) -> std::result::Result<tokio::process::Child, String> {
+/// Start the VMM with its two guards: the egress filter (every connect/sendto QEMU makes
+/// for the guest is checked by a supervisor thread, crate::netfilter) and the bounded
+/// console log (a supervisor thread drains the serial console, crate::console). Returns the
+/// child and the console drain thread, which ends when QEMU does.
+fn spawn_vmm(
+    spec: &LaunchSpec,
+    vm_dir: &Path,
+) -> std::result::Result<(tokio::process::Child, std::thread::JoinHandle<()>), String> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::File::create(vm_dir.join(VMM_LOG)).map_err(|e| format!("creating vmm.log: {e}"))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let console = crate::console::ConsolePipe::new().map_err(|e| format!("creating the console pipe: {e}"))?;
+    // Every QEMU VM runs under the filter; only a VM without a NIC may run without one
+    // (there is no slirp to steer), and never silently.
+    let filter = match crate::netfilter::available() {
+        Ok(()) => Some(crate::netfilter::Prepared::new().map_err(|e| format!("preparing the egress filter: {e}"))?),
+        Err(why) if spec.network => return Err(format!("refusing to start a VM with network egress: {why}")),
+        Err(why) => {
+            eprintln!("supervisor: {why}; this VM has no network, starting it without the egress filter");
+            None
+        }
+    };
+    let filter_child = filter.as_ref().map(|f| f.child_handle());
+    let console_fd = console.child_fd();
     let mut cmd = std::process::Command::new(&spec.vmm_bin);
-    cmd.args(&spec.vmm_args).current_dir(vm_dir).stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
-    // SAFETY: prctl is async-signal-safe. The VMM must never outlive its supervisor:
-    // a SIGKILLed supervisor takes its VM with it instead of leaving an unreachable guest.
+    cmd.args(console.qemu_args())
+        .args(&spec.vmm_args)
+        .current_dir(vm_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: only async-signal-safe calls (prctl, fcntl, seccomp, sendmsg, close) on values
+    // prepared before fork. The VMM must never outlive its supervisor: a SIGKILLed
+    // supervisor takes its VM with it instead of leaving an unreachable guest.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            crate::console::keep_across_exec(console_fd)?;
+            if let Some(handle) = filter_child {
+                handle.install()?;
+            }
             Ok(())
         });
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
-    cmd.spawn().map_err(|e| format!("cannot start {}: {e}", spec.vmm_bin.display()))
+    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", spec.vmm_bin.display()))?;
+    let crate::console::ConsolePipe { read: console_read, write: console_write } = console;
+    // Only QEMU holds the write end now: the drain sees EOF exactly when QEMU is gone.
+    drop(console_write);
+    if let Some(filter) = filter {
+        // On error the child is dropped, and kill_on_drop ends it before its first connect
+        // could wait forever for an answer.
+        let listener = filter.receive_listener().map_err(|e| format!("receiving the egress filter listener: {e}"))?;
+        let allow_private = spec.allow_private_network;
+        std::thread::Builder::new()
+            .name("egress-filter".into())
+            .spawn(move || crate::netfilter::serve(listener, allow_private))
+            .map_err(|e| format!("starting the egress filter thread: {e}"))?;
+    }
+    let console_path = vm_dir.join(CONSOLE_LOG);
+    let drain = std::thread::Builder::new()
+        .name("console-log".into())
+        .spawn(move || {
+            if let Err(e) = crate::console::drain(console_read, &console_path, crate::console::GENERATION_BYTES) {
+                eprintln!("supervisor: console log: {e}");
+            }
+        })
+        .map_err(|e| format!("starting the console log thread: {e}"))?;
+    Ok((child, drain))
 }
 
 type AgentFramed = Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>;

@@ -34,7 +34,6 @@ pub struct QemuLaunch<'a> {
     /// no overlay file has to be made first.
     pub snapshot: bool,
     pub agent_socket: &'a Path,
-    pub console_log: &'a Path,
     pub qmp_socket: &'a Path,
     /// QEMU user-mode networking (no root needed).
     pub network: bool,
@@ -109,8 +108,11 @@ pub fn qemu_args(launch: &QemuLaunch<'_>) -> Vec<String> {
         format!("socket,path={},server=on,wait=off,id=agent0", qemu_path(launch.agent_socket)),
         "-device".into(),
         format!("virtserialport,chardev=agent0,name={}", pyro_protocol::AGENT_PORT_NAME),
+        // The serial console goes into a pipe the supervisor drains into a bounded log
+        // (crate::console); the supervisor passes the pipe as this fd set.
         "-chardev".into(),
-        format!("file,id=con0,path={}", qemu_path(launch.console_log)),
+        // append=on: QEMU would otherwise ftruncate the fd, which a pipe refuses.
+        format!("file,id=con0,path=/dev/fdset/{},append=on", crate::console::FDSET),
         "-serial".into(),
         "chardev:con0".into(),
         "-qmp".into(),
@@ -118,7 +120,14 @@ pub fn qemu_args(launch: &QemuLaunch<'_>) -> Vec<String> {
         "-no-reboot".into(),
     ];
     if launch.network {
-        a.extend(["-netdev".into(), "user,id=net0".into(), "-device".into(), "virtio-net-device,netdev=net0".into()]);
+        // IPv4 only: the egress filter (crate::netfilter) decides on IPv4 destinations and
+        // refuses every IPv6 socket, so slirp must not offer the guest IPv6 at all.
+        a.extend([
+            "-netdev".into(),
+            "user,id=net0,ipv6=off".into(),
+            "-device".into(),
+            "virtio-net-device,netdev=net0".into(),
+        ]);
     }
     a
 }
@@ -143,13 +152,12 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn launch(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
+    fn launch(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
         (
             dir.join("vmlinux"),
             dir.join("initramfs.cpio"),
             dir.join("disk,1.qcow2"),
             dir.join("agent.sock"),
-            dir.join("console.log"),
             dir.join("qmp.sock"),
         )
     }
@@ -157,7 +165,7 @@ mod tests {
     #[test]
     fn tcg_microvm_args_carry_every_device() {
         let dir = PathBuf::from("/state/vm");
-        let (k, i, d, s, c, q) = launch(&dir);
+        let (k, i, d, s, q) = launch(&dir);
         let l = QemuLaunch {
             accel: Accel::Tcg,
             vcpu_count: 2,
@@ -168,7 +176,6 @@ mod tests {
             disk_format: "qcow2",
             snapshot: false,
             agent_socket: &s,
-            console_log: &c,
             qmp_socket: &q,
             network: false,
             tsc_khz: Some(2_000_000),
@@ -182,6 +189,7 @@ mod tests {
         assert!(joined.contains("file=/state/vm/disk,,1.qcow2,format=qcow2"));
         assert!(joined.contains("name=org.pyro.agent"));
         assert!(!joined.contains("netdev"));
+        assert!(joined.contains("-chardev file,id=con0,path=/dev/fdset/7,append=on -serial chardev:con0"));
         let cmdline = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
         assert!(cmdline.contains("tsc_early_khz=2000000"));
         assert!(cmdline.contains("pyro.root=/dev/vda"));
@@ -190,7 +198,7 @@ mod tests {
     #[test]
     fn network_adds_user_mode_nic() {
         let dir = PathBuf::from("/s");
-        let (k, i, d, s, c, q) = launch(&dir);
+        let (k, i, d, s, q) = launch(&dir);
         let l = QemuLaunch {
             accel: Accel::Kvm,
             vcpu_count: 1,
@@ -201,14 +209,13 @@ mod tests {
             disk_format: "raw",
             snapshot: true,
             agent_socket: &s,
-            console_log: &c,
             qmp_socket: &q,
             network: true,
             tsc_khz: None,
         };
         let joined = qemu_args(&l).join(" ");
         assert!(joined.contains("-accel kvm"));
-        assert!(joined.contains("user,id=net0"));
+        assert!(joined.contains("user,id=net0,ipv6=off"));
         assert!(joined.contains("format=raw,cache=writeback,discard=unmap,snapshot=on"));
         assert!(joined.contains("virtio-net-device,netdev=net0"));
     }
