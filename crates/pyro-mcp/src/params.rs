@@ -369,10 +369,10 @@ pub struct ShellOpenParams {
     /// Working directory under `/workspace`.
     #[serde(default = "workspace_path")]
     pub cwd: String,
-    /// Terminal width.
+    /// Terminal width in columns, 1..=1000.
     #[serde(default = "cols_default")]
     pub cols: u16,
-    /// Terminal height.
+    /// Terminal height in rows, 1..=500.
     #[serde(default = "rows_default")]
     pub rows: u16,
     /// Map of workspace secret name to environment variable name, exported in the shell.
