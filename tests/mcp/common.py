@@ -19,6 +19,7 @@ import mcp.types
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 PYRO = os.environ["PYRO_BIN"]
 SDK_LATEST = mcp.types.LATEST_PROTOCOL_VERSION
@@ -58,12 +59,19 @@ async def stdio_session(profile, version=None):
             yield s, await initialize(s, version)
 
 
+def server_token():
+    """The bearer token `pyro mcp serve --http` uses by default (`pyro mcp token`)."""
+    p = subprocess.run([PYRO, "mcp", "token"], capture_output=True, text=True, env=server_env(), timeout=30)
+    assert p.returncode == 0, p
+    return p.stdout.strip()
+
+
 @contextlib.contextmanager
-def http_server(profile, extra=()):
+def http_server(profile, extra=(), env=None):
     """Start `pyro mcp serve --http 127.0.0.1:0`; yield its URL."""
     p = subprocess.Popen(
         [PYRO, "mcp", "serve", "--profile", profile, "--http", "127.0.0.1:0", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=server_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env or server_env(),
     )
     try:
         line = p.stderr.readline()
@@ -80,10 +88,12 @@ def http_server(profile, extra=()):
 
 
 @contextlib.asynccontextmanager
-async def http_session(url, version=None):
-    async with streamable_http_client(url) as (r, w, _sid):
-        async with ClientSession(r, w) as s:
-            yield s, await initialize(s, version)
+async def http_session(url, version=None, token=None):
+    headers = {"Authorization": f"Bearer {token or server_token()}"}
+    async with create_mcp_http_client(headers=headers) as client:
+        async with streamable_http_client(url, http_client=client) as (r, w, _sid):
+            async with ClientSession(r, w) as s:
+                yield s, await initialize(s, version)
 
 
 async def initialize(session, version):

@@ -38,6 +38,9 @@ enum Command {
 enum McpCommand {
     /// Serve MCP on stdio (default) or Streamable HTTP (`--http 127.0.0.1:PORT`, path /mcp).
     Serve(McpServeArgs),
+    /// Print the bearer token HTTP clients must send (`Authorization: Bearer TOKEN`), creating
+    /// it under $PYRO_HOME (mode 0600) if there is none yet.
+    Token,
 }
 
 #[derive(Args)]
@@ -45,12 +48,22 @@ struct McpServeArgs {
     /// Which tools to expose.
     #[arg(long, value_enum, default_value = "workspace-core")]
     profile: McpProfile,
-    /// Serve Streamable HTTP on this address (loopback unless --token is given) instead of stdio.
+    /// Serve Streamable HTTP on this address instead of stdio. Every request needs
+    /// `Authorization: Bearer TOKEN`: by default the token stored in $PYRO_HOME/mcp-token
+    /// (`pyro mcp token` prints it), else $PYRO_MCP_TOKEN, --token-file or --token.
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
-    /// Require `Authorization: Bearer TOKEN` on every HTTP request (needed for a non-loopback --http).
+    /// Read the HTTP bearer token from this file (first line; the file must be mode 0600).
+    #[arg(long, value_name = "PATH", requires = "http", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// The HTTP bearer token itself. Prefer --token-file or $PYRO_MCP_TOKEN: a command-line
+    /// value is visible to other local users in `ps`.
     #[arg(long, value_name = "TOKEN", requires = "http")]
     token: Option<String>,
+    /// Let MCP clients ask for `allow_host_compat: true` (commands on this host without
+    /// isolation when no VM backend works). Without it such calls are refused.
+    #[arg(long)]
+    allow_host_compat: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -152,6 +165,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Doctor(a) => (Mode::from_json(a.json), doctor(a).await),
         Command::Env(c) => env(c).await,
         Command::Mcp(McpCommand::Serve(a)) => (Mode::Human, mcp_serve(a).await),
+        Command::Mcp(McpCommand::Token) => (Mode::Human, mcp_token()),
         Command::Workspace(c) => {
             let mode = c.mode();
             let result = match engine(mode, "workspace") {
@@ -181,18 +195,32 @@ fn engine(mode: Mode, label: &'static str) -> pyro::Result<Pyro> {
 /// `pyro mcp serve`: stdout belongs to the protocol, so nothing else is printed there.
 async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
     let pyro = Pyro::from_env()?;
-    let profile = a.profile.into();
+    let profile: pyro_mcp::Profile = a.profile.into();
+    let home = pyro.paths().home.clone();
+    let server = pyro_mcp::PyroMcp::new(pyro, profile).with_host_compat_allowed(a.allow_host_compat);
     let served = match a.http {
-        None => pyro_mcp::serve_stdio(pyro, profile).await,
+        None => pyro_mcp::serve_stdio(server).await,
         Some(addr) => {
-            let opts = pyro_mcp::HttpOptions { addr, token: a.token };
-            pyro_mcp::serve_http(pyro, profile, opts, |local| {
-                eprintln!("[mcp] serving profile {} on http://{local}/mcp", profile.as_str());
+            let token = pyro_mcp::token::resolve_http_token(&home, a.token_file.as_deref(), a.token)
+                .map_err(|e| pyro::Error::InvalidInput(format!("MCP bearer token: {e}")))?;
+            let source = token.source.clone();
+            let opts = pyro_mcp::HttpOptions { addr, token };
+            pyro_mcp::serve_http(server, opts, |local| {
+                eprintln!("[mcp] serving profile {} on http://{local}/mcp (bearer token: {source})", profile.as_str());
             })
             .await
         }
     };
     served.map_err(|e| pyro::Error::Io(format!("MCP server: {e}")))?;
+    Ok(0)
+}
+
+/// `pyro mcp token`: the stored HTTP bearer token on stdout (created on first use).
+fn mcp_token() -> pyro::Result<u8> {
+    let paths = pyro::config::Paths::from_env()?;
+    let token = pyro_mcp::token::load_or_create_stored_token(&paths.home)
+        .map_err(|e| pyro::Error::Io(format!("MCP bearer token: {e}")))?;
+    println!("{token}");
     Ok(0)
 }
 

@@ -28,8 +28,10 @@ pub struct ShellOpenArgs {
     workspace_id: String,
     #[arg(long, default_value = "/workspace")]
     cwd: String,
+    /// Terminal width in columns, 1..=1000.
     #[arg(long, default_value_t = pyro::workspace::DEFAULT_COLS)]
     cols: u16,
+    /// Terminal height in rows, 1..=500.
     #[arg(long, default_value_t = pyro::workspace::DEFAULT_ROWS)]
     rows: u16,
     /// SECRET[=ENV_VAR] (repeatable): export a workspace secret into the shell.

@@ -96,3 +96,8 @@ fn shell_and_service_tools_work_end_to_end() {
 fn a_client_vanishing_mid_call_leaves_nothing_running_and_the_workspace_usable() {
     run_script("disconnect.py", &[]);
 }
+
+#[test]
+fn a_guest_never_gets_a_successful_answer_from_the_host_mcp_http_server() {
+    run_script("guest_http.py", &[]);
+}

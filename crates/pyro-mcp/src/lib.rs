@@ -12,6 +12,7 @@
 mod params;
 pub mod payloads;
 mod serve;
+pub mod token;
 mod tools;
 
 pub use serve::{serve_http, serve_stdio, HttpOptions};
@@ -136,6 +137,9 @@ pub const WORKSPACE_FULL_TOOLS: &[&str] = &[
 pub struct PyroMcp {
     pyro: pyro::Pyro,
     profile: Profile,
+    /// Set only by the operator (`pyro mcp serve --allow-host-compat`); a client's
+    /// `allow_host_compat: true` is refused without it.
+    operator_allows_host_compat: bool,
     router: ToolRouter<PyroMcp>,
 }
 
@@ -154,7 +158,29 @@ impl PyroMcp {
                 router.remove_route(&name);
             }
         }
-        PyroMcp { pyro, profile, router }
+        PyroMcp { pyro, profile, operator_allows_host_compat: false, router }
+    }
+
+    /// Let clients ask for `allow_host_compat: true` (commands on the host, unsandboxed, when
+    /// no VM backend works). Off by default: that choice belongs to whoever runs the server,
+    /// never to the agent calling it.
+    pub fn with_host_compat_allowed(mut self, allowed: bool) -> Self {
+        self.operator_allows_host_compat = allowed;
+        self
+    }
+
+    /// A client's `allow_host_compat` as the engine should see it: `true` only when the
+    /// operator allowed host-compat for this server; asked for otherwise, it is an error.
+    pub(crate) fn client_host_compat(&self, requested: bool) -> Result<bool, String> {
+        if requested && !self.operator_allows_host_compat {
+            return Err(tool_error(&pyro::Error::InvalidInput(
+                "allow_host_compat=true is refused: running commands on the host without isolation is the \
+                 operator's choice, not the client's; start the server with `pyro mcp serve --allow-host-compat` \
+                 to permit it"
+                    .into(),
+            )));
+        }
+        Ok(requested)
     }
 
     pub fn profile(&self) -> Profile {

@@ -75,7 +75,8 @@ pub struct VmRunParams {
     /// Give the guest outbound network access.
     #[serde(default)]
     pub network: bool,
-    /// Allow running on the host without isolation when no VM backend works.
+    /// Allow running on the host without isolation when no VM backend works; refused unless the
+    /// server was started with `pyro mcp serve --allow-host-compat`.
     #[serde(default)]
     pub allow_host_compat: bool,
 }
@@ -97,7 +98,8 @@ pub struct VmCreateParams {
     /// Give the guest outbound network access.
     #[serde(default)]
     pub network: bool,
-    /// Allow running on the host without isolation when no VM backend works.
+    /// Allow running on the host without isolation when no VM backend works; refused unless the
+    /// server was started with `pyro mcp serve --allow-host-compat`.
     #[serde(default)]
     pub allow_host_compat: bool,
 }
@@ -135,7 +137,8 @@ pub struct WorkspaceCreateCoreParams {
     /// Seconds until the workspace expires (it is then stopped, its disk kept), 60..3600.
     #[serde(default = "ttl_default")]
     pub ttl_seconds: u64,
-    /// Allow running on the host without isolation when no VM backend works.
+    /// Allow running on the host without isolation when no VM backend works; refused unless the
+    /// server was started with `pyro mcp serve --allow-host-compat`.
     #[serde(default)]
     pub allow_host_compat: bool,
     /// Host directory or .tar/.tar.gz/.tgz archive (on the server's machine) copied into `/workspace`.
@@ -166,7 +169,8 @@ pub struct WorkspaceCreateFullParams {
     /// `off`, `egress` or `egress+published-ports`.
     #[serde(default = "network_off")]
     pub network_policy: String,
-    /// Allow running on the host without isolation when no VM backend works.
+    /// Allow running on the host without isolation when no VM backend works; refused unless the
+    /// server was started with `pyro mcp serve --allow-host-compat`.
     #[serde(default)]
     pub allow_host_compat: bool,
     /// Host directory or .tar/.tar.gz/.tgz archive (on the server's machine) copied into `/workspace`.
@@ -365,10 +369,10 @@ pub struct ShellOpenParams {
     /// Working directory under `/workspace`.
     #[serde(default = "workspace_path")]
     pub cwd: String,
-    /// Terminal width.
+    /// Terminal width in columns, 1..=1000.
     #[serde(default = "cols_default")]
     pub cols: u16,
-    /// Terminal height.
+    /// Terminal height in rows, 1..=500.
     #[serde(default = "rows_default")]
     pub rows: u16,
     /// Map of workspace secret name to environment variable name, exported in the shell.

@@ -1,6 +1,7 @@
 //! Transports: stdio (newline-delimited JSON-RPC) and Streamable HTTP.
 
-use crate::{Profile, PyroMcp};
+use crate::token::{token_matches, HttpToken};
+use crate::PyroMcp;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::ServiceExt;
@@ -8,12 +9,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// Longest stdin line accepted (a JSON-RPC message); longer lines get a `-32600` error and
+/// are skipped without being held in memory.
+pub const MAX_STDIO_LINE_BYTES: usize = 64 << 20;
+
 /// Serve MCP on stdin/stdout until the client closes stdin. Ephemeral VMs this server made
 /// are deleted on the way out.
 ///
-/// Lines that are not JSON-RPC get a JSON-RPC error response (`-32700` parse error,
-/// `-32600` invalid request) and the server keeps serving; every other line goes to rmcp.
-pub async fn serve_stdio(pyro: pyro::Pyro, profile: Profile) -> std::io::Result<()> {
+/// Lines that are not JSON-RPC (not UTF-8, not JSON, too long, not a message) get a JSON-RPC
+/// error response (`-32700` parse error, `-32600` invalid request) and the server keeps
+/// serving; every other line goes to rmcp.
+pub async fn serve_stdio(server: PyroMcp) -> std::io::Result<()> {
+    let pyro = server.pyro().clone();
     let (to_rmcp, rmcp_in) = tokio::io::duplex(1 << 20);
     let (rmcp_out, from_rmcp) = tokio::io::duplex(1 << 20);
     let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -21,14 +28,23 @@ pub async fn serve_stdio(pyro: pyro::Pyro, profile: Profile) -> std::io::Result<
     // stdin -> rmcp, answering bad lines ourselves.
     let reader = tokio::spawn(async move {
         let mut to_rmcp = to_rmcp;
-        let mut lines = BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match check_line(&line) {
-                Ok(()) => {
-                    if to_rmcp.write_all(line.as_bytes()).await.is_err() || to_rmcp.write_all(b"\n").await.is_err() {
+        let mut stdin = BufReader::new(tokio::io::stdin());
+        while let Ok(Some(line)) = next_line(&mut stdin, MAX_STDIO_LINE_BYTES).await {
+            let checked = match line {
+                StdinLine::TooLong => Err(rpc_error(
+                    serde_json::Value::Null,
+                    -32600,
+                    &format!("Invalid Request: line longer than {MAX_STDIO_LINE_BYTES} bytes"),
+                )),
+                StdinLine::Bytes(bytes) => match std::str::from_utf8(&bytes) {
+                    Err(e) => Err(rpc_error(serde_json::Value::Null, -32700, &format!("Parse error: not UTF-8: {e}"))),
+                    Ok(text) if text.trim().is_empty() => continue,
+                    Ok(text) => check_line(text).map(|()| bytes),
+                },
+            };
+            match checked {
+                Ok(bytes) => {
+                    if to_rmcp.write_all(&bytes).await.is_err() || to_rmcp.write_all(b"\n").await.is_err() {
                         break;
                     }
                 }
@@ -57,7 +73,6 @@ pub async fn serve_stdio(pyro: pyro::Pyro, profile: Profile) -> std::io::Result<
         }
     });
 
-    let server = PyroMcp::new(pyro.clone(), profile);
     let result = match server.serve((rmcp_in, rmcp_out)).await {
         Ok(running) => running.waiting().await.map(|_| ()).map_err(std::io::Error::other),
         Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -66,6 +81,49 @@ pub async fn serve_stdio(pyro: pyro::Pyro, profile: Profile) -> std::io::Result<
     let _ = writer.await;
     pyro.delete_all_vms("server_shutdown").await;
     result
+}
+
+/// One line of stdin, without its newline.
+#[derive(Debug, PartialEq)]
+enum StdinLine {
+    Bytes(Vec<u8>),
+    /// Longer than the limit; its bytes were read and dropped up to the next newline.
+    TooLong,
+}
+
+/// The next line of `input` as raw bytes (`None` at end of input), never holding more than
+/// `max` bytes of it: the caller decides what invalid UTF-8 means instead of the reader
+/// failing (which would end the server).
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    input: &mut R,
+    max: usize,
+) -> std::io::Result<Option<StdinLine>> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let chunk = input.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (too_long, line.is_empty()) {
+                (true, _) => Some(StdinLine::TooLong),
+                (false, true) => None,
+                (false, false) => Some(StdinLine::Bytes(line)),
+            });
+        }
+        let (part, used, end) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        if !too_long && line.len() + part.len() <= max {
+            line.extend_from_slice(part);
+        } else {
+            too_long = true;
+            line = Vec::new();
+        }
+        input.consume(used);
+        if end {
+            return Ok(Some(if too_long { StdinLine::TooLong } else { StdinLine::Bytes(line) }));
+        }
+    }
 }
 
 /// `Ok` when the line is a JSON-RPC message rmcp should see; else the error response to send.
@@ -91,33 +149,37 @@ fn rpc_error(id: serde_json::Value, code: i64, message: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub addr: SocketAddr,
-    /// Required (as `Authorization: Bearer TOKEN`) when set; must be set for a non-loopback bind.
-    pub token: Option<String>,
+    /// Required on every request as `Authorization: Bearer TOKEN`
+    /// (see [`crate::token::resolve_http_token`]).
+    pub token: HttpToken,
 }
 
 /// Serve MCP over Streamable HTTP at `/mcp` until Ctrl-C / SIGTERM.
 ///
-/// A non-loopback address is refused unless a bearer token is set. Browser `Origin`s other
-/// than localhost / 127.0.0.1 / [::1] are rejected (DNS-rebinding and cross-site protection),
-/// and so are `Host` headers other than loopback names or the bound address.
-pub async fn serve_http(
-    pyro: pyro::Pyro,
-    profile: Profile,
-    opts: HttpOptions,
-    ready: impl FnOnce(SocketAddr),
-) -> std::io::Result<()> {
+/// Every request needs the bearer token (401 otherwise), checked before anything else. A
+/// non-loopback address is refused unless the operator chose the token explicitly. `Host`
+/// must name a loopback address (or the bound one) *with the bound port* (403 otherwise:
+/// DNS rebinding, and requests relayed from another port such as a guest's NAT); browser
+/// `Origin`s other than localhost / 127.0.0.1 / [::1] are rejected (403).
+pub async fn serve_http(server: PyroMcp, opts: HttpOptions, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+    let pyro = server.pyro().clone();
     let loopback = opts.addr.ip().is_loopback();
-    if !loopback && opts.token.is_none() {
+    if !loopback && !opts.token.explicit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
-            format!("refusing to serve MCP on non-loopback address {} without --token", opts.addr),
+            format!(
+                "refusing to serve MCP on non-loopback address {} without a token chosen for it (--token-file or ${})",
+                opts.addr,
+                crate::token::TOKEN_ENV
+            ),
         ));
     }
     let listener = tokio::net::TcpListener::bind(opts.addr).await?;
     let local = listener.local_addr()?;
-    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let port = local.port();
+    let mut hosts = vec![format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")];
     if !loopback {
-        hosts.push(local.ip().to_string());
+        hosts.push(local.to_string());
     }
     let ct = tokio_util::sync::CancellationToken::new();
     let config = StreamableHttpServerConfig::default()
@@ -131,31 +193,25 @@ pub async fn serve_http(
             "https://[::1]:*",
         ])
         .with_cancellation_token(ct.child_token());
-    let engine = pyro.clone();
-    let service = StreamableHttpService::new(
-        move || Ok(PyroMcp::new(engine.clone(), profile)),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    let token = opts.token.map(Arc::new);
+    let service =
+        StreamableHttpService::new(move || Ok(server.clone()), Arc::new(LocalSessionManager::default()), config);
+    let token = Arc::new(opts.token.value);
     let app = axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let token = token.clone();
             async move {
-                if let Some(t) = token.as_deref() {
-                    let ok = req
-                        .headers()
-                        .get(axum::http::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "))
-                        .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes()));
-                    if !ok {
-                        return axum::response::IntoResponse::into_response((
-                            axum::http::StatusCode::UNAUTHORIZED,
-                            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-                            "missing or wrong bearer token\n",
-                        ));
-                    }
+                let ok = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|given| token_matches(given.as_bytes(), token.as_bytes()));
+                if !ok {
+                    return axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "missing or wrong bearer token (`pyro mcp token` prints it)\n",
+                    ));
                 }
                 next.run(req).await
             }
@@ -175,10 +231,6 @@ pub async fn serve_http(
     result
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,10 +248,28 @@ mod tests {
         assert!(check_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).is_ok());
     }
 
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    async fn lines_of(input: &[u8], max: usize) -> Vec<StdinLine> {
+        let mut reader = tokio::io::BufReader::with_capacity(4, input);
+        let mut out = Vec::new();
+        while let Some(l) = next_line(&mut reader, max).await.unwrap() {
+            out.push(l);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn stdin_lines_are_raw_bytes_and_bounded() {
+        let lines = lines_of(b"ok\n\xff\xfe\n0123456789\nlast", 8).await;
+        assert_eq!(
+            lines,
+            vec![
+                StdinLine::Bytes(b"ok".to_vec()),
+                StdinLine::Bytes(b"\xff\xfe".to_vec()),
+                StdinLine::TooLong,
+                StdinLine::Bytes(b"last".to_vec()),
+            ]
+        );
+        assert_eq!(lines_of(b"0123456789", 8).await, vec![StdinLine::TooLong]);
+        assert!(lines_of(b"", 8).await.is_empty());
     }
 }

@@ -45,7 +45,14 @@ impl PyroMcp {
     ))]
     async fn vm_run(&self, Parameters(a): Parameters<Args<VmRunParams>>, ctx: Ctx) -> Result<Json<RunResult>, String> {
         let a = args(a)?;
-        let opts = vm_opts(a.environment, a.vcpu_count, a.mem_mib, a.ttl_seconds, a.network, a.allow_host_compat);
+        let opts = vm_opts(
+            a.environment,
+            a.vcpu_count,
+            a.mem_mib,
+            a.ttl_seconds,
+            a.network,
+            self.client_host_compat(a.allow_host_compat)?,
+        );
         self.call("vm_run", &ctx, self.pyro.run_in_vm(opts, &a.command, a.timeout_seconds)).await
     }
 
@@ -78,7 +85,14 @@ impl PyroMcp {
         ctx: Ctx,
     ) -> Result<Json<VmInfo>, String> {
         let a = args(a)?;
-        let opts = vm_opts(a.environment, a.vcpu_count, a.mem_mib, a.ttl_seconds, a.network, a.allow_host_compat);
+        let opts = vm_opts(
+            a.environment,
+            a.vcpu_count,
+            a.mem_mib,
+            a.ttl_seconds,
+            a.network,
+            self.client_host_compat(a.allow_host_compat)?,
+        );
         self.call("vm_create", &ctx, self.pyro.create_vm(opts)).await
     }
 
@@ -606,7 +620,7 @@ impl PyroMcp {
             vcpu_count: a.vcpu_count,
             mem_mib: a.mem_mib,
             ttl_seconds: a.ttl_seconds,
-            allow_host_compat: a.allow_host_compat,
+            allow_host_compat: self.client_host_compat(a.allow_host_compat)?,
             seed_path: a.seed_path.map(Into::into),
             name: a.name,
             labels: a.labels.unwrap_or_default(),
@@ -674,7 +688,7 @@ impl PyroMcp {
             mem_mib: a.mem_mib,
             ttl_seconds: a.ttl_seconds,
             network_policy: a.network_policy,
-            allow_host_compat: a.allow_host_compat,
+            allow_host_compat: self.client_host_compat(a.allow_host_compat)?,
             seed_path: a.seed_path.map(Into::into),
             name: a.name,
             labels: a.labels.unwrap_or_default(),

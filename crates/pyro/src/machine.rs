@@ -190,9 +190,74 @@ pub async fn exec_with_env(
     // The agent enforces the command timeout; the host waits longer so a slow answer is
     // never mistaken for a dead guest.
     match supervisor::call(vm_dir, req, Some(timeout + Duration::from_secs(15))).await? {
-        Response::Exec(r) => Ok(r),
+        Response::Exec(mut r) => {
+            cap_exec_output(&mut r, output_cap_bytes);
+            Ok(r)
+        }
         Response::Error(e) => Err(Error::Guest(format!("guest exec failed: {}", e.message))),
         other => Err(Error::Guest(format!("unexpected answer to exec: {other:?}"))),
+    }
+}
+
+/// Re-apply the output cap to an exec answer on the host: the agent is asked to cap each
+/// stream, but a hostile one may send more. Each of stdout and stderr is cut to
+/// `min(requested_cap, 16 MiB)` bytes and its `*_truncated` flag set when anything was cut;
+/// a flag the agent set stays set.
+pub fn cap_exec_output(r: &mut ExecResult, requested_cap: u64) {
+    let cap = requested_cap.min(pyro_protocol::DEFAULT_OUTPUT_CAP_BYTES) as usize;
+    for (stream, truncated) in [(&mut r.stdout, &mut r.stdout_truncated), (&mut r.stderr, &mut r.stderr_truncated)] {
+        if stream.len() > cap {
+            stream.truncate(cap);
+            stream.shrink_to_fit();
+            *truncated = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod exec_cap_tests {
+    use super::*;
+
+    fn answer(stdout: usize, stderr: usize) -> ExecResult {
+        ExecResult {
+            stdout: vec![b'o'; stdout],
+            stderr: vec![b'e'; stderr],
+            stdout_truncated: false,
+            stderr_truncated: false,
+            exit_code: 0,
+            timed_out: false,
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn oversized_streams_are_cut_to_the_requested_cap_and_flagged() {
+        let mut r = answer(100, 10);
+        cap_exec_output(&mut r, 64);
+        assert_eq!((r.stdout.len(), r.stdout_truncated), (64, true));
+        assert_eq!((r.stderr.len(), r.stderr_truncated), (10, false));
+        let mut r = answer(10, 65);
+        cap_exec_output(&mut r, 64);
+        assert_eq!((r.stdout.len(), r.stdout_truncated), (10, false));
+        assert_eq!((r.stderr.len(), r.stderr_truncated), (64, true));
+    }
+
+    #[test]
+    fn the_cap_never_exceeds_16_mib_whatever_was_asked() {
+        let max = pyro_protocol::DEFAULT_OUTPUT_CAP_BYTES as usize;
+        let mut r = answer(max + 1, max);
+        cap_exec_output(&mut r, u64::MAX);
+        assert_eq!((r.stdout.len(), r.stdout_truncated), (max, true));
+        assert_eq!((r.stderr.len(), r.stderr_truncated), (max, false));
+    }
+
+    #[test]
+    fn output_at_the_cap_is_untouched_and_agent_flags_are_kept() {
+        let mut r = answer(64, 0);
+        r.stderr_truncated = true;
+        cap_exec_output(&mut r, 64);
+        assert_eq!((r.stdout.len(), r.stdout_truncated), (64, false));
+        assert!(r.stderr_truncated);
     }
 }
 

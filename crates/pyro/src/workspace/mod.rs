@@ -10,6 +10,7 @@ mod disk;
 #[doc(hidden)]
 pub mod logic;
 mod ops;
+pub mod retention;
 pub mod secrets;
 pub mod services;
 pub mod shells;

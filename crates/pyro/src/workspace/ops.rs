@@ -85,7 +85,7 @@ pub struct WorkspaceLogs {
     pub workspace_id: String,
     /// Number of entries.
     pub count: usize,
-    /// Every recorded command, oldest first.
+    /// The recorded commands still kept (the newest 1000 within 64 MiB of output), oldest first.
     pub entries: Vec<CommandEntry>,
 }
 
@@ -399,6 +399,13 @@ impl Pyro {
                 execution_mode: execution_mode.clone(),
             });
             rec.last_activity_at = now_f64();
+            // Keep the host's copy of the history bounded (command_count stays the true total).
+            // A failure here costs disk, not the command's result: the next exec prunes again.
+            let _ = super::retention::prune_history(
+                &dir.commands_dir(),
+                super::retention::HISTORY_MAX_ENTRIES,
+                super::retention::HISTORY_MAX_OUTPUT_BYTES,
+            );
             Ok(seq)
         })?;
         Ok(WorkspaceExecResult {
@@ -420,7 +427,10 @@ impl Pyro {
         })
     }
 
-    /// Command history with outputs.
+    /// Command history with outputs: the newest kept entries, oldest first. The host keeps at
+    /// most [`HISTORY_MAX_ENTRIES`](super::retention::HISTORY_MAX_ENTRIES) entries and
+    /// [`HISTORY_MAX_OUTPUT_BYTES`](super::retention::HISTORY_MAX_OUTPUT_BYTES) of their output;
+    /// older entries are deleted (the workspace's `command_count` still counts them).
     pub async fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
         let dir = self.ws_dir(workspace_id)?;
         let record = dir.load()?;
@@ -439,6 +449,8 @@ impl Pyro {
                 entries.push(entry);
             }
         }
+        // By number, not file name: `{seq:06}` grows a digit past 999999.
+        entries.sort_by_key(|e| e.sequence);
         Ok(WorkspaceLogs { workspace_id: dir.id, count: entries.len(), entries })
     }
 
@@ -667,7 +679,9 @@ impl Pyro {
     }
 
     /// Save the current `/workspace` tree under a name (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, not
-    /// `baseline`, not already taken). Only `/workspace` is captured.
+    /// `baseline`, not already taken). Only `/workspace` is captured. A workspace keeps at most
+    /// [`MAX_NAMED_SNAPSHOTS`](super::retention::MAX_NAMED_SNAPSHOTS) named snapshots taking at
+    /// most [`MAX_NAMED_SNAPSHOT_BYTES`](super::retention::MAX_NAMED_SNAPSHOT_BYTES) together.
     pub async fn create_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotCreateResult> {
         let name = logic::names::validate_snapshot_name(snapshot_name)?;
         if name == "baseline" {
@@ -680,7 +694,12 @@ impl Pyro {
         if meta_path.exists() {
             return Err(Error::InvalidInput(format!("snapshot '{name}' already exists in workspace '{}'", dir.id)));
         }
+        // Checked before the (possibly large) pull and again with its size: the host disk must
+        // not fill up with snapshots.
+        let (count, used) = super::retention::named_snapshot_usage(&dir.snapshots_dir());
+        super::retention::check_snapshot_room(&dir.id, count, used, 0)?;
         let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH).await?;
+        super::retention::check_snapshot_room(&dir.id, count, used, exported.tar.len() as u64)?;
         let info = SnapshotInfo {
             workspace_id: dir.id.clone(),
             snapshot_name: name.clone(),

@@ -21,6 +21,18 @@ pub const DEFAULT_MAX_CHARS: u64 = 65_536;
 pub const DEFAULT_COLS: u16 = 120;
 /// Default PTY height in rows.
 pub const DEFAULT_ROWS: u16 = 30;
+/// Widest terminal a shell may have, in columns (`cols` is 1..=this).
+pub const MAX_COLS: u16 = 1000;
+/// Tallest terminal a shell may have, in rows (`rows` is 1..=this).
+pub const MAX_ROWS: u16 = 500;
+/// Most terminal cells (screen + scrollback) a `plain` rendering holds: its memory is about
+/// 16 bytes a cell, so 2 Mi cells ≈ 32 MiB whatever the output. Scrollback gets what the
+/// screen leaves (17 446 lines at 120×30, 1 597 at 1000×500); older lines are dropped and
+/// the read says `truncated`.
+pub const RENDER_MAX_CELLS: usize = 2 * 1024 * 1024;
+/// Most lines (screen + scrollback) a `plain` rendering holds: each line also costs ~100
+/// bytes of its own, which matters for narrow terminals.
+pub const RENDER_MAX_LINES: usize = 20_000;
 /// Largest `wait_for_idle_ms` of `read_shell`.
 pub const MAX_WAIT_FOR_IDLE_MS: u64 = 10_000;
 /// Time allowed for a shell request beyond any idle wait it asks for.
@@ -32,9 +44,9 @@ const SHELL_CALL_SLACK: Duration = Duration::from_secs(30);
 pub struct OpenShellOptions {
     /// Directory the shell starts in, `/workspace` or below (default `/workspace`); it must exist.
     pub cwd: String,
-    /// Terminal width in columns, > 0 (default 120).
+    /// Terminal width in columns, 1..=1000 (default 120).
     pub cols: u16,
-    /// Terminal height in rows, > 0 (default 30).
+    /// Terminal height in rows, 1..=500 (default 30).
     pub rows: u16,
     /// {SECRET_NAME: ENV_VAR}: secrets exported into the shell's environment.
     #[serde(default)]
@@ -209,26 +221,63 @@ fn apply_status(dir: &WorkspaceDir, mut info: ShellInfo, status: &ShellStatus) -
     info
 }
 
+/// Check a terminal geometry against 1..=[`MAX_COLS`] × 1..=[`MAX_ROWS`].
+pub fn validate_geometry(cols: u16, rows: u16) -> Result<()> {
+    if !(1..=MAX_COLS).contains(&cols) || !(1..=MAX_ROWS).contains(&rows) {
+        return Err(Error::InvalidInput(format!(
+            "cols must be between 1 and {MAX_COLS} and rows between 1 and {MAX_ROWS} (got cols={cols}, rows={rows})"
+        )));
+    }
+    Ok(())
+}
+
+/// Counts the lines the bounded scrollback dropped during one feed.
+struct EvictionCount(usize);
+
+impl avt::Observer for &mut EvictionCount {
+    type Output = ();
+
+    fn evicted(&mut self, _context: &mut avt::Observation<'_>, _line: &avt::Line) {
+        self.0 += 1;
+    }
+
+    fn end(&mut self, _context: &mut avt::Observation<'_>) {}
+}
+
 /// Plain text of terminal output: fed through a real terminal emulator (avt) with the
-/// shell's geometry and unbounded scrollback, then read back as logical lines.
-pub fn render_plain(raw: &str, cols: u16, rows: u16) -> String {
-    let Ok(mut term) = avt::Terminal::with_scrollback(cols.max(1) as usize, rows.max(1) as usize, None) else {
-        return String::new();
-    };
-    term.feed(raw);
+/// shell's geometry, then read back as logical lines. Memory is bounded by
+/// [`RENDER_MAX_CELLS`] whatever `raw` holds: scrollback is limited to what fits, older lines
+/// are dropped, and the second value says whether any were.
+pub fn render_plain(raw: &str, cols: u16, rows: u16) -> Result<(String, bool)> {
+    validate_geometry(cols, rows)?;
+    let (cols, rows) = (cols as usize, rows as usize);
+    let scrollback = (RENDER_MAX_CELLS / cols).min(RENDER_MAX_LINES).saturating_sub(rows);
+    let mut term = avt::Terminal::with_scrollback(cols, rows, Some(scrollback))
+        .map_err(|e| Error::InvalidInput(format!("terminal size: {e:?}")))?;
+    let mut evicted = EvictionCount(0);
+    term.feed_with(raw, &mut evicted);
     let mut lines = term.primary_screen().text();
     while lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
     }
-    lines.join("\n")
+    Ok((lines.join("\n"), evicted.0 > 0))
+}
+
+/// First `max_chars` characters of `text`, and whether anything was cut.
+fn first_chars(mut text: String, max_chars: u64) -> (String, bool) {
+    match usize::try_from(max_chars).ok().and_then(|n| text.char_indices().nth(n)) {
+        Some((at, _)) => {
+            text.truncate(at);
+            (text, true)
+        }
+        None => (text, false),
+    }
 }
 
 impl Pyro {
     /// Open an interactive shell (`bash -i` on a PTY) in a started workspace.
     pub async fn open_shell(&self, workspace_id: &str, opts: OpenShellOptions) -> Result<ShellInfo> {
-        if opts.cols == 0 || opts.rows == 0 {
-            return Err(Error::InvalidInput("cols and rows must be greater than 0".into()));
-        }
+        validate_geometry(opts.cols, opts.rows)?;
         let cwd = normalize_destination(&opts.cwd)?;
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
@@ -302,14 +351,16 @@ impl Pyro {
             other => return Err(Error::Guest(format!("unexpected answer to shell read: {other:?}"))),
         };
         let info = apply_status(&dir, info, &out.status);
+        // The guest was asked for at most `max_chars` characters of a ring of
+        // SHELL_RING_CHARS; a hostile one may send more, which is cut here, before rendering.
+        let asked = opts.max_chars.min(pyro_protocol::session::SHELL_RING_CHARS);
+        let (raw, raw_cut) = first_chars(out.output, asked);
         let (output, cut) = if opts.plain {
-            let text = render_plain(&out.output, info.cols, info.rows);
-            match text.char_indices().nth(opts.max_chars as usize) {
-                Some((at, _)) => (text[..at].to_string(), true),
-                None => (text, false),
-            }
+            let (text, dropped) = render_plain(&raw, info.cols, info.rows)?;
+            let (text, cut) = first_chars(text, opts.max_chars);
+            (text, raw_cut || dropped || cut)
         } else {
-            (out.output, false)
+            (raw, raw_cut)
         };
         Ok(ShellReadResult {
             shell: info,
@@ -409,11 +460,17 @@ impl Pyro {
 mod tests {
     use super::*;
 
+    fn render(raw: &str, cols: u16, rows: u16) -> String {
+        let (text, dropped) = render_plain(raw, cols, rows).unwrap();
+        assert!(!dropped);
+        text
+    }
+
     #[test]
     fn plain_rendering_resolves_colours_erasures_and_carriage_returns() {
         let raw =
             "\x1b[01;34mdir\x1b[0m  file\r\nprogress 10%\rprogress 100%\r\nabc\x08\x08X\x1b[K\r\n\x1b]0;title\x07done";
-        let text = render_plain(raw, 80, 24);
+        let text = render(raw, 80, 24);
         assert_eq!(text, "dir  file\nprogress 100%\naX\ndone");
         assert!(!text.contains('\x1b'));
     }
@@ -421,8 +478,103 @@ mod tests {
     #[test]
     fn plain_rendering_honours_clear_screen() {
         let raw = "old line\r\n\x1b[H\x1b[2Jnew";
-        let text = render_plain(raw, 40, 5);
+        let text = render(raw, 40, 5);
         assert!(text.ends_with("new"), "{text:?}");
+    }
+
+    #[test]
+    fn geometry_is_checked_with_the_allowed_range_in_the_error() {
+        assert!(validate_geometry(DEFAULT_COLS, DEFAULT_ROWS).is_ok());
+        assert!(validate_geometry(MAX_COLS, MAX_ROWS).is_ok());
+        assert!(validate_geometry(1, 1).is_ok());
+        for (c, r) in [(0, 30), (120, 0), (MAX_COLS + 1, 30), (120, MAX_ROWS + 1), (u16::MAX, u16::MAX)] {
+            let e = validate_geometry(c, r).unwrap_err().to_string();
+            assert!(e.contains("cols must be between 1 and 1000 and rows between 1 and 500"), "{e}");
+            assert!(render_plain("x", c, r).is_err());
+        }
+    }
+
+    #[test]
+    fn scrollback_past_the_cell_budget_keeps_the_newest_lines_and_says_so() {
+        let raw: String = (0..40_000).map(|i| format!("line {i}\r\n")).collect();
+        let (text, dropped) = render_plain(&raw, 120, 30).unwrap();
+        assert!(dropped);
+        assert!(text.ends_with("line 39999"), "{}", &text[text.len() - 40..]);
+        assert!(!text.contains("line 0\n"));
+        let kept = text.lines().count();
+        assert!(kept <= RENDER_MAX_CELLS / 120 && kept > 10_000, "{kept}");
+        let (text, dropped) = render_plain("a\r\nb", 120, 30).unwrap();
+        assert_eq!((text.as_str(), dropped), ("a\nb", false));
+    }
+
+    #[test]
+    fn first_chars_cuts_on_characters() {
+        assert_eq!(first_chars("héllo".into(), 2), ("hé".to_string(), true));
+        assert_eq!(first_chars("hé".into(), 2), ("hé".to_string(), false));
+        assert_eq!(first_chars("hé".into(), u64::MAX), ("hé".to_string(), false));
+    }
+
+    /// The worst inputs for the renderer: a full ring (1 Mi characters) at the largest and
+    /// the narrowest geometry, of newlines (one line each) and of wide characters.
+    const RENDER_CASES: &[(&str, u16, u16)] = &[
+        ("newlines", MAX_COLS, MAX_ROWS),
+        ("wide", MAX_COLS, MAX_ROWS),
+        ("newlines", DEFAULT_COLS, DEFAULT_ROWS),
+        ("narrow", 1, 1),
+    ];
+    /// Peak resident memory allowed to the whole child process rendering one case.
+    const RENDER_PEAK_RSS_LIMIT_KIB: u64 = 96 * 1024;
+
+    /// Run by `plain_rendering_of_a_full_ring_stays_under_the_memory_limit` in a child process
+    /// (so its peak RSS is the rendering's alone); prints `VmHWM_KIB=N`.
+    #[test]
+    #[ignore = "child process of plain_rendering_of_a_full_ring_stays_under_the_memory_limit"]
+    fn render_worst_case_child() {
+        let Ok(case) = std::env::var("PYRO_RENDER_CASE") else { return };
+        // A regression must fail this test, not take the machine's memory: 2 GiB of address
+        // space, then allocations fail (and the child aborts).
+        let limit = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
+        unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+        let (kind, cols, rows) = RENDER_CASES.iter().find(|c| format!("{}-{}x{}", c.0, c.1, c.2) == case).unwrap();
+        let n = pyro_protocol::session::SHELL_RING_CHARS as usize;
+        let raw: String = match *kind {
+            "newlines" => "\n".repeat(n),
+            "wide" => "字".repeat(n),
+            _ => "x\n".repeat(n / 2),
+        };
+        let (text, _) = render_plain(&raw, *cols, *rows).unwrap();
+        drop((raw, text));
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+        println!("VmHWM_KIB={}", hwm.trim().trim_end_matches("kB").trim());
+    }
+
+    #[test]
+    fn plain_rendering_of_a_full_ring_stays_under_the_memory_limit() {
+        for (kind, cols, rows) in RENDER_CASES {
+            let case = format!("{kind}-{cols}x{rows}");
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "workspace::shells::tests::render_worst_case_child", "--ignored"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("PYRO_RENDER_CASE", &case)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{case}: child failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let kib: u64 = text
+                .lines()
+                .find_map(|l| l.split_once("VmHWM_KIB=").map(|(_, n)| n.trim()))
+                .unwrap_or_else(|| panic!("{case}: no measurement: {text}"))
+                .parse()
+                .unwrap();
+            eprintln!("{case}: peak RSS {} MiB", kib / 1024);
+            assert!(kib <= RENDER_PEAK_RSS_LIMIT_KIB, "{case}: peak RSS {kib} KiB > {RENDER_PEAK_RSS_LIMIT_KIB} KiB");
+        }
     }
 
     #[test]
