@@ -182,10 +182,25 @@ pub async fn exec_with_env(
     // The agent enforces the command timeout; the host waits longer so a slow answer is
     // never mistaken for a dead guest.
     match supervisor::call(vm_dir, req, Some(timeout + Duration::from_secs(15))).await? {
-        Response::Exec(r) => Ok(r),
+        Response::Exec(r) => Ok(cap_exec_output(r, output_cap_bytes)),
         Response::Error(e) => Err(Error::Guest(format!("guest exec failed: {}", e.message))),
         other => Err(Error::Guest(format!("unexpected answer to exec: {other:?}"))),
     }
+}
+
+/// The host re-applies the output cap it asked for: a guest that ignores it gets its
+/// output cut (and marked truncated) all the same.
+fn cap_exec_output(mut r: ExecResult, cap: u64) -> ExecResult {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    if r.stdout.len() > cap {
+        r.stdout.truncate(cap);
+        r.stdout_truncated = true;
+    }
+    if r.stderr.len() > cap {
+        r.stderr.truncate(cap);
+        r.stderr_truncated = true;
+    }
+    r
 }
 
 /// Stop the VM: clean guest shutdown bounded by `timeout` (zero = kill at once), then make
@@ -265,17 +280,27 @@ pub async fn push_archive(vm_dir: &Path, tar: &[u8], destination: &str) -> Resul
     }
 }
 
-/// What the guest exported.
-#[derive(Debug, Clone)]
+/// Largest archive the host pulls from a guest (export, diff, snapshot). The guest declares
+/// the size; anything larger is refused before a byte is read.
+pub const MAX_PULLED_ARCHIVE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// What the guest exported, spooled to a temporary file (removed on drop) and rewound.
+#[derive(Debug)]
 pub struct Exported {
-    pub tar: Vec<u8>,
+    pub file: tempfile::NamedTempFile,
+    pub size: u64,
     pub artifact_type: String,
     pub entry_count: u64,
     pub bytes_written: u64,
 }
 
-/// Tar up `path` in the guest and bring it to the host.
-pub async fn pull_archive(vm_dir: &Path, path: &str) -> Result<Exported> {
+/// Tar up `path` in the guest and bring it to a temporary file in `spool_dir` on the host.
+///
+/// The guest is hostile: the size it declares is checked against
+/// [`MAX_PULLED_ARCHIVE_BYTES`] before anything is read, every chunk must be no longer than
+/// the range asked for, and the archive goes to disk in chunks, never whole into memory.
+pub async fn pull_archive(vm_dir: &Path, path: &str, spool_dir: &Path) -> Result<Exported> {
+    use std::io::{Seek, Write};
     let (transfer_id, size, artifact_type, entry_count, bytes_written) =
         match fs_call(vm_dir, FsRequest::Export { path: path.to_string() }).await? {
             FsResponse::Exported { transfer_id, size, artifact_type, entry_count, bytes_written } => {
@@ -283,26 +308,40 @@ pub async fn pull_archive(vm_dir: &Path, path: &str) -> Result<Exported> {
             }
             other => return Err(Error::Guest(format!("unexpected answer to export: {other:?}"))),
         };
-    let mut tar = Vec::with_capacity(size as usize);
     let read = async {
-        while (tar.len() as u64) < size {
-            let len = (size - tar.len() as u64).min(TRANSFER_CHUNK_BYTES as u64);
-            match fs_call(
-                vm_dir,
-                FsRequest::ReadTransfer { transfer_id: transfer_id.clone(), offset: tar.len() as u64, len },
-            )
-            .await?
-            {
-                FsResponse::Data { data } if !data.is_empty() => tar.extend_from_slice(&data),
+        if size > MAX_PULLED_ARCHIVE_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "the guest's archive of {path} is {size} bytes; pyro brings at most {MAX_PULLED_ARCHIVE_BYTES} bytes \
+                 out of a guest at once (export a smaller path)"
+            )));
+        }
+        let spool = |e| Error::io(format!("spooling the guest archive in {}", spool_dir.display()), e);
+        let mut file = tempfile::Builder::new().prefix(".pyro-pull-").tempfile_in(spool_dir).map_err(spool)?;
+        let mut received = 0u64;
+        while received < size {
+            let len = (size - received).min(TRANSFER_CHUNK_BYTES as u64);
+            let req = FsRequest::ReadTransfer { transfer_id: transfer_id.clone(), offset: received, len };
+            match fs_call(vm_dir, req).await? {
+                FsResponse::Data { data } if !data.is_empty() && data.len() as u64 <= len => {
+                    file.write_all(&data).map_err(spool)?;
+                    received += data.len() as u64;
+                }
+                FsResponse::Data { data } if !data.is_empty() => {
+                    return Err(Error::Guest(format!(
+                        "the guest answered a read of {len} bytes with {} bytes; export refused",
+                        data.len()
+                    )))
+                }
                 _ => return Err(Error::Guest("the guest export ended early".into())),
             }
         }
-        Ok(())
+        file.flush().map_err(spool)?;
+        file.as_file_mut().rewind().map_err(spool)?;
+        Ok(file)
     }
     .await;
     let _ = fs_call(vm_dir, FsRequest::DiscardTransfer { transfer_id }).await;
-    read?;
-    Ok(Exported { tar, artifact_type, entry_count, bytes_written })
+    Ok(Exported { file: read?, size, artifact_type, entry_count, bytes_written })
 }
 
 pub async fn list_files(vm_dir: &Path, path: &str, recursive: bool) -> Result<(String, Vec<FileEntry>)> {

@@ -454,7 +454,16 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_list").await?;
-        let (_, entries) = machine::list_files(&dir.runtime_dir(), &path, recursive).await?;
+        let (_, mut entries) = machine::list_files(&dir.runtime_dir(), &path, recursive).await?;
+        // Guest-reported paths are shown to users and agents, who may act on them: only
+        // plain absolute paths at or under the listed path are passed on.
+        entries.retain(|e| {
+            let ok = logic::paths::is_plain_path_under(&e.path, &path);
+            if !ok {
+                crate::util::log_guest_refusal(&dir.root, &format!("dropped a file list entry {:?}", e.path));
+            }
+            ok
+        });
         Ok(FileListResult {
             workspace_id: dir.id,
             path,
@@ -635,11 +644,14 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         self.require_started(&dir, "workspace_diff").await?;
-        let baseline = std::fs::read(dir.baseline_tar()).map_err(|_| {
+        let baseline = std::fs::File::open(dir.baseline_tar()).map_err(|_| {
             Error::InvalidState(format!("workspace diff requires a baseline snapshot; workspace '{}' has none", dir.id))
         })?;
-        let current = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH).await?;
-        let diff = logic::diff::diff_trees(&baseline, &current.tar)?;
+        let current = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.root).await?;
+        let diff = logic::diff::diff_tar_streams(
+            std::io::BufReader::new(baseline),
+            std::io::BufReader::new(current.file.as_file()),
+        )?;
         Ok(DiffResult { workspace_id: dir.id, diff })
     }
 
@@ -650,11 +662,15 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_export").await?;
-        let exported = machine::pull_archive(&dir.runtime_dir(), &workspace_path).await?;
+        let exported = machine::pull_archive(&dir.runtime_dir(), &workspace_path, &dir.root).await?;
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
-        logic::archive::materialize_export(&exported.tar, &exported.artifact_type, &output)?;
+        logic::archive::materialize_export_stream(
+            std::io::BufReader::new(exported.file.as_file()),
+            &exported.artifact_type,
+            &output,
+        )?;
         Ok(ExportResult {
             workspace_id: dir.id,
             workspace_path,
@@ -680,7 +696,11 @@ impl Pyro {
         if meta_path.exists() {
             return Err(Error::InvalidInput(format!("snapshot '{name}' already exists in workspace '{}'", dir.id)));
         }
-        let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH).await?;
+        std::fs::create_dir_all(dir.snapshots_dir()).map_err(|e| Error::io("creating the snapshots dir", e))?;
+        let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.snapshots_dir()).await?;
+        // The archive comes from the guest: every member is validated (names, types) before
+        // it is kept, so a restore never meets a member it would refuse.
+        logic::archive::for_each_member(std::io::BufReader::new(exported.file.as_file()), |_, _| Ok(()))?;
         let info = SnapshotInfo {
             workspace_id: dir.id.clone(),
             snapshot_name: name.clone(),
@@ -690,9 +710,11 @@ impl Pyro {
             bytes_written: exported.bytes_written,
             deletable: true,
         };
-        std::fs::create_dir_all(dir.snapshots_dir()).map_err(|e| Error::io("creating the snapshots dir", e))?;
-        crate::util::write_atomic(&dir.snapshots_dir().join(format!("{name}.tar")), &exported.tar)
-            .map_err(|e| Error::io("storing the snapshot", e))?;
+        exported.file.as_file().sync_all().map_err(|e| Error::io("storing the snapshot", e))?;
+        exported
+            .file
+            .persist(dir.snapshots_dir().join(format!("{name}.tar")))
+            .map_err(|e| Error::io("storing the snapshot", e.error))?;
         // The metadata file is written last: it is what makes the snapshot exist.
         crate::util::write_atomic(&meta_path, &serde_json::to_vec_pretty(&info).expect("serializes"))
             .map_err(|e| Error::io("storing the snapshot", e))?;
