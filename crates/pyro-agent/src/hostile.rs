@@ -2,7 +2,8 @@
 //! booted the real way, that turns on the host when asked. An exec of
 //! `pyro-hostile:<scenario>[:<arg>]` switches the scenario (`pyro-hostile:off` ends it);
 //! from then on it answers the host's requests with crafted frames. `Hello`, `Sync`,
-//! `Poweroff` and `Cancel` stay honest so the host can always stop the VM.
+//! `Poweroff` and `Cancel` stay honest (except under `drip`, where they go unanswered) so the
+//! host can always stop the VM.
 //!
 //! Scenarios:
 //! - `names:<abs>`: service, shell, file-list and export answers full of path-traversal names
@@ -29,6 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 static SCENARIO: Mutex<Option<(String, String)>> = Mutex::new(None);
+static DRIP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PREFIX: &str = "pyro-hostile:";
 
@@ -42,10 +44,15 @@ pub fn intercept(id: u64, request: &Request, out: &OutTx) -> bool {
             return true;
         }
     }
+    let Some((name, arg)) = SCENARIO.lock().unwrap().clone() else { return false };
+    // A frame being trickled must not be interleaved with other answers (the Cancel the host
+    // sends when it gives up, the Sync and Poweroff of a stop): those get no answer at all.
+    if name == "drip" && matches!(request, Request::Cancel { .. } | Request::Sync | Request::Poweroff) {
+        return true;
+    }
     if matches!(request, Request::Hello { .. } | Request::Sync | Request::Poweroff | Request::Cancel { .. }) {
         return false;
     }
-    let Some((name, arg)) = SCENARIO.lock().unwrap().clone() else { return false };
     match name.as_str() {
         "names" => return names(id, request, &arg, out),
         "export-size" => return export(id, request, out, arg.parse().unwrap_or(u64::MAX), None),
@@ -62,6 +69,8 @@ pub fn intercept(id: u64, request: &Request, out: &OutTx) -> bool {
             let frame = length_prefixed(encode_with_id(id, &Response::Exec(exec_result(b"drip\n".to_vec()))).unwrap());
             let out = out.clone();
             tokio::spawn(async move {
+                // One trickled frame at a time, or their bytes would interleave.
+                let _one_at_a_time = DRIP.lock().await;
                 for i in 0..frame.len() {
                     if out.send(Outgoing::Raw(frame.slice(i..i + 1))).is_err() {
                         return;

@@ -439,7 +439,12 @@ async fn run(vm_dir: PathBuf) -> i32 {
             loop {
                 let mut buf = match agent_stream.next().await {
                     Some(Ok(buf)) => buf,
-                    Some(Err(e)) => return format!("the guest broke the agent channel ({e})"),
+                    Some(Err(e)) => {
+                        return format!(
+                            "the guest broke the agent channel ({e}; frames are limited to {} bytes), so the VM was stopped",
+                            pyro_protocol::MAX_FRAME_BYTES
+                        )
+                    }
                     None => return "the agent channel closed".to_string(),
                 };
                 let Some(id) = pyro_protocol::frame_id(&buf) else { continue };
@@ -515,7 +520,10 @@ async fn run(vm_dir: PathBuf) -> i32 {
         }
     }
     accept.abort();
-    fail_all_pending(&shared, &stop_reason);
+    if fail_all_pending(&shared, &stop_reason) > 0 {
+        // Let the connection tasks deliver the reason before the process ends.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     if let Some((client, id)) = reply_to {
         if let Ok(bytes) = encode(&ResponseFrame { id, response: Response::Ok }) {
             let _ = client.send(bytes);
@@ -544,8 +552,10 @@ async fn clean_shutdown(shared: &Arc<Shared>, vmm: &mut tokio::process::Child, t
     let _ = vmm.wait().await;
 }
 
-fn fail_all_pending(shared: &Arc<Shared>, why: &str) {
+/// Answer every waiting request with `why`; returns how many there were.
+fn fail_all_pending(shared: &Arc<Shared>, why: &str) -> usize {
     let drained: Vec<Pending> = shared.pending.lock().unwrap().drain().map(|(_, p)| p).collect();
+    let count = drained.len();
     for p in drained {
         let resp = Response::error("vm_exited", why);
         if let Some(local) = p.local {
@@ -554,6 +564,7 @@ fn fail_all_pending(shared: &Arc<Shared>, why: &str) {
             let _ = p.client.send(bytes);
         }
     }
+    count
 }
 
 fn finish(vm_dir: &Path, spec: &LaunchSpec) {

@@ -64,7 +64,7 @@ pub fn log_guest_refusal(dir: &Path, message: &str) {
     }
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
         let line: String = message.chars().take(512).collect();
-        let _ = writeln!(f, "{:.3} {}", now_f64(), line.escape_debug());
+        let _ = writeln!(f, "{:.3} {}", now_f64(), line.replace(['\n', '\r'], " "));
     }
 }
 

@@ -666,7 +666,8 @@ impl Pyro {
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
-        logic::archive::materialize_export_stream(
+        // Counts come from what was actually written, not from what the guest claimed.
+        let (entry_count, bytes_written) = logic::archive::materialize_export_stream(
             std::io::BufReader::new(exported.file.as_file()),
             &exported.artifact_type,
             &output,
@@ -676,8 +677,8 @@ impl Pyro {
             workspace_path,
             output_path: output.display().to_string(),
             artifact_type: exported.artifact_type,
-            entry_count: exported.entry_count,
-            bytes_written: exported.bytes_written,
+            entry_count,
+            bytes_written,
             execution_mode: record.execution_mode,
         })
     }
