@@ -255,22 +255,33 @@ fn guest_error(e: &pyro_protocol::ErrorInfo) -> Error {
 
 /// Upload a plain tar and extract it under `destination` in the guest.
 pub async fn push_archive(vm_dir: &Path, tar: &[u8], destination: &str) -> Result<(u64, u64)> {
+    push_archive_from(vm_dir, tar, destination).await
+}
+
+/// [`push_archive`] from a stream (a snapshot or spooled archive on disk): one chunk in
+/// memory at a time, whatever the archive's size.
+pub async fn push_archive_from<R: std::io::Read>(vm_dir: &Path, mut tar: R, destination: &str) -> Result<(u64, u64)> {
     let transfer_id = crate::util::new_id();
-    let mut offset = 0usize;
+    let mut offset = 0u64;
+    let mut chunk = vec![0u8; TRANSFER_CHUNK_BYTES];
     // An empty archive still needs its (empty) upload file to exist.
     loop {
-        let end = (offset + TRANSFER_CHUNK_BYTES).min(tar.len());
-        fs_call(
-            vm_dir,
-            FsRequest::UploadChunk {
-                transfer_id: transfer_id.clone(),
-                offset: offset as u64,
-                data: tar[offset..end].to_vec(),
-            },
-        )
-        .await?;
-        offset = end;
-        if offset >= tar.len() {
+        let mut filled = 0;
+        while filled < chunk.len() {
+            match tar.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("reading the archive to upload", e)),
+            }
+        }
+        if filled == 0 && offset > 0 {
+            break;
+        }
+        let data = chunk[..filled].to_vec();
+        fs_call(vm_dir, FsRequest::UploadChunk { transfer_id: transfer_id.clone(), offset, data }).await?;
+        offset += filled as u64;
+        if filled < chunk.len() {
             break;
         }
     }

@@ -725,8 +725,8 @@ impl Pyro {
 
     fn baseline_info(&self, dir: &WorkspaceDir) -> Result<SnapshotInfo> {
         let record = dir.load()?;
-        let tar = std::fs::read(dir.baseline_tar()).map_err(|e| Error::io("reading the baseline", e))?;
-        let (entries, bytes) = logic::archive::count_tar(&tar)?;
+        let tar = std::fs::File::open(dir.baseline_tar()).map_err(|e| Error::io("reading the baseline", e))?;
+        let (entries, bytes) = logic::archive::for_each_member(std::io::BufReader::new(tar), |_, _| Ok(()))?;
         Ok(SnapshotInfo {
             workspace_id: dir.id.clone(),
             snapshot_name: "baseline".into(),
