@@ -345,6 +345,47 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
+    /// A tar with one regular file whose header claims `size` bytes but carries `data`.
+    fn lying_tar(size: u64, data: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big.bin").unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn a_guest_declared_size_is_never_allocated() {
+        // 2^60 declared, 10 bytes present: an error, not an allocation abort.
+        let msg = match diff_trees(&lying_tar(1 << 60, b"0123456789"), &lying_tar(1 << 60, b"")) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a truncated archive must be refused"),
+        };
+        assert!(msg.contains("invalid tar archive"), "{msg}");
+    }
+
+    #[test]
+    fn big_files_are_compared_by_digest_without_a_patch() {
+        let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let big = vec![b'a'; DIFF_INLINE_FILE_BYTES as usize + 1];
+        let mut changed = big.clone();
+        *changed.last_mut().unwrap() = b'b';
+        write(base.path(), "same.txt", &big);
+        write(cur.path(), "same.txt", &big);
+        write(base.path(), "changed.txt", &big);
+        write(cur.path(), "changed.txt", &changed);
+        let d =
+            diff_trees(&build_tar_from_dir(base.path()).unwrap(), &build_tar_from_dir(cur.path()).unwrap()).unwrap();
+        assert_eq!(d.entries.len(), 1, "{:?}", d.entries);
+        assert_eq!((d.entries[0].path.as_str(), d.entries[0].status.as_str()), ("changed.txt", "modified"));
+        assert!(d.entries[0].text_patch.is_none());
+        assert_eq!(d.summary.non_text, 1);
+    }
+
     fn write(root: &Path, rel: &str, data: &[u8]) {
         let p = root.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
