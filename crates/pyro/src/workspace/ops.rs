@@ -795,7 +795,9 @@ impl Pyro {
             (dir.snapshots_dir().join(format!("{name}.tar")), "named")
         };
         let snap_name = if kind == "baseline" { "baseline".to_string() } else { snap.to_string() };
-        let tar = std::fs::read(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
+        // Streamed at restore time, never loaded whole: a snapshot may be up to
+        // MAX_PULLED_ARCHIVE_BYTES.
+        let tar = std::fs::File::open(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
         let _life = dir.lock_lifecycle_exclusive()?;
         let mut record = dir.load()?;
         if record.expires_at <= now_f64() {
@@ -817,7 +819,9 @@ impl Pyro {
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
         self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
         let restored = match &booted {
-            Ok(()) => machine::push_archive(&dir.runtime_dir(), &tar, WORKSPACE_PATH).await,
+            Ok(()) => {
+                machine::push_archive_from(&dir.runtime_dir(), std::io::BufReader::new(tar), WORKSPACE_PATH).await
+            }
             Err(e) => Err(Error::Boot(e.to_string())),
         };
         let (record, _) = dir.update(|r| {
