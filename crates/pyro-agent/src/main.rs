@@ -8,6 +8,8 @@
 
 mod exec;
 mod fs;
+#[cfg(feature = "hostile")]
+mod hostile;
 mod init;
 mod serve;
 mod service;

@@ -20,13 +20,17 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
 /// Work for the writer, done strictly in order.
-enum Outgoing {
+pub(crate) enum Outgoing {
     Frame(Bytes),
+    /// Bytes written as they are, outside the framing (the hostile test agent's crafted
+    /// frames: oversized, truncated, trickled).
+    #[cfg(feature = "hostile")]
+    Raw(Bytes),
     /// Acknowledged once every frame queued before it has been handed to the transport.
     Flush(oneshot::Sender<()>),
 }
 
-type OutTx = mpsc::UnboundedSender<Outgoing>;
+pub(crate) type OutTx = mpsc::UnboundedSender<Outgoing>;
 
 /// What `Poweroff` does once its answer is out.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -151,6 +155,12 @@ fn write_port(mut port: std::fs::File, mut rx: mpsc::UnboundedReceiver<Outgoing>
                     std::process::exit(1);
                 }
             }
+            #[cfg(feature = "hostile")]
+            Outgoing::Raw(bytes) => {
+                if port.write_all(&bytes).is_err() {
+                    std::process::exit(1);
+                }
+            }
             Outgoing::Flush(ack) => {
                 let _ = ack.send(());
             }
@@ -189,6 +199,13 @@ pub fn serve_socket(path: &str) -> i32 {
                             return;
                         }
                     }
+                    #[cfg(feature = "hostile")]
+                    Outgoing::Raw(bytes) => {
+                        use tokio::io::AsyncWriteExt;
+                        if sink.get_mut().write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
                     Outgoing::Flush(ack) => {
                         let _ = ack.send(());
                     }
@@ -214,7 +231,7 @@ struct Ctx {
     stop: Arc<Notify>,
 }
 
-fn send(out: &OutTx, id: u64, response: Response) {
+pub(crate) fn send(out: &OutTx, id: u64, response: Response) {
     let body = match encode(&ResponseFrame { id, response }) {
         Ok(b) if b.len() <= MAX_FRAME_BYTES => b,
         Ok(b) => {
@@ -303,6 +320,10 @@ where
 }
 
 async fn handle(id: u64, request: Request, ctx: Ctx) {
+    #[cfg(feature = "hostile")]
+    if crate::hostile::intercept(id, &request, &ctx.out) {
+        return;
+    }
     let response = match request {
         Request::Hello { protocol_version, .. } => hello(protocol_version),
         Request::Ping => Response::Pong,

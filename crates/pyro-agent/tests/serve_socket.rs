@@ -129,16 +129,11 @@ async fn ready_hello_and_simple_requests() {
 
 #[tokio::test]
 async fn undecodable_requests_get_bad_request_with_their_id() {
-    #[derive(serde::Serialize)]
-    struct Unknown {
-        id: u64,
-        request: BTreeMap<String, String>,
-    }
     let mut a = start().await;
     a.ready().await;
     let mut request = BTreeMap::new();
     request.insert("type".to_string(), "teleport".to_string());
-    let body = encode(&Unknown { id: 77, request }).unwrap();
+    let body = pyro_protocol::encode_with_id(77, &request).unwrap();
     a.framed.send(body).await.unwrap();
     let frame = a.recv().await;
     assert_eq!(frame.id, 77);

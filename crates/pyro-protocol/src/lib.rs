@@ -2,12 +2,18 @@
 //!
 //! Transport: a byte stream (virtio-serial port, Firecracker vsock, or the supervisor's Unix
 //! socket). Framing: 4-byte big-endian length prefix ([`tokio_util::codec::LengthDelimitedCodec`])
-//! around one MessagePack-encoded [`RequestFrame`] or [`ResponseFrame`] (field names kept, so
-//! adding optional fields stays compatible).
+//! around one frame: an 8-byte big-endian request id, then one MessagePack-encoded [`Request`]
+//! or [`Response`] (field names kept, so adding optional fields stays compatible).
+//!
+//! Why the id sits in a fixed header: the supervisor routes the guest's answers to whoever
+//! asked by reading 8 bytes, never decoding (and allocating for) a body the guest chose.
 //!
 //! Every request carries an `id` chosen by the sender; the response echoes it. Requests are
 //! served concurrently, so responses may come back in any order. The guest agent sends one
 //! unsolicited [`Response::Ready`] with id [`READY_FRAME_ID`] as soon as it owns the channel.
+//!
+//! The guest is hostile: every body is checked by [`check_bounds`] (element count, nesting
+//! depth, declared lengths against the bytes present) before anything is allocated for it.
 
 pub mod fs;
 pub mod session;
@@ -16,18 +22,30 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tokio_util::codec::LengthDelimitedCodec;
 
-/// Bumped on any incompatible change to the types below.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change to the types below or to the framing.
+/// 2: request id moved out of the MessagePack body into a fixed 8-byte header.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Name of the virtio-serial port the agent listens on (QEMU backend).
 pub const AGENT_PORT_NAME: &str = "org.pyro.agent";
 /// vsock port of the agent (Firecracker backend).
 pub const AGENT_VSOCK_PORT: u32 = 5005;
 /// Request id used by the agent's unsolicited ready frame.
 pub const READY_FRAME_ID: u64 = 0;
-/// Largest frame either side accepts (exec output is capped well below this).
-pub const MAX_FRAME_BYTES: usize = 96 * 1024 * 1024;
 /// Default per-stream cap on captured exec output.
 pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest frame either side accepts. The biggest legitimate frame is an exec answer with
+/// both streams at the 16 MiB cap; everything else moves in chunks of at most
+/// [`fs::TRANSFER_CHUNK_BYTES`]. The rest is headroom for field names and small fields.
+pub const MAX_FRAME_BYTES: usize = 2 * DEFAULT_OUTPUT_CAP_BYTES as usize + 8 * 1024 * 1024;
+/// Bytes of the id header in front of every frame body.
+pub const FRAME_ID_BYTES: usize = 8;
+/// Most MessagePack values (every map key, map value, array element and scalar counts) one
+/// frame body may hold. An empty string costs 1 byte on the wire but ~24-48 in memory once
+/// decoded, so element count, not frame size, bounds what decoding allocates. One million
+/// covers a recursive listing of ~100k files (9 values per entry).
+pub const MAX_FRAME_ITEMS: usize = 1_000_000;
+/// Deepest nesting of arrays and maps in a frame body; the real protocol uses fewer than 8.
+pub const MAX_FRAME_DEPTH: usize = 32;
 
 /// The framing codec both sides use.
 pub fn codec() -> LengthDelimitedCodec {
@@ -40,34 +58,191 @@ pub enum ProtocolError {
     Encode(#[from] rmp_serde::encode::Error),
     #[error("could not decode frame: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    #[error("refused frame: {0}")]
+    Refused(String),
 }
 
-/// Serialize a frame body (use with the codec from [`codec`]).
-pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, ProtocolError> {
-    Ok(rmp_serde::to_vec_named(value)?.into())
+/// A frame type: how it is written to and read from the wire.
+pub trait Frame: Sized {
+    fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError>;
+    fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError>;
 }
 
-/// Deserialize a frame body.
-pub fn decode<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> Result<T, ProtocolError> {
-    Ok(rmp_serde::from_slice(buf)?)
+/// Serialize a frame (use with the codec from [`codec`]).
+pub fn encode<F: Frame>(frame: &F) -> Result<bytes::Bytes, ProtocolError> {
+    frame.encode_frame()
+}
+
+/// Deserialize a frame; the body is bounds-checked before it is decoded.
+pub fn decode<F: Frame>(buf: &[u8]) -> Result<F, ProtocolError> {
+    F::decode_frame(buf)
+}
+
+/// Header + MessagePack body of any serializable body (also for tests that need frames the
+/// typed API cannot express).
+pub fn encode_with_id<T: Serialize>(id: u64, body: &T) -> Result<bytes::Bytes, ProtocolError> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&id.to_be_bytes());
+    rmp_serde::encode::write_named(&mut out, body)?;
+    Ok(out.into())
+}
+
+/// The id of a frame, read from its header without looking at the body.
+pub fn frame_id(buf: &[u8]) -> Option<u64> {
+    let head: [u8; FRAME_ID_BYTES] = buf.get(..FRAME_ID_BYTES)?.try_into().ok()?;
+    Some(u64::from_be_bytes(head))
+}
+
+/// Rewrite the id of a frame in place (the supervisor maps agent ids to client ids this
+/// way, forwarding the body untouched). False if the frame has no header.
+pub fn set_frame_id(buf: &mut [u8], id: u64) -> bool {
+    match buf.get_mut(..FRAME_ID_BYTES) {
+        Some(head) => {
+            head.copy_from_slice(&id.to_be_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+fn split_frame(buf: &[u8]) -> Result<(u64, &[u8]), ProtocolError> {
+    let id = frame_id(buf)
+        .ok_or_else(|| ProtocolError::Refused(format!("{} bytes is shorter than the frame header", buf.len())))?;
+    let body = &buf[FRAME_ID_BYTES..];
+    check_bounds(body).map_err(ProtocolError::Refused)?;
+    Ok((id, body))
+}
+
+/// Walk a MessagePack body without allocating and refuse it if it holds more than
+/// [`MAX_FRAME_ITEMS`] values, nests deeper than [`MAX_FRAME_DEPTH`], declares a length
+/// past its end, or is followed by trailing bytes. Decoding a body that passed allocates at
+/// most a bounded multiple of its size.
+pub fn check_bounds(body: &[u8]) -> Result<(), String> {
+    check_bounds_with(body, MAX_FRAME_ITEMS, MAX_FRAME_DEPTH)
+}
+
+fn check_bounds_with(body: &[u8], max_items: usize, max_depth: usize) -> Result<(), String> {
+    use rmp::Marker;
+    let mut pos = 0usize;
+    let mut items = 0usize;
+    // Values still expected at each open array/map level; the outermost level expects one.
+    let mut open: Vec<u64> = vec![1];
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8], String> {
+        let end = pos.checked_add(n).filter(|&e| e <= body.len()).ok_or_else(|| {
+            format!("a value declares {n} bytes at offset {} but the frame ends at {}", *pos, body.len())
+        })?;
+        let s = &body[*pos..end];
+        *pos = end;
+        Ok(s)
+    };
+    let len_of = |bytes: &[u8]| bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    while let Some(left) = open.last_mut() {
+        if *left == 0 {
+            open.pop();
+            continue;
+        }
+        *left -= 1;
+        items += 1;
+        if items > max_items {
+            return Err(format!("more than {max_items} values in one frame"));
+        }
+        let marker = Marker::from_u8(take(&mut pos, 1)?[0]);
+        // (bytes to skip, values contained)
+        let (skip, children): (u64, u64) = match marker {
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => (0, 0),
+            Marker::U8 | Marker::I8 => (1, 0),
+            Marker::U16 | Marker::I16 => (2, 0),
+            Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
+            Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
+            Marker::FixStr(n) => (u64::from(n), 0),
+            Marker::Str8 | Marker::Bin8 => (len_of(take(&mut pos, 1)?), 0),
+            Marker::Str16 | Marker::Bin16 => (len_of(take(&mut pos, 2)?), 0),
+            Marker::Str32 | Marker::Bin32 => (len_of(take(&mut pos, 4)?), 0),
+            Marker::FixArray(n) => (0, u64::from(n)),
+            Marker::Array16 => (0, len_of(take(&mut pos, 2)?)),
+            Marker::Array32 => (0, len_of(take(&mut pos, 4)?)),
+            Marker::FixMap(n) => (0, 2 * u64::from(n)),
+            Marker::Map16 => (0, 2 * len_of(take(&mut pos, 2)?)),
+            Marker::Map32 => (0, 2 * len_of(take(&mut pos, 4)?)),
+            Marker::FixExt1 => (2, 0),
+            Marker::FixExt2 => (3, 0),
+            Marker::FixExt4 => (5, 0),
+            Marker::FixExt8 => (9, 0),
+            Marker::FixExt16 => (17, 0),
+            Marker::Ext8 => (len_of(take(&mut pos, 1)?) + 1, 0),
+            Marker::Ext16 => (len_of(take(&mut pos, 2)?) + 1, 0),
+            Marker::Ext32 => (len_of(take(&mut pos, 4)?) + 1, 0),
+            Marker::Reserved => return Err(format!("reserved MessagePack marker at offset {}", pos - 1)),
+        };
+        take(&mut pos, usize::try_from(skip).unwrap_or(usize::MAX))?;
+        if children > 0 {
+            // Every value takes at least one byte: a count past the bytes left is a lie,
+            // refused here before serde sizes anything by it.
+            if children > (body.len() - pos) as u64 {
+                return Err(format!(
+                    "a collection declares {children} values but only {} bytes follow",
+                    body.len() - pos
+                ));
+            }
+            if open.len() >= max_depth {
+                return Err(format!("collections nested deeper than {max_depth} levels"));
+            }
+            open.push(children);
+        }
+    }
+    if pos != body.len() {
+        return Err(format!("{} trailing bytes after the frame body", body.len() - pos));
+    }
+    Ok(())
 }
 
 /// Only the id of a frame: lets a receiver answer a request it cannot decode.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct FrameId {
     pub id: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl Frame for FrameId {
+    fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError> {
+        Err(ProtocolError::Refused("a bare frame id has no body to send".into()))
+    }
+    fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError> {
+        frame_id(buf)
+            .map(|id| FrameId { id })
+            .ok_or_else(|| ProtocolError::Refused(format!("{} bytes is shorter than the frame header", buf.len())))
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct RequestFrame {
     pub id: u64,
     pub request: Request,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ResponseFrame {
     pub id: u64,
     pub response: Response,
+}
+
+impl Frame for RequestFrame {
+    fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError> {
+        encode_with_id(self.id, &self.request)
+    }
+    fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError> {
+        let (id, body) = split_frame(buf)?;
+        Ok(RequestFrame { id, request: rmp_serde::from_slice(body)? })
+    }
+}
+
+impl Frame for ResponseFrame {
+    fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError> {
+        encode_with_id(self.id, &self.response)
+    }
+    fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError> {
+        let (id, body) = split_frame(buf)?;
+        Ok(ResponseFrame { id, response: rmp_serde::from_slice(body)? })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,15 +396,72 @@ mod tests {
 
     #[test]
     fn unknown_request_still_yields_its_id() {
-        #[derive(Serialize)]
-        struct Future {
-            id: u64,
-            request: BTreeMap<String, String>,
-        }
         let mut req = BTreeMap::new();
-        req.insert("type".into(), "teleport".into());
-        let bytes = encode(&Future { id: 42, request: req }).unwrap();
+        req.insert("type".to_string(), "teleport".to_string());
+        let bytes = encode_with_id(42, &req).unwrap();
         assert!(decode::<RequestFrame>(&bytes).is_err());
         assert_eq!(decode::<FrameId>(&bytes).unwrap().id, 42);
+    }
+
+    fn refused(body: &[u8]) -> String {
+        let mut frame = 5u64.to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        match decode::<ResponseFrame>(&frame) {
+            Err(ProtocolError::Refused(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn many_empty_strings_are_refused_before_decoding() {
+        // A services list of 2M empty names: 5 MiB on the wire, ~100 MiB once decoded.
+        let n = 2_000_000u32;
+        let mut body = vec![0x82, 0xa4];
+        body.extend_from_slice(b"type");
+        body.push(0xa7);
+        body.extend_from_slice(b"service");
+        body[0] = 0x83;
+        body.push(0xa4);
+        body.extend_from_slice(b"kind");
+        body.push(0xa4);
+        body.extend_from_slice(b"list");
+        body.push(0xa8);
+        body.extend_from_slice(b"services");
+        body.push(0xdd);
+        body.extend_from_slice(&n.to_be_bytes());
+        body.extend(std::iter::repeat_n(0xa0, n as usize));
+        let msg = refused(&body);
+        assert!(msg.contains("more than 1000000 values"), "{msg}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut body = vec![0x91; 10_000];
+        body.push(0xc0);
+        let msg = refused(&body);
+        assert!(msg.contains("nested deeper than 32"), "{msg}");
+    }
+
+    #[test]
+    fn declared_lengths_past_the_end_are_refused() {
+        // array32 of u32::MAX elements, then nothing.
+        assert!(refused(&[0xdd, 0xff, 0xff, 0xff, 0xff]).contains("declares 4294967295 values"));
+        // bin32 of u32::MAX bytes.
+        assert!(refused(&[0xc6, 0xff, 0xff, 0xff, 0xff, 1, 2]).contains("declares 4294967295 bytes"));
+        assert!(refused(&[0xc1]).contains("reserved"));
+        assert!(refused(&[0xc0, 0xc0]).contains("trailing"));
+        let short = decode::<ResponseFrame>(&[1, 2, 3]).unwrap_err().to_string();
+        assert!(short.contains("shorter than the frame header"), "{short}");
+    }
+
+    #[test]
+    fn real_frames_pass_the_bounds_check_and_ids_are_rewritable() {
+        let frame = ResponseFrame { id: 3, response: Response::Pong };
+        let mut bytes = encode(&frame).unwrap().to_vec();
+        assert_eq!(frame_id(&bytes), Some(3));
+        assert!(set_frame_id(&mut bytes, 99));
+        let back: ResponseFrame = decode(&bytes).unwrap();
+        assert_eq!(back.id, 99);
+        assert!(matches!(back.response, Response::Pong));
     }
 }

@@ -313,22 +313,33 @@ fn guest_error(e: &pyro_protocol::ErrorInfo) -> Error {
 
 /// Upload a plain tar and extract it under `destination` in the guest.
 pub async fn push_archive(vm_dir: &Path, tar: &[u8], destination: &str) -> Result<(u64, u64)> {
+    push_archive_from(vm_dir, tar, destination).await
+}
+
+/// [`push_archive`] from a stream (a snapshot or spooled archive on disk): one chunk in
+/// memory at a time, whatever the archive's size.
+pub async fn push_archive_from<R: std::io::Read>(vm_dir: &Path, mut tar: R, destination: &str) -> Result<(u64, u64)> {
     let transfer_id = crate::util::new_id();
-    let mut offset = 0usize;
+    let mut offset = 0u64;
+    let mut chunk = vec![0u8; TRANSFER_CHUNK_BYTES];
     // An empty archive still needs its (empty) upload file to exist.
     loop {
-        let end = (offset + TRANSFER_CHUNK_BYTES).min(tar.len());
-        fs_call(
-            vm_dir,
-            FsRequest::UploadChunk {
-                transfer_id: transfer_id.clone(),
-                offset: offset as u64,
-                data: tar[offset..end].to_vec(),
-            },
-        )
-        .await?;
-        offset = end;
-        if offset >= tar.len() {
+        let mut filled = 0;
+        while filled < chunk.len() {
+            match tar.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("reading the archive to upload", e)),
+            }
+        }
+        if filled == 0 && offset > 0 {
+            break;
+        }
+        let data = chunk[..filled].to_vec();
+        fs_call(vm_dir, FsRequest::UploadChunk { transfer_id: transfer_id.clone(), offset, data }).await?;
+        offset += filled as u64;
+        if filled < chunk.len() {
             break;
         }
     }
@@ -338,17 +349,27 @@ pub async fn push_archive(vm_dir: &Path, tar: &[u8], destination: &str) -> Resul
     }
 }
 
-/// What the guest exported.
-#[derive(Debug, Clone)]
+/// Largest archive the host pulls from a guest (export, diff, snapshot). The guest declares
+/// the size; anything larger is refused before a byte is read.
+pub const MAX_PULLED_ARCHIVE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// What the guest exported, spooled to a temporary file (removed on drop) and rewound.
+#[derive(Debug)]
 pub struct Exported {
-    pub tar: Vec<u8>,
+    pub file: tempfile::NamedTempFile,
+    pub size: u64,
     pub artifact_type: String,
     pub entry_count: u64,
     pub bytes_written: u64,
 }
 
-/// Tar up `path` in the guest and bring it to the host.
-pub async fn pull_archive(vm_dir: &Path, path: &str) -> Result<Exported> {
+/// Tar up `path` in the guest and bring it to a temporary file in `spool_dir` on the host.
+///
+/// The guest is hostile: the size it declares is checked against
+/// [`MAX_PULLED_ARCHIVE_BYTES`] before anything is read, every chunk must be no longer than
+/// the range asked for, and the archive goes to disk in chunks, never whole into memory.
+pub async fn pull_archive(vm_dir: &Path, path: &str, spool_dir: &Path) -> Result<Exported> {
+    use std::io::{Seek, Write};
     let (transfer_id, size, artifact_type, entry_count, bytes_written) =
         match fs_call(vm_dir, FsRequest::Export { path: path.to_string() }).await? {
             FsResponse::Exported { transfer_id, size, artifact_type, entry_count, bytes_written } => {
@@ -356,26 +377,40 @@ pub async fn pull_archive(vm_dir: &Path, path: &str) -> Result<Exported> {
             }
             other => return Err(Error::Guest(format!("unexpected answer to export: {other:?}"))),
         };
-    let mut tar = Vec::with_capacity(size as usize);
     let read = async {
-        while (tar.len() as u64) < size {
-            let len = (size - tar.len() as u64).min(TRANSFER_CHUNK_BYTES as u64);
-            match fs_call(
-                vm_dir,
-                FsRequest::ReadTransfer { transfer_id: transfer_id.clone(), offset: tar.len() as u64, len },
-            )
-            .await?
-            {
-                FsResponse::Data { data } if !data.is_empty() => tar.extend_from_slice(&data),
+        if size > MAX_PULLED_ARCHIVE_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "the guest's archive of {path} is {size} bytes; pyro brings at most {MAX_PULLED_ARCHIVE_BYTES} bytes \
+                 out of a guest at once (export a smaller path)"
+            )));
+        }
+        let spool = |e| Error::io(format!("spooling the guest archive in {}", spool_dir.display()), e);
+        let mut file = tempfile::Builder::new().prefix(".pyro-pull-").tempfile_in(spool_dir).map_err(spool)?;
+        let mut received = 0u64;
+        while received < size {
+            let len = (size - received).min(TRANSFER_CHUNK_BYTES as u64);
+            let req = FsRequest::ReadTransfer { transfer_id: transfer_id.clone(), offset: received, len };
+            match fs_call(vm_dir, req).await? {
+                FsResponse::Data { data } if !data.is_empty() && data.len() as u64 <= len => {
+                    file.write_all(&data).map_err(spool)?;
+                    received += data.len() as u64;
+                }
+                FsResponse::Data { data } if !data.is_empty() => {
+                    return Err(Error::Guest(format!(
+                        "the guest answered a read of {len} bytes with {} bytes; export refused",
+                        data.len()
+                    )))
+                }
                 _ => return Err(Error::Guest("the guest export ended early".into())),
             }
         }
-        Ok(())
+        file.flush().map_err(spool)?;
+        file.as_file_mut().rewind().map_err(spool)?;
+        Ok(file)
     }
     .await;
     let _ = fs_call(vm_dir, FsRequest::DiscardTransfer { transfer_id }).await;
-    read?;
-    Ok(Exported { tar, artifact_type, entry_count, bytes_written })
+    Ok(Exported { file: read?, size, artifact_type, entry_count, bytes_written })
 }
 
 pub async fn list_files(vm_dir: &Path, path: &str, recursive: bool) -> Result<(String, Vec<FileEntry>)> {

@@ -269,7 +269,10 @@ impl Shared {
             .insert(id, Pending { client: dummy_tx, client_conn: 0, client_id: 0, local: Some(tx) });
         let bytes = encode(&RequestFrame { id, request }).ok()?;
         self.to_agent.send(bytes).ok()?;
-        tokio::time::timeout(timeout, rx).await.ok()?.ok()
+        let answer = tokio::time::timeout(timeout, rx).await;
+        // A guest that never answers must not grow the pending table.
+        self.pending.lock().unwrap().remove(&id);
+        answer.ok()?.ok()
     }
 }
 
@@ -443,19 +446,33 @@ async fn run(vm_dir: PathBuf) -> i32 {
     });
     detach_stdout();
 
-    // Route agent answers back to whoever asked.
+    // Route agent answers back to whoever asked, by the id in the frame header only: the
+    // body the guest chose is forwarded untouched and decoded (bounded) by the client, never
+    // here. Answers to unknown, finished or duplicate ids are dropped.
     let router = {
         let shared = shared.clone();
         tokio::spawn(async move {
-            while let Some(Ok(buf)) = agent_stream.next().await {
-                let Ok(frame) = decode::<ResponseFrame>(&buf) else { continue };
-                let entry = shared.pending.lock().unwrap().remove(&frame.id);
-                if let Some(p) = entry {
-                    if let Some(local) = p.local {
-                        let _ = local.send(frame.response);
-                    } else if let Ok(bytes) = encode(&ResponseFrame { id: p.client_id, response: frame.response }) {
-                        let _ = p.client.send(bytes);
+            loop {
+                let mut buf = match agent_stream.next().await {
+                    Some(Ok(buf)) => buf,
+                    Some(Err(e)) => {
+                        return format!(
+                            "the guest broke the agent channel ({e}; frames are limited to {} bytes), so the VM was stopped",
+                            pyro_protocol::MAX_FRAME_BYTES
+                        )
                     }
+                    None => return "the agent channel closed".to_string(),
+                };
+                let Some(id) = pyro_protocol::frame_id(&buf) else { continue };
+                let entry = shared.pending.lock().unwrap().remove(&id);
+                let Some(p) = entry else { continue };
+                if let Some(local) = p.local {
+                    let response = decode::<ResponseFrame>(&buf).map(|f| f.response).unwrap_or_else(|e| {
+                        Response::error("bad_response", format!("unreadable answer from the guest: {e}"))
+                    });
+                    let _ = local.send(response);
+                } else if pyro_protocol::set_frame_id(&mut buf, p.client_id) {
+                    let _ = p.client.send(buf.freeze());
                 }
             }
         })
@@ -493,12 +510,15 @@ async fn run(vm_dir: PathBuf) -> i32 {
     }
 
     let mut reply_to: Option<(ClientTx, u64)> = None;
+    let mut stop_reason = "the VM stopped".to_string();
     tokio::select! {
         st = vmm.wait() => {
             eprintln!("supervisor: VMM exited: {st:?}");
         }
-        _ = router => {
-            eprintln!("supervisor: agent channel closed");
+        why = router => {
+            let why = why.unwrap_or_else(|e| format!("the router failed: {e}"));
+            eprintln!("supervisor: {why}; stopping the VM");
+            stop_reason = why;
             // The channel closes when the guest powers off; give QEMU a moment to exit.
             if tokio::time::timeout(Duration::from_secs(3), vmm.wait()).await.is_err() {
                 let _ = vmm.start_kill();
@@ -516,7 +536,10 @@ async fn run(vm_dir: PathBuf) -> i32 {
         }
     }
     accept.abort();
-    fail_all_pending(&shared, "the VM stopped");
+    if fail_all_pending(&shared, &stop_reason) > 0 {
+        // Let the connection tasks deliver the reason before the process ends.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     if let Some((client, id)) = reply_to {
         if let Ok(bytes) = encode(&ResponseFrame { id, response: Response::Ok }) {
             let _ = client.send(bytes);
@@ -545,8 +568,10 @@ async fn clean_shutdown(shared: &Arc<Shared>, vmm: &mut tokio::process::Child, t
     let _ = vmm.wait().await;
 }
 
-fn fail_all_pending(shared: &Arc<Shared>, why: &str) {
+/// Answer every waiting request with `why`; returns how many there were.
+fn fail_all_pending(shared: &Arc<Shared>, why: &str) -> usize {
     let drained: Vec<Pending> = shared.pending.lock().unwrap().drain().map(|(_, p)| p).collect();
+    let count = drained.len();
     for p in drained {
         let resp = Response::error("vm_exited", why);
         if let Some(local) = p.local {
@@ -555,6 +580,7 @@ fn fail_all_pending(shared: &Arc<Shared>, why: &str) {
             let _ = p.client.send(bytes);
         }
     }
+    count
 }
 
 fn finish(vm_dir: &Path, spec: &LaunchSpec) {

@@ -52,3 +52,23 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Log something the guest sent that the host refused (a hostile or broken guest): on stderr
+/// and in `<dir>/guest-refused.log`, which stops growing at [`GUEST_REFUSAL_LOG_CAP`] so a
+/// guest cannot fill the host disk through it.
+pub fn log_guest_refusal(dir: &Path, message: &str) {
+    eprintln!("[warn] guest: {message}");
+    let path = dir.join(GUEST_REFUSAL_LOG);
+    if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) >= GUEST_REFUSAL_LOG_CAP {
+        return;
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let line: String = message.chars().take(512).collect();
+        let _ = writeln!(f, "{:.3} {}", now_f64(), line.replace(['\n', '\r'], " "));
+    }
+}
+
+/// File name of the refusal log in a workspace directory.
+pub const GUEST_REFUSAL_LOG: &str = "guest-refused.log";
+/// Size past which the refusal log is no longer appended to.
+pub const GUEST_REFUSAL_LOG_CAP: u64 = 64 * 1024;

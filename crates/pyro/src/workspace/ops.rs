@@ -466,7 +466,16 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_list").await?;
-        let (_, entries) = machine::list_files(&dir.runtime_dir(), &path, recursive).await?;
+        let (_, mut entries) = machine::list_files(&dir.runtime_dir(), &path, recursive).await?;
+        // Guest-reported paths are shown to users and agents, who may act on them: only
+        // plain absolute paths at or under the listed path are passed on.
+        entries.retain(|e| {
+            let ok = logic::paths::is_plain_path_under(&e.path, &path);
+            if !ok {
+                crate::util::log_guest_refusal(&dir.root, &format!("dropped a file list entry {:?}", e.path));
+            }
+            ok
+        });
         Ok(FileListResult {
             workspace_id: dir.id,
             path,
@@ -647,11 +656,14 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         self.require_started(&dir, "workspace_diff").await?;
-        let baseline = std::fs::read(dir.baseline_tar()).map_err(|_| {
+        let baseline = std::fs::File::open(dir.baseline_tar()).map_err(|_| {
             Error::InvalidState(format!("workspace diff requires a baseline snapshot; workspace '{}' has none", dir.id))
         })?;
-        let current = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH).await?;
-        let diff = logic::diff::diff_trees(&baseline, &current.tar)?;
+        let current = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.root).await?;
+        let diff = logic::diff::diff_tar_streams(
+            std::io::BufReader::new(baseline),
+            std::io::BufReader::new(current.file.as_file()),
+        )?;
         Ok(DiffResult { workspace_id: dir.id, diff })
     }
 
@@ -662,18 +674,23 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_export").await?;
-        let exported = machine::pull_archive(&dir.runtime_dir(), &workspace_path).await?;
+        let exported = machine::pull_archive(&dir.runtime_dir(), &workspace_path, &dir.root).await?;
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
-        logic::archive::materialize_export(&exported.tar, &exported.artifact_type, &output)?;
+        // Counts come from what was actually written, not from what the guest claimed.
+        let (entry_count, bytes_written) = logic::archive::materialize_export_stream(
+            std::io::BufReader::new(exported.file.as_file()),
+            &exported.artifact_type,
+            &output,
+        )?;
         Ok(ExportResult {
             workspace_id: dir.id,
             workspace_path,
             output_path: output.display().to_string(),
             artifact_type: exported.artifact_type,
-            entry_count: exported.entry_count,
-            bytes_written: exported.bytes_written,
+            entry_count,
+            bytes_written,
             execution_mode: record.execution_mode,
         })
     }
@@ -698,8 +715,12 @@ impl Pyro {
         // not fill up with snapshots.
         let (count, used) = super::retention::named_snapshot_usage(&dir.snapshots_dir());
         super::retention::check_snapshot_room(&dir.id, count, used, 0)?;
-        let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH).await?;
-        super::retention::check_snapshot_room(&dir.id, count, used, exported.tar.len() as u64)?;
+        std::fs::create_dir_all(dir.snapshots_dir()).map_err(|e| Error::io("creating the snapshots dir", e))?;
+        let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.snapshots_dir()).await?;
+        super::retention::check_snapshot_room(&dir.id, count, used, exported.size)?;
+        // The archive comes from the guest: every member is validated (names, types) before
+        // it is kept, so a restore never meets a member it would refuse.
+        logic::archive::for_each_member(std::io::BufReader::new(exported.file.as_file()), |_, _| Ok(()))?;
         let info = SnapshotInfo {
             workspace_id: dir.id.clone(),
             snapshot_name: name.clone(),
@@ -709,9 +730,11 @@ impl Pyro {
             bytes_written: exported.bytes_written,
             deletable: true,
         };
-        std::fs::create_dir_all(dir.snapshots_dir()).map_err(|e| Error::io("creating the snapshots dir", e))?;
-        crate::util::write_atomic(&dir.snapshots_dir().join(format!("{name}.tar")), &exported.tar)
-            .map_err(|e| Error::io("storing the snapshot", e))?;
+        exported.file.as_file().sync_all().map_err(|e| Error::io("storing the snapshot", e))?;
+        exported
+            .file
+            .persist(dir.snapshots_dir().join(format!("{name}.tar")))
+            .map_err(|e| Error::io("storing the snapshot", e.error))?;
         // The metadata file is written last: it is what makes the snapshot exist.
         crate::util::write_atomic(&meta_path, &serde_json::to_vec_pretty(&info).expect("serializes"))
             .map_err(|e| Error::io("storing the snapshot", e))?;
@@ -721,8 +744,8 @@ impl Pyro {
 
     fn baseline_info(&self, dir: &WorkspaceDir) -> Result<SnapshotInfo> {
         let record = dir.load()?;
-        let tar = std::fs::read(dir.baseline_tar()).map_err(|e| Error::io("reading the baseline", e))?;
-        let (entries, bytes) = logic::archive::count_tar(&tar)?;
+        let tar = std::fs::File::open(dir.baseline_tar()).map_err(|e| Error::io("reading the baseline", e))?;
+        let (entries, bytes) = logic::archive::for_each_member(std::io::BufReader::new(tar), |_, _| Ok(()))?;
         Ok(SnapshotInfo {
             workspace_id: dir.id.clone(),
             snapshot_name: "baseline".into(),
@@ -791,7 +814,9 @@ impl Pyro {
             (dir.snapshots_dir().join(format!("{name}.tar")), "named")
         };
         let snap_name = if kind == "baseline" { "baseline".to_string() } else { snap.to_string() };
-        let tar = std::fs::read(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
+        // Streamed at restore time, never loaded whole: a snapshot may be up to
+        // MAX_PULLED_ARCHIVE_BYTES.
+        let tar = std::fs::File::open(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
         let _life = dir.lock_lifecycle_exclusive()?;
         let mut record = dir.load()?;
         if record.expires_at <= now_f64() {
@@ -813,7 +838,9 @@ impl Pyro {
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
         self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
         let restored = match &booted {
-            Ok(()) => machine::push_archive(&dir.runtime_dir(), &tar, WORKSPACE_PATH).await,
+            Ok(()) => {
+                machine::push_archive_from(&dir.runtime_dir(), std::io::BufReader::new(tar), WORKSPACE_PATH).await
+            }
             Err(e) => Err(Error::Boot(e.to_string())),
         };
         let (record, _) = dir.update(|r| {

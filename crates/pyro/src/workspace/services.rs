@@ -210,6 +210,17 @@ fn services_dir(dir: &WorkspaceDir) -> PathBuf {
     dir.root.join("services")
 }
 
+/// The guest is hostile: a service name it reports becomes a host file name only if it is
+/// exactly what [`validate_service_name`] accepts from a user. Others are dropped and logged
+/// (on stderr and in the workspace's `guest-refused.log`).
+fn guest_name_is_valid(dir: &WorkspaceDir, name: &str) -> bool {
+    if validate_service_name(name).is_ok_and(|n| n == name) {
+        return true;
+    }
+    crate::util::log_guest_refusal(&dir.root, &format!("dropped a guest service record named {name:?}"));
+    false
+}
+
 fn record_path(dir: &WorkspaceDir, name: &str) -> PathBuf {
     services_dir(dir).join(format!("{name}.json"))
 }
@@ -596,7 +607,7 @@ pub(crate) async fn refresh_services(dir: &WorkspaceDir, record: &WorkspaceRecor
         other => return Err(Error::Guest(format!("unexpected answer to service list: {other:?}"))),
     };
     let mut services = Vec::with_capacity(guest.len());
-    for state in &guest {
+    for state in guest.iter().filter(|s| guest_name_is_valid(dir, &s.name)) {
         services.push(mirror(dir, record, state).await?);
     }
     sync_counts(dir)?;
@@ -606,6 +617,12 @@ pub(crate) async fn refresh_services(dir: &WorkspaceDir, record: &WorkspaceRecor
 /// Fold the guest's state into the host record; a service seen not running loses its
 /// published ports.
 async fn mirror(dir: &WorkspaceDir, record: &WorkspaceRecord, state: &ServiceState) -> Result<ServiceInfo> {
+    if !guest_name_is_valid(dir, &state.name) {
+        return Err(Error::Guest(format!(
+            "the guest reported a service named {:?}, which is not a valid service name; its record was dropped",
+            state.name
+        )));
+    }
     let old = load(dir, &state.name);
     let mut ports = old.as_ref().map(|o| o.published_ports.clone()).unwrap_or_default();
     if state.state != "running" && !ports.is_empty() {

@@ -464,6 +464,11 @@ impl TreeCheck {
 /// links are created as links, directory modes and mtimes are applied last (so a read-only
 /// directory does not block its own children).
 pub fn extract_tar_safely(tar: &[u8], dest: &Path) -> Result<(u64, u64)> {
+    extract_tar_stream(tar, dest)
+}
+
+/// [`extract_tar_safely`] from a stream (an archive spooled to disk).
+pub fn extract_tar_stream<R: Read>(tar: R, dest: &Path) -> Result<(u64, u64)> {
     match fs::symlink_metadata(dest) {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(Error::InvalidInput(format!("extraction destination is a symlink: {}", dest.display())))
@@ -589,6 +594,11 @@ fn write_member_file(target: &Path, m: &Member, data: &mut dyn Read) -> Result<(
 /// temporary name beside `output` and renamed into place without replacing anything, so a
 /// failure never leaves a partial export behind.
 pub fn materialize_export(tar: &[u8], artifact_type: &str, output: &Path) -> Result<(u64, u64)> {
+    materialize_export_stream(tar, artifact_type, output)
+}
+
+/// [`materialize_export`] from a stream (an archive spooled to disk).
+pub fn materialize_export_stream<R: Read>(tar: R, artifact_type: &str, output: &Path) -> Result<(u64, u64)> {
     if fs::symlink_metadata(output).is_ok() {
         return Err(Error::InvalidInput(format!("output_path already exists: {}", output.display())));
     }
@@ -597,7 +607,7 @@ pub fn materialize_export(tar: &[u8], artifact_type: &str, output: &Path) -> Res
         "directory" => {
             let tmp = temp_sibling(parent);
             let result =
-                extract_tar_safely(tar, &tmp).and_then(|counts| rename_no_replace(&tmp, output).map(|_| counts));
+                extract_tar_stream(tar, &tmp).and_then(|counts| rename_no_replace(&tmp, output).map(|_| counts));
             if result.is_err() {
                 let _ = fs::remove_dir_all(&tmp);
             }

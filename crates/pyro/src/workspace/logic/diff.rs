@@ -11,6 +11,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use similar::{Algorithm, DiffTag};
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 /// Lines of context around each change, as `diff -u` and git use.
@@ -66,9 +67,39 @@ pub struct DiffEntry {
     pub text_patch: Option<String>,
 }
 
+/// Largest file whose bytes a diff keeps in memory (and can show as a text patch); larger
+/// files are compared by SHA-256 and reported without a patch.
+pub const DIFF_INLINE_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// Most file bytes one tree keeps in memory during a diff; past it files are compared by
+/// SHA-256 only. The archives come from the guest: their sizes are attacker input.
+pub const DIFF_INLINE_TREE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A file's content as kept for the comparison.
+enum Content {
+    Inline(Vec<u8>),
+    Digest { size: u64, sha256: [u8; 32] },
+}
+
+impl Content {
+    fn size_and_digest(&self) -> (u64, [u8; 32]) {
+        use sha2::Digest;
+        match self {
+            Content::Inline(d) => (d.len() as u64, sha2::Sha256::digest(d).into()),
+            Content::Digest { size, sha256 } => (*size, *sha256),
+        }
+    }
+
+    fn same_as(&self, other: &Content) -> bool {
+        match (self, other) {
+            (Content::Inline(a), Content::Inline(b)) => a == b,
+            _ => self.size_and_digest() == other.size_and_digest(),
+        }
+    }
+}
+
 /// What a path is in one tree.
 enum Node {
-    File { data: Vec<u8>, mode: u32 },
+    File { data: Content, mode: u32 },
     Symlink(String),
     Dir,
 }
@@ -85,6 +116,12 @@ impl Node {
 
 /// Compare two uncompressed tars (baseline, current) without extracting them.
 pub fn diff_trees(baseline_tar: &[u8], current_tar: &[u8]) -> Result<DiffPayload> {
+    diff_tar_streams(baseline_tar, current_tar)
+}
+
+/// [`diff_trees`] over streams (archives spooled to disk): memory stays bounded by
+/// [`DIFF_INLINE_TREE_BYTES`] per tree plus the paths, whatever sizes the tars declare.
+pub fn diff_tar_streams<A: Read, B: Read>(baseline_tar: A, current_tar: B) -> Result<DiffPayload> {
     let old = load_tree(baseline_tar)?;
     let new = load_tree(current_tar)?;
     let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
@@ -97,7 +134,7 @@ pub fn diff_trees(baseline_tar: &[u8], current_tar: &[u8]) -> Result<DiffPayload
                 (Node::Dir, Node::Dir) => continue,
                 (Node::Symlink(a), Node::Symlink(b)) if a == b => continue,
                 (Node::Symlink(_), Node::Symlink(_)) => ("modified", n, None),
-                (Node::File { data: a, .. }, Node::File { data: b, .. }) if a == b => continue,
+                (Node::File { data: a, .. }, Node::File { data: b, .. }) if a.same_as(b) => continue,
                 (Node::File { .. }, Node::File { .. }) => ("modified", n, text_patch(path, Some(o), Some(n))),
                 _ => ("type_changed", n, None),
             },
@@ -129,16 +166,28 @@ pub fn diff_trees(baseline_tar: &[u8], current_tar: &[u8]) -> Result<DiffPayload
 }
 
 /// Read a tar into path → node, keeping only files, symlinks and empty directories.
-fn load_tree(tar: &[u8]) -> Result<BTreeMap<String, Node>> {
+fn load_tree<R: Read>(tar: R) -> Result<BTreeMap<String, Node>> {
     let mut tree = BTreeMap::new();
+    let mut inline_left = DIFF_INLINE_TREE_BYTES;
     for_each_member(tar, |m, data| {
         let node = match &m.kind {
             MemberKind::Directory => Node::Dir,
             MemberKind::Symlink { target } => Node::Symlink(target.to_string_lossy().into_owned()),
             MemberKind::File { size } => {
-                let mut bytes = Vec::with_capacity(*size as usize);
-                data.read_to_end(&mut bytes).map_err(|e| Error::InvalidInput(format!("invalid tar archive: {e}")))?;
-                Node::File { data: bytes, mode: m.mode }
+                let bad = |e: std::io::Error| Error::InvalidInput(format!("invalid tar archive: {e}"));
+                // The declared size is never used to allocate: the bytes read are what count.
+                let content = if *size <= DIFF_INLINE_FILE_BYTES && *size <= inline_left {
+                    let mut bytes = Vec::new();
+                    data.take(*size).read_to_end(&mut bytes).map_err(bad)?;
+                    inline_left -= bytes.len() as u64;
+                    Content::Inline(bytes)
+                } else {
+                    use sha2::Digest;
+                    let mut hasher = sha2::Sha256::new();
+                    let size = std::io::copy(&mut data.take(*size), &mut hasher).map_err(bad)?;
+                    Content::Digest { size, sha256: hasher.finalize().into() }
+                };
+                Node::File { data: content, mode: m.mode }
             }
         };
         // A later member with the same name replaces the earlier one, as on extraction.
@@ -207,7 +256,7 @@ fn text_patch(path: &str, old: Option<&Node>, new: Option<&Node>) -> Option<Stri
 fn text_side(n: Option<&Node>) -> Option<Option<(&str, u32)>> {
     match n {
         None => Some(None),
-        Some(Node::File { data, mode }) => as_text(data).map(|t| Some((t, *mode))),
+        Some(Node::File { data: Content::Inline(data), mode }) => as_text(data).map(|t| Some((t, *mode))),
         Some(_) => None,
     }
 }
@@ -295,6 +344,47 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::path::Path;
     use std::process::Command;
+
+    /// A tar with one regular file whose header claims `size` bytes but carries `data`.
+    fn lying_tar(size: u64, data: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big.bin").unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn a_guest_declared_size_is_never_allocated() {
+        // 2^60 declared, 10 bytes present: an error, not an allocation abort.
+        let msg = match diff_trees(&lying_tar(1 << 60, b"0123456789"), &lying_tar(1 << 60, b"")) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a truncated archive must be refused"),
+        };
+        assert!(msg.contains("invalid tar archive"), "{msg}");
+    }
+
+    #[test]
+    fn big_files_are_compared_by_digest_without_a_patch() {
+        let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let big = vec![b'a'; DIFF_INLINE_FILE_BYTES as usize + 1];
+        let mut changed = big.clone();
+        *changed.last_mut().unwrap() = b'b';
+        write(base.path(), "same.txt", &big);
+        write(cur.path(), "same.txt", &big);
+        write(base.path(), "changed.txt", &big);
+        write(cur.path(), "changed.txt", &changed);
+        let d =
+            diff_trees(&build_tar_from_dir(base.path()).unwrap(), &build_tar_from_dir(cur.path()).unwrap()).unwrap();
+        assert_eq!(d.entries.len(), 1, "{:?}", d.entries);
+        assert_eq!((d.entries[0].path.as_str(), d.entries[0].status.as_str()), ("changed.txt", "modified"));
+        assert!(d.entries[0].text_patch.is_none());
+        assert_eq!(d.summary.non_text, 1);
+    }
 
     fn write(root: &Path, rel: &str, data: &[u8]) {
         let p = root.join(rel);

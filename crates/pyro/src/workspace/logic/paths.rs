@@ -65,6 +65,17 @@ fn inside_workspace(path: &str, what: &str) -> Result<String> {
     }
 }
 
+/// Whether a path the guest reported is a plain absolute path (no NUL, no empty, `.` or `..`
+/// segment) equal to or under `base` (a normalised absolute path). The guest is hostile:
+/// what fails is dropped, never repaired.
+pub fn is_plain_path_under(path: &str, base: &str) -> bool {
+    let plain = path.starts_with('/')
+        && !path.contains('\0')
+        && (path == "/" || path[1..].split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+    let under = path == base || base == "/" || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'));
+    plain && under
+}
+
 fn join_root(root: &str, segments: &[&str]) -> String {
     if segments.is_empty() {
         root.to_string()
@@ -84,6 +95,24 @@ fn reject_nul(p: &str, what: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn guest_paths_must_be_plain_and_under_the_base() {
+        assert!(super::is_plain_path_under("/workspace/a/b.txt", "/workspace"));
+        assert!(super::is_plain_path_under("/workspace", "/workspace"));
+        for bad in [
+            "../../x",
+            "/workspace/../etc",
+            "/workspace/a/./b",
+            "/etc/passwd",
+            "/workspacex",
+            "/workspace/a\0b",
+            "/workspace//a",
+            "relative",
+        ] {
+            assert!(!super::is_plain_path_under(bad, "/workspace"), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn msg(r: Result<String>) -> String {
