@@ -57,6 +57,8 @@ pub async fn serve_stdio(pyro: pyro::Pyro, profile: Profile) -> std::io::Result<
         }
     });
 
+    // Workspaces left half-created by an earlier, killed server are reaped before serving.
+    pyro.sweep_orphans().await;
     let server = PyroMcp::new(pyro.clone(), profile);
     let result = match server.serve((rmcp_in, rmcp_out)).await {
         Ok(running) => running.waiting().await.map(|_| ()).map_err(std::io::Error::other),
@@ -106,6 +108,8 @@ pub async fn serve_http(
     opts: HttpOptions,
     ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
+    // Workspaces left half-created by an earlier, killed server are reaped before serving.
+    pyro.sweep_orphans().await;
     let loopback = opts.addr.ip().is_loopback();
     if !loopback && opts.token.is_none() {
         return Err(std::io::Error::new(

@@ -773,7 +773,7 @@ impl Pyro {
         };
         let snap_name = if kind == "baseline" { "baseline".to_string() } else { snap.to_string() };
         let tar = std::fs::read(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
-        let _life = dir.lock_lifecycle_exclusive()?;
+        let _life = dir.lifecycle_exclusive().await?;
         let mut record = dir.load()?;
         if record.expires_at <= now_f64() {
             return Err(Error::InvalidState(format!(
