@@ -429,10 +429,12 @@ fn a_killed_mcp_server_mid_create_is_swept_when_the_next_server_starts() {
 // 13. Disk tools vs start
 // ---------------------------------------------------------------------------------------
 
-/// Does this process have `file` open?
-fn has_open(pid: u32, file: &Path) -> bool {
+/// Is this process copying `image` into `out_dir` (both open)? Earlier opens of the image
+/// (the precheck's read-only look) do not count: the copy is what must not overlap a boot.
+fn copying(pid: u32, image: &Path, out_dir: &Path) -> bool {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    rd.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == file))
+    let targets: Vec<PathBuf> = rd.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).collect();
+    targets.iter().any(|t| t == image) && targets.iter().any(|t| t.starts_with(out_dir))
 }
 
 #[test]
@@ -455,7 +457,7 @@ fn start_waits_for_a_disk_export_reading_the_image() {
     ok(&home, &["workspace", "stop", &id, "--json"]);
     let image = home.path().join("workspaces").join(&id).join("runtime/rootfs.ext4");
     let out_dir = tempfile::tempdir().unwrap();
-    // Catch the export while it has the image open (it may be quick: retry a few times).
+    // Catch the export while it copies the image (it may be quick: retry a few times).
     let mut caught = None;
     for attempt in 0..20 {
         let out: PathBuf = out_dir.path().join(format!("disk-{attempt}.ext4"));
@@ -469,7 +471,7 @@ fn start_waits_for_a_disk_export_reading_the_image() {
         let pid = export.id();
         let mut seen = false;
         while running(&mut export) {
-            if has_open(pid, &image) {
+            if copying(pid, &image, out_dir.path()) {
                 signal(&export, libc::SIGSTOP);
                 seen = true;
                 break;
@@ -481,7 +483,7 @@ fn start_waits_for_a_disk_export_reading_the_image() {
         }
         let _ = export.wait();
     }
-    let (mut export, out) = caught.expect("never caught the export reading the image");
+    let (mut export, out) = caught.expect("never caught the export copying the image");
     // The export is frozen mid-read. A start now must wait for it: no VM may boot the disk.
     let mut start = home.cmd().args(["workspace", "start", &id, "--json"]).stdout(Stdio::piped()).spawn().unwrap();
     let watch = Instant::now();
