@@ -193,6 +193,9 @@ fn state_files_dirs_and_sockets_are_private_with_umask_000() {
     let w = run_with_umask_000(&state, &["workspace", "create", "debian:12", "--mem-mib", "512", "--json"]);
     let id = w["workspace_id"].as_str().unwrap().to_string();
     run_with_umask_000(&state, &["workspace", "exec", &id, "--json", "--", "sh", "-c", "echo hi > /workspace/f"]);
+    // Shells and services keep host records too.
+    run_with_umask_000(&state, &["workspace", "shell", "open", &id, "--json"]);
+    run_with_umask_000(&state, &["workspace", "service", "start", &id, "app", "--json", "--", "sleep", "300"]);
     // While the VM runs: sockets, logs, pid files and the disk exist.
     let runtime = state.join("workspaces").join(&id).join("runtime");
     for f in ["supervisor.sock", "qmp.sock", "agent.sock", "console.log", "supervisor.log", "rootfs.ext4"] {
@@ -206,6 +209,8 @@ fn state_files_dirs_and_sockets_are_private_with_umask_000() {
     let offenders = group_or_other_accessible(&state);
     assert!(offenders.is_empty(), "group/other-accessible after stop/start:\n{}", offenders.join("\n"));
     run_with_umask_000(&state, &["workspace", "delete", &id, "--json"]);
+    // An ephemeral VM (its directory under vms/ goes when it ends; vms/ stays).
+    run_with_umask_000(&state, &["run", "debian:12", "--mem-mib", "512", "--json", "--", "true"]);
     let offenders = group_or_other_accessible(&state);
     assert!(offenders.is_empty(), "group/other-accessible after delete:\n{}", offenders.join("\n"));
 }

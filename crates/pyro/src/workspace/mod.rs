@@ -658,14 +658,7 @@ impl Pyro {
         record.secrets = secrets::store(dir, &prepared_secrets)?;
         self.progress().report("disk", "copying the environment's disk for the workspace", Some(0.1));
         let (env2, image) = (env.clone(), dir.disk_image());
-        let clone_mode = crate::blocking(move || {
-            let mode = machine::clone_disk(&env2, &image)?;
-            // `cp` gives the copy the environment image's mode (world-readable in a shared
-            // cache); the workspace's disk holds the user's work: owner only.
-            crate::util::make_private(&image).map_err(|e| Error::io(format!("securing {}", image.display()), e))?;
-            Ok(mode)
-        })
-        .await?;
+        let clone_mode = crate::blocking(move || machine::clone_disk(&env2, &image)).await?;
         record.metadata.insert("rootfs_clone_mode".into(), clone_mode.into());
         self.boot_workspace(dir, env, &mut record).await?;
         self.progress().report("seed", format!("seeding /workspace ({} bytes of archive)", seed_tar.len()), Some(0.8));

@@ -690,7 +690,8 @@ impl Pyro {
             bytes_written: exported.bytes_written,
             deletable: true,
         };
-        std::fs::create_dir_all(dir.snapshots_dir()).map_err(|e| Error::io("creating the snapshots dir", e))?;
+        crate::util::create_private_dir(&dir.snapshots_dir())
+            .map_err(|e| Error::io("creating the snapshots dir", e))?;
         crate::util::write_atomic(&dir.snapshots_dir().join(format!("{name}.tar")), &exported.tar)
             .map_err(|e| Error::io("storing the snapshot", e))?;
         // The metadata file is written last: it is what makes the snapshot exist.
@@ -790,7 +791,7 @@ impl Pyro {
         machine::clone_disk(&env, &fresh)?;
         std::fs::rename(&fresh, dir.disk_image()).map_err(|e| Error::io("swapping in the fresh disk", e))?;
         let _ = std::fs::remove_dir_all(dir.commands_dir());
-        std::fs::create_dir_all(dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
+        crate::util::create_private_dir(&dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
         self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
         let restored = match &booted {
