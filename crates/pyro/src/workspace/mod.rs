@@ -184,7 +184,9 @@ pub struct WorkspaceInfo {
     /// When the TTL runs out, Unix seconds. A workspace past it is stopped (disk kept) and refuses
     /// to start until its TTL is extended.
     pub expires_at: f64,
-    /// `started` (the VM runs) or `stopped` (no VM; the disk is kept).
+    /// `started` (the VM runs), `stopped` (no VM; the disk is kept) or `creating` (a
+    /// `create_workspace` call is still booting it; if that call dies, the next list, status
+    /// or create removes the workspace).
     pub state: String,
     /// `off`, `egress` or `egress+published-ports`.
     pub network_policy: String,
@@ -258,7 +260,7 @@ pub struct WorkspaceListItem {
     pub labels: BTreeMap<String, String>,
     /// Environment the workspace was created from.
     pub environment: String,
-    /// `started` or `stopped`.
+    /// `started`, `stopped` or `creating` (see [`WorkspaceInfo::state`]).
     pub state: String,
     /// Creation time, Unix seconds.
     pub created_at: f64,
