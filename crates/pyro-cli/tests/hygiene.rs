@@ -430,6 +430,31 @@ fn a_killed_mcp_server_mid_create_is_swept_when_the_next_server_starts() {
     assert_eq!(workspace_count(&home), 0);
 }
 
+#[test]
+fn a_start_killed_after_boot_leaves_no_vm_running_behind_a_stopped_record() {
+    let home = TestHome::new();
+    let id = create_workspace(&home);
+    ok(&home, &["workspace", "stop", &id, "--json"]);
+    let mut start = home.cmd().args(["workspace", "start", &id, "--json"]).stdout(Stdio::null()).spawn().unwrap();
+    // Killed once QEMU runs (its pid file is written), before the record says started.
+    wait_until("QEMU of the start", Duration::from_secs(60), || {
+        assert!(running(&mut start), "the start ended before it could be interrupted");
+        home.leftover_processes().iter().any(|p| p.contains("qemu-system"))
+    });
+    signal(&start, libc::SIGKILL);
+    start.wait().unwrap();
+    let list = ok(&home, &["workspace", "list", "--json"]);
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(list["workspaces"][0]["state"], "stopped", "{list}");
+    wait_until("the interrupted start's VM to end", Duration::from_secs(10), || home.leftover_processes().is_empty());
+    let status = ok(&home, &["workspace", "status", &id, "--json"]);
+    assert_eq!(status["state"], "stopped", "{status}");
+    assert!(status["last_error"].as_str().unwrap_or("").contains("interrupted start"), "{status}");
+    // And it starts again normally.
+    assert_eq!(ok(&home, &["workspace", "start", &id, "--json"])["state"], "started");
+    ok(&home, &["workspace", "delete", &id, "--json"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // 13. Disk tools vs start
 // ---------------------------------------------------------------------------------------
