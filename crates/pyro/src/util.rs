@@ -94,6 +94,12 @@ impl ProcessIdentity {
         // SAFETY: pidfd_open(2) with a pid and no flags; returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid as libc::pid_t, 0) };
         if fd < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) && self.is_alive() {
+                // Kernels before 5.3 have no pidfds: the identity check just made is the
+                // best there is (the window to the kill is microseconds).
+                // SAFETY: kill(2) on a pid whose identity was just verified.
+                return unsafe { libc::kill(self.pid as libc::pid_t, signal) } == 0;
+            }
             return false;
         }
         // SAFETY: the fd was just returned to us and is owned from here on.
