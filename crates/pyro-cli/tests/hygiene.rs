@@ -455,6 +455,19 @@ fn a_start_killed_after_boot_leaves_no_vm_running_behind_a_stopped_record() {
     ok(&home, &["workspace", "delete", &id, "--json"]);
 }
 
+#[test]
+fn a_vm_whose_workspace_record_is_gone_is_reaped_by_the_next_list() {
+    let home = TestHome::new();
+    let id = create_workspace(&home);
+    // The workspace directory disappears under its running VM (removed by hand, or by a
+    // tool that knows nothing of pyro): no record owns the VM any more.
+    std::fs::remove_dir_all(home.path().join("workspaces").join(&id)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!supervisors(&home).is_empty(), "expected the unowned VM to still run");
+    assert_eq!(workspace_count(&home), 0);
+    wait_until("the unowned VM to end", Duration::from_secs(10), || home.leftover_processes().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------
 // 13. Disk tools vs start
 // ---------------------------------------------------------------------------------------

@@ -327,6 +327,33 @@ pub fn kill_vm_processes_of(vm_dir: &Path) {
     }
 }
 
+/// Supervisors running for a VM directory somewhere under `root` (found by their
+/// `--vm-dir` argument): their identity and VM directory.
+pub fn supervisors_under(root: &Path) -> Vec<(ProcessIdentity, PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in rd.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.first().and_then(|a0| a0.rsplit(|b| *b == b'/').next()) != Some(b"pyro-supervisor") {
+            continue;
+        }
+        let Some(dir) =
+            args.windows(2).find(|w| w[0] == b"--vm-dir").map(|w| PathBuf::from(std::ffi::OsStr::from_bytes(w[1])))
+        else {
+            continue;
+        };
+        if dir.starts_with(root) {
+            if let Some(id) = ProcessIdentity::of(pid) {
+                found.push((id, dir));
+            }
+        }
+    }
+    found
+}
+
 /// Remove sockets, pid files and published-port rules a dead supervisor left behind (the
 /// rules died with its QEMU).
 pub fn clean_stale_files(vm_dir: &Path) {

@@ -467,7 +467,9 @@ impl Pyro {
     ///   `/workspace` may be half seeded;
     /// - a `stopped` workspace whose VM runs although nobody holds its lifecycle lock (a
     ///   `start` killed after boot) gets its VM stopped, with `last_error` saying why;
-    /// - a staging directory of a creation killed before its record was placed is removed.
+    /// - a staging directory of a creation killed before its record was placed is removed;
+    /// - a supervisor running for a workspace directory that has no record is killed (its
+    ///   VMM dies with it).
     ///
     /// Busy workspaces (lifecycle lock held) are never touched. Returns the ids reaped.
     pub async fn sweep_orphans(&self) -> Vec<String> {
@@ -526,6 +528,17 @@ impl Pyro {
                     reaped.push(dir.id.clone());
                 }
                 _ => {}
+            }
+        }
+        // A supervisor whose workspace has no record any more (its directory was removed
+        // under it) belongs to nobody: nothing else would ever stop it.
+        for (supervisor, vm_dir) in crate::supervisor::supervisors_under(&root) {
+            let Some(ws_root) = vm_dir.parent() else { continue };
+            let owned = vm_dir.file_name() == Some(std::ffi::OsStr::new("runtime"))
+                && ws_root.parent() == Some(root.as_path())
+                && ws_root.join("workspace.json").exists();
+            if !owned && supervisor.signal(libc::SIGKILL) {
+                reaped.push(ws_root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             }
         }
         reaped
