@@ -169,7 +169,12 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Workspace(c) => {
             let mode = c.mode();
             let result = match engine(mode, "workspace") {
-                Ok(pyro) => workspace::run(&pyro, c).await,
+                // Ctrl-C drops the call, so its cleanup runs (a create being booted is undone,
+                // a running guest command is cancelled) instead of the process just dying.
+                Ok(pyro) => tokio::select! {
+                    r = workspace::run(&pyro, c) => r,
+                    _ = tokio::signal::ctrl_c() => Err(pyro::Error::Cancelled("interrupted (Ctrl-C)".into())),
+                },
                 Err(e) => Err(e),
             };
             (mode, result)

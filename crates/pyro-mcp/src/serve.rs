@@ -73,6 +73,8 @@ pub async fn serve_stdio(server: PyroMcp) -> std::io::Result<()> {
         }
     });
 
+    // Workspaces left half-created by an earlier, killed server are reaped before serving.
+    pyro.sweep_orphans().await;
     let result = match server.serve((rmcp_in, rmcp_out)).await {
         Ok(running) => running.waiting().await.map(|_| ()).map_err(std::io::Error::other),
         Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -163,6 +165,8 @@ pub struct HttpOptions {
 /// `Origin`s other than localhost / 127.0.0.1 / [::1] are rejected (403).
 pub async fn serve_http(server: PyroMcp, opts: HttpOptions, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
     let pyro = server.pyro().clone();
+    // Workspaces left half-created by an earlier, killed server are reaped before serving.
+    pyro.sweep_orphans().await;
     let loopback = opts.addr.ip().is_loopback();
     if !loopback && !opts.token.explicit {
         return Err(std::io::Error::new(

@@ -471,6 +471,9 @@ pub fn clone_disk(env: &InstalledEnvironment, dest: &Path) -> Result<&'static st
         }
         "sparse_copy"
     };
+    // `cp` gives the copy the environment image's mode (world-readable in a shared cache);
+    // a VM's own disk holds the user's work: owner only.
+    crate::util::make_private(&tmp).map_err(|e| Error::io(format!("securing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("placing {}", dest.display()), e))?;
     Ok(mode)
 }

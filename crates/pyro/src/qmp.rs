@@ -15,9 +15,7 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Run one human-monitor command and return its text output.
 pub async fn human_command(vm_dir: &Path, command_line: &str) -> Result<String> {
     let lock_path = vm_dir.join("qmp.lock");
-    let _lock = tokio::task::spawn_blocking(move || crate::workspace::store::flock_exclusive(&lock_path))
-        .await
-        .map_err(|e| Error::Io(format!("waiting for the QMP lock: {e}")))??;
+    let _lock = crate::workspace::store::flock_exclusive_async(&lock_path).await?;
     tokio::time::timeout(QMP_TIMEOUT, session(vm_dir, command_line))
         .await
         .map_err(|_| Error::Guest(format!("QEMU's monitor did not answer within {} s", QMP_TIMEOUT.as_secs())))?

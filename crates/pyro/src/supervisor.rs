@@ -14,7 +14,7 @@
 //! stdout, [`ReadyLine`], once the guest agent answered (or with the reason it did not), then
 //! detaches its stdout.
 
-use crate::util::{pid_alive, tail_lines};
+use crate::util::{pid_alive, tail_lines, ProcessIdentity};
 use crate::{Error, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -83,11 +83,68 @@ pub struct ReadyLine {
     pub guest_boot_ms: u64,
 }
 
-/// Pids of a running VM, for liveness checks and emergency kills.
+/// Pids of a running VM, for liveness checks and emergency kills, with who they were
+/// (start time and boot id): after a reboot or pid reuse the same numbers name unrelated
+/// processes, which must never be taken for the VM or signalled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PidRecord {
     pub supervisor_pid: u32,
     pub vmm_pid: u32,
+    /// Identities of both processes; `None` in records of older pyro versions (then the
+    /// process must show the VM directory on its command line to count as the VM's).
+    #[serde(default)]
+    pub supervisor: Option<ProcessIdentity>,
+    #[serde(default)]
+    pub vmm: Option<ProcessIdentity>,
+}
+
+impl PidRecord {
+    /// The record for this (supervisor) process and its VMM child.
+    pub fn for_current(vmm_pid: u32) -> Self {
+        let supervisor_pid = std::process::id();
+        PidRecord {
+            supervisor_pid,
+            vmm_pid,
+            supervisor: ProcessIdentity::of(supervisor_pid),
+            vmm: ProcessIdentity::of(vmm_pid),
+        }
+    }
+
+    /// The recorded processes that are still the VM's own (supervisor first).
+    fn live_processes(&self, vm_dir: &Path) -> Vec<ProcessIdentity> {
+        [(self.supervisor_pid, &self.supervisor), (self.vmm_pid, &self.vmm)]
+            .into_iter()
+            .filter_map(|(pid, id)| match id {
+                Some(id) if id.pid == pid && id.is_alive() => Some(id.clone()),
+                Some(_) => None,
+                None => legacy_identity(pid, vm_dir),
+            })
+            .collect()
+    }
+
+    /// Is the supervisor named here alive and really this VM's supervisor?
+    fn supervisor_alive(&self, vm_dir: &Path) -> bool {
+        match &self.supervisor {
+            Some(id) => id.pid == self.supervisor_pid && id.is_alive(),
+            None => legacy_identity(self.supervisor_pid, vm_dir).is_some(),
+        }
+    }
+}
+
+/// A record without identities (older pyro): trust a pid only if that process names the VM
+/// directory on its command line (the supervisor's `--vm-dir`, QEMU's socket paths).
+fn legacy_identity(pid: u32, vm_dir: &Path) -> Option<ProcessIdentity> {
+    if pid <= 1 || !pid_alive(pid) {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let needle = vm_dir.as_os_str().as_encoded_bytes();
+    let mentions = !needle.is_empty() && cmdline.windows(needle.len()).any(|w| w == needle);
+    if mentions {
+        ProcessIdentity::of(pid)
+    } else {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -97,11 +154,13 @@ pub struct PidRecord {
 /// Start a supervisor for the VM in `vm_dir` (which must hold `launch.json`) and wait until
 /// the guest agent is ready. On failure nothing of the VM keeps running.
 pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Result<ReadyLine> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     use tokio::io::AsyncBufReadExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(vm_dir.join(LOG_FILE))
         .map_err(|e| Error::io("opening the supervisor log", e))?;
     let mut cmd = std::process::Command::new(supervisor_bin);
@@ -117,6 +176,10 @@ pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Resu
     let mut child = tokio::process::Command::from(cmd)
         .spawn()
         .map_err(|e| Error::io(format!("starting {}", supervisor_bin.display()), e))?;
+    // Until the supervisor reports ready, this call owns it: if the call is dropped (MCP
+    // cancel, Ctrl-C) the half-booted VM must not live on unseen. Killing the supervisor
+    // takes its VMM with it (PR_SET_PDEATHSIG).
+    let mut boot_guard = BootGuard { pid: child.id(), vm_dir: vm_dir.to_path_buf() };
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let line = tokio::time::timeout(wait, lines.next_line()).await;
@@ -132,8 +195,9 @@ pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Resu
         Ok(Ok(Some(text))) => {
             let ready: ReadyLine = serde_json::from_str(&text)
                 .map_err(|e| Error::Boot(format!("supervisor sent an unreadable ready line ({e}): {text}")))?;
-            // The supervisor lives on in its own session; reap it in the background so it
-            // never lingers as our zombie.
+            // The supervisor lives on in its own session (or cleans up after its own failed
+            // boot); reap it in the background so it never lingers as our zombie.
+            boot_guard.pid = None;
             tokio::spawn(async move {
                 let _ = child.wait().await;
             });
@@ -145,14 +209,37 @@ pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Resu
         }
         Ok(Ok(None)) | Ok(Err(_)) => {
             let status = child.wait().await.ok();
+            boot_guard.pid = None;
             let log = tail_lines(&vm_dir.join(LOG_FILE), 10);
             Err(fail(format!("the VM supervisor exited during startup ({status:?}): {log}")))
         }
         Err(_) => {
             let _ = child.start_kill();
             let _ = child.wait().await;
+            boot_guard.pid = None;
             kill_from_pid_file(vm_dir);
             Err(fail(format!("guest did not become ready in {} s", wait.as_secs())))
+        }
+    }
+}
+
+/// Kills a supervisor still booting when [`spawn`] is dropped or fails.
+struct BootGuard {
+    /// Our unreaped child: its pid cannot be reused while this guard lives.
+    pid: Option<u32>,
+    vm_dir: PathBuf,
+}
+
+impl Drop for BootGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // The VMM first (if the supervisor recorded it yet), then the supervisor.
+            kill_from_pid_file(&self.vm_dir);
+            // SAFETY: kill(2) on our own child, which has not been reaped (the Child handle
+            // is still alive in `spawn`'s frame or has just been dropped unreaped).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
         }
     }
 }
@@ -193,23 +280,87 @@ pub fn read_pids(vm_dir: &Path) -> Option<PidRecord> {
     serde_json::from_str(&text).ok()
 }
 
-/// Is the VM in this directory running (supervisor alive)?
+/// Is the VM in this directory running (its recorded supervisor alive, and still the same
+/// process: a stale pid file naming a reused pid is not a running VM)?
 pub fn is_running(vm_dir: &Path) -> bool {
-    read_pids(vm_dir).map(|p| pid_alive(p.supervisor_pid)).unwrap_or(false)
+    read_pids(vm_dir).map(|p| p.supervisor_alive(vm_dir)).unwrap_or(false)
 }
 
-/// Last resort: SIGKILL the VMM and supervisor named in the pid file.
+/// Last resort: SIGKILL the VMM and supervisor named in the pid file, each only if it is
+/// still the process that was recorded (see [`ProcessIdentity::signal`]).
 pub fn kill_from_pid_file(vm_dir: &Path) {
     if let Some(p) = read_pids(vm_dir) {
-        for pid in [p.vmm_pid, p.supervisor_pid] {
-            if pid > 1 && pid_alive(pid) {
-                // SAFETY: plain kill(2) on a pid we recorded.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
+        let mut live = p.live_processes(vm_dir);
+        // VMM first: it holds the disk.
+        live.reverse();
+        for id in live {
+            id.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// SIGKILL every process of the VM in `vm_dir` found by its command line (the supervisor's
+/// `--vm-dir <vm_dir>`, QEMU's socket paths inside `vm_dir`) and wait (bounded, 2 s) until
+/// they are gone. For reaping a VM whose pid file may not exist yet: a creation
+/// interrupted while its supervisor was still booting. Only `pyro-supervisor` and
+/// `qemu-system-*` processes naming exactly this directory count.
+pub fn kill_vm_processes_of(vm_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return };
+    let dir = vm_dir.as_os_str().as_encoded_bytes();
+    let mut inside = dir.to_vec();
+    inside.push(b'/');
+    let mut killed = Vec::new();
+    for entry in rd.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let Some(name) = args.first().and_then(|a0| a0.rsplit(|b| *b == b'/').next()) else { continue };
+        let ours = if name == b"pyro-supervisor" {
+            args.windows(2).any(|w| w[0] == b"--vm-dir" && w[1] == dir)
+        } else if name.starts_with(b"qemu-system") {
+            args.iter().any(|a| a.windows(inside.len()).any(|w| w == inside.as_slice()))
+        } else {
+            false
+        };
+        if ours {
+            if let Some(id) = ProcessIdentity::of(pid) {
+                if id.signal(libc::SIGKILL) {
+                    killed.push(id);
                 }
             }
         }
     }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while killed.iter().any(|id| id.is_alive()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Supervisors running for a VM directory somewhere under `root` (found by their
+/// `--vm-dir` argument): their identity and VM directory.
+pub fn supervisors_under(root: &Path) -> Vec<(ProcessIdentity, PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in rd.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.first().and_then(|a0| a0.rsplit(|b| *b == b'/').next()) != Some(b"pyro-supervisor") {
+            continue;
+        }
+        let Some(dir) =
+            args.windows(2).find(|w| w[0] == b"--vm-dir").map(|w| PathBuf::from(std::ffi::OsStr::from_bytes(w[1])))
+        else {
+            continue;
+        };
+        if dir.starts_with(root) {
+            if let Some(id) = ProcessIdentity::of(pid) {
+                found.push((id, dir));
+            }
+        }
+    }
+    found
 }
 
 /// Remove sockets, pid files and published-port rules a dead supervisor left behind (the
@@ -303,6 +454,12 @@ async fn watch_ports(shared: Arc<Shared>, vm_dir: PathBuf) {
 
 /// Entry point of the `pyro-supervisor` binary.
 pub fn supervisor_main(vm_dir: PathBuf) -> i32 {
+    // Everything the supervisor and its VMM create (logs, QEMU's agent and QMP sockets: QMP
+    // can run commands as the user) is the user's alone, whatever umask pyro was run with.
+    // SAFETY: umask(2) only sets this process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -372,7 +529,7 @@ async fn run(vm_dir: PathBuf) -> i32 {
     let vmm_pid = vmm.id().unwrap_or(0);
     let _ = crate::util::write_atomic(
         &vm_dir.join(PID_FILE),
-        serde_json::to_vec(&PidRecord { supervisor_pid: std::process::id(), vmm_pid }).unwrap().as_slice(),
+        serde_json::to_vec(&PidRecord::for_current(vmm_pid)).unwrap().as_slice(),
     );
 
     let boot_timeout = Duration::from_millis(spec.boot_timeout_ms);
@@ -380,6 +537,10 @@ async fn run(vm_dir: PathBuf) -> i32 {
         r = connect_agent(&vm_dir, boot_timeout) => r,
         st = vmm.wait() => Err(format!("the VMM exited during boot ({})", st.map(|s| s.to_string()).unwrap_or_default())),
     };
+    // QEMU made these with the supervisor's umask (0077) already; say it explicitly too.
+    for socket in [AGENT_SOCKET, QMP_SOCKET] {
+        let _ = crate::util::make_private(&vm_dir.join(socket));
+    }
     let (framed, agent_version, guest_boot_ms) = match connected {
         Ok(v) => v,
         Err(e) => {
@@ -426,7 +587,10 @@ async fn run(vm_dir: PathBuf) -> i32 {
     tokio::spawn(write_agent(agent_sink, agent_rx));
 
     let listener = match UnixListener::bind(vm_dir.join(SOCKET_FILE)) {
-        Ok(l) => l,
+        Ok(l) => {
+            let _ = crate::util::make_private(&vm_dir.join(SOCKET_FILE));
+            l
+        }
         Err(e) => {
             let _ = vmm.start_kill();
             let _ = vmm.wait().await;

@@ -234,7 +234,7 @@ impl crate::Pyro {
                 .map_err(|e| Error::Io(format!("backend selection task: {e}")))??
         };
         let dir = self.vm_dir(vm_id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        crate::util::create_private_dir(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut metadata = BTreeMap::new();
         metadata.insert("backend_reason".to_string(), choice.reason.clone());
         metadata.insert("vm_dir".to_string(), dir.display().to_string());
@@ -266,7 +266,7 @@ impl crate::Pyro {
                 })
             }
             BackendKind::HostCompat => {
-                std::fs::create_dir_all(dir.join("workdir"))
+                crate::util::create_private_dir(&dir.join("workdir"))
                     .map_err(|e| Error::io("creating the host-compat work dir", e))?;
                 Ok(("host_compat", "host-compat"))
             }

@@ -3,7 +3,7 @@
 //! workspace can be inspected in milliseconds without spending a VM.
 
 use super::logic;
-use super::store::WorkspaceDir;
+use super::store::{FileLock, WorkspaceDir};
 use crate::diskimage::{self, DiskEntry};
 use crate::{Error, Pyro, Result};
 use serde::{Deserialize, Serialize};
@@ -63,9 +63,13 @@ impl Pyro {
     /// REFERENCE §7.2 preconditions, in order: exists, liveness (a dead VMM means stopped),
     /// stopped (an expired workspace is stopped, so it qualifies), guest-backed, image present. Then the runtime-only paths are scrubbed (normally a no-op: they live on
     /// tmpfs and never reach the disk).
-    fn disk_precheck(&self, workspace_id: &str, op: &str) -> Result<(WorkspaceDir, PathBuf)> {
+    ///
+    /// Returns the shared lifecycle lock with the image: the caller holds it until it has
+    /// finished with the image, so no `start` (exclusive) can boot the disk while it is read.
+    /// Runs on the blocking pool only (it waits for the lock there).
+    fn disk_precheck(&self, workspace_id: &str, op: &str) -> Result<(WorkspaceDir, PathBuf, FileLock)> {
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_shared()?;
+        let life = dir.lock_lifecycle_shared()?;
         let record = super::refresh_liveness(&dir)?;
         if record.state != "stopped" {
             return Err(Error::InvalidState(format!(
@@ -85,7 +89,7 @@ impl Pyro {
             )));
         }
         diskimage::scrub_runtime_paths(&image)?;
-        Ok((dir, image))
+        Ok((dir, image, life))
     }
 
     /// List a stopped workspace's disk (`/workspace` by default; absolute paths anywhere).
@@ -94,7 +98,7 @@ impl Pyro {
         let pyro = self.clone();
         let id = workspace_id.to_string();
         crate::blocking(move || {
-            let (dir, image) = pyro.disk_precheck(&id, "list")?;
+            let (dir, image, _life) = pyro.disk_precheck(&id, "list")?;
             let entries = diskimage::list(&image, &path, recursive)?;
             Ok(DiskListResult { workspace_id: dir.id, path, recursive, entries })
         })
@@ -108,7 +112,7 @@ impl Pyro {
         let pyro = self.clone();
         let id = workspace_id.to_string();
         crate::blocking(move || {
-            let (dir, image) = pyro.disk_precheck(&id, "read")?;
+            let (dir, image, _life) = pyro.disk_precheck(&id, "read")?;
             if max_bytes == 0 {
                 return Err(Error::InvalidInput("max_bytes must be positive".into()));
             }
@@ -135,7 +139,7 @@ impl Pyro {
         // Taken here: a scoped (per-call) sink does not follow the work onto the blocking pool.
         let progress = self.progress();
         crate::blocking(move || {
-            let (dir, image) = pyro.disk_precheck(&id, "export")?;
+            let (dir, image, _life) = pyro.disk_precheck(&id, "export")?;
             progress.report("export", format!("copying the stopped disk to {}", output.display()), Some(0.1));
             let bytes = diskimage::export(&image, &output)?;
             progress.report("export", format!("wrote {bytes} bytes"), Some(1.0));

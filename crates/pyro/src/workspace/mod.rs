@@ -33,6 +33,53 @@ pub use ops::*;
 pub use services::*;
 pub use shells::*;
 
+/// State of a workspace between its record being written and its first boot being done.
+pub const STATE_CREATING: &str = "creating";
+/// Name prefix of a creation's staging directory (renamed to the id once the record is in).
+const STAGING_PREFIX: &str = ".creating-";
+/// A staging directory this old whose lock is free belongs to a creator that died.
+const STAGING_GRACE: Duration = Duration::from_secs(60);
+
+/// Undoes a workspace creation that did not finish (error or cancellation): kills its VM
+/// (identity-checked pids) and removes its directories. Synchronous, so it also runs when
+/// the creating future is dropped.
+struct CreationCleanup {
+    dirs: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Drop for CreationCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for d in &self.dirs {
+            reap_vm(&d.join("runtime"));
+            remove_reaped_dir(d);
+        }
+    }
+}
+
+/// Kill the VM of a runtime directory however far its boot got: by its pid file
+/// (identity-checked) and, if that is not written yet, by the supervisor's command line.
+fn reap_vm(runtime: &std::path::Path) {
+    crate::supervisor::kill_from_pid_file(runtime);
+    crate::supervisor::kill_vm_processes_of(runtime);
+}
+
+/// Remove a directory whose VM was just killed: a dying QEMU may still create a file in it,
+/// so a failed removal is retried briefly.
+fn remove_reaped_dir(dir: &std::path::Path) -> bool {
+    for _ in 0..20 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(_) => std::thread::sleep(Duration::from_millis(25)),
+        }
+    }
+    false
+}
+
 /// The guest path of the work tree.
 pub const WORKSPACE_PATH: &str = "/workspace";
 /// How long `stop` waits for a clean guest shutdown before killing the VMM.
@@ -138,7 +185,9 @@ pub struct WorkspaceInfo {
     /// When the TTL runs out, Unix seconds. A workspace past it is stopped (disk kept) and refuses
     /// to start until its TTL is extended.
     pub expires_at: f64,
-    /// `started` (the VM runs) or `stopped` (no VM; the disk is kept).
+    /// `started` (the VM runs), `stopped` (no VM; the disk is kept) or `creating` (a
+    /// `create_workspace` call is still booting it; if that call dies, the next list, status
+    /// or create removes the workspace).
     pub state: String,
     /// `off`, `egress` or `egress+published-ports`.
     pub network_policy: String,
@@ -212,7 +261,7 @@ pub struct WorkspaceListItem {
     pub labels: BTreeMap<String, String>,
     /// Environment the workspace was created from.
     pub environment: String,
-    /// `started` or `stopped`.
+    /// `started`, `stopped` or `creating` (see [`WorkspaceInfo::state`]).
     pub state: String,
     /// Creation time, Unix seconds.
     pub created_at: f64,
@@ -391,14 +440,109 @@ impl Pyro {
         let Ok(rd) = std::fs::read_dir(&root) else { return Vec::new() };
         rd.flatten()
             .filter_map(|e| e.file_name().to_str().map(|n| WorkspaceDir::new(&root, n)))
+            // Staging directories of creations in progress (`.creating-<id>`) are no workspaces.
+            .filter(|d| d.id.chars().all(|c| c.is_ascii_alphanumeric()))
             .filter(|d| d.exists())
             .collect()
     }
 
-    /// Count VMs running right now (workspaces whose supervisor is alive + ephemeral VMs).
+    /// Count VMs running right now (workspaces whose supervisor is alive or that are being
+    /// created, + ephemeral VMs).
     fn running_vm_count(&self) -> usize {
-        let ws = self.all_workspace_dirs().iter().filter(|d| crate::supervisor::is_running(&d.runtime_dir())).count();
+        let ws = self
+            .all_workspace_dirs()
+            .iter()
+            .filter(|d| {
+                crate::supervisor::is_running(&d.runtime_dir())
+                    || d.load().map(|r| r.state == STATE_CREATING).unwrap_or(false)
+            })
+            .count();
         ws + self.inner.vms.lock().unwrap().values().filter(|e| e.info.state == "started").count()
+    }
+
+    /// Reap what interrupted calls left behind (run by list, status, create and at MCP server
+    /// start; cheap when there is nothing to do):
+    /// - a workspace still `creating` whose creator is gone (its lifecycle lock is free and
+    ///   the recorded creator process no longer exists: kill -9 or a crash mid-create) is
+    ///   deleted with its VM: the creator never returned its id, so nobody owns it, and its
+    ///   `/workspace` may be half seeded;
+    /// - a `stopped` workspace whose VM runs although nobody holds its lifecycle lock (a
+    ///   `start` killed after boot) gets its VM stopped, with `last_error` saying why;
+    /// - a staging directory of a creation killed before its record was placed is removed;
+    /// - a supervisor running for a workspace directory that has no record is killed (its
+    ///   VMM dies with it).
+    ///
+    /// Busy workspaces (lifecycle lock held) are never touched. Returns the ids reaped.
+    pub async fn sweep_orphans(&self) -> Vec<String> {
+        let root = self.paths().workspaces_dir();
+        let Ok(rd) = std::fs::read_dir(&root) else { return Vec::new() };
+        let mut reaped = Vec::new();
+        for entry in rd.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let dir = WorkspaceDir::new(&root, &name);
+            if let Some(id) = name.strip_prefix(STAGING_PREFIX) {
+                // A creator places its record within milliseconds; an old staging dir whose
+                // lock is free belongs to a creator that died.
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STAGING_GRACE);
+                if old {
+                    if let Ok(Some(_lock)) = dir.try_lifecycle_exclusive() {
+                        reap_vm(&dir.runtime_dir());
+                        if remove_reaped_dir(&dir.root) {
+                            reaped.push(id.to_string());
+                        }
+                    }
+                }
+                continue;
+            }
+            if !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+                continue;
+            }
+            let Ok(record) = dir.load() else { continue };
+            match record.state.as_str() {
+                STATE_CREATING => {
+                    if record.creator.as_ref().is_some_and(|c| c.is_alive()) {
+                        continue;
+                    }
+                    let Ok(Some(_lock)) = dir.try_lifecycle_exclusive() else { continue };
+                    reap_vm(&dir.runtime_dir());
+                    if remove_reaped_dir(&dir.root) {
+                        reaped.push(dir.id.clone());
+                    }
+                }
+                "stopped" if crate::supervisor::is_running(&dir.runtime_dir()) => {
+                    let Ok(Some(_lock)) = dir.try_lifecycle_exclusive() else { continue };
+                    if !crate::supervisor::is_running(&dir.runtime_dir()) {
+                        continue;
+                    }
+                    let _ = machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await;
+                    let _ = dir.update(|r| {
+                        forget_sessions(&dir, r);
+                        r.last_error =
+                            Some("a VM was left running by an interrupted start; it was stopped (disk kept)".into());
+                        Ok(())
+                    });
+                    reaped.push(dir.id.clone());
+                }
+                _ => {}
+            }
+        }
+        // A supervisor whose workspace has no record any more (its directory was removed
+        // under it) belongs to nobody: nothing else would ever stop it.
+        for (supervisor, vm_dir) in crate::supervisor::supervisors_under(&root) {
+            let Some(ws_root) = vm_dir.parent() else { continue };
+            let owned = vm_dir.file_name() == Some(std::ffi::OsStr::new("runtime"))
+                && ws_root.parent() == Some(root.as_path())
+                && ws_root.join("workspace.json").exists();
+            if !owned && supervisor.signal(libc::SIGKILL) {
+                reaped.push(ws_root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            }
+        }
+        reaped
     }
 
     /// Create a workspace and boot it; `/workspace` is seeded and the baseline stored.
@@ -423,6 +567,7 @@ impl Pyro {
                 (source.mode().to_string(), Some(source.path().display().to_string()), tar)
             }
         };
+        self.sweep_orphans().await;
         self.reap_expired_workspaces().await;
         let limit = max_running_vms();
         if self.running_vm_count() >= limit {
@@ -432,26 +577,24 @@ impl Pyro {
         }
         let env = self.ensure_environment(spec.name).await?;
         let id = new_id();
-        let dir = WorkspaceDir::new(&self.paths().workspaces_dir(), &id);
-        let result = self
-            .create_in_dir(
-                &dir,
-                &env,
-                &opts,
-                network_policy,
-                name,
-                labels,
-                seed_mode,
-                seed_path,
-                seed_tar,
-                prepared_secrets,
-            )
-            .await;
-        if result.is_err() {
-            machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
-            let _ = std::fs::remove_dir_all(&dir.root);
-        }
-        result
+        let workspaces = self.paths().workspaces_dir();
+        // $PYRO_HOME and everything in it is the user's alone, whatever the umask.
+        crate::util::create_private_dir(&workspaces)
+            .map_err(|e| Error::io(format!("creating {}", workspaces.display()), e))?;
+        let dir = WorkspaceDir::new(&workspaces, &id);
+        self.create_in_dir(
+            &dir,
+            &env,
+            &opts,
+            network_policy,
+            name,
+            labels,
+            seed_mode,
+            seed_path,
+            seed_tar,
+            prepared_secrets,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -468,10 +611,21 @@ impl Pyro {
         seed_tar: Vec<u8>,
         prepared_secrets: Vec<secrets::Prepared>,
     ) -> Result<WorkspaceInfo> {
-        for d in [dir.runtime_dir(), dir.root.join("baseline"), dir.snapshots_dir(), dir.commands_dir()] {
-            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
-        }
-        crate::util::write_atomic(&dir.baseline_tar(), &seed_tar).map_err(|e| Error::io("storing the baseline", e))?;
+        // Record first, boot second: the record (state `creating`, naming this process) is in
+        // place before anything runs, under the exclusive lifecycle lock held until the
+        // workspace is ready. It is staged in `.creating-<id>` and renamed into place, so a
+        // workspace directory never lacks its record.
+        let staging = WorkspaceDir::new(
+            dir.root.parent().expect("workspace dirs have a parent"),
+            &format!("{STAGING_PREFIX}{}", dir.id),
+        );
+        crate::util::create_private_dir(&staging.root)
+            .map_err(|e| Error::io(format!("creating {}", staging.root.display()), e))?;
+        let _life = staging.lifecycle_exclusive().await?;
+        // Declared after the lock, so it runs before the lock is released: on any error, and
+        // when this future is dropped (MCP cancel, Ctrl-C), the VM is killed and the
+        // half-created workspace removed. A kill -9 skips it; the orphan sweep covers that.
+        let mut cleanup = CreationCleanup { dirs: vec![staging.root.clone(), dir.root.clone()], armed: true };
         let now = now_f64();
         let mut record = WorkspaceRecord {
             layout_version: LAYOUT_VERSION,
@@ -483,7 +637,7 @@ impl Pyro {
             ttl_seconds: opts.ttl_seconds,
             created_at: now,
             expires_at: now + opts.ttl_seconds as f64,
-            state: "stopped".into(),
+            state: STATE_CREATING.into(),
             network_policy,
             allow_host_compat: opts.allow_host_compat,
             last_error: None,
@@ -508,10 +662,19 @@ impl Pyro {
             accel: None,
             execution_mode: "pending".into(),
             metadata: BTreeMap::new(),
+            creator: crate::util::ProcessIdentity::current(),
         };
+        staging.save(&record)?;
+        std::fs::rename(&staging.root, &dir.root)
+            .map_err(|e| Error::io(format!("placing {}", dir.root.display()), e))?;
+        for d in [dir.runtime_dir(), dir.root.join("baseline"), dir.snapshots_dir(), dir.commands_dir()] {
+            crate::util::create_private_dir(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        }
+        crate::util::write_atomic(&dir.baseline_tar(), &seed_tar).map_err(|e| Error::io("storing the baseline", e))?;
         record.secrets = secrets::store(dir, &prepared_secrets)?;
         self.progress().report("disk", "copying the environment's disk for the workspace", Some(0.1));
-        let clone_mode = machine::clone_disk(env, &dir.disk_image())?;
+        let (env2, image) = (env.clone(), dir.disk_image());
+        let clone_mode = crate::blocking(move || machine::clone_disk(&env2, &image)).await?;
         record.metadata.insert("rootfs_clone_mode".into(), clone_mode.into());
         self.boot_workspace(dir, env, &mut record).await?;
         self.progress().report("seed", format!("seeding /workspace ({} bytes of archive)", seed_tar.len()), Some(0.8));
@@ -519,7 +682,9 @@ impl Pyro {
         self.progress().report("ready", "workspace started", Some(1.0));
         record.workspace_seed.entry_count = entries;
         record.workspace_seed.bytes_written = bytes;
+        record.creator = None;
         dir.save(&record)?;
+        cleanup.armed = false;
         Ok(info_of(&record))
     }
 
@@ -590,7 +755,7 @@ impl Pyro {
     }
 
     async fn expire(&self, dir: &WorkspaceDir) -> Result<()> {
-        let _life = dir.lock_lifecycle_exclusive()?;
+        let _life = dir.lifecycle_exclusive().await?;
         end_sessions_if_running(dir).await;
         machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await?;
         dir.update(|r| {
@@ -614,7 +779,7 @@ impl Pyro {
         if record.expires_at <= now_f64() && record.state == "started" {
             self.expire(dir).await.ok();
         }
-        dir.lock_lifecycle_shared()
+        dir.lifecycle_shared().await
     }
 
     /// Load the record for an operation that needs the VM running (caller holds the lock
@@ -638,6 +803,8 @@ impl Pyro {
     /// The workspace's current record. A VM that died is reported `stopped` with `last_error`;
     /// service counts are refreshed from the guest (bounded to 5 s).
     pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
+        self.ws_dir(workspace_id)?;
+        self.sweep_orphans().await;
         let dir = self.ws_dir(workspace_id)?;
         let record = refresh_liveness(&dir)?;
         if record.state == "started" && record.service_count > 0 {
@@ -654,6 +821,7 @@ impl Pyro {
 
     /// Every workspace, most recently active first. Workspaces whose TTL passed are stopped first.
     pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
+        self.sweep_orphans().await;
         self.reap_expired_workspaces().await;
         let mut items: Vec<WorkspaceListItem> =
             self.all_workspace_dirs().iter().filter_map(|d| d.load().ok()).map(|r| list_item_of(&r)).collect();
@@ -720,7 +888,7 @@ impl Pyro {
     /// Delete a workspace and everything it has on the host (any state, even expired).
     pub async fn delete_workspace(&self, workspace_id: &str) -> Result<DeleteWorkspaceResult> {
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_exclusive()?;
+        let _life = dir.lifecycle_exclusive().await?;
         machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
         std::fs::remove_dir_all(&dir.root).map_err(|e| Error::io(format!("removing {}", dir.root.display()), e))?;
         Ok(DeleteWorkspaceResult { workspace_id: dir.id, deleted: true })
@@ -730,7 +898,7 @@ impl Pyro {
     /// VMM is ended. Idempotent. The disk keeps `/workspace`.
     pub async fn stop_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_exclusive()?;
+        let _life = dir.lifecycle_exclusive().await?;
         self.progress().report("sessions", "ending services (TERM, then KILL after 5 s) and shells", Some(0.1));
         end_sessions_if_running(&dir).await;
         self.progress().report("shutdown", "flushing and shutting the guest down", Some(0.5));
@@ -749,7 +917,7 @@ impl Pyro {
     /// Start: boot the same disk again (a no-op on a started workspace).
     pub async fn start_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
-        let _life = dir.lock_lifecycle_exclusive()?;
+        let _life = dir.lifecycle_exclusive().await?;
         let mut record = dir.load()?;
         if record.state == "started" && crate::supervisor::is_running(&dir.runtime_dir()) {
             let (record, _) = dir.update(|r| {

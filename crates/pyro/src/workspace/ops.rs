@@ -715,7 +715,8 @@ impl Pyro {
         // not fill up with snapshots.
         let (count, used) = super::retention::named_snapshot_usage(&dir.snapshots_dir());
         super::retention::check_snapshot_room(&dir.id, count, used, 0)?;
-        std::fs::create_dir_all(dir.snapshots_dir()).map_err(|e| Error::io("creating the snapshots dir", e))?;
+        crate::util::create_private_dir(&dir.snapshots_dir())
+            .map_err(|e| Error::io("creating the snapshots dir", e))?;
         let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.snapshots_dir()).await?;
         super::retention::check_snapshot_room(&dir.id, count, used, exported.size)?;
         // The archive comes from the guest: every member is validated (names, types) before
@@ -817,7 +818,7 @@ impl Pyro {
         // Streamed at restore time, never loaded whole: a snapshot may be up to
         // MAX_PULLED_ARCHIVE_BYTES.
         let tar = std::fs::File::open(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
-        let _life = dir.lock_lifecycle_exclusive()?;
+        let _life = dir.lifecycle_exclusive().await?;
         let mut record = dir.load()?;
         if record.expires_at <= now_f64() {
             return Err(Error::InvalidState(format!(
@@ -834,7 +835,7 @@ impl Pyro {
         machine::clone_disk(&env, &fresh)?;
         std::fs::rename(&fresh, dir.disk_image()).map_err(|e| Error::io("swapping in the fresh disk", e))?;
         let _ = std::fs::remove_dir_all(dir.commands_dir());
-        std::fs::create_dir_all(dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
+        crate::util::create_private_dir(&dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
         self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
         let restored = match &booted {

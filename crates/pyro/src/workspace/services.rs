@@ -238,7 +238,7 @@ fn load_all(dir: &WorkspaceDir) -> Vec<ServiceInfo> {
 }
 
 fn save(dir: &WorkspaceDir, info: &ServiceInfo) -> Result<()> {
-    std::fs::create_dir_all(services_dir(dir)).map_err(|e| Error::io("creating the services directory", e))?;
+    crate::util::create_private_dir(&services_dir(dir)).map_err(|e| Error::io("creating the services directory", e))?;
     let path = record_path(dir, &info.service_name);
     crate::util::write_atomic(&path, &serde_json::to_vec_pretty(info).expect("serialisable"))
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))

@@ -198,10 +198,8 @@ fn load(dir: &WorkspaceDir, shell_id: &str) -> Result<ShellInfo> {
 
 fn save(dir: &WorkspaceDir, info: &ShellInfo) -> Result<()> {
     let path = record_path(dir, &info.shell_id);
-    std::fs::create_dir_all(shells_dir(dir)).map_err(|e| Error::io("creating the shells directory", e))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(info).expect("serialisable"))
-        .and_then(|_| std::fs::rename(&tmp, &path))
+    crate::util::create_private_dir(&shells_dir(dir)).map_err(|e| Error::io("creating the shells directory", e))?;
+    crate::util::write_atomic(&path, &serde_json::to_vec_pretty(info).expect("serialisable"))
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 

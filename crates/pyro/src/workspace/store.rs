@@ -74,7 +74,7 @@ pub struct WorkspaceRecord {
     pub ttl_seconds: u64,
     pub created_at: f64,
     pub expires_at: f64,
-    /// `started` or `stopped`.
+    /// `creating` (recorded before the first boot, see `creator`), `started` or `stopped`.
     pub state: String,
     pub network_policy: String,
     pub allow_host_compat: bool,
@@ -103,6 +103,12 @@ pub struct WorkspaceRecord {
     pub execution_mode: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// While `creating`: the process creating the workspace. It also holds the exclusive
+    /// lifecycle lock; when that lock is free and this process is gone, the creation was
+    /// interrupted (kill -9, crash) and the orphan sweep reaps the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub creator: Option<crate::util::ProcessIdentity>,
 }
 
 /// An exclusive or shared `flock` held until dropped.
@@ -110,18 +116,65 @@ pub struct FileLock {
     _file: File,
 }
 
-/// An exclusive lock on any lock file (blocks until it is free).
+/// An exclusive lock on any lock file (blocks until it is free). Never call this on an
+/// async runtime thread; use [`flock_exclusive_async`] there.
 pub fn flock_exclusive(path: &Path) -> Result<FileLock> {
     flock(path, libc::LOCK_EX)
 }
 
-fn flock(path: &Path, op: libc::c_int) -> Result<FileLock> {
-    let file = std::fs::OpenOptions::new()
+/// [`flock_exclusive`] for async code: waits without holding a runtime worker.
+pub async fn flock_exclusive_async(path: &Path) -> Result<FileLock> {
+    flock_async(path, libc::LOCK_EX).await
+}
+
+/// Lock files are private to the user (0600, whatever the umask).
+fn open_lock_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
-        .map_err(|e| Error::io(format!("opening lock {}", path.display()), e))?;
+        .map_err(|e| Error::io(format!("opening lock {}", path.display()), e))
+}
+
+fn flock(path: &Path, op: libc::c_int) -> Result<FileLock> {
+    flock_file(open_lock_file(path)?, path, op)
+}
+
+/// The lock if it is free right now; `None` when another holder has it.
+fn try_flock(path: &Path, op: libc::c_int) -> Result<Option<FileLock>> {
+    let file = open_lock_file(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(Some(FileLock { _file: file }));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock => Ok(None),
+        // A signal interrupted a call that cannot block: report "busy", callers retry.
+        std::io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(Error::io(format!("locking {}", path.display()), err)),
+    }
+}
+
+/// Take a lock from async code without ever blocking a runtime worker: a free lock is taken
+/// at once; a held one is waited for on the blocking pool. (With a few workers, e.g.
+/// `TOKIO_WORKER_THREADS=2`, two calls blocked in `flock` would otherwise stall every other
+/// call of an MCP server.) If the caller is cancelled while waiting, the waiting thread
+/// still gets the lock and drops it at once.
+async fn flock_async(path: &Path, op: libc::c_int) -> Result<FileLock> {
+    if let Some(lock) = try_flock(path, op)? {
+        return Ok(lock);
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || flock(&path, op))
+        .await
+        .map_err(|e| Error::Io(format!("waiting for a lock: {e}")))?
+}
+
+fn flock_file(file: File, path: &Path, op: libc::c_int) -> Result<FileLock> {
     loop {
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
@@ -176,14 +229,31 @@ impl WorkspaceDir {
         flock(&self.root.join("record.lock"), libc::LOCK_EX)
     }
 
-    /// Shared lifecycle lock: the VM stays as it is while held.
-    pub fn lock_lifecycle_shared(&self) -> Result<FileLock> {
-        flock(&self.root.join("lifecycle.lock"), libc::LOCK_SH)
+    fn lifecycle_lock_path(&self) -> PathBuf {
+        self.root.join("lifecycle.lock")
     }
 
-    /// Exclusive lifecycle lock: for stop, start, reset, delete.
-    pub fn lock_lifecycle_exclusive(&self) -> Result<FileLock> {
-        flock(&self.root.join("lifecycle.lock"), libc::LOCK_EX)
+    /// Shared lifecycle lock: the VM stays as it is while held. Blocking: only for code on
+    /// the blocking pool (disk tools); async code uses [`WorkspaceDir::lifecycle_shared`].
+    pub fn lock_lifecycle_shared(&self) -> Result<FileLock> {
+        flock(&self.lifecycle_lock_path(), libc::LOCK_SH)
+    }
+
+    /// Shared lifecycle lock, awaited without blocking a runtime worker.
+    pub async fn lifecycle_shared(&self) -> Result<FileLock> {
+        flock_async(&self.lifecycle_lock_path(), libc::LOCK_SH).await
+    }
+
+    /// Exclusive lifecycle lock (stop, start, reset, delete, create), awaited without
+    /// blocking a runtime worker.
+    pub async fn lifecycle_exclusive(&self) -> Result<FileLock> {
+        flock_async(&self.lifecycle_lock_path(), libc::LOCK_EX).await
+    }
+
+    /// The exclusive lifecycle lock if nobody holds the lifecycle lock right now (the
+    /// orphan sweep: a busy workspace is someone's, not an orphan).
+    pub fn try_lifecycle_exclusive(&self) -> Result<Option<FileLock>> {
+        try_flock(&self.lifecycle_lock_path(), libc::LOCK_EX)
     }
 
     pub fn load(&self) -> Result<WorkspaceRecord> {
@@ -262,6 +332,7 @@ mod tests {
             accel: Some("tcg".into()),
             execution_mode: "guest_vsock".into(),
             metadata: BTreeMap::new(),
+            creator: None,
         }
     }
 
