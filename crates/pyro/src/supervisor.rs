@@ -184,9 +184,11 @@ pub fn read_pids(vm_dir: &Path) -> Option<PidRecord> {
     serde_json::from_str(&text).ok()
 }
 
-/// Is the VM in this directory running (supervisor alive)?
+/// Is the VM in this directory running (supervisor and VMM alive)? A VMM that died (killed,
+/// crashed) leaves its supervisor alive for a moment while it cleans up: that VM is not
+/// running, or a `start` right then would take it for a live one and boot nothing.
 pub fn is_running(vm_dir: &Path) -> bool {
-    read_pids(vm_dir).map(|p| pid_alive(p.supervisor_pid)).unwrap_or(false)
+    read_pids(vm_dir).map(|p| pid_alive(p.supervisor_pid) && (p.vmm_pid == 0 || pid_alive(p.vmm_pid))).unwrap_or(false)
 }
 
 /// Last resort: SIGKILL the VMM and supervisor named in the pid file.
