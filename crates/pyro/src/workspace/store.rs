@@ -186,6 +186,25 @@ impl WorkspaceDir {
         flock(&self.root.join("lifecycle.lock"), libc::LOCK_EX)
     }
 
+    /// The exclusive lifecycle lock if nobody holds the lifecycle lock now; `None` otherwise.
+    pub fn try_lock_lifecycle_exclusive(&self) -> Result<Option<FileLock>> {
+        let path = self.root.join("lifecycle.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening lock {}", path.display()), e))?;
+        // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(FileLock { _file: file }));
+        }
+        match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EWOULDBLOCK) || e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+            e => Err(Error::io(format!("locking {}", path.display()), e)),
+        }
+    }
+
     pub fn load(&self) -> Result<WorkspaceRecord> {
         let text = std::fs::read_to_string(self.record_path()).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -223,7 +242,7 @@ impl WorkspaceDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(id: &str) -> WorkspaceRecord {
