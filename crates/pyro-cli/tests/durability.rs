@@ -148,7 +148,7 @@ fn crash_and_check(home: &TestHome, id: &str, expected: &Tree, what: &str, round
     kill_vmm(home, id);
     // Every other round the host replays the journal and checks the image; the other rounds
     // leave the replay to the guest kernel, so both recovery paths are exercised.
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         assert_fsck_clean(&runtime_dir(home, id).join("rootfs.ext4"), true);
     }
     eprintln!("[{id}] round {round}: {what} acknowledged, QEMU killed");
@@ -381,5 +381,40 @@ fn a_reset_killed_at_any_step_leaves_a_workspace_that_starts() {
         assert_eq!(started["reset_count"], resets, "{step}: {started}");
         assert_eq!(guest_tree(&home, &id), current, "a reset killed at {step} must leave all or nothing");
     }
+    finish(&home, &id);
+}
+
+/// A reset whose restore fails (a snapshot archive with a member pyro refuses, after a valid
+/// one) leaves the workspace exactly as it was: same disk, history and counters.
+#[test]
+fn a_failed_reset_changes_nothing() {
+    let home = TestHome::new();
+    let seed = home.path().join("seed");
+    write_tree(&seed, &seed_tree());
+    let id = create(&home, &seed);
+    ok_vm(&home, &id, &["workspace", "file", "write", &id, "marker.txt", "--text", "kept", "--json"]);
+    let mut expected = seed_tree();
+    expected.insert("marker.txt".into(), "kept".into());
+    ok_vm(&home, &id, &["workspace", "snapshot", "create", &id, "s1", "--json"]);
+    assert_eq!(guest_tree(&home, &id), expected);
+    // Replace the snapshot's archive: a valid file, then a fifo (refused by the guest).
+    let bad = home.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("a.txt"), "a\n").unwrap();
+    assert!(Command::new("mkfifo").arg(bad.join("fifo")).status().unwrap().success());
+    let tar = home.path().join("workspaces").join(&id).join("snapshots").join("s1.tar");
+    let o = Command::new("tar").arg("cf").arg(&tar).arg("-C").arg(&bad).args(["a.txt", "fifo"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let e = common::fail(&home, &["workspace", "reset", &id, "--snapshot", "s1"]);
+    assert!(e.contains("unsupported type"), "{e}");
+    let st = ok_vm(&home, &id, &["workspace", "status", &id, "--json"]);
+    assert_eq!(st["state"], "stopped", "{st}");
+    assert_eq!(st["reset_count"], 0, "{st}");
+    assert_eq!(st["command_count"], 1, "{st}");
+    assert!(st["last_error"].as_str().unwrap().contains("/workspace is as it was"), "{st}");
+    assert!(!runtime_dir(&home, &id).join("rootfs.reset.ext4").exists());
+    ok_vm(&home, &id, &["workspace", "start", &id, "--json"]);
+    assert_eq!(guest_tree(&home, &id), expected, "a failed reset must not touch /workspace");
     finish(&home, &id);
 }

@@ -860,7 +860,9 @@ impl Pyro {
                 dir.update(|r| {
                     super::forget_sessions(&dir, r);
                     r.state = "stopped".into();
-                    r.last_error = Some(format!("reset to '{snap_name}' failed and changed nothing: {e}"));
+                    r.last_error = Some(format!(
+                        "reset to '{snap_name}' failed, /workspace is as it was and the workspace stopped (`pyro workspace start` boots it): {e}"
+                    ));
                     Ok(())
                 })?;
                 return Err(e);
