@@ -3,11 +3,19 @@
 //! Paths arrive absolute and already normalised by the host; the guest still refuses to walk
 //! through a symlinked directory when writing, so no archive member, link or write can land
 //! outside the directory it targets.
+//!
+//! Durability: every request that changes the tree answers only once the change is on the
+//! disk (a VM killed right after the answer keeps it). A single-file write fsyncs the data,
+//! renames, then fsyncs every directory whose entries changed; a delete fsyncs its
+//! directory; an archive extraction (sync push, seed, snapshot restore) ends with a
+//! `syncfs(2)` of the destination's filesystem, which writes back and commits everything at
+//! once (cheaper than one fsync per member, and it covers directories too).
 
 use pyro_protocol::fs::{FileEntry, FsRequest, FsResponse};
 use pyro_protocol::Response;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -71,8 +79,11 @@ fn handle_blocking(req: FsRequest, state: &FsState) -> FsResult<FsResponse> {
         FsRequest::ExtractUpload { transfer_id, destination } => {
             let path = transfer_path(&transfer_id)?;
             let result = extract(&path, Path::new(&destination));
+            // Removed before the sync, so the upload's own pages are dropped, not written.
             let _ = fs::remove_file(&path);
             let (entry_count, bytes_written) = result?;
+            sync_filesystem(Path::new(&destination))
+                .map_err(|e| io_err(&format!("flushing {destination} to disk"), e))?;
             Ok(FsResponse::Extracted { destination, entry_count, bytes_written })
         }
         FsRequest::Export { path } => export(Path::new(&path)),
@@ -101,6 +112,9 @@ fn handle_blocking(req: FsRequest, state: &FsState) -> FsResult<FsResponse> {
                 return Err(err("unsupported_type", format!("cannot delete a directory: {path}")));
             }
             fs::remove_file(p).map_err(|e| io_err(&format!("deleting {path}"), e))?;
+            if let Some(parent) = p.parent() {
+                sync_dir(parent).map_err(|e| io_err(&format!("flushing the delete of {path} to disk"), e))?;
+            }
             Ok(FsResponse::Data { data: Vec::new() })
         }
     }
@@ -215,9 +229,11 @@ fn read(path: &Path, max_bytes: u64) -> FsResult<FsResponse> {
 }
 
 /// Refuse to go through a symlinked directory between `/` and `path`'s parent; create
-/// missing parents.
-fn prepare_parents(path: &Path) -> FsResult<()> {
+/// missing parents. Returns the directories that gained an entry (the parent of each
+/// directory created), which a durable write must fsync.
+fn prepare_parents(path: &Path) -> FsResult<Vec<PathBuf>> {
     let parent = path.parent().ok_or_else(|| err("invalid_path", "path has no parent"))?;
+    let mut changed = Vec::new();
     let mut cur = PathBuf::from("/");
     for comp in parent.components() {
         match comp {
@@ -234,14 +250,35 @@ fn prepare_parents(path: &Path) -> FsResult<()> {
             }
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(err("invalid_path", format!("a parent of {} is not a directory", path.display()))),
-            Err(_) => fs::create_dir(&cur).map_err(|e| io_err(&format!("creating {}", cur.display()), e))?,
+            Err(_) => {
+                fs::create_dir(&cur).map_err(|e| io_err(&format!("creating {}", cur.display()), e))?;
+                changed.push(cur.parent().unwrap_or(Path::new("/")).to_path_buf());
+            }
         }
+    }
+    Ok(changed)
+}
+
+/// fsync a directory: makes the entries created, renamed or removed in it durable (fsync of
+/// a file covers its data, not its name).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `syncfs(2)` on the filesystem holding `path`: every dirty page and inode written back,
+/// the ext4 journal committed and the disk cache flushed (a virtio-blk FLUSH, which QEMU
+/// turns into an fdatasync of the image) before it returns.
+pub(crate) fn sync_filesystem(path: &Path) -> std::io::Result<()> {
+    let f = File::open(path)?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
 
 fn write(path: &Path, data: &[u8]) -> FsResult<FsResponse> {
-    prepare_parents(path)?;
+    let mut changed_dirs = prepare_parents(path)?;
     let mode = match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => m.mode() & 0o7777,
         Ok(_) => return Err(err("unsupported_type", "workspace file write only supports regular file targets")),
@@ -260,6 +297,13 @@ fn write(path: &Path, data: &[u8]) -> FsResult<FsResponse> {
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(io_err(&format!("writing {}", path.display()), e));
+    }
+    // The rename is only durable once the directory holding it is, and a created parent only
+    // once its own parent is: without these a crash after the answer loses the file.
+    changed_dirs.push(dir.to_path_buf());
+    changed_dirs.dedup();
+    for d in &changed_dirs {
+        sync_dir(d).map_err(|e| io_err(&format!("flushing {} to disk", d.display()), e))?;
     }
     Ok(FsResponse::Written {
         path: path.to_string_lossy().into_owned(),
@@ -531,6 +575,15 @@ mod tests {
         assert_eq!(fs::metadata(&fresh).unwrap().mode() & 0o777, 0o644);
         let e = write(&t.path().join("outside/passwd"), b"x").unwrap_err();
         assert!(e.message.contains("symlinked parent"), "{}", e.message);
+    }
+
+    #[test]
+    fn created_parents_are_reported_for_fsync() {
+        let t = tempfile::tempdir().unwrap();
+        let changed = prepare_parents(&t.path().join("a/b/file.txt")).unwrap();
+        assert_eq!(changed, vec![t.path().to_path_buf(), t.path().join("a")]);
+        assert!(t.path().join("a/b").is_dir());
+        assert!(prepare_parents(&t.path().join("a/b/other.txt")).unwrap().is_empty());
     }
 
     #[test]

@@ -261,6 +261,17 @@ mod exec_cap_tests {
     }
 }
 
+/// Flush every guest filesystem (`sync(2)` in the guest; each flush reaches the image file
+/// through virtio-blk FLUSH, which QEMU turns into an fdatasync). Bounded by the filesystem
+/// request timeout: a guest with gigabytes of dirty data under TCG needs a while.
+pub async fn sync_guest(vm_dir: &Path) -> Result<()> {
+    match supervisor::call(vm_dir, Request::Sync, Some(FS_TIMEOUT)).await? {
+        Response::Ok => Ok(()),
+        Response::Error(e) => Err(Error::Guest(format!("guest sync failed: {}", e.message))),
+        other => Err(Error::Guest(format!("unexpected answer to sync: {other:?}"))),
+    }
+}
+
 /// Stop the VM: clean guest shutdown bounded by `timeout` (zero = kill at once), then make
 /// sure nothing of it runs.
 pub async fn shutdown(vm_dir: &Path, timeout: Duration) -> Result<()> {

@@ -129,6 +129,14 @@ impl PidRecord {
             None => legacy_identity(self.supervisor_pid, vm_dir).is_some(),
         }
     }
+
+    /// Is the VMM named here alive and really this VM's VMM?
+    fn vmm_alive(&self, vm_dir: &Path) -> bool {
+        match &self.vmm {
+            Some(id) => id.pid == self.vmm_pid && id.is_alive(),
+            None => legacy_identity(self.vmm_pid, vm_dir).is_some(),
+        }
+    }
 }
 
 /// A record without identities (older pyro): trust a pid only if that process names the VM
@@ -280,10 +288,12 @@ pub fn read_pids(vm_dir: &Path) -> Option<PidRecord> {
     serde_json::from_str(&text).ok()
 }
 
-/// Is the VM in this directory running (its recorded supervisor alive, and still the same
-/// process: a stale pid file naming a reused pid is not a running VM)?
+/// Is the VM in this directory running (its recorded supervisor and VMM alive, and still the
+/// same processes: a stale pid file naming a reused pid is not a running VM)? A VMM that
+/// died (killed, crashed) leaves its supervisor alive for a moment while it cleans up: that
+/// VM is not running, or a `start` right then would take it for a live one and boot nothing.
 pub fn is_running(vm_dir: &Path) -> bool {
-    read_pids(vm_dir).map(|p| p.supervisor_alive(vm_dir)).unwrap_or(false)
+    read_pids(vm_dir).map(|p| p.supervisor_alive(vm_dir) && (p.vmm_pid == 0 || p.vmm_alive(vm_dir))).unwrap_or(false)
 }
 
 /// Last resort: SIGKILL the VMM and supervisor named in the pid file, each only if it is

@@ -10,6 +10,7 @@ mod disk;
 #[doc(hidden)]
 pub mod logic;
 mod ops;
+mod reset;
 pub mod retention;
 pub mod secrets;
 pub mod services;
@@ -695,6 +696,18 @@ impl Pyro {
         env: &crate::env::InstalledEnvironment,
         record: &mut WorkspaceRecord,
     ) -> Result<()> {
+        self.boot_workspace_disk(dir, env, record, &dir.disk_image()).await
+    }
+
+    /// [`Pyro::boot_workspace`] on another disk image (a reset boots its new disk before it
+    /// replaces the old one).
+    async fn boot_workspace_disk(
+        &self,
+        dir: &WorkspaceDir,
+        env: &crate::env::InstalledEnvironment,
+        record: &mut WorkspaceRecord,
+        disk: &std::path::Path,
+    ) -> Result<()> {
         self.progress().report("boot", "booting the workspace VM", Some(0.3));
         let cache_dir = self.paths().cache_dir.clone();
         let allow = record.allow_host_compat;
@@ -719,7 +732,7 @@ impl Pyro {
             network: record.network_policy != "off",
             owner_pid: None,
             remove_dir_on_exit: false,
-            disk: dir.disk_image(),
+            disk: disk.to_path_buf(),
             disk_format: "raw",
             snapshot: false,
         };
@@ -775,6 +788,10 @@ impl Pyro {
     /// and held by the caller for the whole operation, so no stop, reset or delete can pull
     /// the VM away midway.
     pub(crate) async fn enter_started(&self, dir: &WorkspaceDir) -> Result<store::FileLock> {
+        if reset::has_intent(dir) {
+            let _life = dir.lifecycle_exclusive().await?;
+            reset::recover(dir).await?;
+        }
         let record = dir.load()?;
         if record.expires_at <= now_f64() && record.state == "started" {
             self.expire(dir).await.ok();
@@ -806,6 +823,12 @@ impl Pyro {
         self.ws_dir(workspace_id)?;
         self.sweep_orphans().await;
         let dir = self.ws_dir(workspace_id)?;
+        // A reset killed midway is settled here too, unless a reset is running right now.
+        if reset::has_intent(&dir) {
+            if let Some(_life) = dir.try_lifecycle_exclusive()? {
+                reset::recover(&dir).await?;
+            }
+        }
         let record = refresh_liveness(&dir)?;
         if record.state == "started" && record.service_count > 0 {
             // Services may have exited on their own since the last service call: ask the
@@ -899,6 +922,7 @@ impl Pyro {
     pub async fn stop_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lifecycle_exclusive().await?;
+        reset::recover(&dir).await?;
         self.progress().report("sessions", "ending services (TERM, then KILL after 5 s) and shells", Some(0.1));
         end_sessions_if_running(&dir).await;
         self.progress().report("shutdown", "flushing and shutting the guest down", Some(0.5));
@@ -918,6 +942,7 @@ impl Pyro {
     pub async fn start_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lifecycle_exclusive().await?;
+        reset::recover(&dir).await?;
         let mut record = dir.load()?;
         if record.state == "started" && crate::supervisor::is_running(&dir.runtime_dir()) {
             let (record, _) = dir.update(|r| {

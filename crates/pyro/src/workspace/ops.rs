@@ -51,6 +51,31 @@ pub struct WorkspaceExecResult {
     pub stderr_truncated: bool,
 }
 
+/// Options of [`Pyro::exec_workspace_with`] ([`WorkspaceExecOptions::new`] gives the defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceExecOptions {
+    /// Kill the command after this many seconds (exit code 124); 1..=86400, default 30.
+    pub timeout_seconds: u64,
+    /// Workspace secret name -> environment variable name, for this one command.
+    pub secret_env: Option<std::collections::BTreeMap<String, String>>,
+    /// Flush the guest's filesystems (`sync`) after the command ends, before answering:
+    /// everything the command wrote is then on the disk image. Default `false`.
+    pub sync: bool,
+}
+
+impl WorkspaceExecOptions {
+    /// 30 s timeout, no secrets, no sync.
+    pub fn new() -> Self {
+        WorkspaceExecOptions { timeout_seconds: 30, secret_env: None, sync: false }
+    }
+}
+
+impl Default for WorkspaceExecOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// One history entry (`commands/<seq>.json`) with its output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -333,6 +358,12 @@ impl Pyro {
     ///
     /// `secret_env` maps workspace secret names to environment variable names for this one
     /// command. Secret values are redacted from the result and the history.
+    ///
+    /// What the command writes is the command's business: it reaches the disk with the guest
+    /// kernel's writeback (ext4 commits every ~5 s, dirty data within ~30 s) or at a clean
+    /// `stop`, so a VM killed right after the answer may lose it. Use
+    /// [`exec_workspace_with`](Pyro::exec_workspace_with) with `sync`, or run `sync` in the
+    /// command, to have it on disk before the answer.
     pub async fn exec_workspace(
         &self,
         workspace_id: &str,
@@ -340,6 +371,20 @@ impl Pyro {
         timeout_seconds: u64,
         secret_env: Option<&std::collections::BTreeMap<String, String>>,
     ) -> Result<WorkspaceExecResult> {
+        let opts = WorkspaceExecOptions { timeout_seconds, secret_env: secret_env.cloned(), sync: false };
+        self.exec_workspace_with(workspace_id, command, &opts).await
+    }
+
+    /// [`exec_workspace`](Pyro::exec_workspace) with every option; `sync` flushes the guest's
+    /// filesystems after the command ends and before answering, so everything it wrote
+    /// survives even a VM killed right after the answer.
+    pub async fn exec_workspace_with(
+        &self,
+        workspace_id: &str,
+        command: &str,
+        opts: &WorkspaceExecOptions,
+    ) -> Result<WorkspaceExecResult> {
+        let (timeout_seconds, secret_env) = (opts.timeout_seconds, opts.secret_env.as_ref());
         crate::limits::validate_exec_timeout(timeout_seconds)?;
         if command.trim().is_empty() {
             return Err(Error::InvalidInput("command must not be empty".into()));
@@ -362,6 +407,14 @@ impl Pyro {
         )
         .await
         .map_err(|e| super::secrets::redact_error(e, &secret_values))?;
+        if opts.sync {
+            machine::sync_guest(&dir.runtime_dir()).await.map_err(|e| {
+                Error::Guest(format!(
+                    "the command ended (exit code {}) but flushing the guest's filesystems failed: {e}",
+                    r.exit_code
+                ))
+            })?;
+        }
         let stdout = super::secrets::redact(&lossy(&r.stdout), &secret_values);
         let stderr = super::secrets::redact(&lossy(&r.stderr), &secret_values);
         // The command text may carry a value too; history and payload keep the redacted form.
@@ -801,6 +854,11 @@ impl Pyro {
 
     /// Rebuild the workspace from the environment and restore `/workspace` from a snapshot
     /// (default the baseline). History is cleared; snapshots, name and labels stay.
+    ///
+    /// Crash-safe (see `reset.rs`): the new disk is built, booted and restored beside the old
+    /// one and swapped in with one rename only when complete. A reset that fails or is
+    /// killed before that leaves the workspace as it was (stopped); one killed after it is
+    /// finished by the next call that needs the workspace.
     pub async fn reset_workspace(&self, workspace_id: &str, snapshot: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         let snap = snapshot.trim();
@@ -819,6 +877,7 @@ impl Pyro {
         // MAX_PULLED_ARCHIVE_BYTES.
         let tar = std::fs::File::open(&tar_path).map_err(|e| Error::io(format!("reading snapshot {snap_name}"), e))?;
         let _life = dir.lifecycle_exclusive().await?;
+        super::reset::recover(&dir).await?;
         let mut record = dir.load()?;
         if record.expires_at <= now_f64() {
             return Err(Error::InvalidState(format!(
@@ -828,39 +887,38 @@ impl Pyro {
         }
         self.progress().report("shutdown", "stopping the workspace VM", Some(0.1));
         machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
-        let env = self.ensure_environment(&record.environment).await?;
-        self.progress().report("disk", "preparing a fresh disk from the environment", Some(0.2));
-        // The new disk is prepared beside the old one and swapped in only when complete.
-        let fresh = dir.runtime_dir().join("rootfs.reset.ext4");
-        machine::clone_disk(&env, &fresh)?;
-        std::fs::rename(&fresh, dir.disk_image()).map_err(|e| Error::io("swapping in the fresh disk", e))?;
-        let _ = std::fs::remove_dir_all(dir.commands_dir());
-        crate::util::create_private_dir(&dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
-        let booted = self.boot_workspace(&dir, &env, &mut record).await;
-        self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
-        let restored = match &booted {
-            Ok(()) => {
-                machine::push_archive_from(&dir.runtime_dir(), std::io::BufReader::new(tar), WORKSPACE_PATH).await
-            }
-            Err(e) => Err(Error::Boot(e.to_string())),
+        let intent = super::reset::ResetIntent {
+            phase: "building".into(),
+            snapshot_name: snap_name.clone(),
+            reset_count: record.reset_count + 1,
+            reset_at: now_f64(),
         };
-        let (record, _) = dir.update(|r| {
-            super::forget_sessions(&dir, r);
-            r.command_count = 0;
-            r.last_command = None;
-            r.reset_count += 1;
-            r.last_reset_at = Some(now_f64());
-            r.last_activity_at = now_f64();
-            match (&booted, &restored) {
-                (Ok(()), Ok(_)) => super::mark_booted(r, &record),
-                (Err(e), _) | (_, Err(e)) => {
-                    r.state = if booted.is_ok() { "started".into() } else { "stopped".into() };
-                    r.last_error = Some(e.to_string());
-                }
+        super::reset::save_intent(&dir, &intent)?;
+        crash_point("reset:intent");
+        let built = self.build_reset_disk(&dir, &mut record, tar, &snap_name).await;
+        let (entries, bytes) = match built {
+            Ok(counts) => counts,
+            Err(e) => {
+                // Nothing of the old workspace was touched: drop the new disk, keep the rest.
+                machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
+                super::reset::discard(&dir)?;
+                dir.update(|r| {
+                    super::forget_sessions(&dir, r);
+                    r.state = "stopped".into();
+                    r.last_error = Some(format!(
+                        "reset to '{snap_name}' failed, /workspace is as it was and the workspace stopped (`pyro workspace start` boots it): {e}"
+                    ));
+                    Ok(())
+                })?;
+                return Err(e);
             }
-            Ok(())
-        })?;
-        let (entries, bytes) = restored?;
+        };
+        let intent = super::reset::ResetIntent { phase: "ready".into(), ..intent };
+        super::reset::save_intent(&dir, &intent)?;
+        crash_point("reset:ready");
+        super::reset::swap_in_new_disk(&dir)?;
+        crash_point("reset:swap");
+        let record = super::reset::finish(&dir, &intent, Some(&record))?;
         let mut info = info_of(&record);
         info.workspace_reset = Some(ResetInfo {
             snapshot_name: snap_name,
@@ -870,6 +928,44 @@ impl Pyro {
             bytes_written: bytes,
         });
         Ok(info)
+    }
+
+    /// The new disk of a reset: a fresh copy of the environment's disk beside the old one,
+    /// booted, with `/workspace` restored (durably) from the snapshot. `record` gets what
+    /// the boot decided.
+    async fn build_reset_disk(
+        &self,
+        dir: &WorkspaceDir,
+        record: &mut super::store::WorkspaceRecord,
+        tar: std::fs::File,
+        snap_name: &str,
+    ) -> Result<(u64, u64)> {
+        let env = self.ensure_environment(&record.environment).await?;
+        self.progress().report("disk", "preparing a fresh disk from the environment", Some(0.2));
+        let new_disk = super::reset::new_disk_path(dir);
+        let (env2, disk2) = (env.clone(), new_disk.clone());
+        crate::blocking(move || machine::clone_disk(&env2, &disk2)).await?;
+        crash_point("reset:disk");
+        self.boot_workspace_disk(dir, &env, record, &new_disk).await?;
+        crash_point("reset:boot");
+        self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
+        let counts =
+            machine::push_archive_from(&dir.runtime_dir(), std::io::BufReader::new(tar), WORKSPACE_PATH).await?;
+        crash_point("reset:restore");
+        Ok(counts)
+    }
+}
+
+/// Test hook: `PYRO_TEST_KILL_AT=<step>` SIGKILLs this process when a reset reaches that step
+/// (`reset:intent`, `reset:disk`, `reset:boot`, `reset:restore`, `reset:ready`,
+/// `reset:swap`, `reset:record`), so a test can show a reset killed at any point leaves a
+/// workspace that starts. Harmless: it can only kill the process that was given it.
+pub(crate) fn crash_point(step: &str) {
+    if std::env::var("PYRO_TEST_KILL_AT").is_ok_and(|v| v == step) {
+        // SAFETY: kill(2) on our own pid.
+        unsafe {
+            libc::kill(std::process::id() as i32, libc::SIGKILL);
+        }
     }
 }
 

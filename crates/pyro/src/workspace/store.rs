@@ -293,7 +293,7 @@ impl WorkspaceDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(id: &str) -> WorkspaceRecord {
