@@ -22,7 +22,7 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if rustup toolchain list 2>/dev/null | grep '^nightly' >/dev/null; then
   fuzz=(cargo +nightly fuzz)
 else
   export RUSTC_BOOTSTRAP=1
