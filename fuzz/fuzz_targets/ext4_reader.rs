@@ -10,7 +10,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use pyro::diskimage;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -18,12 +20,15 @@ const BASES: [&[u8]; 3] =
     [include_bytes!("../ext4/csum.img"), include_bytes!("../ext4/plain.img"), include_bytes!("../ext4/ext2.img")];
 
 /// One image file per fuzzing process, rewritten for every input (on tmpfs when there is one).
-fn image_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
+/// It is unlinked at once and reached as `/proc/self/fd/N` (libFuzzer exits without running
+/// destructors, so a named file would be left behind by every run).
+fn image() -> &'static (File, PathBuf) {
+    static IMAGE: OnceLock<(File, PathBuf)> = OnceLock::new();
+    IMAGE.get_or_init(|| {
         let dir = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
-        let file = tempfile::Builder::new().prefix("pyro-fuzz-ext4-").suffix(".img").tempfile_in(dir).unwrap();
-        file.into_temp_path().keep().unwrap()
+        let file = tempfile::tempfile_in(dir).unwrap();
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        (file, path)
     })
 }
 
@@ -42,12 +47,10 @@ fn mutated(data: &[u8]) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let image = mutated(data);
-    let path = image_path();
-    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let bytes = mutated(data);
+    let (file, path) = image();
     file.set_len(0).unwrap();
-    file.write_all_at(&image, 0).unwrap();
-    drop(file);
+    file.write_all_at(&bytes, 0).unwrap();
 
     let Ok(entries) = diskimage::list(path, "/", true) else {
         let _ = diskimage::read(path, "/workspace/README.md", 4096);
