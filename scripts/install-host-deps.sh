@@ -6,6 +6,9 @@ set -euo pipefail
 # python3 + python3-venv: the MCP acceptance tests drive pyro with the official Python MCP client.
 PKGS=(qemu-system-x86 qemu-utils debootstrap e2fsprogs lz4 cpio xz-utils zstd util-linux iproute2 procps git busybox-static python3 python3-venv)
 TOOLS=(qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 e2fsck debugfs lz4 git /usr/bin/python3)
+# g++: scripts/fuzz.sh builds libFuzzer (C++) for the cargo-fuzz targets.
+PKGS+=(g++)
+TOOLS+=(c++)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

@@ -25,3 +25,5 @@ for example in run_once workspace_loop stopped_disk; do
   cargo run -q -p pyro --example "$example"
 done
 cargo test --workspace -- --test-threads=2
+# Fuzz smoke test: every cargo-fuzz target builds and runs a few seconds over its corpus.
+scripts/fuzz.sh 5

@@ -188,3 +188,42 @@ fn runtime_secrets_never_reach_the_disk() {
     assert!(!file_contains(&image(&home, &id), marker.as_bytes()), "the secret is in the workspace disk");
     ok(&home, &["workspace", "delete", &id, "--json"]);
 }
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    Command::new("cmp").arg("-s").arg(a).arg(b).status().unwrap().success()
+}
+
+#[test]
+fn disk_tools_never_write_a_guest_crafted_image() {
+    // A hostile guest puts "runtime-only" paths on its disk itself (under its tmpfs /run). The
+    // host must not run a C tool in write mode on that image (it used to run debugfs -w and
+    // e2fsck to scrub it): list/read/export leave it byte-identical, list/read still hide the
+    // paths, and the export carries the guest's own bytes as they are.
+    let home = TestHome::new();
+    let id = create(&home);
+    let marker = "GUEST-PLANTED-MARKER-41c7";
+    let script = format!(
+        "mkdir -p /mnt/disk && mount --bind / /mnt/disk && mkdir -p /mnt/disk/run/pyro-secrets \
+         && echo {marker} > /mnt/disk/run/pyro-secrets/planted && umount /mnt/disk && sync"
+    );
+    ok(&home, &["workspace", "exec", &id, "--json", "--", "sh", "-c", &script]);
+    ok(&home, &["workspace", "stop", &id, "--json"]);
+    let disk = image(&home, &id);
+    assert!(file_contains(&disk, marker.as_bytes()), "the guest did not manage to plant the file");
+    let before = home.path().join("before.ext4");
+    assert!(Command::new("cp").arg("--sparse=always").arg(&disk).arg(&before).status().unwrap().success());
+
+    let l = home.run(&["workspace", "disk", "list", &id, "/run", "--recursive", "--json"]);
+    assert!(l.status.success(), "{}", stderr(&l));
+    assert!(!stdout(&l).contains("pyro-secrets") && !stdout(&l).contains("planted"), "{}", stdout(&l));
+    let r = home.run(&["workspace", "disk", "read", &id, "/run/pyro-secrets/planted"]);
+    assert!(!r.status.success() && !stdout(&r).contains(marker));
+    let out = home.path().join("exported.ext4");
+    ok(&home, &["workspace", "disk", "export", &id, "--output", &out.display().to_string(), "--json"]);
+
+    assert!(same_file(&disk, &before), "a disk tool changed the workspace image");
+    assert!(same_file(&out, &before), "the export is not the guest's image as it wrote it");
+    let e = fail(&home, &["workspace", "disk", "read", &id, "/workspace", "--max-bytes", "16777217"]);
+    assert!(e.contains("max_bytes must be at most 16777216 bytes"), "{e}");
+    ok(&home, &["workspace", "delete", &id, "--json"]);
+}

@@ -12,10 +12,21 @@
 //! - a guest path is resolved by us one component at a time with non-following calls, so the
 //!   crate never follows a symlink on its own (it would read a target of any claimed size, and
 //!   could walk into a runtime-only directory);
-//! - file content is read through `ext4_view::File` with a byte cap, never `Ext4::read`;
-//! - the recursive walk caps depth, entry count and path-lookup work, because a hard-linked
-//!   directory in a corrupt image makes a cycle and the crate exposes no inode numbers;
-//! - every entry point runs under `catch_unwind`, so a panic in the parser becomes an error.
+//! - file content is read through `ext4_view::File` with a byte cap ([`MAX_READ_BYTES`], checked
+//!   before the image is opened), in 1 MiB steps, never `Ext4::read`;
+//! - a listing is bounded before anything is collected: a directory's claimed size before it is
+//!   read ([`MAX_DIR_BYTES`], and [`MAX_TOTAL_DIR_BYTES`] per listing), entries per directory
+//!   ([`MAX_DIR_ENTRIES`]) and per listing ([`MAX_ENTRIES`]) before each is kept, depth
+//!   ([`MAX_DEPTH`]) and path-lookup work ([`MAX_LOOKUPS`]), because a hard-linked directory in a
+//!   corrupt image makes a cycle and the crate exposes no inode numbers;
+//! - every entry point runs under `catch_unwind`, so a panic in the parser becomes an error;
+//! - nothing here writes to the image or runs a tool on it. The runtime-only paths
+//!   ([`RUNTIME_ONLY_PATHS`]) live on the guest's tmpfs `/run`, so an image has them only if the
+//!   guest put them there itself: `list` and `read` hide them anyway, and `export` copies the
+//!   image byte for byte, as guest data (it never held the host's secrets: those are never on
+//!   the disk).
+//!
+//! `scripts/fuzz.sh` runs the `ext4_reader` fuzz target (mutated images through `list`/`read`).
 //!
 //! `ext4-view` types are `!Send`: they never leave the function (or worker thread) that made them.
 //!
@@ -34,22 +45,22 @@ use crate::Error;
 use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 type Result<T> = std::result::Result<T, Error>;
 
 /// Guest paths that only exist while a workspace runs (secrets, shell logs, service state). They
-/// live on tmpfs in pyro, but must never be shown by the disk tools even if an image has them.
+/// live on tmpfs in pyro, but must never be shown by `list`/`read` even if an image has them.
 pub const RUNTIME_ONLY_PATHS: [&str; 3] = ["/run/pyro-secrets", "/run/pyro-shells", "/run/pyro-services"];
 
 /// Symlink targets longer than this are not read (the crate allocates the claimed size first).
@@ -58,13 +69,26 @@ const MAX_LINK_TARGET: u64 = 4096;
 /// `s_log_block_size` above this (blocks over 64 KiB) is refused before loading.
 const MAX_LOG_BLOCK_SIZE: u32 = 6;
 /// Directory nesting below the listed path; deeper means a cycle (or an absurd tree).
-const MAX_DEPTH: usize = 256;
-/// Entries one recursive listing may return.
-const MAX_ENTRIES: usize = 1_000_000;
+pub const MAX_DEPTH: usize = 256;
+/// Entries one listing may return, counted as they are found (across all walker threads).
+pub const MAX_ENTRIES: usize = 200_000;
+/// Entries one directory may have; more stops the listing before they are all collected.
+pub const MAX_DIR_ENTRIES: usize = 100_000;
+/// Size a directory inode may claim before it is read: reading costs time per claimed block,
+/// and a real 100,000-entry directory of 255-byte names is ~27 MiB.
+pub const MAX_DIR_BYTES: u64 = 64 << 20;
+/// Directory bytes one listing may read in total (a real 200,000-entry tree needs well under
+/// 100 MiB): bounds the time a corrupt image with many huge sparse directories costs.
+pub const MAX_TOTAL_DIR_BYTES: u64 = 1 << 30;
 /// Path components ext4-view may look up during one recursive listing. Every `read_dir` resolves
 /// its path from `/`, so a cyclic tree costs depth x directories lookups; this bounds the work
 /// of a corrupt image with a fan-out cycle (a real 100k-directory tree needs ~1M).
-const MAX_LOOKUPS: u64 = 20_000_000;
+pub const MAX_LOOKUPS: u64 = 20_000_000;
+/// Largest `max_bytes` one `read` accepts (the same 16 MiB as a captured exec stream): the
+/// answer is built in memory and sent as one JSON string.
+pub const MAX_READ_BYTES: u64 = 16 << 20;
+/// `read` callers may ask for a few bytes past their limit, to finish a UTF-8 character.
+const READ_SLACK_BYTES: u64 = 3;
 /// Symlinks followed while resolving one guest path (as Linux).
 const MAX_SYMLINK_FOLLOWS: usize = 40;
 /// ext4-view refuses longer paths; a walk that reaches one reports it instead of failing oddly.
@@ -73,6 +97,32 @@ const MAX_PATH_BYTES: usize = 4096;
 const MAX_WALKERS: usize = 4;
 /// Bytes read from a guest file per reserve-and-read step, so memory follows the data read.
 const READ_CHUNK: usize = 1 << 20;
+
+/// The bounds of one listing. [`list`] uses [`ListLimits::default`] (the `MAX_*` constants);
+/// tests pass smaller ones to reach each bound with a small image.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListLimits {
+    pub max_depth: usize,
+    pub max_entries: usize,
+    pub max_dir_entries: usize,
+    pub max_dir_bytes: u64,
+    pub max_total_dir_bytes: u64,
+    pub max_lookups: u64,
+}
+
+impl Default for ListLimits {
+    fn default() -> Self {
+        ListLimits {
+            max_depth: MAX_DEPTH,
+            max_entries: MAX_ENTRIES,
+            max_dir_entries: MAX_DIR_ENTRIES,
+            max_dir_bytes: MAX_DIR_BYTES,
+            max_total_dir_bytes: MAX_TOTAL_DIR_BYTES,
+            max_lookups: MAX_LOOKUPS,
+        }
+    }
+}
 
 /// One inspectable path of a stopped workspace's disk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +146,12 @@ pub struct DiskEntry {
 /// Lists `guest_path` (normalised, absolute) in the image: a single entry for a non-directory,
 /// else its children (the whole subtree with `recursive`, never through symlinks), sorted by path.
 pub fn list(image: &Path, guest_path: &str, recursive: bool) -> Result<Vec<DiskEntry>> {
+    list_with_limits(image, guest_path, recursive, ListLimits::default())
+}
+
+/// [`list`] with other bounds (tests).
+#[doc(hidden)]
+pub fn list_with_limits(image: &Path, guest_path: &str, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
     guarded(image, || {
         let fs = open_image(image)?;
         let target = locate(&fs, image, guest_path)?;
@@ -112,24 +168,41 @@ pub fn list(image: &Path, guest_path: &str, recursive: bool) -> Result<Vec<DiskE
                 link_target,
             }]);
         }
-        let root = Job { real: target.real, shown: target.shown, depth: 0 };
-        let mut entries = walk(image, fs, root, recursive)?;
+        let root = Job { real: target.real, shown: target.shown, depth: 0, size: target.meta.len() };
+        let mut entries = walk(image, fs, root, recursive, limits)?;
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
     })
 }
 
+/// Checks a caller's `max_bytes` for [`read`]: 1..=[`MAX_READ_BYTES`].
+pub fn check_read_limit(max_bytes: u64) -> Result<()> {
+    if max_bytes == 0 {
+        return Err(Error::InvalidInput("max_bytes must be positive".into()));
+    }
+    if max_bytes > MAX_READ_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "max_bytes must be at most {MAX_READ_BYTES} bytes (16 MiB) for an offline disk read (got {max_bytes}); \
+             export the disk to read more"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the first `max_bytes` of the regular file at `guest_path`; returns its full size and
 /// those bytes. The cost follows `max_bytes` (and the file's block map), not the file size.
+/// `max_bytes` is checked with [`check_read_limit`] (a caller may add up to 3 bytes to finish a
+/// UTF-8 character) before the image is opened.
 pub fn read(image: &Path, guest_path: &str, max_bytes: u64) -> Result<(u64, Vec<u8>)> {
+    check_read_limit(max_bytes.saturating_sub(READ_SLACK_BYTES).max(1))?;
+    if max_bytes == 0 {
+        return Err(Error::InvalidInput("max_bytes must be positive".into()));
+    }
     guarded(image, || {
         let fs = open_image(image)?;
         let target = locate(&fs, image, guest_path)?;
         if !target.meta.file_type().is_regular_file() {
             return Err(Error::InvalidInput("workspace disk read only supports regular files".into()));
-        }
-        if max_bytes == 0 {
-            return Err(Error::InvalidInput("max_bytes must be positive".into()));
         }
         // `target.real` has no symlink component and ends in a regular file, so `open` follows
         // nothing and finds the inode `locate` checked.
@@ -196,72 +269,6 @@ pub fn export(image: &Path, output: &Path) -> Result<u64> {
     }
     out.commit(output)?;
     Ok(len)
-}
-
-/// Removes the runtime-only paths ([`RUNTIME_ONLY_PATHS`]) from the image if it has them
-/// (checked read-only first; `debugfs -w` only when needed) and zeroes the blocks they freed,
-/// so an export cannot carry their bytes. Returns the runtime paths that were removed.
-pub fn scrub_runtime_paths(image: &Path) -> Result<Vec<String>> {
-    guarded(image, || {
-        let (present, block_size, needs_recovery) = {
-            let fs = open_image(image)?;
-            let sb = check_superblock(image, &File::open(image).map_err(|e| open_error(image, e))?)?;
-            let mut present = Vec::new();
-            for root in RUNTIME_ONLY_PATHS {
-                let mut items = Vec::new();
-                collect_for_removal(&fs, image, root.as_bytes(), &mut items)?;
-                if !items.is_empty() {
-                    present.push((root, items));
-                }
-            }
-            (present, sb.block_size, sb.needs_recovery)
-        };
-        if present.is_empty() {
-            return Ok(Vec::new());
-        }
-        let debugfs = find_debugfs()?;
-        if needs_recovery {
-            // debugfs writes without replaying the journal; replay it first so the kernel's next
-            // mount cannot replay stale metadata over our removals.
-            replay_journal(image)?;
-        }
-        let mut freed: Vec<u64> = Vec::new();
-        let mut removed = Vec::new();
-        for (root, items) in &present {
-            // Children come before their directory (post-order).
-            for (path, is_dir) in items {
-                freed.extend(debugfs_blocks(&debugfs, image, path)?);
-                let verb = if *is_dir { "rmdir" } else { "rm" };
-                let mut request = format!("{verb} ").into_bytes();
-                request.extend(debugfs_quote(path));
-                let out = run_debugfs(&debugfs, image, OsStr::from_bytes(&request), true)?;
-                if !out.trim().is_empty() {
-                    return Err(Error::InvalidState(format!(
-                        "could not remove runtime-only path {} from {}: {}",
-                        escape_guest_bytes(path),
-                        image.display(),
-                        out.trim()
-                    )));
-                }
-            }
-            removed.push(root.to_string());
-        }
-        // Check with the reader (and the same real-path rule) that they are really gone.
-        let fs = open_image(image)?;
-        for root in RUNTIME_ONLY_PATHS {
-            let mut left = Vec::new();
-            collect_for_removal(&fs, image, root.as_bytes(), &mut left)?;
-            if !left.is_empty() {
-                return Err(Error::InvalidState(format!(
-                    "runtime-only path {root} is still present in {} after removal",
-                    image.display()
-                )));
-            }
-        }
-        drop(fs);
-        zero_free_blocks(&debugfs, image, block_size, freed)?;
-        Ok(removed)
-    })
 }
 
 /// Shows guest bytes as text with the escaping described in the module docs.
@@ -367,7 +374,6 @@ impl Ext4Read for ImageReader {
 }
 
 struct SuperblockFacts {
-    block_size: u64,
     needs_recovery: bool,
 }
 
@@ -417,7 +423,7 @@ fn check_superblock(image: &Path, file: &File) -> Result<SuperblockFacts> {
             format!("{blocks} blocks of {block_size} bytes do not fit the {file_len}-byte file"),
         ));
     }
-    Ok(SuperblockFacts { block_size, needs_recovery: incompat & 0x4 != 0 })
+    Ok(SuperblockFacts { needs_recovery: incompat & 0x4 != 0 })
 }
 
 fn open_image(image: &Path) -> Result<Ext4> {
@@ -654,13 +660,14 @@ struct Job {
     real: Vec<u8>,
     shown: String,
     depth: usize,
+    /// The size the directory's inode claims (checked before it is read).
+    size: u64,
 }
 
 #[derive(Default)]
 struct WalkState {
     queue: Vec<Job>,
     busy: usize,
-    entries: usize,
     lookups: u64,
     failed: Option<Error>,
 }
@@ -668,6 +675,11 @@ struct WalkState {
 struct Walk<'a> {
     image: &'a Path,
     recursive: bool,
+    limits: ListLimits,
+    /// Entries listed so far by all workers, counted before each is stored.
+    entries: AtomicUsize,
+    /// Directory bytes (claimed inode sizes) read so far by all workers.
+    dir_bytes: AtomicU64,
     state: Mutex<WalkState>,
     wake: Condvar,
 }
@@ -676,8 +688,16 @@ struct Walk<'a> {
 /// [`MAX_WALKERS`] threads, each with its own `Ext4` (the type is `!Send`): every `read_dir`
 /// resolves its path from `/` and checks CRC32C of each directory block on the way, which is
 /// CPU-bound and dominates the cost.
-fn walk(image: &Path, fs: Ext4, root: Job, recursive: bool) -> Result<Vec<DiskEntry>> {
-    let walk = Walk { image, recursive, state: Mutex::new(WalkState::default()), wake: Condvar::new() };
+fn walk(image: &Path, fs: Ext4, root: Job, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
+    let walk = Walk {
+        image,
+        recursive,
+        limits,
+        entries: AtomicUsize::new(0),
+        dir_bytes: AtomicU64::new(0),
+        state: Mutex::new(WalkState::default()),
+        wake: Condvar::new(),
+    };
     walk.state.lock().unwrap().queue.push(root);
     let helpers =
         if recursive { std::thread::available_parallelism().map_or(1, usize::from).min(MAX_WALKERS) - 1 } else { 0 };
@@ -746,18 +766,11 @@ impl Walk<'_> {
                     st = self.wake.wait(st).unwrap();
                 }
             };
-            let before = out.len();
             let res = self.list_dir(fs, &job, &mut out, &mut found);
             let mut st = self.state.lock().unwrap();
             st.busy -= 1;
-            st.entries += out.len() - before;
             let res = res.and_then(|()| {
-                if st.entries > MAX_ENTRIES {
-                    Err(Error::InvalidState(format!(
-                        "workspace disk listing stopped after {MAX_ENTRIES} entries (list a smaller path; \
-                         a corrupt image with a directory cycle also ends here)"
-                    )))
-                } else if st.lookups > MAX_LOOKUPS {
+                if st.lookups > self.limits.max_lookups {
                     Err(Error::InvalidState(format!(
                         "workspace disk listing of {} needs too much work (a corrupt image with a directory \
                          cycle?); list a smaller path",
@@ -787,15 +800,52 @@ impl Walk<'_> {
         }
     }
 
-    /// Lists one directory into `out`; subdirectories to descend into go to `found`.
+    /// Counts one more entry of the whole listing; an error once there are too many.
+    fn claim_entry(&self) -> Result<()> {
+        let max = self.limits.max_entries;
+        if self.entries.fetch_add(1, Ordering::Relaxed) >= max {
+            return Err(Error::InvalidState(format!(
+                "workspace disk listing stopped at {max} entries (list a smaller path, or export the disk; \
+                 a corrupt image with a directory cycle also ends here)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Lists one directory into `out`; subdirectories to descend into go to `found`. Every bound
+    /// is checked before what it bounds is read or stored: the directory's claimed size before
+    /// reading it, the entry counts before keeping an entry.
     fn list_dir(&self, fs: &Ext4, job: &Job, out: &mut Vec<DiskEntry>, found: &mut Vec<Job>) -> Result<()> {
         let err = |e| fs_error(self.image, &job.shown, e);
+        let limits = &self.limits;
+        if job.size > limits.max_dir_bytes {
+            return Err(Error::InvalidState(format!(
+                "workspace disk directory {} claims {} bytes, more than the {} an offline listing reads \
+                 (a corrupt image?)",
+                job.shown, job.size, limits.max_dir_bytes
+            )));
+        }
+        let read_so_far = self.dir_bytes.fetch_add(job.size, Ordering::Relaxed).saturating_add(job.size);
+        if read_so_far > limits.max_total_dir_bytes {
+            return Err(Error::InvalidState(format!(
+                "workspace disk listing stopped after reading {} bytes of directories (list a smaller path, \
+                 or export the disk)",
+                limits.max_total_dir_bytes
+            )));
+        }
         let mut children = Vec::new();
         for entry in fs.read_dir(ext4_path(&job.real)?).map_err(err)? {
             let entry = entry.map_err(err)?;
             let name = entry.file_name();
             if name == "." || name == ".." {
                 continue;
+            }
+            if children.len() >= limits.max_dir_entries {
+                return Err(Error::InvalidState(format!(
+                    "workspace disk directory {} has more than {} entries, more than an offline listing \
+                     shows (a corrupt image?)",
+                    job.shown, limits.max_dir_entries
+                )));
             }
             children.push(entry);
         }
@@ -830,6 +880,7 @@ impl Walk<'_> {
                     } else {
                         continue;
                     };
+                    self.claim_entry()?;
                     out.push(DiskEntry { path: shown, artifact_type: kind.into(), size_bytes: 0, link_target: None });
                     continue;
                 }
@@ -839,22 +890,24 @@ impl Walk<'_> {
             let (size, link) = match kind {
                 "directory" => {
                     if self.recursive && unique {
-                        if job.depth + 1 > MAX_DEPTH {
+                        if job.depth + 1 > limits.max_depth {
                             return Err(Error::InvalidState(format!(
-                                "workspace disk directories nest deeper than {MAX_DEPTH} levels at {shown} \
-                                 (a corrupt image with a directory cycle?)"
+                                "workspace disk directories nest deeper than {} levels at {shown} \
+                                 (a corrupt image with a directory cycle?)",
+                                limits.max_depth
                             )));
                         }
                         if real.len() > MAX_PATH_BYTES {
                             return Err(fs_error(self.image, &shown, Ext4Error::PathTooLong));
                         }
-                        found.push(Job { real, shown: shown.clone(), depth: job.depth + 1 });
+                        found.push(Job { real, shown: shown.clone(), depth: job.depth + 1, size: meta.len() });
                     }
                     (0, None)
                 }
                 "symlink" => (meta.len(), if unique { link_target(fs, &real, &meta) } else { None }),
                 _ => (meta.len(), None),
             };
+            self.claim_entry()?;
             out.push(DiskEntry { path: shown, artifact_type: kind.to_string(), size_bytes: size, link_target: link });
         }
         Ok(())
@@ -1004,195 +1057,5 @@ fn copy_range(src: &File, dst: &File, start: u64, len: u64, skip_zeros: bool) ->
         }
         done += n as u64;
     }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scrub
-// ---------------------------------------------------------------------------------------------
-
-/// Adds `path` (if present as a real path) and everything below it to `items`, children first.
-fn collect_for_removal(fs: &Ext4, image: &Path, path: &[u8], items: &mut Vec<(Vec<u8>, bool)>) -> Result<()> {
-    // Only a real path counts: if `/run` is a symlink, `/run/pyro-*` on disk is something else.
-    let mut prefix = Vec::new();
-    for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
-        prefix = join(if prefix.is_empty() { b"/" } else { &prefix }, comp);
-        match fs.symlink_metadata(ext4_path(&prefix)?) {
-            Ok(m) if m.is_symlink() => return Ok(()),
-            Ok(_) => {}
-            Err(Ext4Error::NotFound | Ext4Error::NotADirectory) => return Ok(()),
-            Err(e) => return Err(fs_error(image, &escape_guest_bytes(&prefix), e)),
-        }
-    }
-    let mut stack = vec![(path.to_vec(), 0usize)];
-    let mut post = Vec::new();
-    while let Some((p, depth)) = stack.pop() {
-        let shown = escape_guest_bytes(&p);
-        let meta = fs.symlink_metadata(ext4_path(&p)?).map_err(|e| fs_error(image, &shown, e))?;
-        if !meta.is_dir() {
-            post.push((p, false));
-            continue;
-        }
-        if depth > MAX_DEPTH || post.len() > MAX_ENTRIES {
-            return Err(Error::InvalidState(format!(
-                "runtime-only path {shown} in {} is too deep or too large to remove (corrupt image?)",
-                image.display()
-            )));
-        }
-        let mut names = Vec::new();
-        for e in fs.read_dir(ext4_path(&p)?).map_err(|e| fs_error(image, &shown, e))? {
-            let e = e.map_err(|e| fs_error(image, &shown, e))?;
-            let n = e.file_name();
-            if n != "." && n != ".." {
-                names.push(n.as_ref().to_vec());
-            }
-        }
-        post.push((p.clone(), true));
-        for n in names {
-            stack.push((join(&p, &n), depth + 1));
-        }
-    }
-    // Pre-order reversed is a valid post-order: every child comes before its directory.
-    post.reverse();
-    items.extend(post);
-    Ok(())
-}
-
-fn find_debugfs() -> Result<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from));
-    for dir in candidates {
-        let p = dir.join("debugfs");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(Error::HostRequirement("debugfs is required for workspace disk operations".into()))
-}
-
-/// An image path that debugfs cannot mistake for an option.
-fn image_arg(image: &Path) -> PathBuf {
-    if image.is_absolute() {
-        image.to_path_buf()
-    } else {
-        Path::new(".").join(image)
-    }
-}
-
-/// Quotes a guest path for a debugfs request (libss parsing: inside double quotes everything is
-/// literal, including spaces and newlines, and `""` stands for one quote).
-fn debugfs_quote(path: &[u8]) -> Vec<u8> {
-    let mut q = vec![b'"'];
-    for &b in path {
-        if b == b'"' {
-            q.extend_from_slice(b"\"\"");
-        } else {
-            q.push(b);
-        }
-    }
-    q.push(b'"');
-    q
-}
-
-/// Runs one debugfs request; returns its output without the version banner.
-fn run_debugfs(debugfs: &Path, image: &Path, request: &(impl AsRef<OsStr> + ?Sized), write: bool) -> Result<String> {
-    let mut cmd = Command::new(debugfs);
-    if write {
-        cmd.arg("-w");
-    }
-    let out = cmd
-        .arg("-R")
-        .arg(request)
-        .arg(image_arg(image))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::io("cannot run debugfs", e))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let text: String = text.lines().filter(|l| !l.starts_with("debugfs ")).collect::<Vec<_>>().join("\n");
-    if !out.status.success() {
-        return Err(Error::InvalidState(format!("debugfs failed on {}: {}", image.display(), text.trim())));
-    }
-    Ok(text)
-}
-
-/// Data blocks of `path` (so they can be zeroed once freed).
-fn debugfs_blocks(debugfs: &Path, image: &Path, path: &[u8]) -> Result<Vec<u64>> {
-    let mut req = b"blocks ".to_vec();
-    req.extend(debugfs_quote(path));
-    let out = run_debugfs(debugfs, image, OsStr::from_bytes(&req), false)?;
-    Ok(out.split_whitespace().filter_map(|w| w.parse().ok()).collect())
-}
-
-fn replay_journal(image: &Path) -> Result<()> {
-    let out = Command::new("e2fsck")
-        .args(["-E", "journal_only", "-p"])
-        .arg(image_arg(image))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::io("cannot run e2fsck to replay the image's journal", e))?;
-    // 0: clean, 1: corrected (journal replayed).
-    match out.status.code() {
-        Some(0 | 1) => Ok(()),
-        _ => Err(Error::InvalidState(format!(
-            "could not replay the journal of {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
-    }
-}
-
-/// Overwrites with zeros those `blocks` that the filesystem now reports as free: removed files'
-/// data stays in freed blocks otherwise. A block still in use (shared with something else in a
-/// corrupt image, or metadata) is left alone.
-fn zero_free_blocks(debugfs: &Path, image: &Path, block_size: u64, mut blocks: Vec<u64>) -> Result<()> {
-    blocks.sort_unstable();
-    blocks.dedup();
-    if blocks.is_empty() {
-        return Ok(());
-    }
-    // Block numbers are plain digits, so one batched session over stdin is safe here.
-    let script: String = blocks.iter().map(|b| format!("testb {b}\n")).collect();
-    let mut child = Command::new(debugfs)
-        .arg("-f")
-        .arg("-")
-        .arg(image_arg(image))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Error::io("cannot run debugfs", e))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| Error::io("cannot run debugfs", e))?;
-    let _ = writer.join();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let free: HashSet<u64> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Block ")?.strip_suffix(" not in use")?.parse().ok())
-        .collect();
-    let file = std::fs::OpenOptions::new().write(true).open(image).map_err(|e| open_error(image, e))?;
-    let image_len = file.metadata().map_err(|e| open_error(image, e))?.len();
-    // Runs of consecutive free blocks, written with one call each (up to 1 MiB).
-    let zeros = vec![0u8; 1 << 20];
-    let max_run = (zeros.len() as u64 / block_size).max(1);
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for b in blocks.into_iter().filter(|b| free.contains(b)) {
-        match runs.last_mut() {
-            Some((start, n)) if *start + *n == b && *n < max_run => *n += 1,
-            _ => runs.push((b, 1)),
-        }
-    }
-    for (start, n) in runs {
-        let (Some(offset), Some(len)) = (start.checked_mul(block_size), n.checked_mul(block_size)) else { continue };
-        if offset.checked_add(len).is_none_or(|end| end > image_len) {
-            continue; // never grow the image
-        }
-        file.write_all_at(&zeros[..len as usize], offset)
-            .map_err(|e| Error::io(format!("cannot clear freed blocks in {}", image.display()), e))?;
-    }
-    file.sync_all().map_err(|e| Error::io(format!("cannot sync {}", image.display()), e))?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Offline disk tools against real ext4 images built with `mkfs.ext4 -d` (e2fsprogs), including
 //! hostile and corrupt ones. `cargo test -p pyro --test diskimage`.
 
-use pyro::diskimage::{self, DiskEntry};
+use pyro::diskimage::{self, DiskEntry, ListLimits};
 use pyro::Error;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -311,41 +311,37 @@ fn export_failure_leaves_nothing_behind() {
     assert!(!out.exists());
 }
 
+/// sha256 would do too; comparing whole files is fine for these small images.
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
 #[test]
-fn scrub_removes_runtime_paths_and_their_bytes() {
+fn guest_planted_runtime_paths_are_hidden_and_the_image_is_never_written() {
+    // pyro keeps the runtime-only paths on the guest's tmpfs /run; an image that has them on disk
+    // was made so by the guest. The disk tools must not run a tool on it (no debugfs -w, no
+    // e2fsck), must not change a byte of it, and must still hide those paths from list/read.
     let dir = tempfile::tempdir().unwrap();
     let image = copy_image(dir.path());
-    assert!(file_contains(&image, MARKER), "the marker must be in the image before the scrub");
-    let removed = diskimage::scrub_runtime_paths(&image).unwrap();
-    assert_eq!(removed, vec!["/run/pyro-secrets".to_string(), "/run/pyro-shells".to_string()]);
-    assert_eq!(diskimage::scrub_runtime_paths(&image).unwrap(), Vec::<String>::new(), "idempotent");
-    e2fsck_clean(&image);
-    let ls = run(Command::new("debugfs").arg("-R").arg("ls -l /run").arg(&image));
-    assert!(!ls.contains("pyro-secrets") && !ls.contains("pyro-shells") && ls.contains("other"), "{ls}");
-    assert_eq!(diskimage::read(&image, "/run/other/keep", 10).unwrap().1, b"kept");
-    assert_eq!(diskimage::read(&image, "/workspace/small.txt", 100).unwrap().1, SMALL.as_bytes());
+    let pristine = dir.path().join("pristine.ext4");
+    run(Command::new("cp").arg("--sparse=always").arg(&image).arg(&pristine));
+    assert!(file_contains(&image, MARKER), "the planted marker must be in the image");
 
+    let all = diskimage::list(&image, "/", true).unwrap();
+    assert!(!all.iter().any(|e| e.path.starts_with("/run/pyro-")), "runtime paths listed");
+    assert!(all.iter().any(|e| e.path == "/run/other/keep"));
+    assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/TOKEN", 100), Err(Error::NotFound(_))));
     let out = dir.path().join("exported.ext4");
     diskimage::export(&image, &out).unwrap();
-    assert!(!file_contains(&out, MARKER), "secret bytes survived in the exported image");
+
+    assert!(same_bytes(&image, &pristine), "the disk tools changed the workspace image");
+    // The raw export is the guest's disk as the guest wrote it, planted files included.
+    assert!(same_bytes(&out, &pristine), "the export is not a byte copy of the image");
     e2fsck_clean(&out);
 }
 
 #[test]
-fn scrub_of_a_clean_image_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("workspace")).unwrap();
-    std::fs::write(tree.join("workspace/f"), "f").unwrap();
-    let image = dir.path().join("clean.ext4");
-    mkfs(&tree, &image, "16M");
-    let before = std::fs::read(&image).unwrap();
-    assert!(diskimage::scrub_runtime_paths(&image).unwrap().is_empty());
-    assert!(std::fs::read(&image).unwrap() == before, "image changed");
-}
-
-#[test]
-fn scrub_leaves_a_symlinked_run_alone() {
+fn a_symlinked_run_is_ordinary_data_but_runtime_names_stay_hidden() {
     // `/run` is a symlink here: `/run/pyro-*` on disk would be somebody else's directory.
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
@@ -354,7 +350,6 @@ fn scrub_leaves_a_symlinked_run_alone() {
     std::os::unix::fs::symlink("/workspace/elsewhere", tree.join("run")).unwrap();
     let image = dir.path().join("run-link.ext4");
     mkfs(&tree, &image, "16M");
-    assert!(diskimage::scrub_runtime_paths(&image).unwrap().is_empty());
     assert_eq!(diskimage::read(&image, "/workspace/elsewhere/pyro-secrets/f", 100).unwrap().1, b"user data");
     // Asked for by its runtime-only name, it is still not shown.
     assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/f", 100), Err(Error::NotFound(_))));
@@ -534,4 +529,114 @@ fn escaping_round_trips() {
     assert_eq!(diskimage::escape_guest_bytes(b"x\xffy"), "x\\xffy");
     assert_eq!(diskimage::escape_guest_bytes("\u{202e}".as_bytes()), "\\u{202e}");
     assert_eq!(diskimage::unescape_guest_path("bad\\q"), None);
+}
+
+// ---- bounds: each one is reached with a small image (smaller limits) or a forged inode -------
+
+fn limits(f: impl FnOnce(&mut ListLimits)) -> ListLimits {
+    let mut l = ListLimits::default();
+    f(&mut l);
+    l
+}
+
+#[test]
+fn default_bounds_are_the_documented_numbers() {
+    let d = ListLimits::default();
+    assert_eq!(
+        (d.max_depth, d.max_entries, d.max_dir_entries, d.max_dir_bytes, d.max_total_dir_bytes),
+        (256, 200_000, 100_000, 64 << 20, 1 << 30)
+    );
+    assert_eq!(diskimage::MAX_READ_BYTES, 16 << 20);
+}
+
+#[test]
+fn a_directory_with_too_many_entries_stops_the_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    // d1 has 41 entries (f0..f39 and d2).
+    let l = limits(|l| l.max_dir_entries = 40);
+    let m = message(diskimage::list_with_limits(&image, "/workspace/d1", false, l).unwrap_err());
+    assert!(m.contains("/workspace/d1 has more than 40 entries"), "{m}");
+    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    assert!(m.contains("more than 40 entries"), "{m}");
+    // At the limit it is fine.
+    let l = limits(|l| l.max_dir_entries = 41);
+    assert_eq!(diskimage::list_with_limits(&image, "/workspace/d1", false, l).unwrap().len(), 41);
+}
+
+#[test]
+fn a_listing_with_too_many_entries_in_total_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    // /workspace recursively: d1, 40 files, d2, x, link, slowlink = 45 entries.
+    let all = diskimage::list(&image, "/workspace", true).unwrap();
+    assert_eq!(all.len(), 45);
+    let l = limits(|l| l.max_entries = 44);
+    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    assert!(m.contains("stopped at 44 entries"), "{m}");
+    let l = limits(|l| l.max_entries = 45);
+    assert_eq!(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap().len(), 45);
+}
+
+#[test]
+fn nesting_deeper_than_the_depth_bound_stops_the_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    // /workspace -> d1 (depth 1) -> d2 (depth 2).
+    let l = limits(|l| l.max_depth = 1);
+    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    assert!(m.contains("deeper than 1 levels at /workspace/d1/d2"), "{m}");
+    let l = limits(|l| l.max_depth = 2);
+    assert!(diskimage::list_with_limits(&image, "/workspace", true, l).is_ok());
+}
+
+#[test]
+fn a_directory_claiming_a_huge_size_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    // A forged directory size (1 TiB): reading it would walk 2^28 claimed blocks.
+    debugfs_w(&image, &format!("sif /workspace/d1 size {}", 1u64 << 40));
+    let t = Instant::now();
+    let m = message(diskimage::list(&image, "/workspace/d1", false).unwrap_err());
+    assert!(m.contains("/workspace/d1 claims 1099511627776 bytes"), "{m}");
+    let m = message(diskimage::list(&image, "/workspace", true).unwrap_err());
+    assert!(m.contains("claims 1099511627776 bytes"), "{m}");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    // The directory itself is still listed by its parent.
+    assert_eq!(
+        by_path(&diskimage::list(&image, "/workspace", false).unwrap(), "/workspace/d1").artifact_type,
+        "directory"
+    );
+}
+
+#[test]
+fn directory_bytes_read_by_one_listing_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    // /workspace, d1 and d2 are one block each.
+    let mut sb = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&image).unwrap(), &mut sb, 1024 + 24).unwrap();
+    let block = 1024u64 << u32::from_le_bytes(sb);
+    let l = limits(|l| l.max_total_dir_bytes = 2 * block);
+    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    assert!(m.contains(&format!("stopped after reading {} bytes of directories", 2 * block)), "{m}");
+    let l = limits(|l| l.max_total_dir_bytes = 3 * block);
+    assert!(diskimage::list_with_limits(&image, "/workspace", true, l).is_ok());
+}
+
+#[test]
+fn read_max_bytes_has_a_maximum() {
+    let max = diskimage::MAX_READ_BYTES;
+    for too_much in [max + 4, u64::MAX] {
+        let e = diskimage::read(base_image(), "/workspace/big.img", too_much).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        assert!(message(e).contains("max_bytes must be at most 16777216 bytes (16 MiB)"));
+    }
+    let e = diskimage::check_read_limit(max + 1).unwrap_err();
+    assert!(message(e).contains(&format!("(got {})", max + 1)));
+    // The largest read allowed: 16 MiB of the 1 GiB sparse file (plus the UTF-8 slack).
+    let (size, data) = diskimage::read(base_image(), "/workspace/big.img", max + 3).unwrap();
+    assert_eq!((size, data.len() as u64), (GIB, max + 3));
+    assert!(data.starts_with(BIG_HEAD));
+    assert!(diskimage::check_read_limit(max).is_ok());
 }

@@ -36,7 +36,7 @@ pub struct DiskReadResult {
     pub path: String,
     /// Full size of the file in bytes.
     pub size_bytes: u64,
-    /// The byte limit that was asked for (> 0, no upper bound).
+    /// The byte limit that was asked for (1 to 16 MiB).
     pub max_bytes: u64,
     /// The first `max_bytes` bytes (less if a UTF-8 character would be split), decoded as UTF-8
     /// with invalid bytes replaced. Not redacted.
@@ -61,8 +61,11 @@ pub struct DiskExportResult {
 
 impl Pyro {
     /// REFERENCE §7.2 preconditions, in order: exists, liveness (a dead VMM means stopped),
-    /// stopped (an expired workspace is stopped, so it qualifies), guest-backed, image present. Then the runtime-only paths are scrubbed (normally a no-op: they live on
-    /// tmpfs and never reach the disk).
+    /// stopped (an expired workspace is stopped, so it qualifies), guest-backed, image present.
+    ///
+    /// Nothing here (or in `diskimage`) writes to the image or runs a tool on it: the runtime-only
+    /// paths live on the guest's tmpfs `/run` and never reach the disk, so one found there was made
+    /// by the guest itself. `list` and `read` hide it; `export` copies the guest's bytes as they are.
     ///
     /// Returns the shared lifecycle lock with the image: the caller holds it until it has
     /// finished with the image, so no `start` (exclusive) can boot the disk while it is read.
@@ -88,7 +91,6 @@ impl Pyro {
                 image.display()
             )));
         }
-        diskimage::scrub_runtime_paths(&image)?;
         Ok((dir, image, life))
     }
 
@@ -105,17 +107,15 @@ impl Pyro {
         .await
     }
 
-    /// Read up to `max_bytes` of a regular file on a stopped workspace's disk. Costs what
-    /// `max_bytes` asks, not the file's size.
+    /// Read up to `max_bytes` (1 to 16 MiB) of a regular file on a stopped workspace's disk.
+    /// Costs what `max_bytes` asks, not the file's size.
     pub async fn read_workspace_disk(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<DiskReadResult> {
         let path = logic::paths::normalize_disk_path(path)?;
+        diskimage::check_read_limit(max_bytes)?;
         let pyro = self.clone();
         let id = workspace_id.to_string();
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "read")?;
-            if max_bytes == 0 {
-                return Err(Error::InvalidInput("max_bytes must be positive".into()));
-            }
             let (size, data) = diskimage::read(&image, &path, max_bytes.saturating_add(3))?;
             let (content, cut) = logic::text::truncate_utf8(&data, max_bytes as usize);
             Ok(DiskReadResult {
