@@ -45,11 +45,9 @@ use crate::Error;
 use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -962,17 +960,7 @@ impl PendingOutput {
         let ctx = |e: io::Error| Error::io(format!("cannot create output_path {}", output.display()), e);
         match self {
             PendingOutput::Anonymous(f) => {
-                let from = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL");
-                let to = CString::new(output.as_os_str().as_bytes()).map_err(|_| {
-                    Error::InvalidInput(format!("output_path contains a NUL byte: {}", output.display()))
-                })?;
-                // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
-                // linkat never replaces an existing name (EEXIST), which is the no-overwrite rule.
-                let rc = unsafe {
-                    libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
-                };
-                if rc != 0 {
-                    let e = io::Error::last_os_error();
+                if let Err(e) = pyro_sys::link_anonymous_noreplace(&f, output) {
                     return Err(if e.kind() == io::ErrorKind::AlreadyExists { already_exists(output) } else { ctx(e) });
                 }
                 Ok(())

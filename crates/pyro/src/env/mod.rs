@@ -575,47 +575,17 @@ fn sync_path(path: &Path) -> Result<()> {
 }
 
 /// An exclusive flock held until dropped.
-pub(crate) struct LockGuard(#[allow(dead_code)] std::fs::File);
-
-fn open_lock(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
-}
+pub(crate) type LockGuard = pyro_sys::FileLock;
 
 /// Block until the exclusive lock on `path` (created if missing) is ours.
 pub(crate) fn lock_file(path: &Path) -> Result<LockGuard> {
-    use std::os::fd::AsRawFd;
-    let f = open_lock(path)?;
-    loop {
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(LockGuard(f));
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io(format!("locking {}", path.display()), err));
-        }
-    }
+    pyro_sys::lock(path, pyro_sys::LockMode::Exclusive).map_err(|e| Error::io(format!("locking {}", path.display()), e))
 }
 
 /// The lock when free right now, None when someone else holds it.
 pub(crate) fn try_lock_file(path: &Path) -> Result<Option<LockGuard>> {
-    use std::os::fd::AsRawFd;
-    let f = open_lock(path)?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(Some(LockGuard(f)));
-    }
-    let err = std::io::Error::last_os_error();
-    if err.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(Error::io(format!("locking {}", path.display()), err))
-    }
+    pyro_sys::try_lock(path, pyro_sys::LockMode::Exclusive)
+        .map_err(|e| Error::io(format!("locking {}", path.display()), e))
 }
 
 #[cfg(test)]

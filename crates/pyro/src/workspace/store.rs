@@ -9,8 +9,6 @@
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Version of the on-disk record layout; bump on incompatible changes.
@@ -111,81 +109,35 @@ pub struct WorkspaceRecord {
     pub creator: Option<crate::util::ProcessIdentity>,
 }
 
-/// An exclusive or shared `flock` held until dropped.
-pub struct FileLock {
-    _file: File,
+pub use pyro_sys::FileLock;
+use pyro_sys::LockMode;
+
+fn lock_error(path: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("locking {}", path.display()), e)
 }
 
 /// An exclusive lock on any lock file (blocks until it is free). Never call this on an
 /// async runtime thread; use [`flock_exclusive_async`] there.
 pub fn flock_exclusive(path: &Path) -> Result<FileLock> {
-    flock(path, libc::LOCK_EX)
+    flock(path, LockMode::Exclusive)
 }
 
 /// [`flock_exclusive`] for async code: waits without holding a runtime worker.
 pub async fn flock_exclusive_async(path: &Path) -> Result<FileLock> {
-    flock_async(path, libc::LOCK_EX).await
+    flock_async(path, LockMode::Exclusive).await
 }
 
-/// Lock files are private to the user (0600, whatever the umask).
-fn open_lock_file(path: &Path) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening lock {}", path.display()), e))
-}
-
-fn flock(path: &Path, op: libc::c_int) -> Result<FileLock> {
-    flock_file(open_lock_file(path)?, path, op)
+fn flock(path: &Path, mode: LockMode) -> Result<FileLock> {
+    pyro_sys::lock(path, mode).map_err(|e| lock_error(path, e))
 }
 
 /// The lock if it is free right now; `None` when another holder has it.
-fn try_flock(path: &Path, op: libc::c_int) -> Result<Option<FileLock>> {
-    let file = open_lock_file(path)?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-        return Ok(Some(FileLock { _file: file }));
-    }
-    let err = std::io::Error::last_os_error();
-    match err.kind() {
-        std::io::ErrorKind::WouldBlock => Ok(None),
-        // A signal interrupted a call that cannot block: report "busy", callers retry.
-        std::io::ErrorKind::Interrupted => Ok(None),
-        _ => Err(Error::io(format!("locking {}", path.display()), err)),
-    }
+fn try_flock(path: &Path, mode: LockMode) -> Result<Option<FileLock>> {
+    pyro_sys::try_lock(path, mode).map_err(|e| lock_error(path, e))
 }
 
-/// Take a lock from async code without ever blocking a runtime worker: a free lock is taken
-/// at once; a held one is waited for on the blocking pool. (With a few workers, e.g.
-/// `TOKIO_WORKER_THREADS=2`, two calls blocked in `flock` would otherwise stall every other
-/// call of an MCP server.) If the caller is cancelled while waiting, the waiting thread
-/// still gets the lock and drops it at once.
-async fn flock_async(path: &Path, op: libc::c_int) -> Result<FileLock> {
-    if let Some(lock) = try_flock(path, op)? {
-        return Ok(lock);
-    }
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || flock(&path, op))
-        .await
-        .map_err(|e| Error::Io(format!("waiting for a lock: {e}")))?
-}
-
-fn flock_file(file: File, path: &Path, op: libc::c_int) -> Result<FileLock> {
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(FileLock { _file: file });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io(format!("locking {}", path.display()), err));
-        }
-    }
+async fn flock_async(path: &Path, mode: LockMode) -> Result<FileLock> {
+    pyro_sys::lock_async(path, mode).await.map_err(|e| lock_error(path, e))
 }
 
 /// Access to one workspace directory.
@@ -226,7 +178,7 @@ impl WorkspaceDir {
 
     /// Short exclusive lock for read-modify-write of the record and history.
     pub fn lock_record(&self) -> Result<FileLock> {
-        flock(&self.root.join("record.lock"), libc::LOCK_EX)
+        flock(&self.root.join("record.lock"), LockMode::Exclusive)
     }
 
     fn lifecycle_lock_path(&self) -> PathBuf {
@@ -236,24 +188,24 @@ impl WorkspaceDir {
     /// Shared lifecycle lock: the VM stays as it is while held. Blocking: only for code on
     /// the blocking pool (disk tools); async code uses [`WorkspaceDir::lifecycle_shared`].
     pub fn lock_lifecycle_shared(&self) -> Result<FileLock> {
-        flock(&self.lifecycle_lock_path(), libc::LOCK_SH)
+        flock(&self.lifecycle_lock_path(), LockMode::Shared)
     }
 
     /// Shared lifecycle lock, awaited without blocking a runtime worker.
     pub async fn lifecycle_shared(&self) -> Result<FileLock> {
-        flock_async(&self.lifecycle_lock_path(), libc::LOCK_SH).await
+        flock_async(&self.lifecycle_lock_path(), LockMode::Shared).await
     }
 
     /// Exclusive lifecycle lock (stop, start, reset, delete, create), awaited without
     /// blocking a runtime worker.
     pub async fn lifecycle_exclusive(&self) -> Result<FileLock> {
-        flock_async(&self.lifecycle_lock_path(), libc::LOCK_EX).await
+        flock_async(&self.lifecycle_lock_path(), LockMode::Exclusive).await
     }
 
     /// The exclusive lifecycle lock if nobody holds the lifecycle lock right now (the
     /// orphan sweep: a busy workspace is someone's, not an orphan).
     pub fn try_lifecycle_exclusive(&self) -> Result<Option<FileLock>> {
-        try_flock(&self.lifecycle_lock_path(), libc::LOCK_EX)
+        try_flock(&self.lifecycle_lock_path(), LockMode::Exclusive)
     }
 
     pub fn load(&self) -> Result<WorkspaceRecord> {

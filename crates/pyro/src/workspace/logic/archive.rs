@@ -668,29 +668,13 @@ fn temp_sibling(parent: &Path) -> PathBuf {
 /// `rename` that fails instead of replacing an existing `to` (a directory rename would
 /// otherwise silently replace an empty directory created meanwhile).
 fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
-    use std::ffi::CString;
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| Error::InvalidInput(format!("invalid path: {}", p.display())))
-    };
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EEXIST) => Err(Error::InvalidInput(format!("output_path already exists: {}", to.display()))),
-        // Filesystems without RENAME_NOREPLACE: check, then rename (a narrow race remains).
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            if fs::symlink_metadata(to).is_ok() {
-                return Err(Error::InvalidInput(format!("output_path already exists: {}", to.display())));
-            }
-            fs::rename(from, to).map_err(|e| Error::io(format!("moving the export to {}", to.display()), e))
+    pyro_sys::rename_noreplace(from, to).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::InvalidInput(format!("output_path already exists: {}", to.display()))
+        } else {
+            Error::io(format!("moving the export to {}", to.display()), e)
         }
-        _ => Err(Error::io(format!("moving the export to {}", to.display()), err)),
-    }
+    })
 }
 
 #[cfg(test)]
