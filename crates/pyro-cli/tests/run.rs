@@ -167,6 +167,8 @@ fn interrupted_run_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
+    // own child, not yet waited for, so it cannot have been reused.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }

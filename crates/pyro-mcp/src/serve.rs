@@ -150,6 +150,7 @@ fn rpc_error(id: serde_json::Value, code: i64, message: &str) -> String {
 /// Options of the Streamable HTTP transport.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
+    /// Address to listen on (loopback unless the operator says otherwise).
     pub addr: SocketAddr,
     /// Required on every request as `Authorization: Bearer TOKEN`
     /// (see [`crate::token::resolve_http_token`]).

@@ -532,6 +532,7 @@ mod tests {
         // A regression must fail this test, not take the machine's memory: 2 GiB of address
         // space, then allocations fail (and the child aborts).
         let limit = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
+        // SAFETY: `limit` is a valid rlimit that outlives the call; setrlimit only reads it.
         unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
         let (kind, cols, rows) = RENDER_CASES.iter().find(|c| format!("{}-{}x{}", c.0, c.1, c.2) == case).unwrap();
         let n = pyro_protocol::session::SHELL_RING_CHARS as usize;
