@@ -5,7 +5,8 @@ mod common;
 use common::{json, stderr, stdout, TestHome};
 use std::time::{Duration, Instant};
 
-/// REFERENCE §6.1 run payload keys, plus `backend`.
+/// Keys of the `pyro run --json` payload (the SDK's run payload, pinned in
+/// crates/pyro/tests/contract.rs).
 const RUN_KEYS: &[&str] = &[
     "vm_id",
     "environment",

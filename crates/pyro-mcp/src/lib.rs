@@ -2,7 +2,8 @@
 //! [`pyro::Pyro`] call and returns the SDK payload as `structuredContent` (with an
 //! `outputSchema` from the payload type). No engine logic lives here.
 //!
-//! - Profiles ([`Profile`]) select which tools are listed, exactly as REFERENCE §5.2.
+//! - Profiles ([`Profile`]) select which tools are listed; the lists are pinned by
+//!   crates/pyro-mcp/tests/mcp-tool-surface.txt.
 //! - Tool failures are `isError` results whose text is `{"ok": false, "error", "code"}`.
 //! - With a client progress token, a call reports progress (engine events and a heartbeat).
 //! - `notifications/cancelled` drops the call's future; the per-VM supervisor then cancels
@@ -55,7 +56,7 @@ impl Profile {
         })
     }
 
-    /// The tool names of this profile (REFERENCE §5.2), sorted.
+    /// The tool names of this profile, sorted.
     pub fn tool_names(self) -> Vec<&'static str> {
         let mut v: Vec<&'static str> = match self {
             Profile::VmRun => VM_RUN_TOOLS.to_vec(),
