@@ -357,6 +357,10 @@ impl ChildHandle {
 }
 
 /// sendmsg(SCM_RIGHTS) with a stack buffer: no allocation, safe after fork.
+///
+/// # Safety
+/// `sock` must be an open Unix socket and `fd` an open descriptor for the whole call. The
+/// message it builds points only into its own stack locals, which outlive the `sendmsg`.
 unsafe fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
     #[repr(C, align(8))]
     struct CmsgBuf([u8; 64]);
