@@ -277,9 +277,10 @@ impl Tree {
         self.packages.iter().find(|p| p.name == name)
     }
 
-    /// The Rust files under `dir/` (repository-relative), recursively.
+    /// The Rust files under `dir/` (repository-relative; `""` is the whole repository),
+    /// recursively.
     fn rust_files_under<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = &'a SourceFile> + 'a {
-        let prefix = format!("{dir}/");
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         self.files.iter().filter(move |f| f.path.ends_with(".rs") && f.path.starts_with(&prefix))
     }
 }
