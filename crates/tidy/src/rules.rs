@@ -251,8 +251,11 @@ fn names_crates(src: &str, crates: &[&str]) -> Vec<Finding> {
             found.push(Finding { line: t.line, message: format!("names `{name}`: tree rules never touch a VM") });
         }
         if let Some(content) = t.string_content() {
+            // A path (`"pyro::x"`) or a crate name that cannot be an ordinary word.
             let mut names = crates.iter().copied().chain(idents.iter().map(String::as_str));
-            if let Some(name) = names.find(|n| content == *n || content.starts_with(&format!("{n}::"))) {
+            let names_it =
+                |n: &&str| content.starts_with(&format!("{n}::")) || (content == *n && n.contains(['-', '_']));
+            if let Some(name) = names.find(names_it) {
                 found.push(Finding { line: t.line, message: format!("names `{name}`: tree rules never touch a VM") });
             }
         }
@@ -293,24 +296,23 @@ fn unsafe_without_safety(src: &str) -> Vec<Finding> {
 }
 
 /// The comments directly above line `line` (1-based), skipping attributes; when the line
-/// continues a statement begun above (`let x =` then `unsafe {` on the next line), the
-/// comments above that statement's start.
+/// continues a statement begun above (`let x =` or `f(a,` then `unsafe {` on the next
+/// line), the comments above that statement's start, as clippy reads them.
 fn comment_above(lines: &[&str], line: usize) -> String {
     let mut text = String::new();
     let mut i = line - 1; // index of the line itself
-    let mut continuation_steps = 0;
+    let mut continuation_lines = 0;
     while i > 0 {
         let above = lines[i - 1].trim();
-        if above.starts_with("//") || above.starts_with("/*") || above.starts_with('*') || above.starts_with("#[") {
+        let is_comment = above.starts_with("//") || above.starts_with("/*") || above.starts_with('*');
+        if is_comment || above.starts_with("#[") {
             text.push_str(above);
             text.push('\n');
-        } else if text.is_empty()
-            && continuation_steps < 4
-            && (above.ends_with('=') || above.ends_with('(') || above.ends_with("=>"))
-        {
-            continuation_steps += 1;
-        } else {
+        } else if !text.is_empty() || above.is_empty() || above.ends_with([';', '{', '}']) || continuation_lines == 8 {
+            // The comment block ended, or the statement started on the line below.
             break;
+        } else {
+            continuation_lines += 1;
         }
         i -= 1;
     }
@@ -577,16 +579,16 @@ mod tests {
 
     #[test]
     fn tree_crates_may_mention_the_product_in_comments_only() {
-        let src = "//! Used by `pyro` and pyro-agent.\nuse pyro_vmm::Machine;\nfn f() -> pyro::Error { todo!() }\nlet p = pyro_tree::x();\n";
-        assert_eq!(lines(names_crates(src, VM_CRATES)), [2, 3]);
+        let src = "//! Used by `pyro` and pyro-agent.\nuse pyro_vmm::Machine;\nfn f() -> pyro::Error { todo!() }\nlet p = pyro_tree::x();\nconst USER: &str = \"pyro\";\nconst C: &str = \"pyro-vmm\";\n";
+        assert_eq!(lines(names_crates(src, VM_CRATES)), [2, 3, 6]);
     }
 
     #[test]
     fn unsafe_needs_a_safety_comment_above_its_statement() {
-        let ok = "// SAFETY: plain integers.\nlet r = unsafe { kill(1, 0) };\n// SAFETY: the fd is ours.\nlet rc =\n    unsafe { close(fd) };\n// SAFETY: two lines\n// of reasons.\n#[allow(unused)]\nunsafe impl Send for X {}\n/// # Safety\n/// The caller owns `fd`.\npub unsafe fn f(fd: i32) {}\nlet f: unsafe fn() = g; // \"unsafe { }\" in a string is not code\nlet x = unsafe { y() }; // SAFETY: trailing\n";
+        let ok = "// SAFETY: plain integers.\nlet r = unsafe { kill(1, 0) };\n// SAFETY: the fd is ours.\nlet rc =\n    unsafe { close(fd) };\n// SAFETY: two lines\n// of reasons.\n#[allow(unused)]\nunsafe impl Send for X {}\n/// # Safety\n/// The caller owns `fd`.\npub unsafe fn f(fd: i32) {}\nlet f: unsafe fn() = g; // \"unsafe { }\" in a string is not code\nlet x = unsafe { y() }; // SAFETY: trailing\n// SAFETY: the pointer is ours.\nlet rc = call(\n    a,\n    unsafe { p.read() },\n);\n";
         assert!(unsafe_without_safety(ok).is_empty(), "{:?}", unsafe_without_safety(ok));
-        let bad = "let r = unsafe { kill(1, 0) };\n// Kill it.\nunsafe { kill(1, 9) }\n/// Does things.\nunsafe fn f() {}\n// SAFETY: unrelated\n\nunsafe impl Sync for X {}\n";
-        assert_eq!(lines(unsafe_without_safety(bad)), [1, 3, 5, 8]);
+        let bad = "let r = unsafe { kill(1, 0) };\n// Kill it.\nunsafe { kill(1, 9) }\n/// Does things.\nunsafe fn f() {}\n// SAFETY: unrelated\n\nunsafe impl Sync for X {}\n// SAFETY: for the statement above only.\nlet a = 1;\nlet b = f(\n    unsafe { g() },\n);\n";
+        assert_eq!(lines(unsafe_without_safety(bad)), [1, 3, 5, 8, 12]);
     }
 
     #[test]
