@@ -250,10 +250,12 @@ impl Tree {
         let packages = load_packages(&root)?;
         let mut files = Vec::new();
         let mut file_names = BTreeSet::new();
-        // Build output, git's store and fuzz corpora are not source.
+        // Build output, fuzz corpora and hidden directories (git's store, editors' and
+        // virtualenvs' state) are not source; `.ci` is.
         let walk = walkdir::WalkDir::new(&root).sort_by_file_name().into_iter().filter_entry(|e| {
             let name = e.file_name().to_string_lossy();
-            e.depth() == 0 || !(e.file_type().is_dir() && matches!(name.as_ref(), "target" | ".git" | "corpus"))
+            let skipped = matches!(name.as_ref(), "target" | "corpus") || (name.starts_with('.') && name != ".ci");
+            e.depth() == 0 || !(e.file_type().is_dir() && skipped)
         });
         for entry in walk {
             let entry = entry.map_err(io::Error::other)?;
