@@ -1,4 +1,4 @@
-"""Every profile lists exactly its tools (REFERENCE §5.2) with schemas and annotations."""
+"""Every profile lists exactly its tools (crates/pyro-mcp/tests/mcp-tool-surface.txt) with schemas and annotations."""
 
 import asyncio
 import sys

@@ -405,7 +405,8 @@ impl Shells {
                 let _ = tokio::time::timeout(Duration::from_millis(50), shell.changed.notified()).await;
             }
             if shell.state.lock().unwrap().exit_code.is_none() {
-                // SAFETY: as above.
+                // SAFETY: kill(2) takes plain integers and touches no memory; the group is the
+                // shell's session, which this agent created and still tracks.
                 unsafe {
                     libc::kill(-shell.pid, libc::SIGKILL);
                 }

@@ -68,13 +68,13 @@ pub fn load_module(path: &Path) -> io::Result<()> {
 
 pub fn chdir(path: &str) -> io::Result<()> {
     let p = cstr(path);
-    // SAFETY: valid C string.
+    // SAFETY: `p` is a NUL-terminated string that outlives the call; chdir only reads it.
     check(unsafe { libc::chdir(p.as_ptr()) }, &format!("chdir {path}"))
 }
 
 pub fn chroot(path: &str) -> io::Result<()> {
     let p = cstr(path);
-    // SAFETY: valid C string.
+    // SAFETY: `p` is a NUL-terminated string that outlives the call; chroot only reads it.
     check(unsafe { libc::chroot(p.as_ptr()) }, &format!("chroot {path}"))
 }
 
@@ -214,7 +214,8 @@ pub fn shutdown_machine() -> ! {
         libc::kill(-1, libc::SIGTERM);
     }
     wait_for_others(std::time::Duration::from_millis(300));
-    // SAFETY: as above.
+    // SAFETY: kill(2) takes plain integers and touches no memory; -1 reaches every process
+    // but init (us) and the caller, which is what a shutdown wants.
     unsafe {
         libc::kill(-1, libc::SIGKILL);
     }

@@ -192,7 +192,8 @@ impl ServiceCommand {
     }
 }
 
-/// `N` or `H:G` (REFERENCE §3.3).
+/// A `--publish` value: `GUEST_PORT` (the host port is chosen free) or
+/// `HOST_PORT:GUEST_PORT`.
 pub fn parse_publish(item: &str) -> pyro::Result<PublishedPortSpec> {
     let bad = || {
         pyro::Error::InvalidInput(format!(

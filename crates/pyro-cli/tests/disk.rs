@@ -100,6 +100,8 @@ fn start_recovers_after_the_vmm_is_killed() {
     )
     .unwrap();
     let vmm = pids["vmm_pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is the
+    // VMM of the workspace this test just created.
     unsafe {
         libc::kill(vmm, libc::SIGKILL);
     }

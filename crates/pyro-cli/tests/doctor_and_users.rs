@@ -54,6 +54,7 @@ fn doctor_reports_kvm_probe_and_selected_backend_consistently() {
 #[test]
 fn run_works_as_an_unprivileged_user() {
     let home = TestHome::new();
+    // SAFETY: geteuid(2) has no arguments and always succeeds.
     let is_root = unsafe { libc::geteuid() } == 0;
     let user = std::env::var("PYRO_TEST_USER").unwrap_or_else(|_| "pyro-test".into());
     if is_root {

@@ -41,6 +41,7 @@ fn ip(args: &[&str]) {
 
 impl TestNet {
     fn new() -> TestNet {
+        // SAFETY: geteuid(2) has no arguments and always succeeds.
         assert_eq!(unsafe { libc::geteuid() }, 0, "this test makes a network namespace and needs root");
         // A random /30 of 198.51.100.0/24, so parallel test runs never share addresses.
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -70,6 +71,8 @@ impl TestNet {
         let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
+            // SAFETY: `ns` is an open namespace file that outlives the call; setns(2) moves only
+            // this fresh thread, which then runs nothing but `f`.
             assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
             f()
         })

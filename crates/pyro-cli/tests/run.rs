@@ -5,7 +5,8 @@ mod common;
 use common::{json, stderr, stdout, TestHome};
 use std::time::{Duration, Instant};
 
-/// REFERENCE §6.1 run payload keys, plus `backend`.
+/// Keys of the `pyro run --json` payload (the SDK's run payload, pinned in
+/// crates/pyro/tests/contract.rs).
 const RUN_KEYS: &[&str] = &[
     "vm_id",
     "environment",
@@ -167,6 +168,8 @@ fn interrupted_run_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
+    // own child, not yet waited for, so it cannot have been reused.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }

@@ -2,7 +2,8 @@
 //! [`pyro::Pyro`] call and returns the SDK payload as `structuredContent` (with an
 //! `outputSchema` from the payload type). No engine logic lives here.
 //!
-//! - Profiles ([`Profile`]) select which tools are listed, exactly as REFERENCE §5.2.
+//! - Profiles ([`Profile`]) select which tools are listed; the lists are pinned by
+//!   crates/pyro-mcp/tests/mcp-tool-surface.txt.
 //! - Tool failures are `isError` results whose text is `{"ok": false, "error", "code"}`.
 //! - With a client progress token, a call reports progress (engine events and a heartbeat).
 //! - `notifications/cancelled` drops the call's future; the per-VM supervisor then cancels
@@ -36,8 +37,10 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Every profile, smallest first.
     pub const ALL: [Profile; 3] = [Profile::VmRun, Profile::WorkspaceCore, Profile::WorkspaceFull];
 
+    /// The profile's name as `pyro mcp serve --profile` takes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::VmRun => "vm-run",
@@ -53,7 +56,7 @@ impl Profile {
         })
     }
 
-    /// The tool names of this profile (REFERENCE §5.2), sorted.
+    /// The tool names of this profile, sorted.
     pub fn tool_names(self) -> Vec<&'static str> {
         let mut v: Vec<&'static str> = match self {
             Profile::VmRun => VM_RUN_TOOLS.to_vec(),
@@ -65,8 +68,10 @@ impl Profile {
     }
 }
 
+/// Tools of the `vm-run` profile.
 pub const VM_RUN_TOOLS: &[&str] = &["vm_run"];
 
+/// Tools of the `workspace-core` profile (the default): what an agent needs day to day.
 pub const WORKSPACE_CORE_TOOLS: &[&str] = &[
     "vm_run",
     "workspace_create",
@@ -86,6 +91,7 @@ pub const WORKSPACE_CORE_TOOLS: &[&str] = &[
     "workspace_update",
 ];
 
+/// Tools of the `workspace-full` profile: every tool the server has.
 pub const WORKSPACE_FULL_TOOLS: &[&str] = &[
     "service_list",
     "service_logs",
@@ -144,6 +150,8 @@ pub struct PyroMcp {
 }
 
 impl PyroMcp {
+    /// A server over `pyro` listing exactly the tools of `profile`; host-compat is refused
+    /// until [`PyroMcp::with_host_compat_allowed`].
     pub fn new(pyro: pyro::Pyro, profile: Profile) -> Self {
         let mut router = Self::shared_tools();
         match profile {
@@ -183,10 +191,12 @@ impl PyroMcp {
         Ok(requested)
     }
 
+    /// The profile this server was built with.
     pub fn profile(&self) -> Profile {
         self.profile
     }
 
+    /// The engine the tools call.
     pub fn pyro(&self) -> &pyro::Pyro {
         &self.pyro
     }

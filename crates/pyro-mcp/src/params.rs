@@ -1,4 +1,5 @@
-//! Tool parameters: names and defaults exactly as REFERENCE §5.1. Each struct is both the
+//! Tool parameters: names and defaults are a compatibility contract (pinned by
+//! crates/pyro-mcp/tests/mcp-tool-surface.txt). Each struct is both the
 //! serde target of a call's `arguments` and the source of the tool's `inputSchema` (schemars
 //! reads the serde defaults, so every default shows up in the schema).
 

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 /// Payload of `vm_list_environments`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct EnvironmentList {
+    /// Version of the built-in environment catalog.
     pub catalog_version: String,
+    /// Every environment of the catalog.
     pub environments: Vec<EnvironmentEntry>,
 }
 
@@ -18,9 +20,13 @@ pub struct EnvironmentList {
 pub struct EnvironmentEntry {
     /// e.g. `debian:12`.
     pub name: String,
+    /// Version of the environment (part of its cache directory name).
     pub version: String,
+    /// What the environment is for, in one line.
     pub description: String,
+    /// Packages a user can count on finding in it.
     pub default_packages: Vec<String>,
+    /// Built and present in the local cache (usable without a build).
     pub installed: bool,
     /// Further facts: distribution, platform, OCI coordinates, cache and install paths.
     #[serde(flatten)]
@@ -30,8 +36,11 @@ pub struct EnvironmentEntry {
 /// Payload of `vm_network_info`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkInfo {
+    /// The VM described.
     pub vm_id: String,
+    /// The VM was created with a network interface.
     pub network_enabled: bool,
+    /// The guest should be able to reach the outside (true exactly when networking is on).
     pub outbound_connectivity_expected: bool,
     /// With networking: guest_ip, gateway_ip, subnet_cidr, dns_servers, mode, tap_name,
     /// mac_address. Without: reason.

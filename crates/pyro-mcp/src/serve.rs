@@ -150,6 +150,7 @@ fn rpc_error(id: serde_json::Value, code: i64, message: &str) -> String {
 /// Options of the Streamable HTTP transport.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
+    /// Address to listen on (loopback unless the operator says otherwise).
     pub addr: SocketAddr,
     /// Required on every request as `Authorization: Bearer TOKEN`
     /// (see [`crate::token::resolve_http_token`]).
@@ -162,7 +163,7 @@ pub struct HttpOptions {
 /// non-loopback address is refused unless the operator chose the token explicitly. `Host`
 /// must name a loopback address (or the bound one) *with the bound port* (403 otherwise:
 /// DNS rebinding, and requests relayed from another port such as a guest's NAT); browser
-/// `Origin`s other than localhost / 127.0.0.1 / [::1] are rejected (403).
+/// `Origin`s other than `localhost` / `127.0.0.1` / `[::1]` are rejected (403).
 pub async fn serve_http(server: PyroMcp, opts: HttpOptions, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
     let pyro = server.pyro().clone();
     // Workspaces left half-created by an earlier, killed server are reaped before serving.

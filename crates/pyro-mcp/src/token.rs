@@ -22,7 +22,10 @@ pub const MAX_TOKEN_CHARS: usize = 4096;
 /// The token a server uses, and where it came from (for the start-up line; never the value).
 #[derive(Clone)]
 pub struct HttpToken {
+    /// The secret clients must present.
     pub value: String,
+    /// Where it came from (`--token`, `--token-file PATH`, the environment variable, or
+    /// the stored file), for the start-up line.
     pub source: String,
     /// Chosen by the operator (file, flag or environment) rather than the stored one.
     pub explicit: bool,

@@ -52,19 +52,28 @@ pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
 }
 
+/// Why a frame could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    /// The value could not be serialized to MessagePack.
     #[error("could not encode frame: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// The body passed the bounds check but is not a valid encoding of the expected type
+    /// (an unknown request from a newer peer, or garbage from a hostile one).
     #[error("could not decode frame: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The frame was refused before decoding: no id header, or a body outside the limits
+    /// [`check_bounds`] enforces. The message says which limit.
     #[error("refused frame: {0}")]
     Refused(String),
 }
 
 /// A frame type: how it is written to and read from the wire.
 pub trait Frame: Sized {
+    /// The id header followed by the MessagePack body, ready for the length-prefix codec.
     fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError>;
+    /// Read one frame (without its length prefix); implementations bounds-check the body
+    /// before decoding it.
     fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError>;
 }
 
@@ -199,6 +208,7 @@ fn check_bounds_with(body: &[u8], max_items: usize, max_depth: usize) -> Result<
 /// Only the id of a frame: lets a receiver answer a request it cannot decode.
 #[derive(Debug, Clone)]
 pub struct FrameId {
+    /// The id from the frame header.
     pub id: u64,
 }
 
@@ -213,15 +223,22 @@ impl Frame for FrameId {
     }
 }
 
+/// A request with the id its answer will carry.
 #[derive(Debug, Clone)]
 pub struct RequestFrame {
+    /// Chosen by the sender, unique among its requests in flight.
     pub id: u64,
+    /// What is asked.
     pub request: Request,
 }
 
+/// A response with the id of the request it answers ([`READY_FRAME_ID`] for the
+/// unsolicited [`Response::Ready`]).
 #[derive(Debug, Clone)]
 pub struct ResponseFrame {
+    /// The id of the request answered.
     pub id: u64,
+    /// The answer.
     pub response: Response,
 }
 
@@ -245,22 +262,33 @@ impl Frame for ResponseFrame {
     }
 }
 
+/// What the host asks of the guest agent (or, for [`Request::Supervisor`], of the VM's
+/// supervisor).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Version handshake; the first request a host sends.
-    Hello { protocol_version: u32, host_version: String },
+    Hello {
+        /// The host's [`PROTOCOL_VERSION`]; the agent refuses a different one.
+        protocol_version: u32,
+        /// The host's crate version, for diagnostics.
+        host_version: String,
+    },
     /// Liveness check.
     Ping,
     /// Send `data` back unchanged: measures the raw channel (benchmarks, diagnostics).
     Echo {
+        /// Bytes to send back.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Run a shell command.
     Exec(ExecRequest),
     /// Cancel a running request (kills an exec's process group). Answered with `Ok`.
-    Cancel { request_id: u64 },
+    Cancel {
+        /// The id of the request to cancel.
+        request_id: u64,
+    },
     /// Flush all guest filesystems.
     Sync,
     /// Stop every process, flush, remount read-only and power the guest off. Answered
@@ -276,6 +304,7 @@ pub enum Request {
     Service(session::ServiceRequest),
 }
 
+/// Requests the per-VM supervisor answers itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum SupervisorRequest {
@@ -283,9 +312,13 @@ pub enum SupervisorRequest {
     Status,
     /// Clean guest shutdown (sync + poweroff through the agent) with a bounded wait, then
     /// kill the VMM if it is still alive. The supervisor exits after answering.
-    Shutdown { timeout_ms: u64 },
+    Shutdown {
+        /// How long the guest gets to power off before the VMM is killed.
+        timeout_ms: u64,
+    },
 }
 
+/// One command run to completion in the guest, its output captured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecRequest {
     /// Run via `/bin/sh -lc`.
@@ -301,69 +334,108 @@ pub struct ExecRequest {
     pub output_cap_bytes: u64,
 }
 
+/// What the guest agent (or the supervisor) answers. Coming from the guest, every field is
+/// attacker input: the host bounds and validates it before use.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
     /// Unsolicited, id 0: the agent owns the channel and serves requests.
     Ready {
+        /// The agent's crate version.
         agent_version: String,
+        /// The agent's [`PROTOCOL_VERSION`].
         protocol_version: u32,
+        /// Guest uptime when the agent became ready (kernel boot included).
         boot_ms: u64,
     },
+    /// Answer to [`Request::Hello`].
     Hello(HelloInfo),
+    /// Answer to [`Request::Ping`].
     Pong,
+    /// Answer to [`Request::Echo`].
     Echo {
+        /// The bytes received.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// The request succeeded and has nothing to report.
     Ok,
+    /// Answer to [`Request::Exec`].
     Exec(ExecResult),
+    /// Answer to [`SupervisorRequest::Status`].
     Supervisor(SupervisorStatus),
+    /// Answer to a [`Request::Fs`].
     Fs(fs::FsResponse),
+    /// Answer to a [`Request::Shell`].
     Shell(session::ShellResponse),
+    /// Answer to a [`Request::Service`].
     Service(session::ServiceResponse),
+    /// The request failed; any request may be answered this way.
     Error(ErrorInfo),
 }
 
+/// The agent's side of the version handshake.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HelloInfo {
+    /// The agent's [`PROTOCOL_VERSION`].
     pub protocol_version: u32,
+    /// The agent's crate version.
     pub agent_version: String,
+    /// `uname -r` of the guest kernel.
     pub kernel_release: String,
 }
 
+/// How an [`ExecRequest`] ended and what it printed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExecResult {
+    /// Captured standard output, at most the request's `output_cap_bytes`.
     #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,
+    /// Captured standard error, at most the request's `output_cap_bytes`.
     #[serde(with = "serde_bytes")]
     pub stderr: Vec<u8>,
+    /// Standard output went past the cap; the rest was dropped.
     pub stdout_truncated: bool,
+    /// Standard error went past the cap; the rest was dropped.
     pub stderr_truncated: bool,
+    /// The shell's exit code (124 on timeout, 128 + signal when killed by one).
     pub exit_code: i32,
+    /// The timeout fired and the process group was killed.
     pub timed_out: bool,
+    /// Wall time in the guest from spawn to exit.
     pub duration_ms: u64,
 }
 
+/// What the supervisor reports about the VM it owns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SupervisorStatus {
+    /// Pid of the supervisor process.
     pub supervisor_pid: u32,
+    /// Pid of the VMM (QEMU) process the supervisor started.
     pub vmm_pid: u32,
+    /// The backend from the launch spec, e.g. `qemu`.
     pub backend: String,
+    /// The accelerator from the launch spec, e.g. `tcg` or `kvm`.
     pub accel: String,
+    /// The version the agent announced in its ready frame.
     pub agent_version: String,
+    /// Supervisor start to agent ready.
     pub ready_ms: u64,
+    /// Always `running`: a supervisor that answers owns a running VM.
     pub state: String,
 }
 
+/// A failed request: a stable kind for code, a message for people.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorInfo {
     /// Stable machine-readable kind, e.g. `bad_request`, `unsupported`, `io`, `cancelled`.
     pub kind: String,
+    /// What went wrong, for a person.
     pub message: String,
 }
 
 impl Response {
+    /// A [`Response::Error`] of `kind` (see [`ErrorInfo::kind`]).
     pub fn error(kind: &str, message: impl Into<String>) -> Self {
         Response::Error(ErrorInfo { kind: kind.to_string(), message: message.into() })
     }

@@ -8,9 +8,11 @@
 //! 2. `read` of 4 KiB from the 1 GiB file against the reference: target >= 1000x;
 //! 3. `export` against `cp --sparse=always`: time no slower, allocation <= 1.1x the source's.
 //!
-//! The reference is pyro-mcp 3.11.0's own `workspace_disk` module, run by
-//! `/work/shared/bench/debugfs_reference.py` (override with `PYRO_DISK_REFERENCE`); it fetches
-//! the published wheel with pip on first use. Needs e2fsprogs, python3 and GNU cp.
+//! The reference is pyro-mcp 3.11.0's own `workspace_disk` module (debugfs based), run by a
+//! Python driver that is not part of this repository: `PYRO_DISK_REFERENCE` names it (see
+//! `reference()` for the default on the benchmark machine). It fetches the published wheel
+//! with pip on first use and prints one JSON object with `list_s`, `list_entries` and
+//! `read_s`. Needs e2fsprogs, python3 and GNU cp.
 
 use pyro::diskimage;
 use std::os::unix::fs::MetadataExt;

@@ -237,6 +237,7 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
             detail: "runs commands on the host without isolation; only with --allow-host-compat".into(),
         },
     );
+    // SAFETY: geteuid(2) has no arguments and always succeeds.
     let is_root = unsafe { libc::geteuid() } == 0;
     let egress_filter = crate::netfilter::available();
     if let Err(why) = &egress_filter {

@@ -1,4 +1,5 @@
-//! Resource and timeout limits (REFERENCE §2), checked before anything is created.
+//! Resource and timeout limits (SPECIFICATION.md, "Limits"), checked before anything is
+//! created.
 
 use crate::{Error, Result};
 

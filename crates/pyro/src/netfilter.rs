@@ -357,6 +357,10 @@ impl ChildHandle {
 }
 
 /// sendmsg(SCM_RIGHTS) with a stack buffer: no allocation, safe after fork.
+///
+/// # Safety
+/// `sock` must be an open Unix socket and `fd` an open descriptor for the whole call. The
+/// message it builds points only into its own stack locals, which outlive the `sendmsg`.
 unsafe fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
     #[repr(C, align(8))]
     struct CmsgBuf([u8; 64]);
@@ -626,10 +630,13 @@ mod tests {
 
     #[test]
     fn sockaddr_parsing() {
+        // SAFETY: sockaddr_in is plain integers, for which all-zero bytes are a valid value.
         let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sin.sin_family = libc::AF_INET as u16;
         sin.sin_port = 8080u16.to_be();
         sin.sin_addr.s_addr = u32::from_ne_bytes([198, 51, 100, 1]);
+        // SAFETY: the slice covers exactly the bytes of `sin`, a live, initialized local that
+        // is not mutated while the slice is in use.
         let raw = unsafe {
             std::slice::from_raw_parts(&sin as *const _ as *const u8, std::mem::size_of::<libc::sockaddr_in>())
         };
@@ -661,7 +668,9 @@ mod tests {
         let prepared = filtered.then(|| Prepared::new().unwrap());
         if let Some(p) = &prepared {
             let handle = p.child_handle();
-            // SAFETY: install() is written for exactly this spot.
+            // SAFETY: pre_exec runs the closure between fork and exec, which is what
+            // install() requires; `prepared` stays alive in this (parent) process until the
+            // child has started.
             unsafe {
                 cmd.pre_exec(move || handle.install());
             }

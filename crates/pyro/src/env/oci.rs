@@ -18,7 +18,8 @@ pub(super) fn configured_registry() -> Option<String> {
 /// the manifest to publish (source `oci://<registry>/<repo>@<digest>`).
 ///
 /// When implemented, a registry that does not have the environment should fall back to
-/// the local build (CONTRACT "Environments"); that decision belongs in `EnvStore::pull`.
+/// the local build (users are promised an install either way); that decision belongs in
+/// `EnvStore::pull`.
 pub(super) fn fetch(
     _store: &EnvStore,
     spec: &EnvironmentSpec,

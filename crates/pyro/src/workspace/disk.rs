@@ -60,7 +60,8 @@ pub struct DiskExportResult {
 }
 
 impl Pyro {
-    /// REFERENCE §7.2 preconditions, in order: exists, liveness (a dead VMM means stopped),
+    /// Preconditions of every offline disk tool, checked in this order (so the error a
+    /// caller sees is stable): exists, liveness (a dead VMM means stopped),
     /// stopped (an expired workspace is stopped, so it qualifies), guest-backed, image present.
     ///
     /// Nothing here (or in `diskimage`) writes to the image or runs a tool on it: the runtime-only

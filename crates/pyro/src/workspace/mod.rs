@@ -157,7 +157,8 @@ pub struct UpdateWorkspaceOptions {
     pub ttl_seconds: Option<u64>,
 }
 
-/// Public workspace payload (REFERENCE §6.2 keys + `backend`, `last_error`).
+/// Public workspace payload (keys pinned in crates/pyro/tests/contract.rs; `backend` and
+/// `last_error` are pyro's additions).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceInfo {

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Hard limit on texts moved by file read/write and patch results (REFERENCE §2).
+/// Hard limit on texts moved by file read/write and patch results (SPECIFICATION.md,
+/// "Limits").
 pub const MAX_TEXT_BYTES: u64 = 1024 * 1024;
 
 /// Payload of `exec_workspace`.

@@ -1,4 +1,4 @@
-//! Background services in a started workspace (REFERENCE §6.15), with readiness checks and
+//! Background services in a started workspace, with readiness checks and
 //! published ports.
 //!
 //! The guest is the source of truth for a service's process and logs (files under tmpfs
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Defaults of REFERENCE §2.
+/// Default readiness timeout, in seconds (SPECIFICATION.md, "Limits").
 pub const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 30;
 /// Default pause between readiness checks, in milliseconds.
 pub const DEFAULT_READY_INTERVAL_MS: u64 = 500;
@@ -30,7 +30,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 const SERVICE_CALL_SLACK: Duration = Duration::from_secs(30);
 const LOOPBACK: &str = "127.0.0.1";
 
-/// How pyro decides a service is ready (REFERENCE §4 `readiness`).
+/// How pyro decides a service is ready (the `readiness` parameter of `start_service`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -137,7 +137,8 @@ impl StartServiceOptions {
     }
 }
 
-/// Service payload (REFERENCE §6.15 keys + `backend`).
+/// Service payload (keys pinned in crates/pyro/tests/contract.rs; `backend` is pyro's
+/// addition).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ServiceInfo {

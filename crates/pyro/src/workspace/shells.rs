@@ -1,4 +1,4 @@
-//! PTY shells in a started workspace (REFERENCE §6.14).
+//! PTY shells in a started workspace.
 //!
 //! The PTY, the process and the output ring live in the guest agent; the host keeps a small
 //! record per shell (`shells/<id>.json`: geometry, cwd, times) for the payloads. Output is
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default and bounds of `max_chars` and `wait_for_idle_ms` (REFERENCE §2).
+/// Default and bounds of `max_chars` and `wait_for_idle_ms` (SPECIFICATION.md, "Limits").
 pub const DEFAULT_MAX_CHARS: u64 = 65_536;
 /// Default PTY width in columns.
 pub const DEFAULT_COLS: u16 = 120;
@@ -85,7 +85,8 @@ impl Default for ReadShellOptions {
     }
 }
 
-/// Shell payload (REFERENCE §6.14 keys + `backend`).
+/// Shell payload (keys pinned in crates/pyro/tests/contract.rs; `backend` is pyro's
+/// addition).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShellInfo {
@@ -532,6 +533,7 @@ mod tests {
         // A regression must fail this test, not take the machine's memory: 2 GiB of address
         // space, then allocations fail (and the child aborts).
         let limit = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
+        // SAFETY: `limit` is a valid rlimit that outlives the call; setrlimit only reads it.
         unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
         let (kind, cols, rows) = RENDER_CASES.iter().find(|c| format!("{}-{}x{}", c.0, c.1, c.2) == case).unwrap();
         let n = pyro_protocol::session::SHELL_RING_CHARS as usize;

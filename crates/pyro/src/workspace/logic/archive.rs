@@ -4,8 +4,8 @@
 //! - member names are relative, have no `..` segment and are not empty (a leading `./` and
 //!   the bare `./` root entry that `tar -C dir -cf x.tar .` writes are accepted);
 //! - only directories, regular files and symlinks; hard links and special files are refused;
-//! - symlinks are kept as symlinks whatever they point at (CONTRACT: a link pointing outside
-//!   the tree is kept but never followed). Safety comes from extraction, which never writes
+//! - symlinks are kept as symlinks whatever they point at (a promise to users: a link
+//!   pointing outside the tree is kept, never followed). Safety comes from extraction, which never writes
 //!   through a link, not from rejecting links.
 //!
 //! The guest agent has its own extraction code; this module is only what the host runs.
@@ -886,7 +886,7 @@ mod tests {
         assert!(err_msg(normalize_tar(under_link.as_slice())).contains("a/passwd is inside a"));
         let both = tar_of(&[("a/b", T::Regular, b"x", ""), ("a", T::Regular, b"y", "")]);
         assert!(err_msg(normalize_tar(both.as_slice())).contains("both as a directory and as a file"));
-        // CONTRACT: links that leave the tree, or are absolute, are kept as links.
+        // Promised to users: links that leave the tree, or are absolute, are kept as links.
         let links = tar_of(&[("up", T::Symlink, b"", "../../etc"), ("abs", T::Symlink, b"", "/etc/shadow")]);
         assert_eq!(names(&normalize_tar(links.as_slice()).unwrap()).len(), 2);
     }

@@ -1,6 +1,7 @@
 //! Parsing and strict application of unified diffs, including real `git diff` output.
 //!
-//! Accepted beyond the reference (CONTRACT): `new file mode`, `deleted file mode`,
+//! Accepted beyond plain unified diffs (what `git diff` writes, so agents can apply it):
+//! `new file mode`, `deleted file mode`,
 //! `old mode`/`new mode` (recorded), C-quoted git file names, header-only git sections that
 //! create or delete an empty file, and `\ No newline at end of file`, which is honoured: it
 //! says the line before it has no trailing newline, both when matching and when writing.
