@@ -1,4 +1,4 @@
-//! Offline disk tools benchmark (`cargo bench -p pyro --bench disk_tools`).
+//! Offline disk tools benchmark (`cargo bench -p pyro-diskimage --bench disk_tools`).
 //!
 //! Builds once (cached under `$PYRO_BENCH_CACHE`, default `~/.cache/pyro-bench/`) a 4 GiB ext4
 //! image whose /workspace holds 10,000 files in 1,000 directories (10 packages x 99 modules,
@@ -12,7 +12,7 @@
 //! `/work/shared/bench/debugfs_reference.py` (override with `PYRO_DISK_REFERENCE`); it fetches
 //! the published wheel with pip on first use. Needs e2fsprogs, python3 and GNU cp.
 
-use pyro::diskimage;
+use pyro_diskimage as diskimage;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -55,5 +55,42 @@ impl Error {
     }
 }
 
+/// The offline disk tools' errors, by code: what the caller asked for is wrong (`invalid_input`),
+/// the path is not there (`not_found`), the image cannot be read that way (`invalid_state`), or
+/// the host failed (`io_error`). The message is the crate's own.
+impl From<pyro_diskimage::Error> for Error {
+    fn from(e: pyro_diskimage::Error) -> Self {
+        use pyro_diskimage::Error as Disk;
+        let message = e.to_string();
+        match e {
+            Disk::RelativePath { .. }
+            | Disk::NulInPath { .. }
+            | Disk::MalformedPath { .. }
+            | Disk::PathTooLong { .. }
+            | Disk::SymlinkLoop { .. }
+            | Disk::UnsupportedType { .. }
+            | Disk::NotARegularFile
+            | Disk::ZeroReadLimit
+            | Disk::ReadLimitTooLarge { .. }
+            | Disk::OutputExists { .. } => Error::InvalidInput(message),
+            Disk::PathNotFound { .. } => Error::NotFound(message),
+            Disk::ImageNotAFile { .. }
+            | Disk::NotExt4 { .. }
+            | Disk::ReaderFailed { .. }
+            | Disk::UnfinishedJournal { .. }
+            | Disk::Unsupported { .. }
+            | Disk::Corrupt { .. }
+            | Disk::UnreadableSymlink { .. }
+            | Disk::DirectoryTooLarge { .. }
+            | Disk::ListingTooLarge { .. }
+            | Disk::TooManyDirectoryEntries { .. }
+            | Disk::TooManyEntries { .. }
+            | Disk::TooDeep { .. }
+            | Disk::TooMuchWork { .. } => Error::InvalidState(message),
+            Disk::Io { .. } | Disk::ImageRead { .. } | Disk::OutOfMemory { .. } => Error::Io(message),
+        }
+    }
+}
+
 /// Result of every SDK call.
 pub type Result<T> = std::result::Result<T, Error>;
