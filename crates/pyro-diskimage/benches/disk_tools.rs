@@ -8,6 +8,8 @@
 //! 2. `read` of 4 KiB from the 1 GiB file against the reference: target >= 1000x;
 //! 3. `export` against `cp --sparse=always`: time no slower, allocation <= 1.1x the source's.
 //!
+//! Each line ends in PASS or FAIL against its target; any FAIL makes the bench exit with status 1.
+//!
 //! The reference is pyro-mcp 3.11.0's own `workspace_disk` module, run by
 //! `/work/shared/bench/debugfs_reference.py` (override with `PYRO_DISK_REFERENCE`); it fetches
 //! the published wheel with pip on first use. Needs e2fsprogs, python3 and GNU cp.
@@ -95,11 +97,13 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn verdict(ok: bool) -> &'static str {
+/// PASS or FAIL; a FAIL makes the bench exit with status 1 once everything is printed.
+fn verdict(ok: bool, failed: &mut bool) -> &'static str {
     if ok {
-        "MET"
+        "PASS"
     } else {
-        "MISSED"
+        *failed = true;
+        "FAIL"
     }
 }
 
@@ -132,6 +136,7 @@ fn settle(copy: &Path) {
 
 fn main() {
     let image = image();
+    let mut failed = false;
     println!(
         "image: {} ({} bytes, {} allocated)",
         image.display(),
@@ -169,13 +174,13 @@ fn main() {
         ms(list_ours),
         entries.len(),
         ref_list,
-        verdict(list_ratio >= 100.0)
+        verdict(list_ratio >= 100.0, &mut failed)
     );
     println!(
         "read 4 KiB of the 1 GiB file: pyro {} (median of {READ_RUNS}, open included) vs reference {:.3} s: {read_ratio:.0}x (target >= 1000x: {})",
         ms(read_ours),
         ref_read,
-        verdict(read_ratio >= 1000.0)
+        verdict(read_ratio >= 1000.0, &mut failed)
     );
 
     // Export vs cp, alternating, onto the same filesystem as the image.
@@ -206,10 +211,13 @@ fn main() {
         ms(ours),
         ms(cps),
         ours.as_secs_f64() / cps.as_secs_f64(),
-        verdict(ours <= cps)
+        verdict(ours <= cps, &mut failed)
     );
     println!(
         "export allocation: pyro {ours_alloc} bytes, cp {cp_alloc} bytes, source {src_alloc} bytes: {alloc_ratio:.3}x source (target <= 1.1x: {})",
-        verdict(alloc_ratio <= 1.1)
+        verdict(alloc_ratio <= 1.1, &mut failed)
     );
+    if failed {
+        std::process::exit(1);
+    }
 }

@@ -639,3 +639,36 @@ fn read_max_bytes_has_a_maximum() {
     assert!(data.starts_with(BIG_HEAD));
     assert!(diskimage::check_read_limit(max).is_ok());
 }
+
+#[test]
+fn listing_walk_skips_checksums_that_resolving_and_reading_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    let good = diskimage::list(&image, "/workspace", true).unwrap();
+    // Break the CRC32C in the tail of /workspace/d1's first directory block; its entries stay.
+    let block_size: u64 = run(Command::new("dumpe2fs").arg("-h").arg(&image))
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let block: u64 = run(Command::new("debugfs").arg("-R").arg("blocks /workspace/d1").arg(&image))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tail = block * block_size + block_size - 4;
+    let bytes = std::fs::read(&image).unwrap();
+    let flipped: Vec<u8> = bytes[tail as usize..tail as usize + 4].iter().map(|b| !b).collect();
+    patch(&image, tail, &flipped);
+
+    // Resolving a path through it (read, and list of a path below it) verifies: corrupt.
+    let e = diskimage::read(&image, "/workspace/d1/f1", 100).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+    assert!(message(e).contains("check it with `e2fsck -fn`"));
+    assert!(matches!(diskimage::list(&image, "/workspace/d1/f1", false), Err(Error::Corrupt { .. })));
+    // The walk below the verified path shows the same entries as before.
+    assert_eq!(diskimage::list(&image, "/workspace", true).unwrap(), good);
+}
