@@ -807,6 +807,11 @@ impl Walk<'_> {
             match res {
                 Ok(()) => {
                     let n = found.len();
+                    // The queue is a stack: reversed, the subdirectories are taken in directory
+                    // order, which is mostly inode order, so `ext4-view`'s 8-block read-ahead of
+                    // the inode table serves the next directories too (in reverse order every
+                    // directory missed it: ~10x more inode-table reads).
+                    found.reverse();
                     st.queue.append(&mut found);
                     match n {
                         0 if st.busy == 0 && st.queue.is_empty() => self.wake.notify_all(),
