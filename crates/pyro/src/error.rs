@@ -94,3 +94,36 @@ impl From<pyro_diskimage::Error> for Error {
 
 /// Result of every SDK call.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use pyro_diskimage::Error as Disk;
+
+    #[test]
+    fn disk_errors_keep_their_message_and_get_their_code() {
+        let cases = [
+            (Disk::ZeroReadLimit, "invalid_input", "max_bytes must be positive"),
+            (
+                Disk::PathNotFound { path: "/workspace/x".into() },
+                "not_found",
+                "workspace disk path does not exist: /workspace/x",
+            ),
+            (
+                Disk::TooManyEntries { max: 3 },
+                "invalid_state",
+                "workspace disk listing stopped at 3 entries (list a smaller path, or export the disk; \
+                 a corrupt image with a directory cycle also ends here)",
+            ),
+            (
+                Disk::Io { context: "cannot stat /img".into(), source: std::io::Error::from_raw_os_error(2) },
+                "io_error",
+                "cannot stat /img: No such file or directory (os error 2)",
+            ),
+        ];
+        for (disk, code, message) in cases {
+            let e = Error::from(disk);
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message));
+        }
+    }
+}
