@@ -29,8 +29,6 @@ pub mod workspace;
 pub mod backend;
 #[doc(hidden)]
 pub mod console;
-#[doc(hidden)]
-pub mod diskimage;
 mod hostcompat;
 #[doc(hidden)]
 pub mod machine;

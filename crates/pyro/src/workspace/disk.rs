@@ -4,10 +4,13 @@
 
 use super::logic;
 use super::store::{FileLock, WorkspaceDir};
-use crate::diskimage::{self, DiskEntry};
 use crate::{Error, Pyro, Result};
+use pyro_diskimage as diskimage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// One entry of [`DiskListResult::entries`].
+pub use pyro_diskimage::DiskEntry;
 
 /// Payload of `list_workspace_disk`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,4 +1,5 @@
-//! Offline reading of a stopped workspace's raw ext4 disk image (`workspace disk list|read|export`).
+//! Offline reading of a stopped pyro workspace's raw ext4 disk image (`pyro workspace disk
+//! list|read|export`), and its sparse export. No VM is involved: the disk is a file.
 //!
 //! The image was written by the guest, so everything in it is treated as hostile: names, sizes,
 //! symlink targets, directory structure and the superblock itself. The reader is the `ext4-view`
@@ -19,6 +20,9 @@
 //!   ([`MAX_DIR_ENTRIES`]) and per listing ([`MAX_ENTRIES`]) before each is kept, depth
 //!   ([`MAX_DEPTH`]) and path-lookup work ([`MAX_LOOKUPS`]), because a hard-linked directory in a
 //!   corrupt image makes a cycle and the crate exposes no inode numbers;
+//! - a listing's directory walk verifies no metadata checksums (the guest computes valid ones for
+//!   whatever it writes, so they never were a defence; see `walk` in the source): ~3x faster.
+//!   Resolving the caller's path and reading a file verify every checksum the image has;
 //! - every entry point runs under `catch_unwind`, so a panic in the parser becomes an error;
 //! - nothing here writes to the image or runs a tool on it. The runtime-only paths
 //!   ([`RUNTIME_ONLY_PATHS`]) live on the guest's tmpfs `/run`, so an image has them only if the
@@ -41,7 +45,11 @@
 //! be passed back to `list`/`read` as shown: a path that does not exist literally and contains a
 //! backslash is looked up again after [`unescape_guest_path`].
 
-use crate::Error;
+#![deny(missing_docs)]
+
+mod error;
+
+pub use error::{Error, Result};
 use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -54,8 +62,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
-
-type Result<T> = std::result::Result<T, Error>;
 
 /// Guest paths that only exist while a workspace runs (secrets, shell logs, service state). They
 /// live on tmpfs in pyro, but must never be shown by `list`/`read` even if an image has them.
@@ -96,16 +102,22 @@ const MAX_WALKERS: usize = 4;
 /// Bytes read from a guest file per reserve-and-read step, so memory follows the data read.
 const READ_CHUNK: usize = 1 << 20;
 
-/// The bounds of one listing. [`list`] uses [`ListLimits::default`] (the `MAX_*` constants);
-/// tests pass smaller ones to reach each bound with a small image.
-#[doc(hidden)]
+/// The bounds of one listing, each checked before what it bounds is read or stored.
+/// [`list`] uses [`ListLimits::default`] (the `MAX_*` constants); a caller may pass smaller ones
+/// to [`list_with_limits`] (the tests do, to reach each bound with a small image).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListLimits {
+    /// Directory nesting below the listed path ([`MAX_DEPTH`]).
     pub max_depth: usize,
+    /// Entries in the whole listing ([`MAX_ENTRIES`]).
     pub max_entries: usize,
+    /// Entries in one directory ([`MAX_DIR_ENTRIES`]).
     pub max_dir_entries: usize,
+    /// Bytes one directory's inode may claim ([`MAX_DIR_BYTES`]).
     pub max_dir_bytes: u64,
+    /// Directory bytes read by the whole listing ([`MAX_TOTAL_DIR_BYTES`]).
     pub max_total_dir_bytes: u64,
+    /// Directory lookups the whole listing may make ([`MAX_LOOKUPS`]).
     pub max_lookups: u64,
 }
 
@@ -147,16 +159,15 @@ pub fn list(image: &Path, guest_path: &str, recursive: bool) -> Result<Vec<DiskE
     list_with_limits(image, guest_path, recursive, ListLimits::default())
 }
 
-/// [`list`] with other bounds (tests).
-#[doc(hidden)]
+/// [`list`] with other bounds.
 pub fn list_with_limits(image: &Path, guest_path: &str, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
     guarded(image, || {
-        let fs = open_image(image)?;
+        let fs = open_image(image, View::Verified)?;
         let target = locate(&fs, image, guest_path)?;
         let kind = artifact_type(&target.meta);
         if !target.meta.is_dir() {
             let Some(kind) = kind else {
-                return Err(Error::InvalidInput(format!("unsupported workspace disk path type: {}", target.shown)));
+                return Err(Error::UnsupportedType { path: target.shown });
             };
             let link_target = if kind == "symlink" { link_target(&fs, &target.real, &target.meta) } else { None };
             return Ok(vec![DiskEntry {
@@ -167,7 +178,8 @@ pub fn list_with_limits(image: &Path, guest_path: &str, recursive: bool, limits:
             }]);
         }
         let root = Job { real: target.real, shown: target.shown, depth: 0, size: target.meta.len() };
-        let mut entries = walk(image, fs, root, recursive, limits)?;
+        drop(fs);
+        let mut entries = walk(image, root, recursive, limits)?;
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
     })
@@ -176,13 +188,10 @@ pub fn list_with_limits(image: &Path, guest_path: &str, recursive: bool, limits:
 /// Checks a caller's `max_bytes` for [`read`]: 1..=[`MAX_READ_BYTES`].
 pub fn check_read_limit(max_bytes: u64) -> Result<()> {
     if max_bytes == 0 {
-        return Err(Error::InvalidInput("max_bytes must be positive".into()));
+        return Err(Error::ZeroReadLimit);
     }
     if max_bytes > MAX_READ_BYTES {
-        return Err(Error::InvalidInput(format!(
-            "max_bytes must be at most {MAX_READ_BYTES} bytes (16 MiB) for an offline disk read (got {max_bytes}); \
-             export the disk to read more"
-        )));
+        return Err(Error::ReadLimitTooLarge { requested: max_bytes, max: MAX_READ_BYTES });
     }
     Ok(())
 }
@@ -194,13 +203,13 @@ pub fn check_read_limit(max_bytes: u64) -> Result<()> {
 pub fn read(image: &Path, guest_path: &str, max_bytes: u64) -> Result<(u64, Vec<u8>)> {
     check_read_limit(max_bytes.saturating_sub(READ_SLACK_BYTES).max(1))?;
     if max_bytes == 0 {
-        return Err(Error::InvalidInput("max_bytes must be positive".into()));
+        return Err(Error::ZeroReadLimit);
     }
     guarded(image, || {
-        let fs = open_image(image)?;
+        let fs = open_image(image, View::Verified)?;
         let target = locate(&fs, image, guest_path)?;
         if !target.meta.file_type().is_regular_file() {
-            return Err(Error::InvalidInput("workspace disk read only supports regular files".into()));
+            return Err(Error::NotARegularFile);
         }
         // `target.real` has no symlink component and ends in a regular file, so `open` follows
         // nothing and finds the inode `locate` checked.
@@ -211,8 +220,7 @@ pub fn read(image: &Path, guest_path: &str, max_bytes: u64) -> Result<(u64, Vec<
         while data.len() < want {
             // Grow as data arrives: a forged size or a huge max_bytes must not allocate up front.
             let step = (want - data.len()).min(READ_CHUNK);
-            data.try_reserve_exact(step)
-                .map_err(|_| Error::Io(format!("not enough memory to read {} bytes of {}", want, target.shown)))?;
+            data.try_reserve_exact(step).map_err(|_| Error::OutOfMemory { bytes: want, path: target.shown.clone() })?;
             let start = data.len();
             data.resize(start + step, 0);
             let mut filled = start;
@@ -245,7 +253,7 @@ pub fn export(image: &Path, output: &Path) -> Result<u64> {
         File::open(image).map_err(|e| Error::io(format!("cannot open workspace disk image {}", image.display()), e))?;
     let meta = src.metadata().map_err(|e| Error::io(format!("cannot stat {}", image.display()), e))?;
     if !meta.is_file() {
-        return Err(Error::InvalidState(format!("workspace disk image is not a regular file: {}", image.display())));
+        return Err(Error::ImageNotAFile { image: image.to_path_buf() });
     }
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -348,18 +356,26 @@ fn needs_escape(c: char) -> bool {
 /// Runs `f`, turning a panic inside the ext4 parser into an error instead of unwinding into the
 /// engine (the image is hostile; the crate has `unwrap`s on paths fuzzing has not reached).
 fn guarded<T>(image: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(Error::InvalidState(format!(
-            "workspace disk image is not a readable ext4 filesystem: {} (the reader failed on corrupt data)",
-            image.display()
-        )))
-    })
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::ReaderFailed { image: image.to_path_buf() }))
 }
 
-/// Positioned reads (`pread`): one syscall per read and no shared file offset. (Caches of
-/// 64 KiB and 256 KiB chunks in front of it were measured: no faster, as ext4-view already
-/// caches blocks and a listing touches mostly distinct regions.)
-struct ImageReader(File);
+/// What `ext4-view` reads through. Positioned reads (`pread`): one syscall per read and no
+/// shared file offset.
+struct ImageReader {
+    file: File,
+    view: View,
+}
+
+/// How an image is opened.
+#[derive(Clone, Copy)]
+enum View {
+    /// Every metadata checksum the image has (CRC32C of superblock, group descriptors, inodes,
+    /// directory and extent blocks) is verified: for resolving the caller's path and reading files.
+    Verified,
+    /// For the directory walk of a listing (see [`walk`] for why this is sound): the reader is
+    /// shown a superblock without `metadata_csum`, so it verifies no checksums.
+    Walk,
+}
 
 impl Ext4Read for ImageReader {
     fn read(
@@ -367,16 +383,33 @@ impl Ext4Read for ImageReader {
         start_byte: u64,
         dst: &mut [u8],
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.read_exact_at(dst, start_byte).map_err(|e| Box::new(e) as _)
+        match &self.view {
+            View::Verified => self.file.read_exact_at(dst, start_byte).map_err(|e| Box::new(e) as Box<_>),
+            View::Walk => {
+                self.file.read_exact_at(dst, start_byte).map_err(|e| Box::new(e) as Box<_>)?;
+                // The byte is patched wherever a read covers it, so all reads agree.
+                if let Some(i) = METADATA_CSUM_BYTE.checked_sub(start_byte).and_then(|i| usize::try_from(i).ok()) {
+                    if let Some(b) = dst.get_mut(i) {
+                        *b &= !METADATA_CSUM_BIT;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 }
+
+/// `s_feature_ro_compat` is the little-endian u32 at superblock offset 0x64; `metadata_csum` is
+/// its bit 0x400, i.e. bit 0x04 of its second byte.
+const METADATA_CSUM_BYTE: u64 = 1024 + 0x64 + 1;
+const METADATA_CSUM_BIT: u8 = 0x04;
 
 struct SuperblockFacts {
     needs_recovery: bool,
 }
 
 fn not_ext4(image: &Path, why: impl std::fmt::Display) -> Error {
-    Error::InvalidState(format!("workspace disk image is not a readable ext4 filesystem: {}: {why}", image.display()))
+    Error::NotExt4 { image: image.to_path_buf(), reason: why.to_string() }
 }
 
 fn open_error(image: &Path, e: io::Error) -> Error {
@@ -424,16 +457,14 @@ fn check_superblock(image: &Path, file: &File) -> Result<SuperblockFacts> {
     Ok(SuperblockFacts { needs_recovery: incompat & 0x4 != 0 })
 }
 
-fn open_image(image: &Path) -> Result<Ext4> {
+fn open_image(image: &Path, view: View) -> Result<Ext4> {
     let file = File::open(image).map_err(|e| open_error(image, e))?;
     let facts = check_superblock(image, &file)?;
-    Ext4::load(Box::new(ImageReader(file))).map_err(|e| match e {
-        Ext4Error::Incompatible(_) if facts.needs_recovery => Error::InvalidState(format!(
-            "workspace disk image {} has an unfinished journal that cannot be replayed offline ({e}); \
-             run `pyro workspace start` and then `pyro workspace stop` to let the guest recover it",
-            image.display()
-        )),
-        Ext4Error::Io(_) => Error::Io(format!("cannot read workspace disk image {}: {e}", image.display())),
+    Ext4::load(Box::new(ImageReader { file, view })).map_err(|e| match e {
+        Ext4Error::Incompatible(_) if facts.needs_recovery => {
+            Error::UnfinishedJournal { image: image.to_path_buf(), source: e }
+        }
+        Ext4Error::Io(_) => Error::ImageRead { image: image.to_path_buf(), at: None, source: e },
         e => not_ext4(image, e),
     })
 }
@@ -441,28 +472,18 @@ fn open_image(image: &Path) -> Result<Ext4> {
 /// Maps a reader error met while handling `shown` to a user-facing error.
 fn fs_error(image: &Path, shown: &str, e: Ext4Error) -> Error {
     match e {
-        Ext4Error::NotFound | Ext4Error::NotADirectory => {
-            Error::NotFound(format!("workspace disk path does not exist: {shown}"))
+        Ext4Error::NotFound | Ext4Error::NotADirectory => Error::PathNotFound { path: shown.to_string() },
+        Ext4Error::PathTooLong => Error::PathTooLong { path: shown.to_string(), max: MAX_PATH_BYTES },
+        Ext4Error::Io(_) => Error::ImageRead { image: image.to_path_buf(), at: Some(shown.to_string()), source: e },
+        Ext4Error::Incompatible(_) | Ext4Error::Encrypted => {
+            Error::Unsupported { image: image.to_path_buf(), path: shown.to_string(), source: e }
         }
-        Ext4Error::PathTooLong => Error::InvalidInput(format!(
-            "workspace disk path is too long to read offline (over {MAX_PATH_BYTES} bytes): {shown}"
-        )),
-        Ext4Error::Io(_) => Error::Io(format!("cannot read workspace disk image {} at {shown}: {e}", image.display())),
-        Ext4Error::Incompatible(_) | Ext4Error::Encrypted => Error::InvalidState(format!(
-            "workspace disk image {} cannot be read offline at {shown}: {e}",
-            image.display()
-        )),
-        e => Error::InvalidState(format!(
-            "workspace disk image {} is corrupt at {shown}: {e} (check it with `e2fsck -fn`)",
-            image.display()
-        )),
+        e => Error::Corrupt { image: image.to_path_buf(), path: shown.to_string(), source: e },
     }
 }
 
 fn ext4_path(bytes: &[u8]) -> Result<ext4_view::Path<'_>> {
-    ext4_view::Path::try_from(bytes).map_err(|_| {
-        Error::InvalidInput(format!("workspace disk path is not a valid path: {}", escape_guest_bytes(bytes)))
-    })
+    ext4_view::Path::try_from(bytes).map_err(|_| Error::MalformedPath { path: escape_guest_bytes(bytes) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,7 +561,7 @@ fn locate(fs: &Ext4, image: &Path, guest_path: &str) -> Result<Target> {
                     }
                 }
             }
-            Err(Error::NotFound(format!("workspace disk path does not exist: {}", escape_guest_bytes(literal))))
+            Err(Error::PathNotFound { path: escape_guest_bytes(literal) })
         }
     }
 }
@@ -549,10 +570,10 @@ fn locate(fs: &Ext4, image: &Path, guest_path: &str) -> Result<Target> {
 fn locate_bytes(fs: &Ext4, image: &Path, path: &[u8]) -> Result<Option<Target>> {
     let shown = escape_guest_bytes(path);
     if !path.starts_with(b"/") {
-        return Err(Error::InvalidInput(format!("workspace disk path must be absolute: {shown}")));
+        return Err(Error::RelativePath { path: shown });
     }
     if path.contains(&0) {
-        return Err(Error::InvalidInput(format!("workspace disk path contains a NUL byte: {shown}")));
+        return Err(Error::NulInPath { path: shown });
     }
     if is_runtime_only(&lexical_normalise(path)) {
         return Ok(None);
@@ -590,16 +611,12 @@ fn locate_bytes(fs: &Ext4, image: &Path, path: &[u8]) -> Result<Option<Target>> 
         if meta.is_symlink() && !is_last {
             follows += 1;
             if follows > MAX_SYMLINK_FOLLOWS {
-                return Err(Error::InvalidInput(format!(
-                    "too many levels of symbolic links in workspace disk path: {shown}"
-                )));
+                return Err(Error::SymlinkLoop { path: shown });
             }
-            let target = read_link_checked(fs, &candidate, &meta).ok_or_else(|| {
-                Error::InvalidState(format!(
-                    "workspace disk image {} has an unreadable symlink at {} (on the way to {shown})",
-                    image.display(),
-                    escape_guest_bytes(&candidate)
-                ))
+            let target = read_link_checked(fs, &candidate, &meta).ok_or_else(|| Error::UnreadableSymlink {
+                image: image.to_path_buf(),
+                link: escape_guest_bytes(&candidate),
+                path: shown.clone(),
             })?;
             if target.starts_with(b"/") {
                 real = b"/".to_vec();
@@ -682,11 +699,24 @@ struct Walk<'a> {
     wake: Condvar,
 }
 
-/// Lists the directory `root`. A recursive walk shares a queue of directories between up to
-/// [`MAX_WALKERS`] threads, each with its own `Ext4` (the type is `!Send`): every `read_dir`
-/// resolves its path from `/` and checks CRC32C of each directory block on the way, which is
-/// CPU-bound and dominates the cost.
-fn walk(image: &Path, fs: Ext4, root: Job, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
+/// Lists the directory `root` (already resolved by [`locate`] through verified metadata). A
+/// recursive walk shares a queue of directories between up to [`MAX_WALKERS`] threads, each
+/// with its own `Ext4` (the type is `!Send`).
+///
+/// The walk reads through [`View::Walk`], which verifies no metadata checksums. `ext4-view` has
+/// no call that lists a directory by inode, so every `read_dir` (and every `read_link`) resolves
+/// its path from `/` again, and with checksums on it computes CRC32C (bytewise) over each
+/// directory block on the way: measured, that was 68% of a 10,000-file listing, and skipping it
+/// makes the listing ~3x faster. This is sound because the checksums were never a defence: the
+/// guest writes its own disk and computes valid checksums for whatever it writes, so a hostile
+/// image passes them anyway. What keeps the host safe are the bounds checked here before each
+/// allocation, which apply to the walk unchanged; `ext4-view` parses images without checksums
+/// (ext2/3, or ext4 without `metadata_csum`) the same way, and the fuzz target covers both.
+/// What is lost is only the detection of accidental corruption inside the walked tree (a torn or
+/// bit-flipped block lists as what it now says, bounded); resolving the caller's path and
+/// reading a file still verify everything.
+fn walk(image: &Path, root: Job, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
+    let fs = open_image(image, View::Walk)?;
     let walk = Walk {
         image,
         recursive,
@@ -703,7 +733,7 @@ fn walk(image: &Path, fs: Ext4, root: Job, recursive: bool, limits: ListLimits) 
         let handles: Vec<_> = (0..helpers)
             .map(|_| {
                 let walk = &walk;
-                scope.spawn(move || match open_image(walk.image) {
+                scope.spawn(move || match open_image(walk.image, View::Walk) {
                     Ok(fs) => walk.work_guarded(&fs),
                     Err(e) => {
                         walk.fail(e);
@@ -769,11 +799,7 @@ impl Walk<'_> {
             st.busy -= 1;
             let res = res.and_then(|()| {
                 if st.lookups > self.limits.max_lookups {
-                    Err(Error::InvalidState(format!(
-                        "workspace disk listing of {} needs too much work (a corrupt image with a directory \
-                         cycle?); list a smaller path",
-                        job.shown
-                    )))
+                    Err(Error::TooMuchWork { path: job.shown.clone() })
                 } else {
                     Ok(())
                 }
@@ -781,6 +807,11 @@ impl Walk<'_> {
             match res {
                 Ok(()) => {
                     let n = found.len();
+                    // The queue is a stack: reversed, the subdirectories are taken in directory
+                    // order, which is mostly inode order, so `ext4-view`'s 8-block read-ahead of
+                    // the inode table serves the next directories too (in reverse order every
+                    // directory missed it: ~10x more inode-table reads).
+                    found.reverse();
                     st.queue.append(&mut found);
                     match n {
                         0 if st.busy == 0 && st.queue.is_empty() => self.wake.notify_all(),
@@ -802,10 +833,7 @@ impl Walk<'_> {
     fn claim_entry(&self) -> Result<()> {
         let max = self.limits.max_entries;
         if self.entries.fetch_add(1, Ordering::Relaxed) >= max {
-            return Err(Error::InvalidState(format!(
-                "workspace disk listing stopped at {max} entries (list a smaller path, or export the disk; \
-                 a corrupt image with a directory cycle also ends here)"
-            )));
+            return Err(Error::TooManyEntries { max });
         }
         Ok(())
     }
@@ -817,19 +845,15 @@ impl Walk<'_> {
         let err = |e| fs_error(self.image, &job.shown, e);
         let limits = &self.limits;
         if job.size > limits.max_dir_bytes {
-            return Err(Error::InvalidState(format!(
-                "workspace disk directory {} claims {} bytes, more than the {} an offline listing reads \
-                 (a corrupt image?)",
-                job.shown, job.size, limits.max_dir_bytes
-            )));
+            return Err(Error::DirectoryTooLarge {
+                path: job.shown.clone(),
+                claimed: job.size,
+                max: limits.max_dir_bytes,
+            });
         }
         let read_so_far = self.dir_bytes.fetch_add(job.size, Ordering::Relaxed).saturating_add(job.size);
         if read_so_far > limits.max_total_dir_bytes {
-            return Err(Error::InvalidState(format!(
-                "workspace disk listing stopped after reading {} bytes of directories (list a smaller path, \
-                 or export the disk)",
-                limits.max_total_dir_bytes
-            )));
+            return Err(Error::ListingTooLarge { max: limits.max_total_dir_bytes });
         }
         let mut children = Vec::new();
         for entry in fs.read_dir(ext4_path(&job.real)?).map_err(err)? {
@@ -839,11 +863,7 @@ impl Walk<'_> {
                 continue;
             }
             if children.len() >= limits.max_dir_entries {
-                return Err(Error::InvalidState(format!(
-                    "workspace disk directory {} has more than {} entries, more than an offline listing \
-                     shows (a corrupt image?)",
-                    job.shown, limits.max_dir_entries
-                )));
+                return Err(Error::TooManyDirectoryEntries { path: job.shown.clone(), max: limits.max_dir_entries });
             }
             children.push(entry);
         }
@@ -889,11 +909,7 @@ impl Walk<'_> {
                 "directory" => {
                     if self.recursive && unique {
                         if job.depth + 1 > limits.max_depth {
-                            return Err(Error::InvalidState(format!(
-                                "workspace disk directories nest deeper than {} levels at {shown} \
-                                 (a corrupt image with a directory cycle?)",
-                                limits.max_depth
-                            )));
+                            return Err(Error::TooDeep { path: shown, max: limits.max_depth });
                         }
                         if real.len() > MAX_PATH_BYTES {
                             return Err(fs_error(self.image, &shown, Ext4Error::PathTooLong));
@@ -917,7 +933,7 @@ impl Walk<'_> {
 // ---------------------------------------------------------------------------------------------
 
 fn already_exists(output: &Path) -> Error {
-    Error::InvalidInput(format!("output_path already exists: {}", output.display()))
+    Error::OutputExists { path: output.to_path_buf() }
 }
 
 /// The copy being written, invisible until `commit`.

@@ -1,4 +1,4 @@
-//! Offline disk tools benchmark (`cargo bench -p pyro --bench disk_tools`).
+//! Offline disk tools benchmark (`cargo bench -p pyro-diskimage --bench disk_tools`).
 //!
 //! Builds once (cached under `$PYRO_BENCH_CACHE`, default `~/.cache/pyro-bench/`) a 4 GiB ext4
 //! image whose /workspace holds 10,000 files in 1,000 directories (10 packages x 99 modules,
@@ -13,8 +13,10 @@
 //! `reference()` for the default on the benchmark machine). It fetches the published wheel
 //! with pip on first use and prints one JSON object with `list_s`, `list_entries` and
 //! `read_s`. Needs e2fsprogs, python3 and GNU cp.
+//!
+//! Each line ends in PASS or FAIL against its target; any FAIL makes the bench exit with status 1.
 
-use pyro::diskimage;
+use pyro_diskimage as diskimage;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,11 +99,13 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn verdict(ok: bool) -> &'static str {
+/// PASS or FAIL; a FAIL makes the bench exit with status 1 once everything is printed.
+fn verdict(ok: bool, failed: &mut bool) -> &'static str {
     if ok {
-        "MET"
+        "PASS"
     } else {
-        "MISSED"
+        *failed = true;
+        "FAIL"
     }
 }
 
@@ -134,6 +138,7 @@ fn settle(copy: &Path) {
 
 fn main() {
     let image = image();
+    let mut failed = false;
     println!(
         "image: {} ({} bytes, {} allocated)",
         image.display(),
@@ -171,13 +176,13 @@ fn main() {
         ms(list_ours),
         entries.len(),
         ref_list,
-        verdict(list_ratio >= 100.0)
+        verdict(list_ratio >= 100.0, &mut failed)
     );
     println!(
         "read 4 KiB of the 1 GiB file: pyro {} (median of {READ_RUNS}, open included) vs reference {:.3} s: {read_ratio:.0}x (target >= 1000x: {})",
         ms(read_ours),
         ref_read,
-        verdict(read_ratio >= 1000.0)
+        verdict(read_ratio >= 1000.0, &mut failed)
     );
 
     // Export vs cp, alternating, onto the same filesystem as the image.
@@ -208,10 +213,13 @@ fn main() {
         ms(ours),
         ms(cps),
         ours.as_secs_f64() / cps.as_secs_f64(),
-        verdict(ours <= cps)
+        verdict(ours <= cps, &mut failed)
     );
     println!(
         "export allocation: pyro {ours_alloc} bytes, cp {cp_alloc} bytes, source {src_alloc} bytes: {alloc_ratio:.3}x source (target <= 1.1x: {})",
-        verdict(alloc_ratio <= 1.1)
+        verdict(alloc_ratio <= 1.1, &mut failed)
     );
+    if failed {
+        std::process::exit(1);
+    }
 }

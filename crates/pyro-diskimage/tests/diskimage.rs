@@ -1,8 +1,7 @@
 //! Offline disk tools against real ext4 images built with `mkfs.ext4 -d` (e2fsprogs), including
-//! hostile and corrupt ones. `cargo test -p pyro --test diskimage`.
+//! hostile and corrupt ones. `cargo test -p pyro-diskimage --test diskimage`.
 
-use pyro::diskimage::{self, DiskEntry, ListLimits};
-use pyro::Error;
+use pyro_diskimage::{self as diskimage, DiskEntry, Error, ListLimits};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -208,7 +207,7 @@ fn list_of_a_file_a_symlink_and_a_missing_path() {
     let through = diskimage::list(base_image(), "/workspace/dirlink/deeper", false).unwrap();
     assert_eq!(through[0].path, "/workspace/dirlink/deeper/deepest");
     let e = diskimage::list(base_image(), "/workspace/nope", false).unwrap_err();
-    assert!(matches!(e, Error::NotFound(_)));
+    assert!(matches!(e, Error::PathNotFound { .. }));
     assert_eq!(message(e), "workspace disk path does not exist: /workspace/nope");
     // A path as `list` shows it can be passed back.
     let bad = diskimage::list(base_image(), "/workspace/bad\\xff", false).unwrap();
@@ -224,9 +223,9 @@ fn runtime_only_paths_are_never_shown() {
     assert!(!all.iter().any(|e| e.path.starts_with("/run/pyro-")), "runtime paths listed");
     for p in ["/run/pyro-secrets", "/run/pyro-secrets/TOKEN", "/run/pyro-shells/shell-1", "/workspace/sneaky/TOKEN"] {
         let e = diskimage::list(base_image(), p, false).unwrap_err();
-        assert!(matches!(e, Error::NotFound(_)), "{p}: {e:?}");
+        assert!(matches!(e, Error::PathNotFound { .. }), "{p}: {e:?}");
         let e = diskimage::read(base_image(), p, 100).unwrap_err();
-        assert!(matches!(e, Error::NotFound(_)), "{p}: {e:?}");
+        assert!(matches!(e, Error::PathNotFound { .. }), "{p}: {e:?}");
     }
     // The symlink itself is an ordinary entry.
     let s = diskimage::list(base_image(), "/workspace/sneaky", false).unwrap();
@@ -262,7 +261,7 @@ fn read_refuses_non_files_and_zero_max_bytes() {
     let e = diskimage::read(base_image(), "/workspace/missing", 10).unwrap_err();
     assert_eq!(message(e), "workspace disk path does not exist: /workspace/missing");
     let e = diskimage::read(base_image(), "/workspace/small.txt", 0).unwrap_err();
-    assert!(matches!(e, Error::InvalidInput(_)));
+    assert!(matches!(e, Error::ZeroReadLimit));
     assert_eq!(message(e), "max_bytes must be positive");
 }
 
@@ -291,7 +290,7 @@ fn export_copies_sparsely_and_never_overwrites() {
     let dangling = dir.path().join("dangling");
     std::os::unix::fs::symlink("/nonexistent/target", &dangling).unwrap();
     let e = diskimage::export(base_image(), &dangling).unwrap_err();
-    assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    assert!(matches!(e, Error::OutputExists { .. }), "{e:?}");
     assert!(!Path::new("/nonexistent/target").exists());
 }
 
@@ -330,7 +329,7 @@ fn guest_planted_runtime_paths_are_hidden_and_the_image_is_never_written() {
     let all = diskimage::list(&image, "/", true).unwrap();
     assert!(!all.iter().any(|e| e.path.starts_with("/run/pyro-")), "runtime paths listed");
     assert!(all.iter().any(|e| e.path == "/run/other/keep"));
-    assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/TOKEN", 100), Err(Error::NotFound(_))));
+    assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/TOKEN", 100), Err(Error::PathNotFound { .. })));
     let out = dir.path().join("exported.ext4");
     diskimage::export(&image, &out).unwrap();
 
@@ -352,7 +351,7 @@ fn a_symlinked_run_is_ordinary_data_but_runtime_names_stay_hidden() {
     mkfs(&tree, &image, "16M");
     assert_eq!(diskimage::read(&image, "/workspace/elsewhere/pyro-secrets/f", 100).unwrap().1, b"user data");
     // Asked for by its runtime-only name, it is still not shown.
-    assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/f", 100), Err(Error::NotFound(_))));
+    assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/f", 100), Err(Error::PathNotFound { .. })));
 }
 
 // ---- hostile and corrupt images -------------------------------------------------------------
@@ -385,7 +384,7 @@ fn bad_superblocks_are_refused_before_loading() {
     // s_log_block_size = 20 (1 GiB blocks): the crate would allocate gigabytes.
     patch(&image, 1024 + 24, &20u32.to_le_bytes());
     let e = diskimage::list(&image, "/workspace", true).unwrap_err();
-    assert!(matches!(e, Error::InvalidState(_)), "{e:?}");
+    assert!(matches!(e, Error::NotExt4 { .. }), "{e:?}");
     assert!(message(e).starts_with("workspace disk image is not a readable ext4 filesystem: "));
 
     // Random bytes over the whole superblock.
@@ -503,7 +502,7 @@ fn unfinished_journal_that_cannot_be_replayed_is_explained() {
         .arg("16M"));
     debugfs_w(&image, "feature needs_recovery");
     let e = diskimage::list(&image, "/workspace", false).unwrap_err();
-    assert!(matches!(e, Error::InvalidState(_)), "{e:?}");
+    assert!(matches!(e, Error::UnfinishedJournal { .. }), "{e:?}");
     let m = message(e);
     assert!(m.contains("unfinished journal") && m.contains("`pyro workspace start`"), "{m}");
 }
@@ -629,7 +628,7 @@ fn read_max_bytes_has_a_maximum() {
     let max = diskimage::MAX_READ_BYTES;
     for too_much in [max + 4, u64::MAX] {
         let e = diskimage::read(base_image(), "/workspace/big.img", too_much).unwrap_err();
-        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        assert!(matches!(e, Error::ReadLimitTooLarge { .. }), "{e:?}");
         assert!(message(e).contains("max_bytes must be at most 16777216 bytes (16 MiB)"));
     }
     let e = diskimage::check_read_limit(max + 1).unwrap_err();
@@ -639,4 +638,37 @@ fn read_max_bytes_has_a_maximum() {
     assert_eq!((size, data.len() as u64), (GIB, max + 3));
     assert!(data.starts_with(BIG_HEAD));
     assert!(diskimage::check_read_limit(max).is_ok());
+}
+
+#[test]
+fn listing_walk_skips_checksums_that_resolving_and_reading_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    let good = diskimage::list(&image, "/workspace", true).unwrap();
+    // Break the CRC32C in the tail of /workspace/d1's first directory block; its entries stay.
+    let block_size: u64 = run(Command::new("dumpe2fs").arg("-h").arg(&image))
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let block: u64 = run(Command::new("debugfs").arg("-R").arg("blocks /workspace/d1").arg(&image))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tail = block * block_size + block_size - 4;
+    let bytes = std::fs::read(&image).unwrap();
+    let flipped: Vec<u8> = bytes[tail as usize..tail as usize + 4].iter().map(|b| !b).collect();
+    patch(&image, tail, &flipped);
+
+    // Resolving a path through it (read, and list of a path below it) verifies: corrupt.
+    let e = diskimage::read(&image, "/workspace/d1/f1", 100).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+    assert!(message(e).contains("check it with `e2fsck -fn`"));
+    assert!(matches!(diskimage::list(&image, "/workspace/d1/f1", false), Err(Error::Corrupt { .. })));
+    // The walk below the verified path shows the same entries as before.
+    assert_eq!(diskimage::list(&image, "/workspace", true).unwrap(), good);
 }
