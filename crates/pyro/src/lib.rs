@@ -15,6 +15,7 @@
 
 // The SDK surface: `Pyro`, its option and payload types, errors, progress, doctor.
 pub mod config;
+pub mod defaults;
 pub mod doctor;
 pub mod env;
 pub mod error;

@@ -77,10 +77,10 @@ impl CreateVmOptions {
     pub fn new(environment: impl Into<String>) -> Self {
         CreateVmOptions {
             environment: environment.into(),
-            vcpu_count: 1,
-            mem_mib: 1024,
-            ttl_seconds: 600,
-            network: false,
+            vcpu_count: crate::defaults::VCPU_COUNT,
+            mem_mib: crate::defaults::MEM_MIB,
+            ttl_seconds: crate::defaults::TTL_SECONDS,
+            network: crate::defaults::NETWORK,
             allow_host_compat: false,
         }
     }

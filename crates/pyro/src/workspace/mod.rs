@@ -127,10 +127,10 @@ impl CreateWorkspaceOptions {
     pub fn new(environment: impl Into<String>) -> Self {
         CreateWorkspaceOptions {
             environment: environment.into(),
-            vcpu_count: 1,
-            mem_mib: 1024,
-            ttl_seconds: 600,
-            network_policy: "off".into(),
+            vcpu_count: crate::defaults::VCPU_COUNT,
+            mem_mib: crate::defaults::MEM_MIB,
+            ttl_seconds: crate::defaults::TTL_SECONDS,
+            network_policy: crate::defaults::NETWORK_POLICY.into(),
             allow_host_compat: false,
             seed_path: None,
             name: None,

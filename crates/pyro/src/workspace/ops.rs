@@ -66,7 +66,7 @@ pub struct WorkspaceExecOptions {
 impl WorkspaceExecOptions {
     /// 30 s timeout, no secrets, no sync.
     pub fn new() -> Self {
-        WorkspaceExecOptions { timeout_seconds: 30, secret_env: None, sync: false }
+        WorkspaceExecOptions { timeout_seconds: crate::defaults::TIMEOUT_SECONDS, secret_env: None, sync: false }
     }
 }
 

@@ -18,12 +18,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Defaults of REFERENCE §2.
-pub const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 30;
-/// Default pause between readiness checks, in milliseconds.
-pub const DEFAULT_READY_INTERVAL_MS: u64 = 500;
-/// Default number of lines per stream returned by `logs_service`.
-pub const DEFAULT_TAIL_LINES: u64 = 200;
 /// TERM, then KILL after this long.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Round-trip allowance on top of a readiness wait or stop grace.
@@ -129,8 +123,8 @@ impl StartServiceOptions {
             command: command.into(),
             cwd: WORKSPACE_PATH.into(),
             readiness: None,
-            ready_timeout_seconds: DEFAULT_READY_TIMEOUT_SECONDS,
-            ready_interval_ms: DEFAULT_READY_INTERVAL_MS,
+            ready_timeout_seconds: crate::defaults::READY_TIMEOUT_SECONDS,
+            ready_interval_ms: crate::defaults::READY_INTERVAL_MS,
             secret_env: BTreeMap::new(),
             published_ports: Vec::new(),
         }
