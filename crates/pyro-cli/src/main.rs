@@ -353,7 +353,7 @@ async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
                     Mode::Json => print_json(&v),
                     Mode::Human => {
                         eprintln!("[pull] phase=ready environment={}", n.environment);
-                        output::print_env_detail("Pulled", &v);
+                        output::print_env_detail("Pulled", &v.environment, Some(&v));
                     }
                 }
             }
@@ -361,7 +361,7 @@ async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
                 let v = pyro.inspect_environment(&n.environment).await?;
                 match mode {
                     Mode::Json => print_json(&v),
-                    Mode::Human => output::print_env_detail("Environment", &v),
+                    Mode::Human => output::print_env_detail("Environment", &v, None),
                 }
             }
             EnvCommand::Prune(_) => {

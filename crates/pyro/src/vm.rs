@@ -377,28 +377,24 @@ impl crate::Pyro {
     }
 
     /// Network facts of a VM (REFERENCE §6.1 keys).
-    pub async fn network_info_vm(&self, vm_id: &str) -> Result<serde_json::Value> {
+    pub async fn network_info_vm(&self, vm_id: &str) -> Result<NetworkInfo> {
         let info = self.vm_check_expiry(vm_id).await?;
-        if !info.network_enabled {
-            return Ok(serde_json::json!({
-                "vm_id": vm_id,
-                "network_enabled": false,
-                "outbound_connectivity_expected": false,
-                "reason": "network configuration is unavailable for this VM",
-            }));
-        }
-        Ok(serde_json::json!({
-            "vm_id": vm_id,
-            "network_enabled": true,
-            "tap_name": null,
-            "guest_ip": machine::USER_NET_GUEST_IP,
-            "gateway_ip": machine::USER_NET_GATEWAY,
-            "subnet_cidr": "10.0.2.0/24",
-            "mac_address": null,
-            "dns_servers": [machine::USER_NET_DNS],
-            "outbound_connectivity_expected": true,
-            "mode": "qemu-user",
-        }))
+        let enabled = info.network_enabled;
+        Ok(NetworkInfo {
+            vm_id: vm_id.to_string(),
+            network_enabled: enabled,
+            outbound_connectivity_expected: enabled,
+            guest_network: enabled.then(|| GuestNetwork {
+                tap_name: None,
+                guest_ip: machine::USER_NET_GUEST_IP.to_string(),
+                gateway_ip: machine::USER_NET_GATEWAY.to_string(),
+                subnet_cidr: "10.0.2.0/24".to_string(),
+                mac_address: None,
+                dns_servers: vec![machine::USER_NET_DNS.to_string()],
+                mode: "qemu-user".to_string(),
+            }),
+            reason: (!enabled).then(|| "network configuration is unavailable for this VM".to_string()),
+        })
     }
 
     /// Delete every ephemeral VM whose TTL has passed.
@@ -475,4 +471,42 @@ impl crate::Pyro {
         }
         out
     }
+}
+
+/// Payload of `network_info_vm` (REFERENCE §6.1 keys).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct NetworkInfo {
+    /// Id of the VM.
+    pub vm_id: String,
+    /// Whether the guest has a network (`network` at create).
+    pub network_enabled: bool,
+    /// Whether the guest can reach the outside: the same as `network_enabled`.
+    pub outbound_connectivity_expected: bool,
+    /// With networking: the guest's network (its keys are inlined in the payload).
+    #[serde(flatten)]
+    pub guest_network: Option<GuestNetwork>,
+    /// Without networking: why there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The network of a VM created with `network` (QEMU user-mode networking).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct GuestNetwork {
+    /// Host TAP device: always null (user-mode networking needs none).
+    pub tap_name: Option<String>,
+    /// Guest address (`10.0.2.15`).
+    pub guest_ip: String,
+    /// Gateway address (`10.0.2.2`).
+    pub gateway_ip: String,
+    /// The private subnet (`10.0.2.0/24`).
+    pub subnet_cidr: String,
+    /// Guest MAC address: always null (QEMU assigns it).
+    pub mac_address: Option<String>,
+    /// DNS servers the guest uses.
+    pub dns_servers: Vec<String>,
+    /// `qemu-user`.
+    pub mode: String,
 }

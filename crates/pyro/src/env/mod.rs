@@ -13,13 +13,14 @@
 mod build;
 mod initrd;
 mod oci;
+mod payload;
 
 pub use build::extract_vmlinux;
 pub use initrd::initramfs_for;
+pub use payload::{EnvironmentInfo, EnvironmentList, PruneResult, PulledEnvironment};
 
 use crate::{Error, Progress, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -275,60 +276,56 @@ impl EnvStore {
             .filter(|e| e.source != "local-build" || e.source_digest == build::source_digest(spec)))
     }
 
-    fn base_payload(&self, spec: &EnvironmentSpec, installed: Option<&InstalledEnvironment>) -> Value {
-        json!({
-            "name": spec.name,
-            "version": ENVIRONMENT_VERSION,
-            "description": spec.description,
-            "default_packages": spec.default_packages,
-            "distribution": "debian",
-            "distribution_version": "12",
-            "platform": PLATFORM,
-            "oci_registry": OCI_REGISTRY,
-            "oci_repository": spec.oci_repository,
-            "oci_reference": ENVIRONMENT_VERSION,
+    /// `env inspect` payload.
+    pub fn inspect_payload(&self, name: &str) -> Result<EnvironmentInfo> {
+        let spec = spec(name)?;
+        let installed = self.installed(spec.name)?;
+        Ok(EnvironmentInfo {
+            name: spec.name.to_string(),
+            version: ENVIRONMENT_VERSION.to_string(),
+            description: spec.description.to_string(),
+            default_packages: spec.default_packages.iter().map(|p| p.to_string()).collect(),
+            distribution: "debian".to_string(),
+            distribution_version: "12".to_string(),
+            platform: PLATFORM.to_string(),
+            oci_registry: OCI_REGISTRY.to_string(),
+            oci_repository: spec.oci_repository.to_string(),
+            oci_reference: ENVIRONMENT_VERSION.to_string(),
             // What an install of this environment is made from: the manifest's digest once
             // installed, else the digest a local build would record.
-            "source_digest": installed.map(|e| e.source_digest.clone()).unwrap_or_else(|| build::source_digest(spec)),
-            "compatibility": COMPATIBILITY,
+            source_digest: installed
+                .as_ref()
+                .map(|e| e.source_digest.clone())
+                .unwrap_or_else(|| build::source_digest(spec)),
+            compatibility: COMPATIBILITY.to_string(),
+            catalog_version: CATALOG_VERSION.to_string(),
+            installed: installed.is_some(),
+            cache_dir: self.cache_dir.display().to_string(),
+            install_dir: self.install_dir(spec.name).display().to_string(),
+            install_manifest: installed.as_ref().map(|e| e.install_dir.join(MANIFEST_FILE).display().to_string()),
         })
     }
 
-    /// `env inspect` payload.
-    pub fn inspect_payload(&self, name: &str) -> Result<Value> {
-        let spec = spec(name)?;
-        let installed = self.installed(spec.name)?;
-        let mut v = self.base_payload(spec, installed.as_ref());
-        let m = v.as_object_mut().expect("object");
-        m.insert("catalog_version".into(), json!(CATALOG_VERSION));
-        m.insert("installed".into(), json!(installed.is_some()));
-        m.insert("cache_dir".into(), json!(self.cache_dir.display().to_string()));
-        m.insert("install_dir".into(), json!(self.install_dir(spec.name).display().to_string()));
-        if let Some(e) = &installed {
-            m.insert("install_manifest".into(), json!(e.install_dir.join(MANIFEST_FILE).display().to_string()));
-        }
-        Ok(v)
-    }
-
     /// `env list` payload.
-    pub fn list_payload(&self) -> Result<Value> {
-        let envs: Result<Vec<Value>> = CATALOG.iter().map(|s| self.inspect_payload(s.name)).collect();
-        Ok(json!({ "catalog_version": CATALOG_VERSION, "environments": envs? }))
+    pub fn list_payload(&self) -> Result<EnvironmentList> {
+        let environments = CATALOG.iter().map(|s| self.inspect_payload(s.name)).collect::<Result<_>>()?;
+        Ok(EnvironmentList { catalog_version: CATALOG_VERSION.to_string(), environments })
     }
 
     /// `env pull` payload (after a pull): the inspect payload plus where the artifacts are
     /// and where they came from.
-    pub fn pull_payload(&self, name: &str) -> Result<Value> {
-        let mut v = self.inspect_payload(name)?;
+    pub fn pull_payload(&self, name: &str) -> Result<PulledEnvironment> {
+        let mut environment = self.inspect_payload(name)?;
         let e = self
             .installed(name)?
             .ok_or_else(|| Error::Environment(format!("environment '{}' is not installed", name.trim())))?;
-        let m = v.as_object_mut().expect("object");
-        m.insert("install_dir".into(), json!(e.install_dir.display().to_string()));
-        m.insert("kernel_image".into(), json!(e.kernel_image.display().to_string()));
-        m.insert("rootfs_image".into(), json!(e.rootfs_image.display().to_string()));
-        m.insert("source".into(), json!(e.source));
-        Ok(v)
+        environment.install_dir = e.install_dir.display().to_string();
+        Ok(PulledEnvironment {
+            environment,
+            kernel_image: e.kernel_image.display().to_string(),
+            rootfs_image: e.rootfs_image.display().to_string(),
+            source: e.source,
+        })
     }
 
     /// Install `name` unless it already is: from the OCI registry when one is configured,
@@ -424,13 +421,13 @@ impl EnvStore {
     /// (REFERENCE §9.5): `.partial-*` nobody is writing, dirs without a manifest or with
     /// bad metadata, names not in the catalog, other versions, incomplete artifacts.
     /// Installs and staging dirs of an environment being pulled right now are left alone.
-    pub fn prune(&self) -> Result<Value> {
+    pub fn prune(&self) -> Result<PruneResult> {
         let root = self.root();
         let mut deleted = Vec::new();
         let rd = match std::fs::read_dir(&root) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(json!({ "count": 0, "deleted_environment_dirs": Vec::<String>::new() }));
+                return Ok(PruneResult { count: 0, deleted_environment_dirs: Vec::new() });
             }
             Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
         };
@@ -461,7 +458,7 @@ impl EnvStore {
             }
         }
         deleted.sort();
-        Ok(json!({ "count": deleted.len(), "deleted_environment_dirs": deleted }))
+        Ok(PruneResult { count: deleted.len(), deleted_environment_dirs: deleted })
     }
 }
 
@@ -591,6 +588,12 @@ pub(crate) fn try_lock_file(path: &Path) -> Result<Option<LockGuard>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// A payload as the CLI and MCP serialise it: the keys are what the contract pins.
+    fn json_of<T: Serialize>(payload: Result<T>) -> Value {
+        serde_json::to_value(payload.unwrap()).unwrap()
+    }
 
     #[test]
     fn unknown_environment_names_the_catalog() {
@@ -741,7 +744,7 @@ mod tests {
         let mut inspect: Vec<&str> = base.to_vec();
         inspect.extend(["cache_dir", "catalog_version", "install_dir", "installed"]);
         inspect.sort();
-        let v = store.inspect_payload("debian:12").unwrap();
+        let v = json_of(store.inspect_payload("debian:12"));
         assert_eq!(keys(&v), inspect);
         assert_eq!(v["installed"], false);
         assert_eq!(v["oci_repository"], "thalesmaciel/pyro-environment-debian-12");
@@ -749,20 +752,20 @@ mod tests {
         assert!(store.pull_payload("debian:12").is_err());
 
         Fake { store: &store, name: "debian:12" }.complete();
-        let v = store.inspect_payload("debian:12").unwrap();
+        let v = json_of(store.inspect_payload("debian:12"));
         inspect.push("install_manifest");
         inspect.sort();
         assert_eq!(keys(&v), inspect);
         assert_eq!(v["installed"], true);
         assert_eq!(v["source_digest"], build::source_digest(spec("debian:12").unwrap()));
-        let p = store.pull_payload("debian:12").unwrap();
+        let p = json_of(store.pull_payload("debian:12"));
         let mut pull = inspect.clone();
         pull.extend(["kernel_image", "rootfs_image", "source"]);
         pull.sort();
         assert_eq!(keys(&p), pull);
         assert_eq!(p["source"], "local-build");
 
-        let list = store.list_payload().unwrap();
+        let list = json_of(store.list_payload());
         assert_eq!(list["catalog_version"], CATALOG_VERSION);
         let names: Vec<_> = list["environments"].as_array().unwrap().iter().map(|e| e["name"].clone()).collect();
         assert_eq!(names, [json!("debian:12"), json!("debian:12-base"), json!("debian:12-build")]);
@@ -772,7 +775,7 @@ mod tests {
     fn prune_removes_everything_that_is_not_a_complete_catalog_install() {
         let (_tmp, store) = store();
         // Nothing there yet: an empty answer, not an error.
-        assert_eq!(store.prune().unwrap(), json!({"count": 0, "deleted_environment_dirs": []}));
+        assert_eq!(json_of(store.prune()), json!({"count": 0, "deleted_environment_dirs": []}));
         Fake { store: &store, name: "debian:12" }.complete();
         let base = Fake { store: &store, name: "debian:12-base" };
         base.complete();
@@ -789,7 +792,7 @@ mod tests {
         std::fs::copy(store.install_dir("debian:12").join(MANIFEST_FILE), root.join("copy").join(MANIFEST_FILE))
             .unwrap();
 
-        let pruned = store.prune().unwrap();
+        let pruned = json_of(store.prune());
         assert_eq!(
             pruned["deleted_environment_dirs"],
             json!([
@@ -805,7 +808,7 @@ mod tests {
         assert_eq!(pruned["count"], 7);
         assert!(store.installed("debian:12").unwrap().is_some());
         assert!(root.join(".debian_12-1.0.0.lock").exists(), "locks stay");
-        assert_eq!(store.prune().unwrap()["count"], 0);
+        assert_eq!(json_of(store.prune())["count"], 0);
     }
 
     #[test]
@@ -821,7 +824,7 @@ mod tests {
         // flock locks belong to the open file description: a second open in this process
         // conflicts like another process would.
         assert!(try_lock_file(&store.lock_path(build)).unwrap().is_none());
-        assert_eq!(store.prune().unwrap()["count"], 0);
+        assert_eq!(json_of(store.prune())["count"], 0);
         assert!(live.path().exists());
         drop(held);
         // A test thread forking at this moment briefly shares the lock's open file
@@ -829,7 +832,7 @@ mod tests {
         // allow a few passes.
         let mut pruned = 0;
         for _ in 0..20 {
-            pruned += store.prune().unwrap()["count"].as_u64().unwrap();
+            pruned += json_of(store.prune())["count"].as_u64().unwrap();
             if pruned == 2 {
                 break;
             }
