@@ -21,6 +21,7 @@ pub mod env;
 pub mod error;
 pub mod limits;
 pub mod progress;
+pub mod state;
 pub mod vm;
 pub mod workspace;
 
@@ -47,6 +48,7 @@ pub mod util;
 pub use config::Paths;
 pub use error::{Error, Result};
 pub use progress::{Progress, ProgressEvent};
+pub use state::{ExecutionMode, ServiceStatus, WorkspaceState};
 pub use vm::{Cleanup, CreateVmOptions, DeleteVmResult, GuestNetwork, NetworkInfo, ReapResult, RunResult, VmInfo};
 
 use std::collections::HashMap;

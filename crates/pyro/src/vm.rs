@@ -4,7 +4,7 @@
 
 use crate::backend::{BackendChoice, BackendKind};
 use crate::limits::{validate_exec_timeout, validate_resources};
-use crate::{machine, Error, Result};
+use crate::{machine, Error, ExecutionMode, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,7 +43,7 @@ pub struct VmInfo {
     /// no TAP).
     pub tap_name: Option<String>,
     /// `pending`, `guest_vsock` (commands run in the guest through pyro's agent) or `host_compat`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// `qemu`, `firecracker` or `host-compat`; empty until started.
     pub backend: String,
     /// Backend details as strings, set at start: `backend_reason`, `vm_dir`, and for QEMU `accel`
@@ -120,7 +120,7 @@ pub struct RunResult {
     /// Wall time of the command in milliseconds (not counting the boot).
     pub duration_ms: u64,
     /// `guest_vsock` (ran in the guest through pyro's agent) or `host_compat` (ran on the host).
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// Backend that ran the VM: `qemu` or `host-compat`.
     pub backend: String,
     /// True when either stream hit the output cap.
@@ -210,7 +210,7 @@ impl crate::Pyro {
             allow_host_compat: opts.allow_host_compat,
             guest_ip: None,
             tap_name: None,
-            execution_mode: "pending".into(),
+            execution_mode: ExecutionMode::Pending,
             backend: String::new(),
             metadata: BTreeMap::new(),
         };
@@ -262,13 +262,13 @@ impl crate::Pyro {
                     metadata.insert("vmm_pid".into(), ready.vmm_pid.to_string());
                     metadata.insert("supervisor_pid".into(), ready.supervisor_pid.to_string());
                     metadata.insert("agent_transport".into(), "virtio-serial".into());
-                    ("guest_vsock", "qemu")
+                    (ExecutionMode::GuestVsock, "qemu")
                 })
             }
             BackendKind::HostCompat => {
                 crate::util::create_private_dir(&dir.join("workdir"))
                     .map_err(|e| Error::io("creating the host-compat work dir", e))?;
-                Ok(("host_compat", "host-compat"))
+                Ok((ExecutionMode::HostCompat, "host-compat"))
             }
             BackendKind::Firecracker => {
                 Err(Error::HostRequirement("the firecracker backend is not available in this build".into()))
@@ -285,7 +285,7 @@ impl crate::Pyro {
         let mut vms = self.inner.vms.lock().unwrap();
         let entry = vms.get_mut(vm_id).ok_or_else(|| Error::NotFound(format!("vm '{vm_id}' does not exist")))?;
         entry.info.state = "started".into();
-        entry.info.execution_mode = mode.into();
+        entry.info.execution_mode = mode;
         entry.info.backend = backend_name.into();
         if entry.info.network_enabled && choice.kind == BackendKind::Qemu {
             entry.info.guest_ip = Some(machine::USER_NET_GUEST_IP.into());
@@ -319,7 +319,7 @@ impl crate::Pyro {
         }
         let dir = self.vm_dir(vm_id);
         let timeout = Duration::from_secs(timeout_seconds);
-        let r = if info.execution_mode == "host_compat" {
+        let r = if info.execution_mode == ExecutionMode::HostCompat {
             crate::hostcompat::exec(&dir.join("workdir"), command, timeout, OUTPUT_CAP_BYTES).await?
         } else {
             machine::exec(&dir, command, None, timeout, OUTPUT_CAP_BYTES).await?
@@ -333,7 +333,7 @@ impl crate::Pyro {
             stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
             exit_code: r.exit_code,
             duration_ms: r.duration_ms,
-            execution_mode: info.execution_mode.clone(),
+            execution_mode: info.execution_mode,
             backend: info.backend.clone(),
             truncated: r.stdout_truncated || r.stderr_truncated,
             stdout_truncated: r.stdout_truncated,

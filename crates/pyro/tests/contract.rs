@@ -84,7 +84,7 @@ fn run_payload_keys_are_pinned() {
         stderr: String::new(),
         exit_code: 0,
         duration_ms: 0,
-        execution_mode: String::new(),
+        execution_mode: pyro::ExecutionMode::GuestVsock,
         backend: String::new(),
         truncated: false,
         stdout_truncated: false,
@@ -144,7 +144,7 @@ fn shell_payload_keys_are_pinned() {
         started_at: 1.0,
         ended_at: None,
         exit_code: None,
-        execution_mode: "guest_vsock".into(),
+        execution_mode: pyro::ExecutionMode::GuestVsock,
         backend: "qemu".into(),
     };
     let base = [

@@ -9,7 +9,7 @@ use super::store::WorkspaceDir;
 use super::{secrets, WORKSPACE_PATH};
 use crate::defaults;
 use crate::util::now_f64;
-use crate::{machine, Error, Pyro, Result};
+use crate::{machine, Error, ExecutionMode, Pyro, Result};
 use pyro_protocol::session::{ShellRequest, ShellResponse, ShellStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -103,7 +103,7 @@ pub struct ShellInfo {
     /// Exit status of the shell once it ended; `None` while running.
     pub exit_code: Option<i32>,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// Backend that runs the VM: `qemu`.
     pub backend: String,
 }
@@ -303,7 +303,7 @@ impl Pyro {
             started_at: now_f64(),
             ended_at: None,
             exit_code: None,
-            execution_mode: record.execution_mode.clone(),
+            execution_mode: record.execution_mode,
             backend: record.backend.clone(),
         };
         save(&dir, &info)?;
