@@ -153,5 +153,7 @@ impl Pyro {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io(format!("worker task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| Error::Task { context: "worker task failed".into(), source })?
 }

@@ -11,11 +11,13 @@
 //! installs) serialises builds of the same environment and keeps `prune` off a live build.
 
 mod build;
+mod error;
 mod initrd;
 mod oci;
 mod payload;
 
 pub use build::extract_vmlinux;
+pub use error::{DebootstrapError, EnvError, InstallDefect};
 pub use initrd::initramfs_for;
 pub use payload::{EnvironmentInfo, EnvironmentList, PruneResult, PulledEnvironment};
 
@@ -169,24 +171,26 @@ const MIN_KERNEL_BYTES: u64 = 1024 * 1024;
 /// carries the ext4 superblock magic, and every module listed in `modules/order` exists.
 /// `expected_dir` is the directory name the manifest must map to (None for staging dirs).
 /// Cheap (a few small reads), because `installed()` runs before every VM start.
-fn validate_install(dir: &Path, expected_dir: Option<&str>) -> std::result::Result<InstalledEnvironment, String> {
-    let text =
-        std::fs::read_to_string(dir.join(MANIFEST_FILE)).map_err(|e| format!("cannot read {MANIFEST_FILE}: {e}"))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("bad {MANIFEST_FILE}: {e}"))?;
-    let spec = spec(&manifest.name).map_err(|_| format!("'{}' is not in the catalog", manifest.name))?;
+fn validate_install(
+    dir: &Path,
+    expected_dir: Option<&str>,
+) -> std::result::Result<InstalledEnvironment, InstallDefect> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).map_err(InstallDefect::ManifestUnreadable)?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(InstallDefect::ManifestInvalid)?;
+    let spec = spec(&manifest.name).map_err(|_| InstallDefect::NotInCatalog(manifest.name.clone()))?;
     if manifest.name != spec.name {
-        return Err(format!("manifest name '{}' is not canonical", manifest.name));
+        return Err(InstallDefect::NotCanonical(manifest.name));
     }
     if manifest.version != ENVIRONMENT_VERSION {
-        return Err(format!("version {} is not {ENVIRONMENT_VERSION}", manifest.version));
+        return Err(InstallDefect::OtherVersion(manifest.version));
     }
     if let Some(expected) = expected_dir {
         if dir_name(spec.name) != expected {
-            return Err(format!("manifest of {} found in {expected}", spec.name));
+            return Err(InstallDefect::OtherDirectory { name: spec.name, dir: expected.to_string() });
         }
     }
     if manifest.kernel_release.trim().is_empty() {
-        return Err("manifest has no kernel_release".into());
+        return Err(InstallDefect::NoKernelRelease);
     }
     let env = InstalledEnvironment {
         name: manifest.name,
@@ -200,23 +204,22 @@ fn validate_install(dir: &Path, expected_dir: Option<&str>) -> std::result::Resu
         source_digest: manifest.source_digest,
         installed_at: manifest.installed_at,
     };
-    let head = read_at(&env.kernel_image, 0, 4).map_err(|e| format!("vmlinux: {e}"))?;
+    let head = read_at(&env.kernel_image, 0, 4).map_err(InstallDefect::KernelUnreadable)?;
     if head != b"\x7fELF" {
-        return Err("vmlinux is not an ELF file".into());
+        return Err(InstallDefect::KernelNotElf);
     }
     if file_len(&env.kernel_image) < MIN_KERNEL_BYTES {
-        return Err("vmlinux is truncated".into());
+        return Err(InstallDefect::KernelTruncated);
     }
     // ext4 (and ext2/3) superblock: 1024 bytes in, magic 0xEF53 little-endian at offset 56.
-    let magic = read_at(&env.rootfs_image, 1024 + 56, 2).map_err(|e| format!("rootfs.ext4: {e}"))?;
+    let magic = read_at(&env.rootfs_image, 1024 + 56, 2).map_err(InstallDefect::RootfsUnreadable)?;
     if magic != [0x53, 0xEF] {
-        return Err("rootfs.ext4 is not an ext4 image".into());
+        return Err(InstallDefect::RootfsNotExt4);
     }
-    let order = std::fs::read_to_string(env.modules_dir.join("order"))
-        .map_err(|e| format!("cannot read modules/order: {e}"))?;
+    let order = std::fs::read_to_string(env.modules_dir.join("order")).map_err(InstallDefect::ModuleOrderUnreadable)?;
     for m in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if m.contains('/') || m.starts_with('.') || file_len(&env.modules_dir.join(m)) == 0 {
-            return Err(format!("module {m} listed in modules/order is missing"));
+            return Err(InstallDefect::ModuleMissing(m.to_string()));
         }
     }
     Ok(env)
@@ -375,8 +378,10 @@ impl EnvStore {
         let stage = staging.path().to_path_buf();
         let text = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
         write_synced(&stage.join(MANIFEST_FILE), &text)?;
-        validate_install(&stage, None)
-            .map_err(|why| Error::Environment(format!("the new {} install is not usable: {why}", spec.name)))?;
+        validate_install(&stage, None).map_err(|defect| EnvError::Unusable {
+            context: format!("the new {} install is not usable", spec.name),
+            defect,
+        })?;
         // Without these a power loss shortly after the rename could leave a "complete"
         // install whose files are still holes.
         for f in ["vmlinux", "rootfs.ext4"] {
@@ -401,8 +406,9 @@ impl EnvStore {
         staging.disarm();
         sync_path(&self.root())?;
         let dir = dir_name(spec.name);
-        validate_install(&dest, Some(&dir))
-            .map_err(|why| Error::Environment(format!("{} was installed but is not usable: {why}", spec.name)))
+        validate_install(&dest, Some(&dir)).map_err(|defect| {
+            EnvError::Unusable { context: format!("{} was installed but is not usable", spec.name), defect }.into()
+        })
     }
 
     /// Remove this environment's staging dirs. Call only while holding its lock.

@@ -55,7 +55,7 @@ pub(crate) fn load_intent(dir: &WorkspaceDir) -> Result<Option<ResetIntent>> {
     match std::fs::read(intent_path(dir)) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Io(format!("reset record {} is unreadable: {e}", intent_path(dir).display()))),
+            .map_err(|e| Error::unreadable(format_args!("reset record {}", intent_path(dir).display()), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("reading the reset record", e)),
     }

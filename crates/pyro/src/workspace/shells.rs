@@ -188,7 +188,7 @@ fn load(dir: &WorkspaceDir, shell_id: &str) -> Result<ShellInfo> {
     validate_shell_id(shell_id)?;
     let text = std::fs::read(record_path(dir, shell_id))
         .map_err(|_| Error::NotFound(format!("unknown shell '{shell_id}' in workspace '{}'", dir.id)))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Io(format!("shell record {shell_id} is unreadable: {e}")))
+    serde_json::from_slice(&text).map_err(|e| Error::unreadable(format_args!("shell record {shell_id}"), e))
 }
 
 fn save(dir: &WorkspaceDir, info: &ShellInfo) -> Result<()> {

@@ -217,7 +217,7 @@ impl WorkspaceDir {
             }
         })?;
         let record: WorkspaceRecord = serde_json::from_str(&text)
-            .map_err(|e| Error::Io(format!("workspace record {} is unreadable: {e}", self.record_path().display())))?;
+            .map_err(|e| Error::unreadable(format_args!("workspace record {}", self.record_path().display()), e))?;
         if record.layout_version > LAYOUT_VERSION {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' was written by a newer pyro (layout {}; this pyro reads up to {LAYOUT_VERSION})",
