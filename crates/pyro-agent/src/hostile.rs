@@ -24,7 +24,9 @@
 use crate::serve::{send, OutTx, Outgoing};
 use bytes::Bytes;
 use pyro_protocol::fs::{FileEntry, FsRequest, FsResponse};
-use pyro_protocol::session::{ServiceRequest, ServiceResponse, ServiceState, ShellRequest, ShellResponse};
+use pyro_protocol::session::{
+    ServiceRequest, ServiceResponse, ServiceState, ServiceStatus, ShellRequest, ShellResponse,
+};
 use pyro_protocol::{encode_with_id, ExecResult, Request, Response};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -167,7 +169,7 @@ fn service_state(name: &str) -> ServiceState {
         name: name.to_string(),
         command: "sleep 1000".into(),
         cwd: "/workspace".into(),
-        state: "running".into(),
+        state: ServiceStatus::Running,
         pid: Some(42),
         exit_code: None,
         readiness: None,

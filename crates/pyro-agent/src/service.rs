@@ -9,7 +9,8 @@
 
 use crate::exec::BASE_ENV;
 use pyro_protocol::session::{
-    ReadinessProbe, ServiceLogs, ServiceRequest, ServiceResponse, ServiceState, SERVICE_LOG_GENERATION_BYTES,
+    ReadinessProbe, ServiceLogs, ServiceRequest, ServiceResponse, ServiceState, ServiceStatus,
+    SERVICE_LOG_GENERATION_BYTES,
 };
 use pyro_protocol::Response;
 use std::io::{Read, Write};
@@ -73,16 +74,16 @@ impl Services {
 
     /// Bring a `running` record up to date with the process it names.
     fn refresh(&self, mut state: ServiceState) -> ServiceState {
-        if state.state != "running" {
+        if state.state != ServiceStatus::Running {
             return state;
         }
         if let Some((code, at)) = self.exit_status(&state.name) {
-            state.state = "exited".into();
+            state.state = ServiceStatus::Exited;
             state.exit_code = Some(code);
             state.ended_at = Some(at);
             self.save(&state);
         } else if !state.pid.is_some_and(process_alive) {
-            state.state = "exited".into();
+            state.state = ServiceStatus::Exited;
             state.ended_at = Some(now());
             self.save(&state);
         }
@@ -169,7 +170,7 @@ impl Services {
         ready_interval_ms: u64,
     ) -> Response {
         if let Some(existing) = self.load(name) {
-            if self.refresh(existing).state == "running" {
+            if self.refresh(existing).state == ServiceStatus::Running {
                 return err("invalid_state", format!("service '{name}' is already running"));
             }
         }
@@ -206,7 +207,7 @@ impl Services {
             name: name.to_string(),
             command: command.to_string(),
             cwd: cwd.to_string(),
-            state: "running".into(),
+            state: ServiceStatus::Running,
             pid,
             exit_code: None,
             readiness: readiness.clone(),
@@ -226,8 +227,8 @@ impl Services {
         let interval = Duration::from_millis(ready_interval_ms.max(1));
         loop {
             state = self.refresh(state);
-            if state.state != "running" {
-                state.state = "failed".into();
+            if state.state != ServiceStatus::Running {
+                state.state = ServiceStatus::Failed;
                 state.stop_reason = Some("process_exited_before_ready".into());
                 self.save(&state);
                 break;
@@ -243,7 +244,7 @@ impl Services {
             if Instant::now() >= deadline {
                 let why = state.readiness_error.take();
                 state = self.stop(state, Duration::from_secs(5), Some("readiness_timeout")).await;
-                state.state = "failed".into();
+                state.state = ServiceStatus::Failed;
                 state.readiness_error = why;
                 self.save(&state);
                 break;
@@ -255,7 +256,7 @@ impl Services {
 
     /// TERM to the group, KILL after `grace`. `reason` overrides sigterm/sigkill.
     async fn stop(&self, mut state: ServiceState, grace: Duration, reason: Option<&str>) -> ServiceState {
-        if state.state != "running" {
+        if state.state != ServiceStatus::Running {
             return state;
         }
         let Some(pid) = state.pid else { return state };
@@ -266,7 +267,7 @@ impl Services {
             signal_group(pid, libc::SIGKILL);
             wait_gone(pid, Duration::from_secs(5)).await;
         }
-        state.state = "stopped".into();
+        state.state = ServiceStatus::Stopped;
         state.stop_reason = Some(reason.unwrap_or(how).to_string());
         state.ended_at = Some(now());
         state.exit_code = self.exit_status(&state.name).map(|(c, _)| c).or(Some(128 + libc::SIGKILL));

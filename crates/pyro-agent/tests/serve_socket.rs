@@ -2,7 +2,7 @@
 //! real framing and encoding.
 
 use futures::{SinkExt, StreamExt};
-use pyro_protocol::session::{ReadinessProbe, ServiceRequest, ServiceResponse, ServiceState};
+use pyro_protocol::session::{ReadinessProbe, ServiceRequest, ServiceResponse, ServiceState, ServiceStatus};
 use pyro_protocol::{
     codec, decode, encode, ExecRequest, Request, RequestFrame, Response, ResponseFrame, SupervisorRequest,
     PROTOCOL_VERSION, READY_FRAME_ID,
@@ -258,7 +258,7 @@ async fn services_start_wait_log_and_stop() {
     let cmd = format!("echo out-$GREETING; echo err-line >&2; sleep 0.3; touch {}; exec sleep 100", marker.display());
     let probe = ReadinessProbe::File { path: marker.display().to_string() };
     let s = state_of(agent.call(2, service_start("web", &cmd, Some(probe), 10_000)).await);
-    assert_eq!(s.state, "running");
+    assert_eq!(s.state, ServiceStatus::Running);
     assert!(s.ready_at.is_some());
     // Already running: refused.
     match agent.call(3, service_start("web", "true", None, 1000)).await {
@@ -276,7 +276,7 @@ async fn services_start_wait_log_and_stop() {
     let pid = s.pid.unwrap();
     let stopped =
         state_of(agent.call(5, Request::Service(ServiceRequest::Stop { name: "web".into(), grace_ms: 5000 })).await);
-    assert_eq!(stopped.state, "stopped");
+    assert_eq!(stopped.state, ServiceStatus::Stopped);
     assert_eq!(stopped.stop_reason.as_deref(), Some("sigterm"));
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -295,7 +295,7 @@ async fn services_start_wait_log_and_stop() {
     let failed = agent.recv().await;
     assert_eq!(failed.id, 6);
     let failed = state_of(failed.response);
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state, ServiceStatus::Failed);
     assert_eq!(failed.stop_reason.as_deref(), Some("readiness_timeout"));
     assert!(failed.readiness_error.unwrap().contains("127.0.0.1:1"));
 
@@ -305,7 +305,7 @@ async fn services_start_wait_log_and_stop() {
             .call(8, service_start("quick", "exit 3", Some(ReadinessProbe::File { path: "/nonexistent".into() }), 5000))
             .await,
     );
-    assert_eq!(gone.state, "failed");
+    assert_eq!(gone.state, ServiceStatus::Failed);
     assert_eq!(gone.stop_reason.as_deref(), Some("process_exited_before_ready"));
     assert_eq!(gone.exit_code, Some(3));
 
@@ -313,7 +313,7 @@ async fn services_start_wait_log_and_stop() {
     state_of(agent.call(9, service_start("job", "exit 5", None, 1000)).await);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let job = state_of(agent.call(10, Request::Service(ServiceRequest::Status { name: "job".into() })).await);
-    assert_eq!((job.state.as_str(), job.exit_code), ("exited", Some(5)));
+    assert_eq!((job.state, job.exit_code), (ServiceStatus::Exited, Some(5)));
     match agent.call(11, Request::Service(ServiceRequest::List)).await {
         Response::Service(ServiceResponse::List { services }) => {
             let names: Vec<_> = services.iter().map(|s| s.name.as_str()).collect();

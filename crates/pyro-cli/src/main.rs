@@ -90,13 +90,13 @@ impl From<McpProfile> for pyro_mcp::Profile {
 struct RunArgs {
     /// Environment name, e.g. debian:12.
     environment: String,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = pyro::defaults::VCPU_COUNT)]
     vcpu_count: u32,
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = pyro::defaults::MEM_MIB)]
     mem_mib: u32,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = pyro::defaults::TIMEOUT_SECONDS)]
     timeout_seconds: u64,
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = pyro::defaults::TTL_SECONDS)]
     ttl_seconds: u64,
     /// Give the guest outbound network access (QEMU user-mode NAT).
     #[arg(long)]
@@ -113,7 +113,7 @@ struct RunArgs {
 
 #[derive(Args)]
 struct DoctorArgs {
-    #[arg(long, default_value = "linux-x86_64")]
+    #[arg(long, default_value = pyro::env::PLATFORM)]
     platform: String,
     #[arg(long)]
     json: bool,
@@ -353,7 +353,7 @@ async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
                     Mode::Json => print_json(&v),
                     Mode::Human => {
                         eprintln!("[pull] phase=ready environment={}", n.environment);
-                        output::print_env_detail("Pulled", &v);
+                        output::print_env_detail("Pulled", &v.environment, Some(&v));
                     }
                 }
             }
@@ -361,7 +361,7 @@ async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
                 let v = pyro.inspect_environment(&n.environment).await?;
                 match mode {
                     Mode::Json => print_json(&v),
-                    Mode::Human => output::print_env_detail("Environment", &v),
+                    Mode::Human => output::print_env_detail("Environment", &v, None),
                 }
             }
             EnvCommand::Prune(_) => {

@@ -41,60 +41,44 @@ pub fn terminal_progress(label: &'static str) -> pyro::Progress {
     })
 }
 
-fn s(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-pub fn print_env_list(v: &Value) {
-    println!("Catalog version: {}", s(v, "catalog_version"));
-    let envs = v.get("environments").and_then(Value::as_array).cloned().unwrap_or_default();
-    if envs.is_empty() {
+pub fn print_env_list(list: &pyro::env::EnvironmentList) {
+    println!("Catalog version: {}", list.catalog_version);
+    if list.environments.is_empty() {
         println!("No environments found.");
     }
-    for e in envs {
-        let installed =
-            if e.get("installed").and_then(Value::as_bool).unwrap_or(false) { "installed" } else { "not installed" };
-        println!("{} [{}] {}", s(&e, "name"), installed, s(&e, "description"));
+    for e in &list.environments {
+        let installed = if e.installed { "installed" } else { "not installed" };
+        println!("{} [{}] {}", e.name, installed, e.description);
     }
 }
 
-pub fn print_env_detail(action: &str, v: &Value) {
-    println!("{action}: {}", s(v, "name"));
-    println!("Version: {}", s(v, "version"));
-    println!("Distribution: {} {}", s(v, "distribution"), s(v, "distribution_version"));
-    let installed = v.get("installed").and_then(Value::as_bool).unwrap_or(action == "Pulled");
-    println!("Installed: {}", if installed { "yes" } else { "no" });
-    println!("Cache dir: {}", s(v, "cache_dir"));
-    let pkgs: Vec<String> = v
-        .get("default_packages")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    println!("Default packages: {}", pkgs.join(", "));
-    println!("Description: {}", s(v, "description"));
-    if installed {
-        println!("Install dir: {}", s(v, "install_dir"));
-        if v.get("install_manifest").is_some() {
-            println!("Install manifest: {}", s(v, "install_manifest"));
+/// `env inspect` (`pulled` is `None`) and `env pull` (the artifacts of the install).
+pub fn print_env_detail(action: &str, e: &pyro::env::EnvironmentInfo, pulled: Option<&pyro::env::PulledEnvironment>) {
+    println!("{action}: {}", e.name);
+    println!("Version: {}", e.version);
+    println!("Distribution: {} {}", e.distribution, e.distribution_version);
+    println!("Installed: {}", if e.installed { "yes" } else { "no" });
+    println!("Cache dir: {}", e.cache_dir);
+    println!("Default packages: {}", e.default_packages.join(", "));
+    println!("Description: {}", e.description);
+    if e.installed {
+        println!("Install dir: {}", e.install_dir);
+        if let Some(manifest) = &e.install_manifest {
+            println!("Install manifest: {manifest}");
         }
-        if v.get("kernel_image").is_some() {
-            println!("Kernel image: {}", s(v, "kernel_image"));
-            println!("Rootfs image: {}", s(v, "rootfs_image"));
+        if let Some(p) = pulled {
+            println!("Kernel image: {}", p.kernel_image);
+            println!("Rootfs image: {}", p.rootfs_image);
         }
     }
-    println!("OCI source: {}/{}:{}", s(v, "oci_registry"), s(v, "oci_repository"), s(v, "oci_reference"));
+    println!("OCI source: {}/{}:{}", e.oci_registry, e.oci_repository, e.oci_reference);
 }
 
-pub fn print_prune(v: &Value) {
-    let dirs = v.get("deleted_environment_dirs").and_then(Value::as_array).cloned().unwrap_or_default();
-    let n = dirs.len();
+pub fn print_prune(r: &pyro::env::PruneResult) {
+    let n = r.deleted_environment_dirs.len();
     println!("Deleted {n} cached environment {}.", if n == 1 { "entry" } else { "entries" });
-    for d in dirs {
-        println!("- {}", d.as_str().unwrap_or_default());
+    for d in &r.deleted_environment_dirs {
+        println!("- {d}");
     }
 }
 

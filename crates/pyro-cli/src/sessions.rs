@@ -26,13 +26,13 @@ pub enum ShellCommand {
 #[derive(Args)]
 pub struct ShellOpenArgs {
     workspace_id: String,
-    #[arg(long, default_value = "/workspace")]
+    #[arg(long, default_value = pyro::workspace::WORKSPACE_PATH)]
     cwd: String,
     /// Terminal width in columns, 1..=1000.
-    #[arg(long, default_value_t = pyro::workspace::DEFAULT_COLS)]
+    #[arg(long, default_value_t = pyro::defaults::SHELL_COLS)]
     cols: u16,
     /// Terminal height in rows, 1..=500.
-    #[arg(long, default_value_t = pyro::workspace::DEFAULT_ROWS)]
+    #[arg(long, default_value_t = pyro::defaults::SHELL_ROWS)]
     rows: u16,
     /// SECRET[=ENV_VAR] (repeatable): export a workspace secret into the shell.
     #[arg(long = "secret-env", value_name = "SECRET[=ENV_VAR]")]
@@ -50,7 +50,7 @@ pub struct ShellReadArgs {
     shell_id: String,
     #[arg(long, default_value_t = 0)]
     cursor: u64,
-    #[arg(long, default_value_t = pyro::workspace::DEFAULT_MAX_CHARS)]
+    #[arg(long, default_value_t = pyro::defaults::SHELL_MAX_CHARS)]
     max_chars: u64,
     /// Render through a terminal emulator: plain text, no escape sequences.
     #[arg(long)]
@@ -78,7 +78,7 @@ pub struct ShellWriteArgs {
 pub struct ShellSignalArgs {
     workspace_id: String,
     shell_id: String,
-    #[arg(long, default_value = "INT", value_parser = ["HUP", "INT", "TERM", "KILL"])]
+    #[arg(long, default_value = pyro::defaults::SHELL_SIGNAL, value_parser = ["HUP", "INT", "TERM", "KILL"])]
     signal: String,
     #[arg(long)]
     json: bool,
@@ -110,7 +110,7 @@ pub enum ServiceCommand {
 pub struct ServiceStartArgs {
     workspace_id: String,
     service_name: String,
-    #[arg(long, default_value = "/workspace")]
+    #[arg(long, default_value = pyro::workspace::WORKSPACE_PATH)]
     cwd: String,
     /// Ready when this guest path exists.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["ready_tcp", "ready_http", "ready_command"])]
@@ -124,9 +124,9 @@ pub struct ServiceStartArgs {
     /// Ready when this shell command exits 0.
     #[arg(long, value_name = "CMD")]
     ready_command: Option<String>,
-    #[arg(long, default_value_t = pyro::workspace::DEFAULT_READY_TIMEOUT_SECONDS)]
+    #[arg(long, default_value_t = pyro::defaults::READY_TIMEOUT_SECONDS)]
     ready_timeout_seconds: u64,
-    #[arg(long, default_value_t = pyro::workspace::DEFAULT_READY_INTERVAL_MS)]
+    #[arg(long, default_value_t = pyro::defaults::READY_INTERVAL_MS)]
     ready_interval_ms: u64,
     /// SECRET[=ENV_VAR] (repeatable).
     #[arg(long = "secret-env", value_name = "SECRET[=ENV_VAR]")]
@@ -160,7 +160,7 @@ pub struct ServiceNameArgs {
 pub struct ServiceLogsArgs {
     workspace_id: String,
     service_name: String,
-    #[arg(long, default_value_t = pyro::workspace::DEFAULT_TAIL_LINES)]
+    #[arg(long, default_value_t = pyro::defaults::TAIL_LINES)]
     tail_lines: u64,
     /// Everything kept instead of the last --tail-lines lines.
     #[arg(long)]

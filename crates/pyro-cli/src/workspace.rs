@@ -70,7 +70,7 @@ pub enum DiskCommand {
 #[derive(Args)]
 pub struct DiskListArgs {
     workspace_id: String,
-    #[arg(default_value = "/workspace")]
+    #[arg(default_value = pyro::workspace::WORKSPACE_PATH)]
     path: String,
     #[arg(long)]
     recursive: bool,
@@ -82,7 +82,7 @@ pub struct DiskListArgs {
 pub struct DiskReadArgs {
     workspace_id: String,
     path: String,
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = pyro::defaults::READ_MAX_BYTES)]
     max_bytes: u64,
     #[arg(long, conflicts_with = "json")]
     content_only: bool,
@@ -115,13 +115,13 @@ pub struct IdArgs {
 #[derive(Args)]
 pub struct CreateArgs {
     environment: String,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = pyro::defaults::VCPU_COUNT)]
     vcpu_count: u32,
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = pyro::defaults::MEM_MIB)]
     mem_mib: u32,
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = pyro::defaults::TTL_SECONDS)]
     ttl_seconds: u64,
-    #[arg(long, default_value = "off")]
+    #[arg(long, default_value = pyro::defaults::NETWORK_POLICY)]
     network_policy: String,
     #[arg(long)]
     allow_host_compat: bool,
@@ -167,7 +167,7 @@ pub struct UpdateArgs {
 #[derive(Args)]
 pub struct ExecArgs {
     workspace_id: String,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = pyro::defaults::TIMEOUT_SECONDS)]
     timeout_seconds: u64,
     /// SECRET[=ENV_VAR] (repeatable): expose a workspace secret to this command.
     #[arg(long = "secret-env", value_name = "SECRET[=ENV_VAR]")]
@@ -193,7 +193,7 @@ pub enum SyncCommand {
 pub struct SyncPushArgs {
     workspace_id: String,
     source_path: PathBuf,
-    #[arg(long, default_value = "/workspace")]
+    #[arg(long, default_value = pyro::workspace::WORKSPACE_PATH)]
     dest: String,
     #[arg(long)]
     json: bool,
@@ -209,7 +209,7 @@ pub enum FileCommand {
 #[derive(Args)]
 pub struct FileListArgs {
     workspace_id: String,
-    #[arg(default_value = "/workspace")]
+    #[arg(default_value = pyro::workspace::WORKSPACE_PATH)]
     path: String,
     #[arg(long)]
     recursive: bool,
@@ -221,7 +221,7 @@ pub struct FileListArgs {
 pub struct FileReadArgs {
     workspace_id: String,
     path: String,
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = pyro::defaults::READ_MAX_BYTES)]
     max_bytes: u64,
     #[arg(long, conflicts_with = "json")]
     content_only: bool,
@@ -285,7 +285,7 @@ pub struct SnapshotNameArgs {
 #[derive(Args)]
 pub struct ResetArgs {
     workspace_id: String,
-    #[arg(long, default_value = "baseline")]
+    #[arg(long, default_value = pyro::defaults::RESET_SNAPSHOT)]
     snapshot: String,
     #[arg(long)]
     json: bool,

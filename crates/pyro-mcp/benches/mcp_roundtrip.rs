@@ -55,7 +55,7 @@ fn main() {
             let t = Instant::now();
             let s = pyro.status_workspace(&id).await.unwrap();
             sdk.push(t.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(s.state, "started");
+            assert_eq!(s.state, pyro::WorkspaceState::Started);
         }
 
         let (server_io, client_io) = tokio::io::duplex(1 << 20);

@@ -11,7 +11,6 @@
 //! - Calls run concurrently (rmcp spawns a task per request; nothing here serialises them).
 
 mod params;
-pub mod payloads;
 mod serve;
 pub mod token;
 mod tools;

@@ -29,29 +29,34 @@ impl<T: JsonSchema> JsonSchema for Args<T> {
     }
 }
 
-fn one() -> u32 {
-    1
+// Every default comes from `pyro::defaults` (shared with the engine and the CLI); serde
+// needs a function per default.
+fn vcpu_default() -> u32 {
+    pyro::defaults::VCPU_COUNT
 }
 fn mem_default() -> u32 {
-    1024
+    pyro::defaults::MEM_MIB
 }
 fn ttl_default() -> u64 {
-    600
+    pyro::defaults::TTL_SECONDS
 }
 fn timeout_default() -> u64 {
-    30
+    pyro::defaults::TIMEOUT_SECONDS
 }
 fn workspace_path() -> String {
     pyro::workspace::WORKSPACE_PATH.to_string()
 }
 fn max_bytes_default() -> u64 {
-    65536
+    pyro::defaults::READ_MAX_BYTES
 }
-fn network_off() -> String {
-    "off".into()
+fn network_default() -> bool {
+    pyro::defaults::NETWORK
 }
-fn baseline() -> String {
-    "baseline".into()
+fn network_policy_default() -> String {
+    pyro::defaults::NETWORK_POLICY.into()
+}
+fn reset_snapshot_default() -> String {
+    pyro::defaults::RESET_SNAPSHOT.into()
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -62,7 +67,7 @@ pub struct VmRunParams {
     /// Shell command, run with `/bin/sh -lc`.
     pub command: String,
     /// Virtual CPUs, 1..8.
-    #[serde(default = "one")]
+    #[serde(default = "vcpu_default")]
     pub vcpu_count: u32,
     /// Guest memory in MiB, 256..32768.
     #[serde(default = "mem_default")]
@@ -74,7 +79,7 @@ pub struct VmRunParams {
     #[serde(default = "ttl_default")]
     pub ttl_seconds: u64,
     /// Give the guest outbound network access.
-    #[serde(default)]
+    #[serde(default = "network_default")]
     pub network: bool,
     /// Allow running on the host without isolation when no VM backend works; refused unless the
     /// server was started with `pyro mcp serve --allow-host-compat`.
@@ -88,7 +93,7 @@ pub struct VmCreateParams {
     /// Environment name: `debian:12`, `debian:12-base` or `debian:12-build`.
     pub environment: String,
     /// Virtual CPUs, 1..8.
-    #[serde(default = "one")]
+    #[serde(default = "vcpu_default")]
     pub vcpu_count: u32,
     /// Guest memory in MiB, 256..32768.
     #[serde(default = "mem_default")]
@@ -97,7 +102,7 @@ pub struct VmCreateParams {
     #[serde(default = "ttl_default")]
     pub ttl_seconds: u64,
     /// Give the guest outbound network access.
-    #[serde(default)]
+    #[serde(default = "network_default")]
     pub network: bool,
     /// Allow running on the host without isolation when no VM backend works; refused unless the
     /// server was started with `pyro mcp serve --allow-host-compat`.
@@ -130,7 +135,7 @@ pub struct WorkspaceCreateCoreParams {
     /// Environment name: `debian:12`, `debian:12-base` or `debian:12-build`.
     pub environment: String,
     /// Virtual CPUs, 1..8.
-    #[serde(default = "one")]
+    #[serde(default = "vcpu_default")]
     pub vcpu_count: u32,
     /// Guest memory in MiB, 256..32768.
     #[serde(default = "mem_default")]
@@ -159,7 +164,7 @@ pub struct WorkspaceCreateFullParams {
     /// Environment name: `debian:12`, `debian:12-base` or `debian:12-build`.
     pub environment: String,
     /// Virtual CPUs, 1..8.
-    #[serde(default = "one")]
+    #[serde(default = "vcpu_default")]
     pub vcpu_count: u32,
     /// Guest memory in MiB, 256..32768.
     #[serde(default = "mem_default")]
@@ -168,7 +173,7 @@ pub struct WorkspaceCreateFullParams {
     #[serde(default = "ttl_default")]
     pub ttl_seconds: u64,
     /// `off`, `egress` or `egress+published-ports`.
-    #[serde(default = "network_off")]
+    #[serde(default = "network_policy_default")]
     pub network_policy: String,
     /// Allow running on the host without isolation when no VM backend works; refused unless the
     /// server was started with `pyro mcp serve --allow-host-compat`.
@@ -333,33 +338,33 @@ pub struct ResetParams {
     /// The workspace id.
     pub workspace_id: String,
     /// Snapshot to restore `/workspace` from.
-    #[serde(default = "baseline")]
+    #[serde(default = "reset_snapshot_default")]
     pub snapshot: String,
 }
 
 fn cols_default() -> u16 {
-    pyro::workspace::DEFAULT_COLS
+    pyro::defaults::SHELL_COLS
 }
 fn rows_default() -> u16 {
-    pyro::workspace::DEFAULT_ROWS
+    pyro::defaults::SHELL_ROWS
 }
 fn max_chars_default() -> u64 {
-    pyro::workspace::DEFAULT_MAX_CHARS
+    pyro::defaults::SHELL_MAX_CHARS
 }
 fn yes() -> bool {
     true
 }
-fn int_signal() -> String {
-    "INT".into()
+fn signal_default() -> String {
+    pyro::defaults::SHELL_SIGNAL.into()
 }
 fn ready_timeout_default() -> u64 {
-    pyro::workspace::DEFAULT_READY_TIMEOUT_SECONDS
+    pyro::defaults::READY_TIMEOUT_SECONDS
 }
 fn ready_interval_default() -> u64 {
-    pyro::workspace::DEFAULT_READY_INTERVAL_MS
+    pyro::defaults::READY_INTERVAL_MS
 }
 fn tail_default() -> u64 {
-    pyro::workspace::DEFAULT_TAIL_LINES
+    pyro::defaults::TAIL_LINES
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -433,7 +438,7 @@ pub struct ShellSignalParams {
     /// The shell id returned by `shell_open`.
     pub shell_id: String,
     /// `HUP`, `INT`, `QUIT`, `TERM` or `KILL`, sent to the shell's foreground process group.
-    #[serde(default = "int_signal")]
+    #[serde(default = "signal_default")]
     pub signal_name: String,
 }
 

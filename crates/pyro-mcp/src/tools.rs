@@ -2,9 +2,9 @@
 //! return the payload. Descriptions say what the tool does, when to use it, and what is kept.
 
 use crate::params::*;
-use crate::payloads::{self, EnvironmentList, NetworkInfo};
 use crate::PyroMcp;
-use pyro::vm::{DeleteVmResult, ReapResult, RunResult, VmInfo};
+use pyro::env::EnvironmentList;
+use pyro::vm::{DeleteVmResult, NetworkInfo, ReapResult, RunResult, VmInfo};
 use pyro::workspace::*;
 use pyro::CreateVmOptions;
 use rmcp::handler::server::wrapper::Parameters;
@@ -66,7 +66,7 @@ impl PyroMcp {
     ))]
     async fn vm_list_environments(&self, ctx: Ctx) -> Result<Json<EnvironmentList>, String> {
         let pyro = self.pyro.clone();
-        self.call("vm_list_environments", &ctx, async move { payloads::view(pyro.list_environments().await?) }).await
+        self.call("vm_list_environments", &ctx, pyro.list_environments()).await
     }
 
     /// Create (but do not boot) a low-level ephemeral VM owned by this server; boot it with
@@ -186,7 +186,7 @@ impl PyroMcp {
     ) -> Result<Json<NetworkInfo>, String> {
         let a = args(a)?;
         let pyro = self.pyro.clone();
-        self.call("vm_network_info", &ctx, async move { payloads::view(pyro.network_info_vm(&a.vm_id).await?) }).await
+        self.call("vm_network_info", &ctx, async move { pyro.network_info_vm(&a.vm_id).await }).await
     }
 
     /// Delete every ephemeral VM of this server whose TTL has passed. Workspaces are not

@@ -202,6 +202,59 @@ pub enum ServiceRequest {
     },
 }
 
+/// Where a service is in its life (`state` of [`ServiceState`]): on the wire, and in the
+/// host's payloads, its snake_case name. A guest sending any other value is refused at decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    /// The process runs (and passed its readiness check, if it has one).
+    Running,
+    /// The process ended on its own.
+    Exited,
+    /// It was stopped: `stop_service`, or a workspace stop or reset.
+    Stopped,
+    /// It never became ready: it exited first, or its readiness check timed out.
+    Failed,
+}
+
+impl ServiceStatus {
+    /// Every state.
+    pub const ALL: [ServiceStatus; 4] =
+        [ServiceStatus::Running, ServiceStatus::Exited, ServiceStatus::Stopped, ServiceStatus::Failed];
+
+    /// The wire name: `running`, `exited`, `stopped` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Running => "running",
+            ServiceStatus::Exited => "exited",
+            ServiceStatus::Stopped => "stopped",
+            ServiceStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"type": "string", "enum": [...]}`, inlined: pyro's payloads report the state as the plain
+/// string it always was, now with its list of values.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ServiceStatus {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ServiceStatus".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = ServiceStatus::ALL.iter().map(|s| s.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
 /// The guest's record of a service (the source of truth while the VM runs).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceState {
@@ -212,7 +265,7 @@ pub struct ServiceState {
     /// Its working directory.
     pub cwd: String,
     /// `running`, `exited`, `stopped` or `failed`.
-    pub state: String,
+    pub state: ServiceStatus,
     /// Pid (and process group id) of the service's runner; `None` if it never started.
     pub pid: Option<i32>,
     /// Exit code once ended, when the runner recorded one.
@@ -260,4 +313,22 @@ pub enum ServiceResponse {
     },
     /// Answer to [`ServiceRequest::Logs`].
     Logs(ServiceLogs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service state is the plain string it was before it had a type, so agents and hosts
+    /// of either kind understand each other; anything else a guest sends does not decode.
+    #[test]
+    fn service_status_is_a_plain_string_on_the_wire() {
+        for s in ServiceStatus::ALL {
+            let wire = rmp_serde::to_vec_named(&s).unwrap();
+            assert_eq!(rmp_serde::from_slice::<String>(&wire).unwrap(), s.as_str());
+            assert_eq!(rmp_serde::from_slice::<ServiceStatus>(&wire).unwrap(), s);
+        }
+        let bogus = rmp_serde::to_vec_named("paused").unwrap();
+        assert!(rmp_serde::from_slice::<ServiceStatus>(&bogus).is_err());
+    }
 }

@@ -83,7 +83,7 @@ fn main() {
     paths.home = home.clone();
     let pyro = Pyro::with_paths(paths.clone());
     let env = rt.block_on(async { pyro.pull_environment("debian:12").await }).expect("debian:12 installs");
-    let kernel = PathBuf::from(env["kernel_image"].as_str().unwrap());
+    let kernel = PathBuf::from(&env.kernel_image);
     let choice = pyro::machine::choose_backend(None, &paths.cache_dir, false).unwrap();
     let accel = rt
         .block_on(async {

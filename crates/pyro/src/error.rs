@@ -31,6 +31,39 @@ pub enum Error {
     /// The operation was cancelled by the caller.
     #[error("{0}")]
     Cancelled(String),
+    /// Host-side I/O failed (code `io_error`, like [`Error::Io`]); the OS error is kept as
+    /// the source. Built by [`Error::io`].
+    #[error("{context}: {source}")]
+    HostIo {
+        /// What was being done, e.g. `writing /path/to/file`.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file pyro keeps for itself (a workspace, shell or reset record) does not parse
+    /// (code `io_error`); the JSON error is kept as the source.
+    #[error("{what} is unreadable: {source}")]
+    Unreadable {
+        /// The file, e.g. `workspace record /path/workspace.json`.
+        what: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A worker task of the engine panicked or was cancelled (code `io_error`).
+    #[error("{context}: {source}")]
+    Task {
+        /// Which task, e.g. `worker task failed`.
+        context: String,
+        /// The join error (a panic's payload, or the cancellation).
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// An environment failure with its cause kept (code `environment`, like
+    /// [`Error::Environment`]).
+    #[error(transparent)]
+    Env(#[from] crate::env::EnvError),
 }
 
 impl Error {
@@ -46,12 +79,19 @@ impl Error {
             Error::Guest(_) => "guest_error",
             Error::Io(_) => "io_error",
             Error::Cancelled(_) => "cancelled",
+            Error::HostIo { .. } | Error::Unreadable { .. } | Error::Task { .. } => "io_error",
+            Error::Env(_) => "environment",
         }
     }
 
     /// Wrap an I/O error with what was being done.
     pub fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
-        Error::Io(format!("{context}: {err}"))
+        Error::HostIo { context: context.to_string(), source: err }
+    }
+
+    /// A record pyro wrote that does not parse: `{what} is unreadable: {err}`.
+    pub fn unreadable(what: impl std::fmt::Display, err: serde_json::Error) -> Self {
+        Error::Unreadable { what: what.to_string(), source: err }
     }
 }
 
@@ -97,8 +137,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]
 mod tests {
-    use super::Error;
+    use super::*;
     use pyro_diskimage::Error as Disk;
+    use std::error::Error as _;
 
     #[test]
     fn disk_errors_keep_their_message_and_get_their_code() {
@@ -125,5 +166,33 @@ mod tests {
             let e = Error::from(disk);
             assert_eq!((e.code(), e.to_string().as_str()), (code, message));
         }
+    }
+
+
+    /// Errors with a cause keep it as `source()`; message and code stay what they were when
+    /// the cause was only formatted into a string.
+    #[test]
+    fn causes_are_kept_behind_the_same_message_and_code() {
+        let e = Error::io("writing /x", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.to_string(), "writing /x: No space left on device (os error 28)");
+        assert_eq!(e.code(), "io_error");
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the OS error");
+        assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
+
+        let json = serde_json::from_str::<u32>("{").unwrap_err();
+        let e = Error::unreadable("shell record abc", json);
+        assert!(e.to_string().starts_with("shell record abc is unreadable: "), "{e}");
+        assert_eq!(e.code(), "io_error");
+        assert!(e.source().is_some_and(|s| s.is::<serde_json::Error>()));
+
+        let defect = crate::env::InstallDefect::KernelUnreadable(std::io::ErrorKind::NotFound.into());
+        let e: Error =
+            crate::env::EnvError::Unusable { context: "the new debian:12 install is not usable".into(), defect }.into();
+        assert_eq!(e.code(), "environment");
+        assert!(e.to_string().starts_with("the new debian:12 install is not usable: vmlinux: "), "{e}");
+        // transparent: the first source is the defect, and its source the OS error.
+        let defect = e.source().expect("the defect");
+        assert!(defect.is::<crate::env::InstallDefect>());
+        assert!(defect.source().is_some_and(|s| s.is::<std::io::Error>()));
     }
 }

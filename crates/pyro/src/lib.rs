@@ -15,11 +15,13 @@
 
 // The SDK surface: `Pyro`, its option and payload types, errors, progress, doctor.
 pub mod config;
+pub mod defaults;
 pub mod doctor;
 pub mod env;
 pub mod error;
 pub mod limits;
 pub mod progress;
+pub mod state;
 pub mod vm;
 pub mod workspace;
 
@@ -44,7 +46,8 @@ pub mod util;
 pub use config::Paths;
 pub use error::{Error, Result};
 pub use progress::{Progress, ProgressEvent};
-pub use vm::{Cleanup, CreateVmOptions, DeleteVmResult, ReapResult, RunResult, VmInfo};
+pub use state::{ExecutionMode, ServiceStatus, WorkspaceState};
+pub use vm::{Cleanup, CreateVmOptions, DeleteVmResult, GuestNetwork, NetworkInfo, ReapResult, RunResult, VmInfo};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,13 +98,13 @@ impl Pyro {
     }
 
     /// Every catalog environment with its install state (`env list`).
-    pub async fn list_environments(&self) -> Result<serde_json::Value> {
+    pub async fn list_environments(&self) -> Result<env::EnvironmentList> {
         let store = self.store();
         blocking(move || store.list_payload()).await
     }
 
     /// Install an environment: from the configured OCI registry, else built locally.
-    pub async fn pull_environment(&self, name: &str) -> Result<serde_json::Value> {
+    pub async fn pull_environment(&self, name: &str) -> Result<env::PulledEnvironment> {
         let store = self.store();
         let progress = self.progress();
         let name = name.to_string();
@@ -114,16 +117,16 @@ impl Pyro {
 
     /// One catalog environment: description, packages, install state, cache and install
     /// directories (`env inspect`). An unknown name is [`Error::NotFound`].
-    pub async fn inspect_environment(&self, name: &str) -> Result<serde_json::Value> {
+    pub async fn inspect_environment(&self, name: &str) -> Result<env::EnvironmentInfo> {
         let store = self.store();
         let name = name.to_string();
         blocking(move || store.inspect_payload(&name)).await
     }
 
     /// Remove broken installs, abandoned partial builds, other versions and names not in
-    /// the catalog from the cache (`env prune`): `{count, deleted_environment_dirs}`. Installs
-    /// being pulled right now are left alone.
-    pub async fn prune_environments(&self) -> Result<serde_json::Value> {
+    /// the catalog from the cache (`env prune`). Installs being pulled right now are left
+    /// alone.
+    pub async fn prune_environments(&self) -> Result<env::PruneResult> {
         let store = self.store();
         blocking(move || store.prune()).await
     }
@@ -148,5 +151,7 @@ impl Pyro {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io(format!("worker task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| Error::Task { context: "worker task failed".into(), source })?
 }

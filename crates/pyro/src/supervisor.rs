@@ -441,7 +441,7 @@ impl Shared {
 /// recorded, ask the agent which services still run and remove the rules of the others
 /// (the engine also removes them on `service stop`; a rule already gone is harmless).
 async fn watch_ports(shared: Arc<Shared>, vm_dir: PathBuf) {
-    use pyro_protocol::session::{ServiceRequest, ServiceResponse};
+    use pyro_protocol::session::{ServiceRequest, ServiceResponse, ServiceStatus};
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rules = crate::qmp::published(&vm_dir);
@@ -451,7 +451,7 @@ async fn watch_ports(shared: Arc<Shared>, vm_dir: PathBuf) {
         let answer = shared.ask_guest(Request::Service(ServiceRequest::List), Duration::from_secs(5)).await;
         let Some(Response::Service(ServiceResponse::List { services })) = answer else { continue };
         let running: std::collections::HashSet<&str> =
-            services.iter().filter(|s| s.state == "running").map(|s| s.name.as_str()).collect();
+            services.iter().filter(|s| s.state == ServiceStatus::Running).map(|s| s.name.as_str()).collect();
         let ended: Vec<_> = rules.into_iter().filter(|r| !running.contains(r.service.as_str())).collect();
         for rule in &ended {
             let _ = crate::qmp::human_command(&vm_dir, &rule.remove_command()).await;

@@ -4,7 +4,7 @@
 
 use crate::backend::{BackendChoice, BackendKind};
 use crate::limits::{validate_exec_timeout, validate_resources};
-use crate::{machine, Error, Result};
+use crate::{machine, Error, ExecutionMode, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub struct VmInfo {
     /// no TAP).
     pub tap_name: Option<String>,
     /// `pending`, `guest_vsock` (commands run in the guest through pyro's agent) or `host_compat`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// `qemu`, `firecracker` or `host-compat`; empty until started.
     pub backend: String,
     /// Backend details as strings, set at start: `backend_reason`, `vm_dir`, and for QEMU `accel`
@@ -78,10 +78,10 @@ impl CreateVmOptions {
     pub fn new(environment: impl Into<String>) -> Self {
         CreateVmOptions {
             environment: environment.into(),
-            vcpu_count: 1,
-            mem_mib: 1024,
-            ttl_seconds: 600,
-            network: false,
+            vcpu_count: crate::defaults::VCPU_COUNT,
+            mem_mib: crate::defaults::MEM_MIB,
+            ttl_seconds: crate::defaults::TTL_SECONDS,
+            network: crate::defaults::NETWORK,
             allow_host_compat: false,
         }
     }
@@ -122,7 +122,7 @@ pub struct RunResult {
     /// Wall time of the command in milliseconds (not counting the boot).
     pub duration_ms: u64,
     /// `guest_vsock` (ran in the guest through pyro's agent) or `host_compat` (ran on the host).
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// Backend that ran the VM: `qemu` or `host-compat`.
     pub backend: String,
     /// True when either stream hit the output cap.
@@ -212,7 +212,7 @@ impl crate::Pyro {
             allow_host_compat: opts.allow_host_compat,
             guest_ip: None,
             tap_name: None,
-            execution_mode: "pending".into(),
+            execution_mode: ExecutionMode::Pending,
             backend: String::new(),
             metadata: BTreeMap::new(),
         };
@@ -264,13 +264,13 @@ impl crate::Pyro {
                     metadata.insert("vmm_pid".into(), ready.vmm_pid.to_string());
                     metadata.insert("supervisor_pid".into(), ready.supervisor_pid.to_string());
                     metadata.insert("agent_transport".into(), "virtio-serial".into());
-                    ("guest_vsock", "qemu")
+                    (ExecutionMode::GuestVsock, "qemu")
                 })
             }
             BackendKind::HostCompat => {
                 crate::util::create_private_dir(&dir.join("workdir"))
                     .map_err(|e| Error::io("creating the host-compat work dir", e))?;
-                Ok(("host_compat", "host-compat"))
+                Ok((ExecutionMode::HostCompat, "host-compat"))
             }
             BackendKind::Firecracker => {
                 Err(Error::HostRequirement("the firecracker backend is not available in this build".into()))
@@ -287,7 +287,7 @@ impl crate::Pyro {
         let mut vms = self.inner.vms.lock().unwrap();
         let entry = vms.get_mut(vm_id).ok_or_else(|| Error::NotFound(format!("vm '{vm_id}' does not exist")))?;
         entry.info.state = "started".into();
-        entry.info.execution_mode = mode.into();
+        entry.info.execution_mode = mode;
         entry.info.backend = backend_name.into();
         if entry.info.network_enabled && choice.kind == BackendKind::Qemu {
             entry.info.guest_ip = Some(machine::USER_NET_GUEST_IP.into());
@@ -322,7 +322,7 @@ impl crate::Pyro {
         }
         let dir = self.vm_dir(vm_id);
         let timeout = Duration::from_secs(timeout_seconds);
-        let r = if info.execution_mode == "host_compat" {
+        let r = if info.execution_mode == ExecutionMode::HostCompat {
             crate::hostcompat::exec(&dir.join("workdir"), command, timeout, OUTPUT_CAP_BYTES).await?
         } else {
             machine::exec(&dir, command, None, timeout, OUTPUT_CAP_BYTES).await?
@@ -336,7 +336,7 @@ impl crate::Pyro {
             stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
             exit_code: r.exit_code,
             duration_ms: r.duration_ms,
-            execution_mode: info.execution_mode.clone(),
+            execution_mode: info.execution_mode,
             backend: info.backend.clone(),
             truncated: r.stdout_truncated || r.stderr_truncated,
             stdout_truncated: r.stdout_truncated,
@@ -380,28 +380,24 @@ impl crate::Pyro {
     }
 
     /// Network facts of a VM (the `vm_network_info` payload).
-    pub async fn network_info_vm(&self, vm_id: &str) -> Result<serde_json::Value> {
+    pub async fn network_info_vm(&self, vm_id: &str) -> Result<NetworkInfo> {
         let info = self.vm_check_expiry(vm_id).await?;
-        if !info.network_enabled {
-            return Ok(serde_json::json!({
-                "vm_id": vm_id,
-                "network_enabled": false,
-                "outbound_connectivity_expected": false,
-                "reason": "network configuration is unavailable for this VM",
-            }));
-        }
-        Ok(serde_json::json!({
-            "vm_id": vm_id,
-            "network_enabled": true,
-            "tap_name": null,
-            "guest_ip": machine::USER_NET_GUEST_IP,
-            "gateway_ip": machine::USER_NET_GATEWAY,
-            "subnet_cidr": "10.0.2.0/24",
-            "mac_address": null,
-            "dns_servers": [machine::USER_NET_DNS],
-            "outbound_connectivity_expected": true,
-            "mode": "qemu-user",
-        }))
+        let enabled = info.network_enabled;
+        Ok(NetworkInfo {
+            vm_id: vm_id.to_string(),
+            network_enabled: enabled,
+            outbound_connectivity_expected: enabled,
+            guest_network: enabled.then(|| GuestNetwork {
+                tap_name: None,
+                guest_ip: machine::USER_NET_GUEST_IP.to_string(),
+                gateway_ip: machine::USER_NET_GATEWAY.to_string(),
+                subnet_cidr: "10.0.2.0/24".to_string(),
+                mac_address: None,
+                dns_servers: vec![machine::USER_NET_DNS.to_string()],
+                mode: "qemu-user".to_string(),
+            }),
+            reason: (!enabled).then(|| "network configuration is unavailable for this VM".to_string()),
+        })
     }
 
     /// Delete every ephemeral VM whose TTL has passed.
@@ -478,4 +474,42 @@ impl crate::Pyro {
         }
         out
     }
+}
+
+/// Payload of `network_info_vm` (keys pinned by `tests/contract.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct NetworkInfo {
+    /// Id of the VM.
+    pub vm_id: String,
+    /// Whether the guest has a network (`network` at create).
+    pub network_enabled: bool,
+    /// Whether the guest can reach the outside: the same as `network_enabled`.
+    pub outbound_connectivity_expected: bool,
+    /// With networking: the guest's network (its keys are inlined in the payload).
+    #[serde(flatten)]
+    pub guest_network: Option<GuestNetwork>,
+    /// Without networking: why there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The network of a VM created with `network` (QEMU user-mode networking).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct GuestNetwork {
+    /// Host TAP device: always null (user-mode networking needs none).
+    pub tap_name: Option<String>,
+    /// Guest address (`10.0.2.15`).
+    pub guest_ip: String,
+    /// Gateway address (`10.0.2.2`).
+    pub gateway_ip: String,
+    /// The private subnet (`10.0.2.0/24`).
+    pub subnet_cidr: String,
+    /// Guest MAC address: always null (QEMU assigns it).
+    pub mac_address: Option<String>,
+    /// DNS servers the guest uses.
+    pub dns_servers: Vec<String>,
+    /// `qemu-user`.
+    pub mode: String,
 }

@@ -85,7 +85,7 @@ fn run_payload_keys_are_pinned() {
         stderr: String::new(),
         exit_code: 0,
         duration_ms: 0,
-        execution_mode: String::new(),
+        execution_mode: pyro::ExecutionMode::GuestVsock,
         backend: String::new(),
         truncated: false,
         stdout_truncated: false,
@@ -145,7 +145,7 @@ fn shell_payload_keys_are_pinned() {
         started_at: 1.0,
         ended_at: None,
         exit_code: None,
-        execution_mode: "guest_vsock".into(),
+        execution_mode: pyro::ExecutionMode::GuestVsock,
         backend: "qemu".into(),
     };
     let base = [
@@ -219,4 +219,65 @@ fn service_payload_keys_are_pinned() {
     let mut expected: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
     expected.extend(set(&["stdout", "stderr", "tail_lines", "truncated"]));
     assert_eq!(keys(&logs), expected);
+}
+
+#[tokio::test]
+async fn environment_payload_keys_are_pinned() {
+    let cache = tempfile::tempdir().unwrap();
+    let pyro = Pyro::with_paths(pyro::Paths { home: cache.path().join("home"), cache_dir: cache.path().into() });
+    let inspect = [
+        "name",
+        "version",
+        "description",
+        "default_packages",
+        "distribution",
+        "distribution_version",
+        "platform",
+        "oci_registry",
+        "oci_repository",
+        "oci_reference",
+        "source_digest",
+        "compatibility",
+        "catalog_version",
+        "installed",
+        "cache_dir",
+        "install_dir",
+    ];
+    let env = pyro.inspect_environment("debian:12").await.unwrap();
+    assert_eq!(keys(&env), set(&inspect));
+    // An install adds `install_manifest`; a pull adds where the artifacts are and came from.
+    let mut installed = env.clone();
+    installed.installed = true;
+    installed.install_manifest = Some("/m".into());
+    let pulled = pyro::env::PulledEnvironment {
+        environment: installed,
+        kernel_image: "/k".into(),
+        rootfs_image: "/r".into(),
+        source: "local-build".into(),
+    };
+    let mut expected = set(&inspect);
+    expected.extend(set(&["install_manifest", "kernel_image", "rootfs_image", "source"]));
+    assert_eq!(keys(&pulled), expected);
+    let list = pyro.list_environments().await.unwrap();
+    assert_eq!(keys(&list), set(&["catalog_version", "environments"]));
+    assert_eq!(keys(&list.environments[0]), set(&inspect));
+    let pruned = pyro.prune_environments().await.unwrap();
+    assert_eq!(serde_json::to_value(&pruned).unwrap(), serde_json::json!({"count": 0, "deleted_environment_dirs": []}));
+}
+
+#[test]
+fn network_info_keys_are_pinned() {
+    let off = serde_json::json!({
+        "vm_id": "v", "network_enabled": false, "outbound_connectivity_expected": false,
+        "reason": "network configuration is unavailable for this VM"
+    });
+    let on = serde_json::json!({
+        "vm_id": "v", "network_enabled": true, "tap_name": null, "guest_ip": "10.0.2.15",
+        "gateway_ip": "10.0.2.2", "subnet_cidr": "10.0.2.0/24", "mac_address": null,
+        "dns_servers": ["10.0.2.3"], "outbound_connectivity_expected": true, "mode": "qemu-user"
+    });
+    for json in [off, on] {
+        let info: pyro::NetworkInfo = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&info).unwrap(), json);
+    }
 }

@@ -109,10 +109,10 @@ fn concurrent_pulls_build_once_and_the_result_boots_as_an_initramfs() {
     let t = std::time::Instant::now();
     store.pull("debian:12-base", &Progress::silent()).unwrap();
     assert!(t.elapsed().as_secs() < 2);
-    assert_eq!(store.prune().unwrap()["count"], 0);
+    assert_eq!(store.prune().unwrap().count, 0);
     let payload = store.pull_payload("debian:12-base").unwrap();
-    assert_eq!(payload["installed"], true);
-    assert_eq!(payload["source"], "local-build");
+    assert!(payload.environment.installed);
+    assert_eq!(payload.source, "local-build");
 
     // The initramfs takes the environment's modules and any static ELF as /init.
     let agent = tmp.path().join("agent");

@@ -6,7 +6,9 @@
 //! `mkfs.ext4 -d` (no mount, no loop device). The caller (`EnvStore::pull`) owns the staging
 //! dir and publishes it.
 
-use super::{remove_tree, EnvStore, EnvironmentSpec, Manifest, CATALOG_VERSION, ENVIRONMENT_VERSION};
+use super::{
+    remove_tree, DebootstrapError, EnvError, EnvStore, EnvironmentSpec, Manifest, CATALOG_VERSION, ENVIRONMENT_VERSION,
+};
 use crate::config::which;
 use crate::{Error, Progress, Result};
 use sha2::{Digest, Sha256};
@@ -156,11 +158,11 @@ pub(super) fn build(store: &EnvStore, spec: &EnvironmentSpec, stage: &Path, prog
     };
     let result = run_debootstrap(cmd, &log, progress, expected_packages(spec));
     drop(debs_lock);
-    if let Err(e) = result {
+    if let Err(source) = result {
         // The staging dir (and the log in it) goes away with the failure; keep a copy.
         let kept = std::fs::copy(&log, &failed_log).is_ok();
-        let where_ = if kept { format!("\nfull log: {}", failed_log.display()) } else { String::new() };
-        return Err(Error::Environment(format!("building {}: {e}{where_}", spec.name)));
+        let log_hint = if kept { format!("\nfull log: {}", failed_log.display()) } else { String::new() };
+        return Err(EnvError::Build { name: spec.name, source, log_hint }.into());
     }
     let _ = std::fs::remove_file(&failed_log);
     // debootstrap unmounts what it mounted when it exits normally; make sure, because
@@ -220,15 +222,16 @@ fn run_debootstrap(
     log: &Path,
     progress: &Progress,
     expected: usize,
-) -> std::result::Result<(), String> {
-    let mut log_file =
-        std::io::BufWriter::new(std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?);
+) -> std::result::Result<(), DebootstrapError> {
+    let log_file =
+        std::fs::File::create(log).map_err(|source| DebootstrapError::Log { path: log.to_path_buf(), source })?;
+    let mut log_file = std::io::BufWriter::new(log_file);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("starting debootstrap: {e}"))?;
+        .map_err(DebootstrapError::Spawn)?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let readers: Vec<_> = [
         Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
@@ -274,10 +277,10 @@ fn run_debootstrap(
         let _ = r.join();
     }
     let _ = log_file.flush();
-    let status = child.wait().map_err(|e| format!("waiting for debootstrap: {e}"))?;
+    let status = child.wait().map_err(DebootstrapError::Wait)?;
     if !status.success() {
         let tail: Vec<&str> = tail.iter().map(String::as_str).filter(|l| !l.trim().is_empty()).collect();
-        return Err(format!("debootstrap failed ({status}); last lines:\n{}", tail.join("\n")));
+        return Err(DebootstrapError::Failed { status, tail: tail.join("\n") });
     }
     Ok(())
 }

@@ -11,15 +11,18 @@
 //! installs) serialises builds of the same environment and keeps `prune` off a live build.
 
 mod build;
+mod error;
 mod initrd;
 mod oci;
+mod payload;
 
 pub use build::extract_vmlinux;
+pub use error::{DebootstrapError, EnvError, InstallDefect};
 pub use initrd::initramfs_for;
+pub use payload::{EnvironmentInfo, EnvironmentList, PruneResult, PulledEnvironment};
 
 use crate::{Error, Progress, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -169,24 +172,26 @@ const MIN_KERNEL_BYTES: u64 = 1024 * 1024;
 /// carries the ext4 superblock magic, and every module listed in `modules/order` exists.
 /// `expected_dir` is the directory name the manifest must map to (None for staging dirs).
 /// Cheap (a few small reads), because `installed()` runs before every VM start.
-fn validate_install(dir: &Path, expected_dir: Option<&str>) -> std::result::Result<InstalledEnvironment, String> {
-    let text =
-        std::fs::read_to_string(dir.join(MANIFEST_FILE)).map_err(|e| format!("cannot read {MANIFEST_FILE}: {e}"))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("bad {MANIFEST_FILE}: {e}"))?;
-    let spec = spec(&manifest.name).map_err(|_| format!("'{}' is not in the catalog", manifest.name))?;
+fn validate_install(
+    dir: &Path,
+    expected_dir: Option<&str>,
+) -> std::result::Result<InstalledEnvironment, InstallDefect> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).map_err(InstallDefect::ManifestUnreadable)?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(InstallDefect::ManifestInvalid)?;
+    let spec = spec(&manifest.name).map_err(|_| InstallDefect::NotInCatalog(manifest.name.clone()))?;
     if manifest.name != spec.name {
-        return Err(format!("manifest name '{}' is not canonical", manifest.name));
+        return Err(InstallDefect::NotCanonical(manifest.name));
     }
     if manifest.version != ENVIRONMENT_VERSION {
-        return Err(format!("version {} is not {ENVIRONMENT_VERSION}", manifest.version));
+        return Err(InstallDefect::OtherVersion(manifest.version));
     }
     if let Some(expected) = expected_dir {
         if dir_name(spec.name) != expected {
-            return Err(format!("manifest of {} found in {expected}", spec.name));
+            return Err(InstallDefect::OtherDirectory { name: spec.name, dir: expected.to_string() });
         }
     }
     if manifest.kernel_release.trim().is_empty() {
-        return Err("manifest has no kernel_release".into());
+        return Err(InstallDefect::NoKernelRelease);
     }
     let env = InstalledEnvironment {
         name: manifest.name,
@@ -200,23 +205,22 @@ fn validate_install(dir: &Path, expected_dir: Option<&str>) -> std::result::Resu
         source_digest: manifest.source_digest,
         installed_at: manifest.installed_at,
     };
-    let head = read_at(&env.kernel_image, 0, 4).map_err(|e| format!("vmlinux: {e}"))?;
+    let head = read_at(&env.kernel_image, 0, 4).map_err(InstallDefect::KernelUnreadable)?;
     if head != b"\x7fELF" {
-        return Err("vmlinux is not an ELF file".into());
+        return Err(InstallDefect::KernelNotElf);
     }
     if file_len(&env.kernel_image) < MIN_KERNEL_BYTES {
-        return Err("vmlinux is truncated".into());
+        return Err(InstallDefect::KernelTruncated);
     }
     // ext4 (and ext2/3) superblock: 1024 bytes in, magic 0xEF53 little-endian at offset 56.
-    let magic = read_at(&env.rootfs_image, 1024 + 56, 2).map_err(|e| format!("rootfs.ext4: {e}"))?;
+    let magic = read_at(&env.rootfs_image, 1024 + 56, 2).map_err(InstallDefect::RootfsUnreadable)?;
     if magic != [0x53, 0xEF] {
-        return Err("rootfs.ext4 is not an ext4 image".into());
+        return Err(InstallDefect::RootfsNotExt4);
     }
-    let order = std::fs::read_to_string(env.modules_dir.join("order"))
-        .map_err(|e| format!("cannot read modules/order: {e}"))?;
+    let order = std::fs::read_to_string(env.modules_dir.join("order")).map_err(InstallDefect::ModuleOrderUnreadable)?;
     for m in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if m.contains('/') || m.starts_with('.') || file_len(&env.modules_dir.join(m)) == 0 {
-            return Err(format!("module {m} listed in modules/order is missing"));
+            return Err(InstallDefect::ModuleMissing(m.to_string()));
         }
     }
     Ok(env)
@@ -277,60 +281,56 @@ impl EnvStore {
             .filter(|e| e.source != "local-build" || e.source_digest == build::source_digest(spec)))
     }
 
-    fn base_payload(&self, spec: &EnvironmentSpec, installed: Option<&InstalledEnvironment>) -> Value {
-        json!({
-            "name": spec.name,
-            "version": ENVIRONMENT_VERSION,
-            "description": spec.description,
-            "default_packages": spec.default_packages,
-            "distribution": "debian",
-            "distribution_version": "12",
-            "platform": PLATFORM,
-            "oci_registry": OCI_REGISTRY,
-            "oci_repository": spec.oci_repository,
-            "oci_reference": ENVIRONMENT_VERSION,
+    /// `env inspect` payload.
+    pub fn inspect_payload(&self, name: &str) -> Result<EnvironmentInfo> {
+        let spec = spec(name)?;
+        let installed = self.installed(spec.name)?;
+        Ok(EnvironmentInfo {
+            name: spec.name.to_string(),
+            version: ENVIRONMENT_VERSION.to_string(),
+            description: spec.description.to_string(),
+            default_packages: spec.default_packages.iter().map(|p| p.to_string()).collect(),
+            distribution: "debian".to_string(),
+            distribution_version: "12".to_string(),
+            platform: PLATFORM.to_string(),
+            oci_registry: OCI_REGISTRY.to_string(),
+            oci_repository: spec.oci_repository.to_string(),
+            oci_reference: ENVIRONMENT_VERSION.to_string(),
             // What an install of this environment is made from: the manifest's digest once
             // installed, else the digest a local build would record.
-            "source_digest": installed.map(|e| e.source_digest.clone()).unwrap_or_else(|| build::source_digest(spec)),
-            "compatibility": COMPATIBILITY,
+            source_digest: installed
+                .as_ref()
+                .map(|e| e.source_digest.clone())
+                .unwrap_or_else(|| build::source_digest(spec)),
+            compatibility: COMPATIBILITY.to_string(),
+            catalog_version: CATALOG_VERSION.to_string(),
+            installed: installed.is_some(),
+            cache_dir: self.cache_dir.display().to_string(),
+            install_dir: self.install_dir(spec.name).display().to_string(),
+            install_manifest: installed.as_ref().map(|e| e.install_dir.join(MANIFEST_FILE).display().to_string()),
         })
     }
 
-    /// `env inspect` payload.
-    pub fn inspect_payload(&self, name: &str) -> Result<Value> {
-        let spec = spec(name)?;
-        let installed = self.installed(spec.name)?;
-        let mut v = self.base_payload(spec, installed.as_ref());
-        let m = v.as_object_mut().expect("object");
-        m.insert("catalog_version".into(), json!(CATALOG_VERSION));
-        m.insert("installed".into(), json!(installed.is_some()));
-        m.insert("cache_dir".into(), json!(self.cache_dir.display().to_string()));
-        m.insert("install_dir".into(), json!(self.install_dir(spec.name).display().to_string()));
-        if let Some(e) = &installed {
-            m.insert("install_manifest".into(), json!(e.install_dir.join(MANIFEST_FILE).display().to_string()));
-        }
-        Ok(v)
-    }
-
     /// `env list` payload.
-    pub fn list_payload(&self) -> Result<Value> {
-        let envs: Result<Vec<Value>> = CATALOG.iter().map(|s| self.inspect_payload(s.name)).collect();
-        Ok(json!({ "catalog_version": CATALOG_VERSION, "environments": envs? }))
+    pub fn list_payload(&self) -> Result<EnvironmentList> {
+        let environments = CATALOG.iter().map(|s| self.inspect_payload(s.name)).collect::<Result<_>>()?;
+        Ok(EnvironmentList { catalog_version: CATALOG_VERSION.to_string(), environments })
     }
 
     /// `env pull` payload (after a pull): the inspect payload plus where the artifacts are
     /// and where they came from.
-    pub fn pull_payload(&self, name: &str) -> Result<Value> {
-        let mut v = self.inspect_payload(name)?;
+    pub fn pull_payload(&self, name: &str) -> Result<PulledEnvironment> {
+        let mut environment = self.inspect_payload(name)?;
         let e = self
             .installed(name)?
             .ok_or_else(|| Error::Environment(format!("environment '{}' is not installed", name.trim())))?;
-        let m = v.as_object_mut().expect("object");
-        m.insert("install_dir".into(), json!(e.install_dir.display().to_string()));
-        m.insert("kernel_image".into(), json!(e.kernel_image.display().to_string()));
-        m.insert("rootfs_image".into(), json!(e.rootfs_image.display().to_string()));
-        m.insert("source".into(), json!(e.source));
-        Ok(v)
+        environment.install_dir = e.install_dir.display().to_string();
+        Ok(PulledEnvironment {
+            environment,
+            kernel_image: e.kernel_image.display().to_string(),
+            rootfs_image: e.rootfs_image.display().to_string(),
+            source: e.source,
+        })
     }
 
     /// Install `name` unless it already is: from the OCI registry when one is configured,
@@ -380,8 +380,10 @@ impl EnvStore {
         let stage = staging.path().to_path_buf();
         let text = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
         write_synced(&stage.join(MANIFEST_FILE), &text)?;
-        validate_install(&stage, None)
-            .map_err(|why| Error::Environment(format!("the new {} install is not usable: {why}", spec.name)))?;
+        validate_install(&stage, None).map_err(|defect| EnvError::Unusable {
+            context: format!("the new {} install is not usable", spec.name),
+            defect,
+        })?;
         // Without these a power loss shortly after the rename could leave a "complete"
         // install whose files are still holes.
         for f in ["vmlinux", "rootfs.ext4"] {
@@ -406,8 +408,9 @@ impl EnvStore {
         staging.disarm();
         sync_path(&self.root())?;
         let dir = dir_name(spec.name);
-        validate_install(&dest, Some(&dir))
-            .map_err(|why| Error::Environment(format!("{} was installed but is not usable: {why}", spec.name)))
+        validate_install(&dest, Some(&dir)).map_err(|defect| {
+            EnvError::Unusable { context: format!("{} was installed but is not usable", spec.name), defect }.into()
+        })
     }
 
     /// Remove this environment's staging dirs. Call only while holding its lock.
@@ -426,13 +429,13 @@ impl EnvStore {
     /// (what `env prune` promises): `.partial-*` nobody is writing, dirs without a manifest or with
     /// bad metadata, names not in the catalog, other versions, incomplete artifacts.
     /// Installs and staging dirs of an environment being pulled right now are left alone.
-    pub fn prune(&self) -> Result<Value> {
+    pub fn prune(&self) -> Result<PruneResult> {
         let root = self.root();
         let mut deleted = Vec::new();
         let rd = match std::fs::read_dir(&root) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(json!({ "count": 0, "deleted_environment_dirs": Vec::<String>::new() }));
+                return Ok(PruneResult { count: 0, deleted_environment_dirs: Vec::new() });
             }
             Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
         };
@@ -463,7 +466,7 @@ impl EnvStore {
             }
         }
         deleted.sort();
-        Ok(json!({ "count": deleted.len(), "deleted_environment_dirs": deleted }))
+        Ok(PruneResult { count: deleted.len(), deleted_environment_dirs: deleted })
     }
 }
 
@@ -593,6 +596,12 @@ pub(crate) fn try_lock_file(path: &Path) -> Result<Option<LockGuard>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// A payload as the CLI and MCP serialise it: the keys are what the contract pins.
+    fn json_of<T: Serialize>(payload: Result<T>) -> Value {
+        serde_json::to_value(payload.unwrap()).unwrap()
+    }
 
     #[test]
     fn unknown_environment_names_the_catalog() {
@@ -743,7 +752,7 @@ mod tests {
         let mut inspect: Vec<&str> = base.to_vec();
         inspect.extend(["cache_dir", "catalog_version", "install_dir", "installed"]);
         inspect.sort();
-        let v = store.inspect_payload("debian:12").unwrap();
+        let v = json_of(store.inspect_payload("debian:12"));
         assert_eq!(keys(&v), inspect);
         assert_eq!(v["installed"], false);
         assert_eq!(v["oci_repository"], "thalesmaciel/pyro-environment-debian-12");
@@ -751,20 +760,20 @@ mod tests {
         assert!(store.pull_payload("debian:12").is_err());
 
         Fake { store: &store, name: "debian:12" }.complete();
-        let v = store.inspect_payload("debian:12").unwrap();
+        let v = json_of(store.inspect_payload("debian:12"));
         inspect.push("install_manifest");
         inspect.sort();
         assert_eq!(keys(&v), inspect);
         assert_eq!(v["installed"], true);
         assert_eq!(v["source_digest"], build::source_digest(spec("debian:12").unwrap()));
-        let p = store.pull_payload("debian:12").unwrap();
+        let p = json_of(store.pull_payload("debian:12"));
         let mut pull = inspect.clone();
         pull.extend(["kernel_image", "rootfs_image", "source"]);
         pull.sort();
         assert_eq!(keys(&p), pull);
         assert_eq!(p["source"], "local-build");
 
-        let list = store.list_payload().unwrap();
+        let list = json_of(store.list_payload());
         assert_eq!(list["catalog_version"], CATALOG_VERSION);
         let names: Vec<_> = list["environments"].as_array().unwrap().iter().map(|e| e["name"].clone()).collect();
         assert_eq!(names, [json!("debian:12"), json!("debian:12-base"), json!("debian:12-build")]);
@@ -774,7 +783,7 @@ mod tests {
     fn prune_removes_everything_that_is_not_a_complete_catalog_install() {
         let (_tmp, store) = store();
         // Nothing there yet: an empty answer, not an error.
-        assert_eq!(store.prune().unwrap(), json!({"count": 0, "deleted_environment_dirs": []}));
+        assert_eq!(json_of(store.prune()), json!({"count": 0, "deleted_environment_dirs": []}));
         Fake { store: &store, name: "debian:12" }.complete();
         let base = Fake { store: &store, name: "debian:12-base" };
         base.complete();
@@ -791,7 +800,7 @@ mod tests {
         std::fs::copy(store.install_dir("debian:12").join(MANIFEST_FILE), root.join("copy").join(MANIFEST_FILE))
             .unwrap();
 
-        let pruned = store.prune().unwrap();
+        let pruned = json_of(store.prune());
         assert_eq!(
             pruned["deleted_environment_dirs"],
             json!([
@@ -807,7 +816,7 @@ mod tests {
         assert_eq!(pruned["count"], 7);
         assert!(store.installed("debian:12").unwrap().is_some());
         assert!(root.join(".debian_12-1.0.0.lock").exists(), "locks stay");
-        assert_eq!(store.prune().unwrap()["count"], 0);
+        assert_eq!(json_of(store.prune())["count"], 0);
     }
 
     #[test]
@@ -823,7 +832,7 @@ mod tests {
         // flock locks belong to the open file description: a second open in this process
         // conflicts like another process would.
         assert!(try_lock_file(&store.lock_path(build)).unwrap().is_none());
-        assert_eq!(store.prune().unwrap()["count"], 0);
+        assert_eq!(json_of(store.prune())["count"], 0);
         assert!(live.path().exists());
         drop(held);
         // A test thread forking at this moment briefly shares the lock's open file
@@ -831,7 +840,7 @@ mod tests {
         // allow a few passes.
         let mut pruned = 0;
         for _ in 0..20 {
-            pruned += store.prune().unwrap()["count"].as_u64().unwrap();
+            pruned += json_of(store.prune())["count"].as_u64().unwrap();
             if pruned == 2 {
                 break;
             }

@@ -4,7 +4,7 @@
 
 use super::logic;
 use super::store::{FileLock, WorkspaceDir};
-use crate::{Error, Pyro, Result};
+use crate::{Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use pyro_diskimage as diskimage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -78,13 +78,13 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let life = dir.lock_lifecycle_shared()?;
         let record = super::refresh_liveness(&dir)?;
-        if record.state != "stopped" {
+        if record.state != WorkspaceState::Stopped {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' must be stopped before workspace_disk_{op}",
                 dir.id
             )));
         }
-        if record.execution_mode == "host_compat" {
+        if record.execution_mode == ExecutionMode::HostCompat {
             return Err(Error::InvalidState(format!("workspace_disk_{op} is unavailable for host_compat workspaces")));
         }
         let image = dir.disk_image();

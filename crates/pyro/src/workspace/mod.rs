@@ -21,7 +21,7 @@ pub mod store;
 use crate::backend::BackendKind;
 use crate::limits::validate_resources;
 use crate::util::{new_id, now_f64};
-use crate::{machine, Error, Pyro, Result};
+use crate::{machine, Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use logic::archive::SeedSource;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,8 +34,6 @@ pub use ops::*;
 pub use services::*;
 pub use shells::*;
 
-/// State of a workspace between its record being written and its first boot being done.
-pub const STATE_CREATING: &str = "creating";
 /// Name prefix of a creation's staging directory (renamed to the id once the record is in).
 const STAGING_PREFIX: &str = ".creating-";
 /// A staging directory this old whose lock is free belongs to a creator that died.
@@ -127,10 +125,10 @@ impl CreateWorkspaceOptions {
     pub fn new(environment: impl Into<String>) -> Self {
         CreateWorkspaceOptions {
             environment: environment.into(),
-            vcpu_count: 1,
-            mem_mib: 1024,
-            ttl_seconds: 600,
-            network_policy: "off".into(),
+            vcpu_count: crate::defaults::VCPU_COUNT,
+            mem_mib: crate::defaults::MEM_MIB,
+            ttl_seconds: crate::defaults::TTL_SECONDS,
+            network_policy: crate::defaults::NETWORK_POLICY.into(),
             allow_host_compat: false,
             seed_path: None,
             name: None,
@@ -190,7 +188,7 @@ pub struct WorkspaceInfo {
     /// `started` (the VM runs), `stopped` (no VM; the disk is kept) or `creating` (a
     /// `create_workspace` call is still booting it; if that call dies, the next list, status
     /// or create removes the workspace).
-    pub state: String,
+    pub state: WorkspaceState,
     /// `off`, `egress` or `egress+published-ports`.
     pub network_policy: String,
     /// Whether the guest has a network (`network_policy` is not `off`).
@@ -203,7 +201,7 @@ pub struct WorkspaceInfo {
     /// Host TAP device; always `None` (QEMU user-mode networking needs none).
     pub tap_name: Option<String>,
     /// `pending` (never booted) or `guest_vsock` (commands run in the guest through pyro's agent).
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// Backend that runs the VM: `qemu`; empty before the first boot.
     pub backend: String,
     /// Guest path of the work tree: always `/workspace`.
@@ -264,7 +262,7 @@ pub struct WorkspaceListItem {
     /// Environment the workspace was created from.
     pub environment: String,
     /// `started`, `stopped` or `creating` (see [`WorkspaceInfo::state`]).
-    pub state: String,
+    pub state: WorkspaceState,
     /// Creation time, Unix seconds.
     pub created_at: f64,
     /// Last activity, Unix seconds (see [`WorkspaceInfo::last_activity_at`]).
@@ -313,13 +311,13 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
         created_at: r.created_at,
         last_activity_at: r.last_activity_at,
         expires_at: r.expires_at,
-        state: r.state.clone(),
+        state: r.state,
         network_policy: r.network_policy.clone(),
         network_enabled,
         allow_host_compat: r.allow_host_compat,
         guest_ip: network_enabled.then(|| machine::USER_NET_GUEST_IP.to_string()),
         tap_name: None,
-        execution_mode: r.execution_mode.clone(),
+        execution_mode: r.execution_mode,
         backend: r.backend.clone(),
         workspace_path: WORKSPACE_PATH.into(),
         workspace_seed: r.workspace_seed.clone(),
@@ -340,11 +338,11 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
 /// disk is intact; `start` recovers it).
 pub(crate) fn refresh_liveness(dir: &WorkspaceDir) -> Result<WorkspaceRecord> {
     let record = dir.load()?;
-    if record.state != "started" || crate::supervisor::is_running(&dir.runtime_dir()) {
+    if record.state != WorkspaceState::Started || crate::supervisor::is_running(&dir.runtime_dir()) {
         return Ok(record);
     }
     let (record, _) = dir.update(|r| {
-        r.state = "stopped".into();
+        r.state = WorkspaceState::Stopped;
         r.last_error = Some("backing guest process is no longer running".into());
         Ok(())
     })?;
@@ -370,10 +368,10 @@ pub(crate) async fn end_sessions_if_running(dir: &WorkspaceDir) {
 
 /// Copy what a successful boot decided (backend, mode, metadata) into the saved record.
 pub(crate) fn mark_booted(r: &mut WorkspaceRecord, booted: &WorkspaceRecord) {
-    r.state = "started".into();
+    r.state = WorkspaceState::Started;
     r.backend = booted.backend.clone();
     r.accel = booted.accel.clone();
-    r.execution_mode = booted.execution_mode.clone();
+    r.execution_mode = booted.execution_mode;
     r.metadata = booted.metadata.clone();
     r.last_error = None;
 }
@@ -384,7 +382,7 @@ fn list_item_of(r: &WorkspaceRecord) -> WorkspaceListItem {
         name: r.name.clone(),
         labels: r.labels.clone(),
         environment: r.environment.clone(),
-        state: r.state.clone(),
+        state: r.state,
         created_at: r.created_at,
         last_activity_at: r.last_activity_at,
         expires_at: r.expires_at,
@@ -456,7 +454,7 @@ impl Pyro {
             .iter()
             .filter(|d| {
                 crate::supervisor::is_running(&d.runtime_dir())
-                    || d.load().map(|r| r.state == STATE_CREATING).unwrap_or(false)
+                    || d.load().is_ok_and(|r| r.state == WorkspaceState::Creating)
             })
             .count();
         ws + self.inner.vms.lock().unwrap().values().filter(|e| e.info.state == "started").count()
@@ -505,8 +503,8 @@ impl Pyro {
                 continue;
             }
             let Ok(record) = dir.load() else { continue };
-            match record.state.as_str() {
-                STATE_CREATING => {
+            match record.state {
+                WorkspaceState::Creating => {
                     if record.creator.as_ref().is_some_and(|c| c.is_alive()) {
                         continue;
                     }
@@ -516,7 +514,7 @@ impl Pyro {
                         reaped.push(dir.id.clone());
                     }
                 }
-                "stopped" if crate::supervisor::is_running(&dir.runtime_dir()) => {
+                WorkspaceState::Stopped if crate::supervisor::is_running(&dir.runtime_dir()) => {
                     let Ok(Some(_lock)) = dir.try_lifecycle_exclusive() else { continue };
                     if !crate::supervisor::is_running(&dir.runtime_dir()) {
                         continue;
@@ -639,7 +637,7 @@ impl Pyro {
             ttl_seconds: opts.ttl_seconds,
             created_at: now,
             expires_at: now + opts.ttl_seconds as f64,
-            state: STATE_CREATING.into(),
+            state: WorkspaceState::Creating,
             network_policy,
             allow_host_compat: opts.allow_host_compat,
             last_error: None,
@@ -662,7 +660,7 @@ impl Pyro {
             running_service_count: 0,
             backend: String::new(),
             accel: None,
-            execution_mode: "pending".into(),
+            execution_mode: ExecutionMode::Pending,
             metadata: BTreeMap::new(),
             creator: crate::util::ProcessIdentity::current(),
         };
@@ -742,10 +740,10 @@ impl Pyro {
             let values = secrets::load(dir, &record.secrets)?;
             secrets::install(&runtime, &values).await?;
         }
-        record.state = "started".into();
+        record.state = WorkspaceState::Started;
         record.backend = "qemu".into();
         record.accel = Some(accel.as_str().into());
-        record.execution_mode = "guest_vsock".into();
+        record.execution_mode = ExecutionMode::GuestVsock;
         record.last_error = None;
         record.metadata.insert("backend_reason".into(), choice.reason);
         record.metadata.insert("accel".into(), accel.as_str().into());
@@ -760,7 +758,7 @@ impl Pyro {
         let mut stopped = Vec::new();
         for dir in self.all_workspace_dirs() {
             let Ok(r) = dir.load() else { continue };
-            let running = r.state == "started" || crate::supervisor::is_running(&dir.runtime_dir());
+            let running = r.state == WorkspaceState::Started || crate::supervisor::is_running(&dir.runtime_dir());
             if r.expires_at <= now && running && self.expire(&dir).await.is_ok() {
                 stopped.push(dir.id.clone());
             }
@@ -774,7 +772,7 @@ impl Pyro {
         machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await?;
         dir.update(|r| {
             forget_sessions(dir, r);
-            r.state = "stopped".into();
+            r.state = WorkspaceState::Stopped;
             r.last_error = Some(format!(
                 "workspace expired at {:.0} (ttl_seconds {}); it was stopped and its disk kept: `pyro workspace update {} --ttl-seconds N` extends it and `pyro workspace start` boots it again",
                 r.expires_at, r.ttl_seconds, r.workspace_id
@@ -794,7 +792,7 @@ impl Pyro {
             reset::recover(dir).await?;
         }
         let record = dir.load()?;
-        if record.expires_at <= now_f64() && record.state == "started" {
+        if record.expires_at <= now_f64() && record.state == WorkspaceState::Started {
             self.expire(dir).await.ok();
         }
         dir.lifecycle_shared().await
@@ -812,7 +810,7 @@ impl Pyro {
             )));
         }
         let record = refresh_liveness(dir)?;
-        if record.state != "started" {
+        if record.state != WorkspaceState::Started {
             return Err(Error::InvalidState(format!("workspace {} must be in 'started' state before {op}", dir.id)));
         }
         Ok(record)
@@ -831,7 +829,7 @@ impl Pyro {
             }
         }
         let record = refresh_liveness(&dir)?;
-        if record.state == "started" && record.service_count > 0 {
+        if record.state == WorkspaceState::Started && record.service_count > 0 {
             // Services may have exited on their own since the last service call: ask the
             // guest, but never let a slow guest hold up a status.
             let refreshed =
@@ -930,7 +928,7 @@ impl Pyro {
         let shut = machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await;
         let (record, _) = dir.update(|r| {
             forget_sessions(&dir, r);
-            r.state = "stopped".into();
+            r.state = WorkspaceState::Stopped;
             r.last_error = shut.as_ref().err().map(|e| e.to_string());
             r.last_activity_at = now_f64();
             Ok(())
@@ -945,7 +943,7 @@ impl Pyro {
         let _life = dir.lifecycle_exclusive().await?;
         reset::recover(&dir).await?;
         let mut record = dir.load()?;
-        if record.state == "started" && crate::supervisor::is_running(&dir.runtime_dir()) {
+        if record.state == WorkspaceState::Started && crate::supervisor::is_running(&dir.runtime_dir()) {
             let (record, _) = dir.update(|r| {
                 r.last_activity_at = now_f64();
                 Ok(())
@@ -967,7 +965,7 @@ impl Pyro {
             match &booted {
                 Ok(()) => mark_booted(r, &record),
                 Err(e) => {
-                    r.state = "stopped".into();
+                    r.state = WorkspaceState::Stopped;
                     r.last_error = Some(e.to_string());
                 }
             }

@@ -5,7 +5,7 @@ use super::logic;
 use super::store::{LastCommand, WorkspaceDir};
 use super::{info_of, ResetInfo, WorkspaceInfo, WORKSPACE_PATH};
 use crate::util::now_f64;
-use crate::{machine, Error, Pyro, Result};
+use crate::{machine, Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub struct WorkspaceExecResult {
     /// Wall time of the command in milliseconds.
     pub duration_ms: u64,
     /// `guest_vsock`: the command ran in the guest through pyro's agent.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// Backend that runs the VM: `qemu`.
     pub backend: String,
     /// Position of this command in the workspace history, 1-based.
@@ -67,7 +67,7 @@ pub struct WorkspaceExecOptions {
 impl WorkspaceExecOptions {
     /// 30 s timeout, no secrets, no sync.
     pub fn new() -> Self {
-        WorkspaceExecOptions { timeout_seconds: 30, secret_env: None, sync: false }
+        WorkspaceExecOptions { timeout_seconds: crate::defaults::TIMEOUT_SECONDS, secret_env: None, sync: false }
     }
 }
 
@@ -92,7 +92,7 @@ pub struct CommandEntry {
     /// Wall time of the command in milliseconds.
     pub duration_ms: u64,
     /// `guest_vsock` (ran in the guest through pyro's agent).
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// When the command finished, Unix seconds (fractional).
     pub recorded_at: f64,
     /// Its standard output as recorded (redacted, capped like the exec result).
@@ -139,7 +139,7 @@ pub struct SyncResult {
     /// Id of the workspace.
     pub workspace_id: String,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// What was copied.
     pub workspace_sync: SyncInfo,
 }
@@ -161,7 +161,7 @@ pub struct ExportResult {
     /// Bytes of regular-file content exported.
     pub bytes_written: u64,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
 }
 
 /// One entry of `list_workspace_files`.
@@ -192,7 +192,7 @@ pub struct FileListResult {
     /// entry when the path is not a directory.
     pub entries: Vec<FileListEntry>,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Payload of `read_workspace_file`.
@@ -213,7 +213,7 @@ pub struct FileReadResult {
     /// True when `content` is not the whole file.
     pub truncated: bool,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Payload of `write_workspace_file`.
@@ -229,7 +229,7 @@ pub struct FileWriteResult {
     /// Bytes written (the UTF-8 length of the text).
     pub bytes_written: u64,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Counts of files touched by `apply_workspace_patch`.
@@ -271,7 +271,7 @@ pub struct PatchResult {
     /// The patch text as given.
     pub patch: String,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Payload of `diff_workspace`: `/workspace` now against the create-time baseline.
@@ -315,7 +315,7 @@ pub struct SnapshotCreateResult {
     /// The new snapshot.
     pub snapshot: SnapshotInfo,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Payload of `list_snapshots`.
@@ -421,7 +421,7 @@ impl Pyro {
         // The command text may carry a value too; history and payload keep the redacted form.
         let shown_command = super::secrets::redact(command, &secret_values);
         let command = shown_command.as_str();
-        let execution_mode = record.execution_mode.clone();
+        let execution_mode = record.execution_mode;
         let (_, sequence) = dir.update(|rec| {
             let seq = rec.command_count + 1;
             let entry = CommandEntry {
@@ -430,7 +430,7 @@ impl Pyro {
                 cwd: WORKSPACE_PATH.into(),
                 exit_code: r.exit_code,
                 duration_ms: r.duration_ms,
-                execution_mode: execution_mode.clone(),
+                execution_mode,
                 recorded_at: now_f64(),
                 stdout: String::new(),
                 stderr: String::new(),
@@ -450,7 +450,7 @@ impl Pyro {
                 cwd: WORKSPACE_PATH.into(),
                 exit_code: r.exit_code,
                 duration_ms: r.duration_ms,
-                execution_mode: execution_mode.clone(),
+                execution_mode,
             });
             rec.last_activity_at = now_f64();
             // Keep the host's copy of the history bounded (command_count stays the true total).
@@ -905,7 +905,7 @@ impl Pyro {
                 super::reset::discard(&dir)?;
                 dir.update(|r| {
                     super::forget_sessions(&dir, r);
-                    r.state = "stopped".into();
+                    r.state = WorkspaceState::Stopped;
                     r.last_error = Some(format!(
                         "reset to '{snap_name}' failed, /workspace is as it was and the workspace stopped (`pyro workspace start` boots it): {e}"
                     ));

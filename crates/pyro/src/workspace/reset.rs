@@ -15,7 +15,7 @@
 
 use super::store::{WorkspaceDir, WorkspaceRecord};
 use crate::util::now_f64;
-use crate::{machine, Error, Result};
+use crate::{machine, Error, Result, WorkspaceState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,7 +55,7 @@ pub(crate) fn load_intent(dir: &WorkspaceDir) -> Result<Option<ResetIntent>> {
     match std::fs::read(intent_path(dir)) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Io(format!("reset record {} is unreadable: {e}", intent_path(dir).display()))),
+            .map_err(|e| Error::unreadable(format_args!("reset record {}", intent_path(dir).display()), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("reading the reset record", e)),
     }
@@ -127,7 +127,7 @@ pub(crate) fn finish(
         match booted {
             Some(b) => super::mark_booted(r, b),
             None => {
-                r.state = "stopped".into();
+                r.state = WorkspaceState::Stopped;
                 r.last_error = Some(format!(
                     "a reset to snapshot '{}' was interrupted after its new disk was complete; it was finished and the workspace stopped (`pyro workspace start` boots it)",
                     intent.snapshot_name
@@ -155,7 +155,7 @@ pub(crate) async fn recover(dir: &WorkspaceDir) -> Result<bool> {
         discard(dir)?;
         dir.update(|r| {
             super::forget_sessions(dir, r);
-            r.state = "stopped".into();
+            r.state = WorkspaceState::Stopped;
             r.last_error = Some(format!(
                 "a reset to snapshot '{}' was interrupted before its new disk was complete; the workspace was left as it was, stopped (`pyro workspace start` boots it)",
                 intent.snapshot_name
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.disk_image()).unwrap(), "old");
         assert!(!new_disk_path(&dir).exists() && !has_intent(&dir));
         let r = dir.load().unwrap();
-        assert_eq!((r.state.as_str(), r.reset_count, r.command_count), ("stopped", 1, 3));
+        assert_eq!((r.state, r.reset_count, r.command_count), (WorkspaceState::Stopped, 1, 3));
         assert!(dir.commands_dir().join("000001.json").exists());
         assert!(!recover(&dir).await.unwrap(), "nothing left to recover");
     }
@@ -217,7 +217,7 @@ mod tests {
             assert_eq!(std::fs::read_to_string(dir.disk_image()).unwrap(), "new");
             assert!(!new_disk_path(&dir).exists() && !has_intent(&dir));
             let r = dir.load().unwrap();
-            assert_eq!((r.state.as_str(), r.reset_count, r.command_count), ("stopped", 2, 0));
+            assert_eq!((r.state, r.reset_count, r.command_count), (WorkspaceState::Stopped, 2, 0));
             assert_eq!(r.last_reset_at, Some(5.0));
             assert_eq!(std::fs::read_dir(dir.commands_dir()).unwrap().count(), 0);
         }

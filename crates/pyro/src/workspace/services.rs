@@ -11,19 +11,13 @@ use super::logic::names::validate_service_name;
 use super::logic::paths::normalize_destination;
 use super::store::{WorkspaceDir, WorkspaceRecord};
 use super::{secrets, WORKSPACE_PATH};
-use crate::{machine, Error, Pyro, Result};
+use crate::{machine, Error, ExecutionMode, Pyro, Result, ServiceStatus, WorkspaceState};
 use pyro_protocol::session::{ReadinessProbe, ServiceRequest, ServiceResponse, ServiceState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default readiness timeout, in seconds (SPECIFICATION.md, "Limits").
-pub const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 30;
-/// Default pause between readiness checks, in milliseconds.
-pub const DEFAULT_READY_INTERVAL_MS: u64 = 500;
-/// Default number of lines per stream returned by `logs_service`.
-pub const DEFAULT_TAIL_LINES: u64 = 200;
 /// TERM, then KILL after this long.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Round-trip allowance on top of a readiness wait or stop grace.
@@ -129,8 +123,8 @@ impl StartServiceOptions {
             command: command.into(),
             cwd: WORKSPACE_PATH.into(),
             readiness: None,
-            ready_timeout_seconds: DEFAULT_READY_TIMEOUT_SECONDS,
-            ready_interval_ms: DEFAULT_READY_INTERVAL_MS,
+            ready_timeout_seconds: crate::defaults::READY_TIMEOUT_SECONDS,
+            ready_interval_ms: crate::defaults::READY_INTERVAL_MS,
             secret_env: BTreeMap::new(),
             published_ports: Vec::new(),
         }
@@ -147,7 +141,7 @@ pub struct ServiceInfo {
     /// Name of the service (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`), unique in the workspace.
     pub service_name: String,
     /// `running`, `exited`, `stopped` or `failed`.
-    pub state: String,
+    pub state: ServiceStatus,
     /// The command the service runs.
     pub command: String,
     /// Its working directory in the guest.
@@ -161,7 +155,7 @@ pub struct ServiceInfo {
     /// Guest pid of the service's runner (its process group id).
     pub pid: Option<i32>,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// Backend that runs the VM: `qemu`.
     pub backend: String,
     /// The readiness check it was started with; `None` if none.
@@ -248,7 +242,7 @@ fn save(dir: &WorkspaceDir, info: &ServiceInfo) -> Result<()> {
 /// Mirror the service counts into the workspace record (what `status` and `list` show).
 fn sync_counts(dir: &WorkspaceDir) -> Result<()> {
     let all = load_all(dir);
-    let running = all.iter().filter(|s| s.state == "running").count() as u64;
+    let running = all.iter().filter(|s| s.state == ServiceStatus::Running).count() as u64;
     dir.update(|r| {
         r.service_count = all.len() as u64;
         r.running_service_count = running;
@@ -430,7 +424,7 @@ impl Pyro {
         // A previous run of this name: refuse if it still runs, else drop its forwards.
         if let Some(old) = load(&dir, &name) {
             let current = guest_status(&dir, &name).await.ok();
-            if current.as_ref().is_some_and(|s| s.state == "running") {
+            if current.as_ref().is_some_and(|s| s.state == ServiceStatus::Running) {
                 return Err(Error::InvalidState(format!(
                     "service '{name}' is already running in workspace '{}'",
                     dir.id
@@ -456,7 +450,7 @@ impl Pyro {
             Err(e) => return Err(secrets::redact_error(e, &secret_values)),
         };
         let mut info = service_info(&dir, &record, &state, Vec::new());
-        if state.state == "running" {
+        if state.state == ServiceStatus::Running {
             let mut added = Vec::new();
             for p in &ports {
                 match add_forward(&runtime, p).await {
@@ -465,7 +459,7 @@ impl Pyro {
                         remove_forwards(&runtime, &added).await;
                         let stop = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
                         let _ = machine::service_call(&runtime, stop, STOP_GRACE * 2 + SERVICE_CALL_SLACK).await;
-                        info.state = "failed".into();
+                        info.state = ServiceStatus::Failed;
                         info.stop_reason = Some("published_port_failed".into());
                         info.ended_at = Some(crate::util::now_f64());
                         save(&dir, &info)?;
@@ -483,7 +477,7 @@ impl Pyro {
         sync_counts(&dir)?;
         super::ops::touch_activity(&dir)?;
         match state.stop_reason.as_deref() {
-            Some("readiness_timeout") if state.state == "failed" => Err(Error::InvalidState(
+            Some("readiness_timeout") if state.state == ServiceStatus::Failed => Err(Error::InvalidState(
                 secrets::redact(
                     &format!(
                         "service '{name}' did not become ready within {} s ({}); it was stopped and its logs are kept: `pyro workspace service logs {} {name}`",
@@ -508,8 +502,12 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = super::refresh_liveness(&dir)?;
-        let services = if record.state == "started" { refresh_services(&dir, &record).await? } else { load_all(&dir) };
-        let running_count = services.iter().filter(|s| s.state == "running").count();
+        let services = if record.state == WorkspaceState::Started {
+            refresh_services(&dir, &record).await?
+        } else {
+            load_all(&dir)
+        };
+        let running_count = services.iter().filter(|s| s.state == ServiceStatus::Running).count();
         Ok(ServiceList { workspace_id: dir.id.clone(), count: services.len(), running_count, services })
     }
 
@@ -626,7 +624,7 @@ async fn mirror(dir: &WorkspaceDir, record: &WorkspaceRecord, state: &ServiceSta
     }
     let old = load(dir, &state.name);
     let mut ports = old.as_ref().map(|o| o.published_ports.clone()).unwrap_or_default();
-    if state.state != "running" && !ports.is_empty() {
+    if state.state != ServiceStatus::Running && !ports.is_empty() {
         remove_forwards(&dir.runtime_dir(), &ports).await;
         ports.clear();
     }
@@ -649,14 +647,14 @@ fn service_info(
     ServiceInfo {
         workspace_id: dir.id.clone(),
         service_name: s.name.clone(),
-        state: s.state.clone(),
+        state: s.state,
         command: s.command.clone(),
         cwd: s.cwd.clone(),
         started_at: s.started_at,
         ended_at: s.ended_at,
         exit_code: s.exit_code,
         pid: s.pid,
-        execution_mode: record.execution_mode.clone(),
+        execution_mode: record.execution_mode,
         backend: record.backend.clone(),
         readiness: s.readiness.as_ref().map(readiness_of),
         ready_at: s.ready_at,

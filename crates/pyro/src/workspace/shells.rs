@@ -7,20 +7,15 @@
 use super::logic::paths::normalize_destination;
 use super::store::WorkspaceDir;
 use super::{secrets, WORKSPACE_PATH};
+use crate::defaults;
 use crate::util::now_f64;
-use crate::{machine, Error, Pyro, Result};
+use crate::{machine, Error, ExecutionMode, Pyro, Result};
 use pyro_protocol::session::{ShellRequest, ShellResponse, ShellStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default and bounds of `max_chars` and `wait_for_idle_ms` (SPECIFICATION.md, "Limits").
-pub const DEFAULT_MAX_CHARS: u64 = 65_536;
-/// Default PTY width in columns.
-pub const DEFAULT_COLS: u16 = 120;
-/// Default PTY height in rows.
-pub const DEFAULT_ROWS: u16 = 30;
 /// Widest terminal a shell may have, in columns (`cols` is 1..=this).
 pub const MAX_COLS: u16 = 1000;
 /// Tallest terminal a shell may have, in rows (`rows` is 1..=this).
@@ -57,8 +52,8 @@ impl Default for OpenShellOptions {
     fn default() -> Self {
         OpenShellOptions {
             cwd: WORKSPACE_PATH.into(),
-            cols: DEFAULT_COLS,
-            rows: DEFAULT_ROWS,
+            cols: defaults::SHELL_COLS,
+            rows: defaults::SHELL_ROWS,
             secret_env: BTreeMap::new(),
         }
     }
@@ -81,7 +76,7 @@ pub struct ReadShellOptions {
 
 impl Default for ReadShellOptions {
     fn default() -> Self {
-        ReadShellOptions { cursor: 0, max_chars: DEFAULT_MAX_CHARS, plain: false, wait_for_idle_ms: None }
+        ReadShellOptions { cursor: 0, max_chars: defaults::SHELL_MAX_CHARS, plain: false, wait_for_idle_ms: None }
     }
 }
 
@@ -109,7 +104,7 @@ pub struct ShellInfo {
     /// Exit status of the shell once it ended; `None` while running.
     pub exit_code: Option<i32>,
     /// `guest_vsock`.
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     /// Backend that runs the VM: `qemu`.
     pub backend: String,
 }
@@ -194,7 +189,7 @@ fn load(dir: &WorkspaceDir, shell_id: &str) -> Result<ShellInfo> {
     validate_shell_id(shell_id)?;
     let text = std::fs::read(record_path(dir, shell_id))
         .map_err(|_| Error::NotFound(format!("unknown shell '{shell_id}' in workspace '{}'", dir.id)))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Io(format!("shell record {shell_id} is unreadable: {e}")))
+    serde_json::from_slice(&text).map_err(|e| Error::unreadable(format_args!("shell record {shell_id}"), e))
 }
 
 fn save(dir: &WorkspaceDir, info: &ShellInfo) -> Result<()> {
@@ -309,7 +304,7 @@ impl Pyro {
             started_at: now_f64(),
             ended_at: None,
             exit_code: None,
-            execution_mode: record.execution_mode.clone(),
+            execution_mode: record.execution_mode,
             backend: record.backend.clone(),
         };
         save(&dir, &info)?;
@@ -483,7 +478,7 @@ mod tests {
 
     #[test]
     fn geometry_is_checked_with_the_allowed_range_in_the_error() {
-        assert!(validate_geometry(DEFAULT_COLS, DEFAULT_ROWS).is_ok());
+        assert!(validate_geometry(defaults::SHELL_COLS, defaults::SHELL_ROWS).is_ok());
         assert!(validate_geometry(MAX_COLS, MAX_ROWS).is_ok());
         assert!(validate_geometry(1, 1).is_ok());
         for (c, r) in [(0, 30), (120, 0), (MAX_COLS + 1, 30), (120, MAX_ROWS + 1), (u16::MAX, u16::MAX)] {
@@ -518,7 +513,7 @@ mod tests {
     const RENDER_CASES: &[(&str, u16, u16)] = &[
         ("newlines", MAX_COLS, MAX_ROWS),
         ("wide", MAX_COLS, MAX_ROWS),
-        ("newlines", DEFAULT_COLS, DEFAULT_ROWS),
+        ("newlines", defaults::SHELL_COLS, defaults::SHELL_ROWS),
         ("narrow", 1, 1),
     ];
     /// Peak resident memory allowed to the whole child process rendering one case.

@@ -6,7 +6,7 @@
 //! `runtime/` (the VM directory: disk, sockets, logs), `baseline/workspace.tar`,
 //! `snapshots/`, `commands/`.
 
-use crate::{Error, Result};
+use crate::{Error, ExecutionMode, Result, WorkspaceState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ pub struct LastCommand {
     /// Wall time of the command in milliseconds.
     pub duration_ms: u64,
     /// `guest_vsock` (ran in the guest through pyro's agent).
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
 }
 
 /// What `/workspace` was seeded with at create (`workspace_seed`).
@@ -73,7 +73,7 @@ pub struct WorkspaceRecord {
     pub created_at: f64,
     pub expires_at: f64,
     /// `creating` (recorded before the first boot, see `creator`), `started` or `stopped`.
-    pub state: String,
+    pub state: WorkspaceState,
     pub network_policy: String,
     pub allow_host_compat: bool,
     pub last_error: Option<String>,
@@ -97,8 +97,8 @@ pub struct WorkspaceRecord {
     pub backend: String,
     /// `kvm` / `tcg` for QEMU.
     pub accel: Option<String>,
-    /// `guest_vsock` (through the guest agent) or `host_compat`.
-    pub execution_mode: String,
+    /// `pending` before the first boot, then `guest_vsock` (through the guest agent).
+    pub execution_mode: ExecutionMode,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     /// While `creating`: the process creating the workspace. It also holds the exclusive
@@ -217,7 +217,7 @@ impl WorkspaceDir {
             }
         })?;
         let record: WorkspaceRecord = serde_json::from_str(&text)
-            .map_err(|e| Error::Io(format!("workspace record {} is unreadable: {e}", self.record_path().display())))?;
+            .map_err(|e| Error::unreadable(format_args!("workspace record {}", self.record_path().display()), e))?;
         if record.layout_version > LAYOUT_VERSION {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' was written by a newer pyro (layout {}; this pyro reads up to {LAYOUT_VERSION})",
@@ -259,7 +259,7 @@ pub(crate) mod tests {
             ttl_seconds: 600,
             created_at: 1.0,
             expires_at: 601.0,
-            state: "started".into(),
+            state: WorkspaceState::Started,
             network_policy: "off".into(),
             allow_host_compat: false,
             last_error: None,
@@ -282,7 +282,7 @@ pub(crate) mod tests {
             running_service_count: 0,
             backend: "qemu".into(),
             accel: Some("tcg".into()),
-            execution_mode: "guest_vsock".into(),
+            execution_mode: ExecutionMode::GuestVsock,
             metadata: BTreeMap::new(),
             creator: None,
         }
@@ -312,6 +312,35 @@ pub(crate) mod tests {
             t.join().unwrap();
         }
         assert_eq!(dir.load().unwrap().command_count, 400);
+    }
+
+    /// States and modes are types now; on disk they stay the strings earlier versions wrote.
+    #[test]
+    fn states_are_stored_as_their_contract_strings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = WorkspaceDir::new(tmp.path(), "abc123def456");
+        std::fs::create_dir_all(&dir.root).unwrap();
+        let mut record = sample("abc123def456");
+        record.last_command = Some(LastCommand {
+            sequence: 1,
+            command: "true".into(),
+            cwd: "/workspace".into(),
+            exit_code: 0,
+            duration_ms: 1,
+            execution_mode: ExecutionMode::GuestVsock,
+        });
+        dir.save(&record).unwrap();
+        let text: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.record_path()).unwrap()).unwrap();
+        assert_eq!(text["state"], "started");
+        assert_eq!(text["execution_mode"], "guest_vsock");
+        assert_eq!(text["last_command"]["execution_mode"], "guest_vsock");
+        // A record as an earlier pyro wrote it, mid-create.
+        let mut old = text;
+        old["state"] = "creating".into();
+        old["execution_mode"] = "pending".into();
+        std::fs::write(dir.record_path(), old.to_string()).unwrap();
+        let loaded = dir.load().unwrap();
+        assert_eq!((loaded.state, loaded.execution_mode), (WorkspaceState::Creating, ExecutionMode::Pending));
     }
 
     #[test]
