@@ -55,5 +55,20 @@ impl Error {
     }
 }
 
+impl From<pyro_tree::Error> for Error {
+    /// The one mapping of tree-rule errors: a broken rule or unreadable archive is the
+    /// caller's input (`invalid_input`), host I/O is `io_error`, a malformed export came from
+    /// the guest (`guest_error`). Messages are the tree error's own text.
+    fn from(e: pyro_tree::Error) -> Self {
+        use pyro_tree::Error as Tree;
+        let message = e.to_string();
+        match e {
+            Tree::Invalid(_) | Tree::InvalidTar(_) => Error::InvalidInput(message),
+            Tree::Io { .. } => Error::Io(message),
+            Tree::UnexpectedExport(_) => Error::Guest(message),
+        }
+    }
+}
+
 /// Result of every SDK call.
 pub type Result<T> = std::result::Result<T, Error>;
