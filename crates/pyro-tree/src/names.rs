@@ -83,8 +83,10 @@ fn is_key_like(s: &str) -> bool {
         && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// `^[A-Za-z_][A-Za-z0-9_]{0,63}$`: a portable shell identifier.
-fn is_identifier(s: &str) -> bool {
+/// Whether `s` is exactly (untrimmed) `^[A-Za-z_][A-Za-z0-9_]{0,63}$`: a portable shell
+/// identifier, the rule of secret and environment variable names. The guest agent checks
+/// secret names it is asked to install with it, so it accepts exactly what the host does.
+pub fn is_identifier(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 64
