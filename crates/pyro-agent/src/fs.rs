@@ -343,7 +343,7 @@ fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
         // root directory entry `./` (or a pax global header): nothing to create.
         let Some(member) = pyro_tree::archive::member_of(&entry)? else { continue };
         let rel = &member.path;
-        let target = dest.join(&rel);
+        let target = dest.join(rel);
         // Every parent must be a real directory inside dest (never a symlink).
         let mut cur = dest.to_path_buf();
         let parts: Vec<_> = rel.components().collect();
