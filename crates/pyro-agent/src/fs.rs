@@ -315,7 +315,9 @@ fn nanos() -> u128 {
 impl From<pyro_tree::Error> for FsError {
     fn from(e: pyro_tree::Error) -> Self {
         let kind = match e {
-            pyro_tree::Error::Invalid(_) | pyro_tree::Error::InvalidTar(_) => "invalid_path",
+            pyro_tree::Error::Invalid(_) | pyro_tree::Error::InvalidTar(_) | pyro_tree::Error::InSeedArchive { .. } => {
+                "invalid_path"
+            }
             pyro_tree::Error::Io { .. } | pyro_tree::Error::UnexpectedExport(_) => "io",
         };
         err(kind, e.to_string())

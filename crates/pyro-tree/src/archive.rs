@@ -97,7 +97,9 @@ impl SeedSource {
             SeedSource::Archive(file) => {
                 let f = fs::File::open(file).map_err(|e| Error::io(format!("opening {}", file.display()), e))?;
                 normalize_tar(f).map_err(|e| match e {
-                    Error::Invalid(m) => Error::Invalid(format!("{}: {m}", file.display())),
+                    Error::Invalid(_) | Error::InvalidTar(_) => {
+                        Error::InSeedArchive { path: file.clone(), source: Box::new(e) }
+                    }
                     other => other,
                 })
             }
@@ -765,6 +767,22 @@ mod tests {
         // A relative path is reported absolute.
         let rel = err_msg(SeedSource::classify("definitely-missing-dir-xyz"));
         assert!(rel.starts_with("seed_path /") && rel.ends_with("/definitely-missing-dir-xyz does not exist"), "{rel}");
+    }
+
+    #[test]
+    fn seed_archive_errors_name_the_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bad = tmp.path().join("bad.tar");
+        fs::write(&bad, tar_of(&[("../x", T::Regular, b"x", "")])).unwrap();
+        let e = SeedSource::classify(&bad).unwrap().to_tar().unwrap_err();
+        let want = format!("{}: archive member must stay inside the tree (no '..'): ../x", bad.display());
+        assert_eq!(e.to_string(), want);
+        assert!(matches!(&e, Error::InSeedArchive { source, .. } if matches!(**source, Error::Invalid(_))));
+        let garbage = tmp.path().join("garbage.tgz");
+        fs::write(&garbage, [0x1f, 0x8b, 1, 2, 3]).unwrap();
+        let e = SeedSource::classify(&garbage).unwrap().to_tar().unwrap_err();
+        assert!(e.to_string().starts_with(&format!("{}: invalid tar archive: ", garbage.display())), "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
     }
 
     fn sample_tree(d: &Path) {

@@ -13,6 +13,15 @@ pub enum Error {
     /// The bytes are not a readable tar archive.
     #[error("invalid tar archive: {0}")]
     InvalidTar(#[source] std::io::Error),
+    /// A seed archive broke a rule or is unreadable; the message starts with its host path.
+    #[error("{}: {source}", path.display())]
+    InSeedArchive {
+        /// The archive's host path.
+        path: std::path::PathBuf,
+        /// The rule it broke ([`Error::Invalid`] or [`Error::InvalidTar`]).
+        #[source]
+        source: Box<Error>,
+    },
     /// A host filesystem operation failed; `context` says what was being done.
     #[error("{context}: {source}")]
     Io {

@@ -63,7 +63,7 @@ impl From<pyro_tree::Error> for Error {
         use pyro_tree::Error as Tree;
         let message = e.to_string();
         match e {
-            Tree::Invalid(_) | Tree::InvalidTar(_) => Error::InvalidInput(message),
+            Tree::Invalid(_) | Tree::InvalidTar(_) | Tree::InSeedArchive { .. } => Error::InvalidInput(message),
             Tree::Io { .. } => Error::Io(message),
             Tree::UnexpectedExport(_) => Error::Guest(message),
         }
@@ -72,3 +72,32 @@ impl From<pyro_tree::Error> for Error {
 
 /// Result of every SDK call.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tree-rule errors keep today's codes and messages when they reach the SDK edge.
+    #[test]
+    fn tree_errors_map_once_to_codes_and_messages() {
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let cases = [
+            (pyro_tree::Error::Invalid("name must not be empty".into()), "invalid_input", "name must not be empty"),
+            (pyro_tree::Error::InvalidTar(io()), "invalid_input", "invalid tar archive: denied"),
+            (
+                pyro_tree::Error::InSeedArchive {
+                    path: "/s.tar".into(),
+                    source: Box::new(pyro_tree::Error::Invalid("archive member has an empty name".into())),
+                },
+                "invalid_input",
+                "/s.tar: archive member has an empty name",
+            ),
+            (pyro_tree::Error::io("reading /x", io()), "io_error", "reading /x: denied"),
+            (pyro_tree::Error::UnexpectedExport("bad export".into()), "guest_error", "bad export"),
+        ];
+        for (tree, code, message) in cases {
+            let e = Error::from(tree);
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message));
+        }
+    }
+}

@@ -80,7 +80,7 @@ fn remove_reaped_dir(dir: &std::path::Path) -> bool {
 }
 
 /// The guest path of the work tree.
-pub const WORKSPACE_PATH: &str = "/workspace";
+pub const WORKSPACE_PATH: &str = pyro_tree::paths::WORKSPACE_ROOT;
 /// How long `stop` waits for a clean guest shutdown before killing the VMM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
