@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pyro::workspace::logic::{archive, diff};
+use pyro_tree::{archive, diff};
 use std::path::Path;
 
 fn names_in(dir: &Path) -> Vec<String> {

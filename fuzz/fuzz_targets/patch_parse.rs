@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pyro::workspace::logic::patch::{apply_file_patch, parse_patch};
+use pyro_tree::patch::{apply_file_patch, parse_patch};
 
 fuzz_target!(|data: &[u8]| {
     let (current, patch) = match data.iter().position(|&b| b == 0) {

@@ -4,8 +4,10 @@
 //! Outcomes: a normal exit or death by signal gives an [`ExecResult`] (exit code, or 128 +
 //! signal); a timeout kills the group and gives exit code 124 with `timed_out`; a `Cancel`
 //! kills the group and gives [`ExecError::Cancelled`] (the agent answers Error kind
-//! `cancelled`, never a partial result).
+//! `cancelled`, never a partial result). Those result rules (codes, timeout notice, caps,
+//! drain times) are `pyro_protocol::exec`, shared with the host-compat mode.
 
+use pyro_protocol::exec::{self as semantics, CappedOutput, Ending};
 use pyro_protocol::{ExecRequest, ExecResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +24,6 @@ pub const BASE_ENV: &[(&str, &str)] = &[
     ("LANG", "C.UTF-8"),
     ("TERM", "xterm-256color"),
 ];
-
-/// After the command exits, how long to keep reading output a background process may still
-/// hold open before returning anyway.
-const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// A running exec: its process group and whether it was cancelled.
 type Entry = (i32, Arc<AtomicBool>);
@@ -59,12 +57,7 @@ impl Running {
 }
 
 fn kill_group(pgid: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) of a process group we created.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-    }
+    pyro_sys::signal_process_group(pgid, libc::SIGKILL);
 }
 
 /// Why an exec produced no result.
@@ -75,30 +68,28 @@ pub enum ExecError {
     Cancelled,
 }
 
-#[derive(Default)]
 struct Capture {
-    kept: Vec<u8>,
-    truncated: bool,
+    output: CappedOutput,
     /// The result was taken: a background process still writing is drained, not stored.
     taken: bool,
 }
 
-async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize, into: Arc<Mutex<Capture>>) {
+impl Capture {
+    fn new(cap: usize) -> Arc<Mutex<Capture>> {
+        Arc::new(Mutex::new(Capture { output: CappedOutput::new(cap), taken: false }))
+    }
+}
+
+async fn read_capped(mut r: impl AsyncRead + Unpin, into: Arc<Mutex<Capture>>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 let mut c = into.lock().unwrap();
-                if c.taken {
-                    continue;
+                if !c.taken {
+                    c.output.push(&buf[..n]);
                 }
-                let room = cap.saturating_sub(c.kept.len());
-                if n > room {
-                    c.truncated = true;
-                }
-                let take = n.min(room);
-                c.kept.extend_from_slice(&buf[..take]);
             }
         }
     }
@@ -107,16 +98,7 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize, into: Arc<Mutex<
 fn take(c: &Arc<Mutex<Capture>>) -> (Vec<u8>, bool) {
     let mut c = c.lock().unwrap();
     c.taken = true;
-    (std::mem::take(&mut c.kept), c.truncated)
-}
-
-/// `N` for whole seconds, `N.M` otherwise (matches the reference's message).
-pub fn format_seconds(ms: u64) -> String {
-    if ms % 1000 == 0 {
-        format!("{}", ms / 1000)
-    } else {
-        format!("{}", ms as f64 / 1000.0)
-    }
+    c.output.take()
 }
 
 pub async fn run(req: &ExecRequest, request_id: u64, running: &Running) -> Result<ExecResult, ExecError> {
@@ -146,27 +128,27 @@ pub async fn run(req: &ExecRequest, request_id: u64, running: &Running) -> Resul
     running.0.lock().unwrap().insert(request_id, (pgid, cancelled.clone()));
 
     let cap = req.output_cap_bytes as usize;
-    let out = Arc::new(Mutex::new(Capture::default()));
-    let err = Arc::new(Mutex::new(Capture::default()));
-    let out_task = tokio::spawn(read_capped(child.stdout.take().expect("piped"), cap, out.clone()));
-    let err_task = tokio::spawn(read_capped(child.stderr.take().expect("piped"), cap, err.clone()));
+    let out = Capture::new(cap);
+    let err = Capture::new(cap);
+    let out_task = tokio::spawn(read_capped(child.stdout.take().expect("piped"), out.clone()));
+    let err_task = tokio::spawn(read_capped(child.stderr.take().expect("piped"), err.clone()));
 
     let timeout = Duration::from_millis(req.timeout_ms.max(1));
-    let (exit_code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) => (exit_code_of(status), false),
-        Ok(Err(_)) => (-1, false),
+    let ending = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Ending::Exited(semantics::exit_code_of(status)),
+        Ok(Err(_)) => Ending::Exited(-1),
         Err(_) => {
             kill_group(pgid);
             let _ = child.wait().await;
-            (124, true)
+            Ending::TimedOut
         }
     };
-    if timed_out {
+    if ending == Ending::TimedOut {
         // Every writer of the pipes is dead: readers finish at once.
-        let _ = tokio::time::timeout(Duration::from_secs(2), out_task).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), err_task).await;
+        let _ = tokio::time::timeout(semantics::KILLED_DRAIN_LIMIT, out_task).await;
+        let _ = tokio::time::timeout(semantics::KILLED_DRAIN_LIMIT, err_task).await;
     } else {
-        let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+        let deadline = tokio::time::Instant::now() + semantics::DRAIN_GRACE;
         let _ = tokio::time::timeout_at(deadline, out_task).await;
         let _ = tokio::time::timeout_at(deadline, err_task).await;
     }
@@ -174,28 +156,7 @@ pub async fn run(req: &ExecRequest, request_id: u64, running: &Running) -> Resul
     if cancelled.load(Ordering::SeqCst) {
         return Err(ExecError::Cancelled);
     }
-    let (stdout, stdout_truncated) = take(&out);
-    let (mut stderr, stderr_truncated) = take(&err);
-    if timed_out {
-        if !stderr.is_empty() && !stderr.ends_with(b"\n") {
-            stderr.push(b'\n');
-        }
-        stderr.extend_from_slice(format!("command timed out after {}s", format_seconds(req.timeout_ms)).as_bytes());
-    }
-    Ok(ExecResult {
-        stdout,
-        stderr,
-        stdout_truncated,
-        stderr_truncated,
-        exit_code,
-        timed_out,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
-}
-
-fn exit_code_of(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    Ok(semantics::exec_result(take(&out), take(&err), ending, req.timeout_ms, started.elapsed()))
 }
 
 #[cfg(test)]
@@ -320,6 +281,7 @@ mod tests {
         let r = run(&req("sleep 100", 500, 1024), 5, &Running::default()).await.unwrap();
         assert!(r.timed_out);
         assert_eq!(r.stderr, b"command timed out after 0.5s");
+        assert_eq!(String::from_utf8_lossy(&r.stderr), semantics::timeout_message(500), "the notice host-compat gives");
     }
 
     #[tokio::test]
@@ -371,13 +333,5 @@ mod tests {
         r.cwd = Some("/nonexistent-dir".into());
         let e = run(&r, 6, &Running::default()).await.unwrap_err();
         assert!(matches!(e, ExecError::Spawn(m) if m.contains("/nonexistent-dir does not exist")));
-    }
-
-    #[test]
-    fn seconds_format_like_the_reference() {
-        assert_eq!(format_seconds(2000), "2");
-        assert_eq!(format_seconds(60_000), "60");
-        assert_eq!(format_seconds(500), "0.5");
-        assert_eq!(format_seconds(1250), "1.25");
     }
 }

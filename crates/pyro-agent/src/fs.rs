@@ -13,6 +13,7 @@
 
 use pyro_protocol::fs::{FileEntry, FsRequest, FsResponse};
 use pyro_protocol::Response;
+use pyro_tree::archive::MemberKind;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -122,16 +123,9 @@ fn handle_blocking(req: FsRequest, state: &FsState) -> FsResult<FsResponse> {
 
 const SECRETS_DIR: &str = "/run/pyro-secrets";
 
-fn is_secret_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && n.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// Secrets live only on the tmpfs `/run`: never on the disk image the host can export.
 fn install_secrets(secrets: &[pyro_protocol::fs::SecretFile]) -> FsResult<FsResponse> {
-    if let Some(bad) = secrets.iter().find(|s| !is_secret_name(&s.name)) {
+    if let Some(bad) = secrets.iter().find(|s| !pyro_tree::names::is_identifier(&s.name)) {
         return Err(err("bad_request", format!("invalid secret name '{}'", bad.name)));
     }
     let dir = Path::new(SECRETS_DIR);
@@ -316,25 +310,18 @@ fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
-/// Member name checks: relative, no `..`, not empty.
-fn member_path(name: &Path) -> FsResult<PathBuf> {
-    let mut out = PathBuf::new();
-    for comp in name.components() {
-        match comp {
-            Component::Normal(c) => out.push(c),
-            Component::CurDir => {}
-            _ => {
-                return Err(err(
-                    "invalid_path",
-                    format!("archive member must be a relative path inside the tree: {}", name.display()),
-                ))
+/// A tree-rule refusal (bad member name or type, unreadable archive) is the request's
+/// fault: the host maps `invalid_path` to `invalid_input`.
+impl From<pyro_tree::Error> for FsError {
+    fn from(e: pyro_tree::Error) -> Self {
+        let kind = match e {
+            pyro_tree::Error::Invalid(_) | pyro_tree::Error::InvalidTar(_) | pyro_tree::Error::InSeedArchive { .. } => {
+                "invalid_path"
             }
-        }
+            pyro_tree::Error::Io { .. } | pyro_tree::Error::UnexpectedExport(_) => "io",
+        };
+        err(kind, e.to_string())
     }
-    if out.as_os_str().is_empty() {
-        return Err(err("invalid_path", "archive member has an empty name"));
-    }
-    Ok(out)
 }
 
 fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
@@ -352,11 +339,13 @@ fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
     ar.set_preserve_mtime(true);
     ar.set_unpack_xattrs(false);
     let (mut count, mut bytes) = (0u64, 0u64);
-    for entry in ar.entries().map_err(|e| io_err("reading the archive", e))? {
-        let mut entry = entry.map_err(|e| io_err("reading the archive", e))?;
-        let raw = entry.path().map_err(|e| io_err("reading a member name", e))?.into_owned();
-        let rel = member_path(&raw)?;
-        let target = dest.join(&rel);
+    for entry in ar.entries().map_err(pyro_tree::Error::InvalidTar)? {
+        let mut entry = entry.map_err(pyro_tree::Error::InvalidTar)?;
+        // The one member rule of host and guest: name, type, link target. `None` is the
+        // root directory entry `./` (or a pax global header): nothing to create.
+        let Some(member) = pyro_tree::archive::member_of(&entry)? else { continue };
+        let rel = &member.path;
+        let target = dest.join(rel);
         // Every parent must be a real directory inside dest (never a symlink).
         let mut cur = dest.to_path_buf();
         let parts: Vec<_> = rel.components().collect();
@@ -366,57 +355,50 @@ fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(err(
                         "invalid_path",
-                        format!("archive member would traverse through a symlinked path: {}", raw.display()),
+                        format!("archive member would traverse through a symlinked path: {}", rel.display()),
                     ))
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
                     return Err(err(
                         "invalid_path",
-                        format!("archive member {} is under a non-directory", raw.display()),
+                        format!("archive member {} is under a non-directory", rel.display()),
                     ))
                 }
                 Err(_) => fs::create_dir(&cur).map_err(|e| io_err(&format!("creating {}", cur.display()), e))?,
             }
         }
         let existing = fs::symlink_metadata(&target).ok();
-        let kind = entry.header().entry_type();
-        match kind {
-            tar::EntryType::Directory => {
+        match &member.kind {
+            MemberKind::Directory => {
                 match &existing {
                     Some(m) if m.is_dir() && !m.file_type().is_symlink() => {}
                     Some(_) => {
                         return Err(err(
                             "invalid_path",
-                            format!("archive directory {} conflicts with an existing non-directory", raw.display()),
+                            format!("archive directory {} conflicts with an existing non-directory", rel.display()),
                         ))
                     }
                     None => {
                         fs::create_dir(&target).map_err(|e| io_err(&format!("creating {}", target.display()), e))?
                     }
                 }
-                if let Ok(mode) = entry.header().mode() {
-                    let _ = fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777));
-                }
+                // All permission bits, set-id included: the guest is the tree's home.
+                let _ = fs::set_permissions(&target, fs::Permissions::from_mode(member.mode));
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            MemberKind::File { size } => {
                 if let Some(m) = &existing {
                     if !m.is_file() || m.file_type().is_symlink() {
                         return Err(err(
                             "invalid_path",
-                            format!("archive file {} would replace a directory or symlink", raw.display()),
+                            format!("archive file {} would replace a directory or symlink", rel.display()),
                         ));
                     }
                 }
-                bytes += entry.header().size().unwrap_or(0);
+                bytes += size;
                 entry.unpack(&target).map_err(|e| io_err(&format!("writing {}", target.display()), e))?;
             }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| io_err("reading a link target", e))?
-                    .ok_or_else(|| err("invalid_path", format!("symlink {} has no target", raw.display())))?
-                    .into_owned();
+            MemberKind::Symlink { target: link } => {
                 match &existing {
                     Some(m) if m.file_type().is_symlink() => {
                         fs::remove_file(&target).map_err(|e| io_err("replacing a symlink", e))?
@@ -424,23 +406,14 @@ fn extract(archive: &Path, dest: &Path) -> FsResult<(u64, u64)> {
                     Some(_) => {
                         return Err(err(
                             "invalid_path",
-                            format!("archive symlink {} would replace a file or directory", raw.display()),
+                            format!("archive symlink {} would replace a file or directory", rel.display()),
                         ))
                     }
                     None => {}
                 }
                 // The link is created, never followed.
-                std::os::unix::fs::symlink(&link, &target)
+                std::os::unix::fs::symlink(link, &target)
                     .map_err(|e| io_err(&format!("creating link {}", target.display()), e))?;
-            }
-            other => {
-                return Err(err(
-                    "unsupported_type",
-                    format!(
-                        "archive member {} has unsupported type {other:?} (only files, directories and symlinks)",
-                        raw.display()
-                    ),
-                ))
             }
         }
         count += 1;
@@ -562,6 +535,55 @@ mod tests {
         let e = extract(&up, &dst.path().join("w")).unwrap_err();
         assert!(e.message.contains("symlinked path"), "{}", e.message);
         assert!(!outside.path().join("pwned").exists());
+    }
+
+    /// An archive with members named by raw bytes, bypassing the builder's own path checks.
+    fn raw_tar(members: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// The member rule the agent shares with the host (`pyro_tree::member`, pinned there by
+    /// `empty_names_skip_a_root_directory_and_refuse_anything_else`): the root directory
+    /// entry `./` that `tar -C dir -cf x.tar .` writes is skipped; a file or link with no
+    /// name is refused with the host's message.
+    #[test]
+    fn empty_member_names() {
+        let dst = tempfile::tempdir().unwrap();
+        let up = dst.path().join("up.tar");
+        let d = tar::EntryType::Directory;
+        let f = tar::EntryType::Regular;
+        fs::write(&up, raw_tar(&[("./", d, b""), (".", d, b""), ("./a.txt", f, b"hi")])).unwrap();
+        assert_eq!(extract(&up, &dst.path().join("w")).unwrap(), (1, 2));
+        assert_eq!(fs::read(dst.path().join("w/a.txt")).unwrap(), b"hi");
+        for name in [".", "./", ""] {
+            fs::write(&up, raw_tar(&[(name, f, b"x")])).unwrap();
+            let e = extract(&up, &dst.path().join("w2")).unwrap_err();
+            assert_eq!((e.kind, e.message.as_str()), ("invalid_path", "archive member has an empty name"), "{name:?}");
+        }
+        fs::write(&up, raw_tar(&[("a/../../x", f, b"x")])).unwrap();
+        let e = extract(&up, &dst.path().join("w3")).unwrap_err();
+        assert_eq!(e.message, "archive member must stay inside the tree (no '..'): a/../../x");
+        fs::write(&up, raw_tar(&[("a", f, b"x"), ("b", tar::EntryType::Link, b"")])).unwrap();
+        let e = extract(&up, &dst.path().join("w4")).unwrap_err();
+        assert!(e.message.starts_with("archive member b is a hard link"), "{}", e.message);
+    }
+
+    #[test]
+    fn secret_names_follow_the_host_rule() {
+        let secret = |name: &str| pyro_protocol::fs::SecretFile { name: name.into(), value: b"v".to_vec() };
+        let e = install_secrets(&[secret("1BAD")]).unwrap_err();
+        assert_eq!((e.kind, e.message.as_str()), ("bad_request", "invalid secret name '1BAD'"));
+        assert!(install_secrets(&[secret(" PADDED")]).is_err(), "the agent never trims: the host already did");
     }
 
     #[test]

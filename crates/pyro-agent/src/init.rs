@@ -175,7 +175,7 @@ pub fn pid1() -> ! {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
         }
     }
-    let _ = std::fs::create_dir_all("/workspace");
+    let _ = std::fs::create_dir_all(pyro_tree::paths::WORKSPACE_ROOT);
     if let Err(e) = sys::interface_up("lo") {
         sys::console_log(&format!("pyro-init: bringing lo up: {e}"));
     }

@@ -15,6 +15,7 @@
 //! The guest is hostile: every body is checked by [`check_bounds`] (element count, nesting
 //! depth, declared lengths against the bytes present) before anything is allocated for it.
 
+pub mod exec;
 pub mod fs;
 pub mod session;
 

@@ -19,6 +19,18 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Send `signal` to every process of the process group `pgid` (a command started as a group
+/// leader, so it and everything it spawned go at once). Refused for `pgid <= 1`: 0 would be
+/// the caller's own group, 1 init's, and kill(2) gives negative values other meanings.
+/// True when the signal was delivered.
+pub fn signal_process_group(pgid: i32, signal: libc::c_int) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+    unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
 /// Who a pid was when it was recorded: the pid, its start time (clock ticks since boot,
 /// field 22 of `/proc/<pid>/stat`) and the boot it belongs to. A pid alone names a
 /// different process after it is reused (or after a reboot, when a stale pid file names
@@ -110,6 +122,19 @@ pub fn boot_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_signal_reaches_the_leader_and_its_children() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let mut child =
+            std::process::Command::new("sh").args(["-c", "sleep 30 & exec sleep 30"]).process_group(0).spawn().unwrap();
+        let pgid = child.id() as i32;
+        assert!(signal_process_group(pgid, libc::SIGKILL));
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        for reserved in [-5, 0, 1] {
+            assert!(!signal_process_group(reserved, 0), "{reserved}");
+        }
+    }
 
     #[test]
     fn identity_matches_only_the_same_process() {

@@ -21,7 +21,7 @@ pub const NETWORK_POLICY: &str = "off";
 /// Bytes returned by a file read of the running workspace or its stopped disk (`max_bytes`).
 pub const READ_MAX_BYTES: u64 = 65_536;
 /// Snapshot `reset_workspace` restores when none is named.
-pub const RESET_SNAPSHOT: &str = crate::workspace::logic::names::BASELINE_SNAPSHOT;
+pub const RESET_SNAPSHOT: &str = pyro_tree::names::BASELINE_SNAPSHOT;
 /// Characters returned by one `read_shell` (`max_chars`).
 pub const SHELL_MAX_CHARS: u64 = 65_536;
 /// PTY width of a new shell, in columns (`cols`).

@@ -127,7 +127,25 @@ impl From<pyro_diskimage::Error> for Error {
             | Disk::TooManyEntries { .. }
             | Disk::TooDeep { .. }
             | Disk::TooMuchWork { .. } => Error::InvalidState(message),
-            Disk::Io { .. } | Disk::ImageRead { .. } | Disk::OutOfMemory { .. } => Error::Io(message),
+            // The OS error stays the source.
+            Disk::Io { context, source } => Error::HostIo { context, source },
+            Disk::ImageRead { .. } | Disk::OutOfMemory { .. } => Error::Io(message),
+        }
+    }
+}
+
+impl From<pyro_tree::Error> for Error {
+    /// The one mapping of tree-rule errors: a broken rule or unreadable archive is the
+    /// caller's input (`invalid_input`), host I/O is `io_error`, a malformed export came from
+    /// the guest (`guest_error`). Messages are the tree error's own text.
+    fn from(e: pyro_tree::Error) -> Self {
+        use pyro_tree::Error as Tree;
+        let message = e.to_string();
+        match e {
+            Tree::Invalid(_) | Tree::InvalidTar(_) | Tree::InSeedArchive { .. } => Error::InvalidInput(message),
+            // The OS error stays the source.
+            Tree::Io { context, source } => Error::HostIo { context, source },
+            Tree::UnexpectedExport(_) => Error::Guest(message),
         }
     }
 }
@@ -168,7 +186,6 @@ mod tests {
         }
     }
 
-
     /// Errors with a cause keep it as `source()`; message and code stay what they were when
     /// the cause was only formatted into a string.
     #[test]
@@ -194,5 +211,29 @@ mod tests {
         let defect = e.source().expect("the defect");
         assert!(defect.is::<crate::env::InstallDefect>());
         assert!(defect.source().is_some_and(|s| s.is::<std::io::Error>()));
+    }
+
+    /// Tree-rule errors keep today's codes and messages when they reach the SDK edge.
+    #[test]
+    fn tree_errors_map_once_to_codes_and_messages() {
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let cases = [
+            (pyro_tree::Error::Invalid("name must not be empty".into()), "invalid_input", "name must not be empty"),
+            (pyro_tree::Error::InvalidTar(io()), "invalid_input", "invalid tar archive: denied"),
+            (
+                pyro_tree::Error::InSeedArchive {
+                    path: "/s.tar".into(),
+                    source: Box::new(pyro_tree::Error::Invalid("archive member has an empty name".into())),
+                },
+                "invalid_input",
+                "/s.tar: archive member has an empty name",
+            ),
+            (pyro_tree::Error::io("reading /x", io()), "io_error", "reading /x: denied"),
+            (pyro_tree::Error::UnexpectedExport("bad export".into()), "guest_error", "bad export"),
+        ];
+        for (tree, code, message) in cases {
+            let e = Error::from(tree);
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message));
+        }
     }
 }

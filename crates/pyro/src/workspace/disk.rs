@@ -2,7 +2,6 @@
 //! booting it. Secondary to the live tools (exec, file ops, export): they exist so a stopped
 //! workspace can be inspected in milliseconds without spending a VM.
 
-use super::logic;
 use super::store::{FileLock, WorkspaceDir};
 use crate::{Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use pyro_diskimage as diskimage;
@@ -100,7 +99,7 @@ impl Pyro {
 
     /// List a stopped workspace's disk (`/workspace` by default; absolute paths anywhere).
     pub async fn list_workspace_disk(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<DiskListResult> {
-        let path = logic::paths::normalize_disk_path(path)?;
+        let path = pyro_tree::paths::normalize_disk_path(path)?;
         let pyro = self.clone();
         let id = workspace_id.to_string();
         crate::blocking(move || {
@@ -114,14 +113,14 @@ impl Pyro {
     /// Read up to `max_bytes` (1 to 16 MiB) of a regular file on a stopped workspace's disk.
     /// Costs what `max_bytes` asks, not the file's size.
     pub async fn read_workspace_disk(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<DiskReadResult> {
-        let path = logic::paths::normalize_disk_path(path)?;
+        let path = pyro_tree::paths::normalize_disk_path(path)?;
         diskimage::check_read_limit(max_bytes)?;
         let pyro = self.clone();
         let id = workspace_id.to_string();
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "read")?;
             let (size, data) = diskimage::read(&image, &path, max_bytes.saturating_add(3))?;
-            let (content, cut) = logic::text::truncate_utf8(&data, max_bytes as usize);
+            let (content, cut) = pyro_tree::text::truncate_utf8(&data, max_bytes as usize);
             Ok(DiskReadResult {
                 workspace_id: dir.id,
                 path,

@@ -7,8 +7,6 @@
 //! record under the short record lock.
 
 mod disk;
-#[doc(hidden)]
-pub mod logic;
 mod ops;
 mod reset;
 pub mod retention;
@@ -22,7 +20,7 @@ use crate::backend::BackendKind;
 use crate::limits::validate_resources;
 use crate::util::{new_id, now_f64};
 use crate::{machine, Error, ExecutionMode, Pyro, Result, WorkspaceState};
-use logic::archive::SeedSource;
+use pyro_tree::archive::SeedSource;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,7 +78,7 @@ fn remove_reaped_dir(dir: &std::path::Path) -> bool {
 }
 
 /// The guest path of the work tree.
-pub const WORKSPACE_PATH: &str = "/workspace";
+pub const WORKSPACE_PATH: &str = pyro_tree::paths::WORKSPACE_ROOT;
 /// How long `stop` waits for a clean guest shutdown before killing the VMM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -551,16 +549,16 @@ impl Pyro {
         validate_resources(opts.vcpu_count, opts.mem_mib, opts.ttl_seconds)?;
         let spec = crate::env::spec(&opts.environment)?;
         let network_policy = normalize_network_policy(&opts.network_policy)?;
-        let name = opts.name.as_deref().map(logic::names::validate_workspace_name).transpose()?;
+        let name = opts.name.as_deref().map(pyro_tree::names::validate_workspace_name).transpose()?;
         let mut labels = BTreeMap::new();
         for (k, v) in &opts.labels {
-            let (k, v) = logic::names::validate_label(k, v)?;
+            let (k, v) = pyro_tree::names::validate_label(k, v)?;
             labels.insert(k, v);
         }
         let prepared_secrets = secrets::prepare(&opts.secrets)?;
         // Build the seed archive before anything exists, so a bad seed creates nothing.
         let (seed_mode, seed_path, seed_tar) = match &opts.seed_path {
-            None => ("empty".to_string(), None, logic::archive::empty_tar()),
+            None => ("empty".to_string(), None, pyro_tree::archive::empty_tar()),
             Some(p) => {
                 let source = SeedSource::classify(p)?;
                 let tar = source.to_tar()?;
@@ -863,10 +861,10 @@ impl Pyro {
         if opts.name.is_some() && opts.clear_name {
             return Err(Error::InvalidInput("name and clear_name cannot be used together".into()));
         }
-        let name = opts.name.as_deref().map(logic::names::validate_workspace_name).transpose()?;
+        let name = opts.name.as_deref().map(pyro_tree::names::validate_workspace_name).transpose()?;
         let mut labels = BTreeMap::new();
         for (k, v) in &opts.labels {
-            let (k, v) = logic::names::validate_label(k, v)?;
+            let (k, v) = pyro_tree::names::validate_label(k, v)?;
             labels.insert(k, v);
         }
         let mut clear = Vec::new();

@@ -1,7 +1,6 @@
 //! Workspace operations that run against the started guest: exec and history, files,
 //! patches, sync, diff, export, snapshots and reset.
 
-use super::logic;
 use super::store::{LastCommand, WorkspaceDir};
 use super::{info_of, ResetInfo, WorkspaceInfo, WORKSPACE_PATH};
 use crate::util::now_f64;
@@ -274,6 +273,9 @@ pub struct PatchResult {
     pub execution_mode: ExecutionMode,
 }
 
+/// The comparison inside [`DiffResult`], defined with the diff rules in `pyro-tree`.
+pub use pyro_tree::diff::{DiffEntry, DiffPayload, DiffSummary};
+
 /// Payload of `diff_workspace`: `/workspace` now against the create-time baseline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -283,7 +285,7 @@ pub struct DiffResult {
     /// The comparison; its fields (`changed`, `summary`, `entries`, `patch`) appear at the top
     /// level of the JSON payload.
     #[serde(flatten)]
-    pub diff: logic::diff::DiffPayload,
+    pub diff: DiffPayload,
 }
 
 /// One snapshot of `/workspace`.
@@ -516,7 +518,7 @@ impl Pyro {
         path: &str,
         recursive: bool,
     ) -> Result<FileListResult> {
-        let path = logic::paths::normalize_workspace_path(path)?;
+        let path = pyro_tree::paths::normalize_workspace_path(path)?;
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_list").await?;
@@ -524,7 +526,7 @@ impl Pyro {
         // Guest-reported paths are shown to users and agents, who may act on them: only
         // plain absolute paths at or under the listed path are passed on.
         entries.retain(|e| {
-            let ok = logic::paths::is_plain_path_under(&e.path, &path);
+            let ok = pyro_tree::paths::is_plain_path_under(&e.path, &path);
             if !ok {
                 crate::util::log_guest_refusal(&dir.root, &format!("dropped a file list entry {:?}", e.path));
             }
@@ -549,7 +551,7 @@ impl Pyro {
 
     /// Read a file; `max_bytes` 1..=1 MiB; truncation never splits a UTF-8 character.
     pub async fn read_workspace_file(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<FileReadResult> {
-        let path = logic::paths::normalize_workspace_path(path)?;
+        let path = pyro_tree::paths::normalize_workspace_path(path)?;
         if max_bytes == 0 {
             return Err(Error::InvalidInput("max_bytes must be positive".into()));
         }
@@ -561,7 +563,7 @@ impl Pyro {
         let record = self.require_started(&dir, "workspace_file_read").await?;
         // Three bytes past the limit show whether the cut would split a character.
         let (size, data) = machine::read_file(&dir.runtime_dir(), &path, max_bytes + 3).await?;
-        let (content, cut) = logic::text::truncate_utf8(&data, max_bytes as usize);
+        let (content, cut) = pyro_tree::text::truncate_utf8(&data, max_bytes as usize);
         Ok(FileReadResult {
             workspace_id: dir.id,
             path,
@@ -575,7 +577,7 @@ impl Pyro {
 
     /// Write a text file (≤ 1 MiB). An existing file keeps its mode; new files are 0644.
     pub async fn write_workspace_file(&self, workspace_id: &str, path: &str, text: &str) -> Result<FileWriteResult> {
-        let path = logic::paths::normalize_workspace_path(path)?;
+        let path = pyro_tree::paths::normalize_workspace_path(path)?;
         if path == WORKSPACE_PATH {
             return Err(Error::InvalidInput("workspace file write only supports regular file targets".into()));
         }
@@ -604,7 +606,7 @@ impl Pyro {
         if patch.len() as u64 > MAX_TEXT_BYTES {
             return Err(Error::InvalidInput(format!("patch must be at most {MAX_TEXT_BYTES} bytes")));
         }
-        let files = logic::patch::parse_patch(patch)?;
+        let files = pyro_tree::patch::parse_patch(patch)?;
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_patch_apply").await?;
@@ -639,7 +641,7 @@ impl Pyro {
                 }
                 _ => {}
             }
-            let result = logic::patch::apply_file_patch(current.as_deref(), fp)?;
+            let result = pyro_tree::patch::apply_file_patch(current.as_deref(), fp)?;
             if let Some(r) = &result {
                 if r.len() as u64 > MAX_TEXT_BYTES {
                     return Err(Error::InvalidInput(format!("patched file would exceed 1 MiB: {path}")));
@@ -684,8 +686,8 @@ impl Pyro {
 
     /// Push a host directory or tar archive into the workspace (default `/workspace`).
     pub async fn push_workspace_sync(&self, workspace_id: &str, source_path: &Path, dest: &str) -> Result<SyncResult> {
-        let destination = logic::paths::normalize_destination(dest)?;
-        let source = logic::archive::SeedSource::classify(source_path)?;
+        let destination = pyro_tree::paths::normalize_destination(dest)?;
+        let source = pyro_tree::archive::SeedSource::classify(source_path)?;
         let dir = self.ws_dir(workspace_id)?;
         let tar = source.to_tar()?;
         let _life = self.enter_started(&dir).await?;
@@ -714,7 +716,7 @@ impl Pyro {
             Error::InvalidState(format!("workspace diff requires a baseline snapshot; workspace '{}' has none", dir.id))
         })?;
         let current = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.root).await?;
-        let diff = logic::diff::diff_tar_streams(
+        let diff = pyro_tree::diff::diff_tar_streams(
             std::io::BufReader::new(baseline),
             std::io::BufReader::new(current.file.as_file()),
         )?;
@@ -723,7 +725,7 @@ impl Pyro {
 
     /// Copy a file, directory or symlink out of the workspace to a new host path.
     pub async fn export_workspace(&self, workspace_id: &str, path: &str, output_path: &Path) -> Result<ExportResult> {
-        let workspace_path = logic::paths::normalize_destination(path)?;
+        let workspace_path = pyro_tree::paths::normalize_destination(path)?;
         let output = absolute_output(output_path)?;
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
@@ -733,7 +735,7 @@ impl Pyro {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
         // Counts come from what was actually written, not from what the guest claimed.
-        let (entry_count, bytes_written) = logic::archive::materialize_export_stream(
+        let (entry_count, bytes_written) = pyro_tree::archive::materialize_export_stream(
             std::io::BufReader::new(exported.file.as_file()),
             &exported.artifact_type,
             &output,
@@ -754,7 +756,7 @@ impl Pyro {
     /// [`MAX_NAMED_SNAPSHOTS`](super::retention::MAX_NAMED_SNAPSHOTS) named snapshots taking at
     /// most [`MAX_NAMED_SNAPSHOT_BYTES`](super::retention::MAX_NAMED_SNAPSHOT_BYTES) together.
     pub async fn create_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotCreateResult> {
-        let name = logic::names::validate_snapshot_name(snapshot_name)?;
+        let name = pyro_tree::names::validate_snapshot_name(snapshot_name)?;
         if name == "baseline" {
             return Err(Error::InvalidInput("snapshot name 'baseline' is reserved".into()));
         }
@@ -775,7 +777,7 @@ impl Pyro {
         super::retention::check_snapshot_room(&dir.id, count, used, exported.size)?;
         // The archive comes from the guest: every member is validated (names, types) before
         // it is kept, so a restore never meets a member it would refuse.
-        logic::archive::for_each_member(std::io::BufReader::new(exported.file.as_file()), |_, _| Ok(()))?;
+        pyro_tree::archive::for_each_member(std::io::BufReader::new(exported.file.as_file()), |_, _| Ok(()))?;
         let info = SnapshotInfo {
             workspace_id: dir.id.clone(),
             snapshot_name: name.clone(),
@@ -800,7 +802,7 @@ impl Pyro {
     fn baseline_info(&self, dir: &WorkspaceDir) -> Result<SnapshotInfo> {
         let record = dir.load()?;
         let tar = std::fs::File::open(dir.baseline_tar()).map_err(|e| Error::io("reading the baseline", e))?;
-        let (entries, bytes) = logic::archive::for_each_member(std::io::BufReader::new(tar), |_, _| Ok(()))?;
+        let (entries, bytes) = pyro_tree::archive::for_each_member(std::io::BufReader::new(tar), |_, _| Ok(()))?;
         Ok(SnapshotInfo {
             workspace_id: dir.id.clone(),
             snapshot_name: "baseline".into(),
@@ -842,7 +844,7 @@ impl Pyro {
         if name == "baseline" {
             return Err(Error::InvalidInput("cannot delete the baseline snapshot".into()));
         }
-        let name = logic::names::validate_snapshot_name(name)?;
+        let name = pyro_tree::names::validate_snapshot_name(name)?;
         let meta = dir.snapshots_dir().join(format!("{name}.json"));
         if !meta.exists() {
             return Err(Error::NotFound(format!("snapshot '{name}' does not exist in workspace '{}'", dir.id)));
@@ -866,7 +868,7 @@ impl Pyro {
         let (tar_path, kind) = if snap.is_empty() || snap == "baseline" {
             (dir.baseline_tar(), "baseline")
         } else {
-            let name = logic::names::validate_snapshot_name(snap)?;
+            let name = pyro_tree::names::validate_snapshot_name(snap)?;
             let meta = dir.snapshots_dir().join(format!("{name}.json"));
             if !meta.exists() {
                 return Err(Error::NotFound(format!("snapshot '{name}' does not exist in workspace '{}'", dir.id)));

@@ -2,9 +2,9 @@
 //! installed into the guest's tmpfs `/run/pyro-secrets` on every boot, injected into single
 //! commands with `secret_env`, and redacted from everything pyro returns or records.
 
-use super::logic::names::{validate_env_var_name, validate_secret_name};
 use super::store::{SecretRecord, WorkspaceDir};
 use crate::{Error, Result};
+use pyro_tree::names::{validate_env_var_name, validate_secret_name};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -7,12 +7,12 @@
 //! forward (`hostfwd`) bound to `127.0.0.1:HOST_PORT` on the host: no root, no proxy
 //! process; it is removed when the service is seen stopped and dies with the VM.
 
-use super::logic::names::validate_service_name;
-use super::logic::paths::normalize_destination;
 use super::store::{WorkspaceDir, WorkspaceRecord};
 use super::{secrets, WORKSPACE_PATH};
 use crate::{machine, Error, ExecutionMode, Pyro, Result, ServiceStatus, WorkspaceState};
 use pyro_protocol::session::{ReadinessProbe, ServiceRequest, ServiceResponse, ServiceState};
+use pyro_tree::names::validate_service_name;
+use pyro_tree::paths::normalize_destination;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

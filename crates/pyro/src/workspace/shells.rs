@@ -4,13 +4,13 @@
 //! record per shell (`shells/<id>.json`: geometry, cwd, times) for the payloads. Output is
 //! redacted in the guest before it is stored, so a cursor never points into a secret.
 
-use super::logic::paths::normalize_destination;
 use super::store::WorkspaceDir;
 use super::{secrets, WORKSPACE_PATH};
 use crate::defaults;
 use crate::util::now_f64;
 use crate::{machine, Error, ExecutionMode, Pyro, Result};
 use pyro_protocol::session::{ShellRequest, ShellResponse, ShellStatus};
+use pyro_tree::paths::normalize_destination;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -19,10 +19,10 @@ const IDENT_RULE: &str = "use 1-64 characters: letters, digits or '_', not start
 pub fn validate_workspace_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(Error::InvalidInput("name must not be empty".into()));
+        return Err(Error::Invalid("name must not be empty".into()));
     }
     if name.chars().count() > MAX_TEXT_CHARS {
-        return Err(Error::InvalidInput(format!("name must be at most {MAX_TEXT_CHARS} characters")));
+        return Err(Error::Invalid(format!("name must be at most {MAX_TEXT_CHARS} characters")));
     }
     Ok(name.to_string())
 }
@@ -53,7 +53,7 @@ pub fn validate_snapshot_name(name: &str) -> Result<String> {
 pub fn validate_new_snapshot_name(name: &str) -> Result<String> {
     let name = validate_snapshot_name(name)?;
     if name == BASELINE_SNAPSHOT {
-        return Err(Error::InvalidInput(format!("snapshot name '{BASELINE_SNAPSHOT}' is reserved")));
+        return Err(Error::Invalid(format!("snapshot name '{BASELINE_SNAPSHOT}' is reserved")));
     }
     Ok(name)
 }
@@ -83,8 +83,10 @@ fn is_key_like(s: &str) -> bool {
         && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// `^[A-Za-z_][A-Za-z0-9_]{0,63}$`: a portable shell identifier.
-fn is_identifier(s: &str) -> bool {
+/// Whether `s` is exactly (untrimmed) `^[A-Za-z_][A-Za-z0-9_]{0,63}$`: a portable shell
+/// identifier, the rule of secret and environment variable names. The guest agent checks
+/// secret names it is asked to install with it, so it accepts exactly what the host does.
+pub fn is_identifier(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 64
@@ -95,10 +97,10 @@ fn is_identifier(s: &str) -> bool {
 fn check_key_like(what: &str, value: &str) -> Result<String> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(Error::InvalidInput(format!("{what} must not be empty")));
+        return Err(Error::Invalid(format!("{what} must not be empty")));
     }
     if !is_key_like(v) {
-        return Err(Error::InvalidInput(format!("{what} '{}' is invalid: {KEY_RULE}", v.escape_debug())));
+        return Err(Error::Invalid(format!("{what} '{}' is invalid: {KEY_RULE}", v.escape_debug())));
     }
     Ok(v.to_string())
 }
@@ -106,10 +108,10 @@ fn check_key_like(what: &str, value: &str) -> Result<String> {
 fn check_identifier(what: &str, value: &str) -> Result<String> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(Error::InvalidInput(format!("{what} must not be empty")));
+        return Err(Error::Invalid(format!("{what} must not be empty")));
     }
     if !is_identifier(v) {
-        return Err(Error::InvalidInput(format!("{what} '{}' is invalid: {IDENT_RULE}", v.escape_debug())));
+        return Err(Error::Invalid(format!("{what} '{}' is invalid: {IDENT_RULE}", v.escape_debug())));
     }
     Ok(v.to_string())
 }
@@ -117,14 +119,14 @@ fn check_identifier(what: &str, value: &str) -> Result<String> {
 fn label_value(what: &str, value: &str) -> Result<String> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(Error::InvalidInput(format!("{what} must not be empty")));
+        return Err(Error::Invalid(format!("{what} must not be empty")));
     }
     if v.chars().count() > MAX_TEXT_CHARS {
-        return Err(Error::InvalidInput(format!("{what} must be at most {MAX_TEXT_CHARS} characters")));
+        return Err(Error::Invalid(format!("{what} must be at most {MAX_TEXT_CHARS} characters")));
     }
     // Trimming removed outer line breaks; inner ones would break the one-line list output.
     if v.contains(['\n', '\r']) {
-        return Err(Error::InvalidInput(format!("{what} must not contain line breaks")));
+        return Err(Error::Invalid(format!("{what} must not contain line breaks")));
     }
     Ok(v.to_string())
 }
@@ -135,8 +137,8 @@ mod tests {
 
     fn msg<T: std::fmt::Debug>(r: Result<T>) -> String {
         match r {
-            Err(Error::InvalidInput(m)) => m,
-            other => panic!("expected InvalidInput, got {other:?}"),
+            Err(Error::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
         }
     }
 

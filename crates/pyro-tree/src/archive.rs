@@ -1,30 +1,44 @@
-//! Host-side tar handling: seed sources, building and validating archives, safe extraction.
+//! Tar archives: the member rule every archive pyro reads obeys, and (feature `host`) the
+//! host's seed sources, archive building, normalisation, safe extraction and exports.
 //!
-//! Rules shared by every archive pyro reads (seed, sync, snapshot, export, diff):
-//! - member names are relative, have no `..` segment and are not empty (a leading `./` and
-//!   the bare `./` root entry that `tar -C dir -cf x.tar .` writes are accepted);
+//! Rules shared by every archive pyro reads (seed, sync, snapshot, export, diff, and the
+//! guest agent's extraction of what the host uploads):
+//! - member names are relative and have no `..` segment (see [`crate::member`]: a leading
+//!   `./` is dropped, the bare `./` root directory entry that `tar -C dir -cf x.tar .`
+//!   writes is skipped, any other member without a name is refused);
 //! - only directories, regular files and symlinks; hard links and special files are refused;
-//! - symlinks are kept as symlinks whatever they point at (a promise to users: a link
-//!   pointing outside the tree is kept, never followed). Safety comes from extraction, which never writes
-//!   through a link, not from rejecting links.
+//! - symlinks are kept as symlinks whatever they point at (a link pointing outside the tree
+//!   is kept but never followed). Safety comes from extraction, which never writes through a
+//!   link, not from rejecting links.
 //!
-//! The guest agent has its own extraction code; this module is only what the host runs.
+//! The guest agent writes members with its own code (it keeps set-id bits and syncs the
+//! filesystem once at the end) but takes every member from [`member_of`], so host and guest
+//! accept exactly the same archives.
 
+use crate::member::member_path;
 use crate::{Error, Result};
+#[cfg(feature = "host")]
 use std::collections::HashMap;
+#[cfg(feature = "host")]
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
+#[cfg(feature = "host")]
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+#[cfg(feature = "host")]
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Permission bits kept for files written on the host. Set-id bits are dropped: a file
 /// exported from a guest must not become a set-uid program of the host user.
+#[cfg(feature = "host")]
 const HOST_FILE_MODE_MASK: u32 = 0o777;
 /// Permission bits kept for directories written on the host (sticky is harmless).
+#[cfg(feature = "host")]
 const HOST_DIR_MODE_MASK: u32 = 0o1777;
 
 /// Where a seed or sync archive comes from.
+#[cfg(feature = "host")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeedSource {
     /// A host directory; its children are archived.
@@ -33,18 +47,19 @@ pub enum SeedSource {
     Archive(PathBuf),
 }
 
+#[cfg(feature = "host")]
 impl SeedSource {
     /// Classify a host path as a directory or tar archive; the stored path is absolute and resolved.
     pub fn classify(path: impl AsRef<Path>) -> Result<SeedSource> {
         let given = expand_home(path.as_ref());
         if given.as_os_str().is_empty() {
-            return Err(Error::InvalidInput("seed_path must not be empty".into()));
+            return Err(Error::Invalid("seed_path must not be empty".into()));
         }
         let abs = std::path::absolute(&given).map_err(|e| Error::io("resolving seed_path", e))?;
         let meta = match fs::metadata(&abs) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::InvalidInput(format!("seed_path {} does not exist", abs.display())))
+                return Err(Error::Invalid(format!("seed_path {} does not exist", abs.display())))
             }
             Err(e) => return Err(Error::io(format!("reading seed_path {}", abs.display()), e)),
         };
@@ -57,7 +72,7 @@ impl SeedSource {
         if meta.is_file() && (has_tar_suffix(&abs) || has_tar_suffix(&resolved)) {
             return Ok(SeedSource::Archive(resolved));
         }
-        Err(Error::InvalidInput("seed_path must be a directory or a .tar/.tar.gz/.tgz archive".into()))
+        Err(Error::Invalid("seed_path must be a directory or a .tar/.tar.gz/.tgz archive".into()))
     }
 
     /// The payload `mode`: `directory` or `tar_archive`.
@@ -82,7 +97,9 @@ impl SeedSource {
             SeedSource::Archive(file) => {
                 let f = fs::File::open(file).map_err(|e| Error::io(format!("opening {}", file.display()), e))?;
                 normalize_tar(f).map_err(|e| match e {
-                    Error::InvalidInput(m) => Error::InvalidInput(format!("{}: {m}", file.display())),
+                    Error::Invalid(_) | Error::InvalidTar(_) => {
+                        Error::InSeedArchive { path: file.clone(), source: Box::new(e) }
+                    }
                     other => other,
                 })
             }
@@ -90,12 +107,14 @@ impl SeedSource {
     }
 }
 
+#[cfg(feature = "host")]
 fn has_tar_suffix(p: &Path) -> bool {
     let name = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     name.ends_with(".tar") || name.ends_with(".tar.gz") || name.ends_with(".tgz")
 }
 
 /// `~` and `~/x` mean the user's home, as the reference's `expanduser` does.
+#[cfg(feature = "host")]
 fn expand_home(p: &Path) -> PathBuf {
     let bytes = p.as_os_str().as_bytes();
     if bytes == b"~" || bytes.starts_with(b"~/") {
@@ -150,54 +169,22 @@ impl Member {
 /// reader yields the file's bytes (nothing for directories and symlinks).
 pub fn for_each_member<R: Read>(
     input: R,
-    mut visit: impl FnMut(&Member, &mut dyn Read) -> Result<()>,
+    visit: impl FnMut(&Member, &mut dyn Read) -> Result<()>,
 ) -> Result<(u64, u64)> {
+    try_for_each_member(input, visit)
+}
+
+/// [`for_each_member`] for a visitor with its own error type (the guest agent's), into which
+/// the archive's own errors convert.
+pub fn try_for_each_member<R: Read, E: From<Error>>(
+    input: R,
+    mut visit: impl FnMut(&Member, &mut dyn Read) -> std::result::Result<(), E>,
+) -> std::result::Result<(u64, u64), E> {
     let mut archive = tar::Archive::new(input);
     let (mut count, mut bytes) = (0u64, 0u64);
-    for entry in archive.entries().map_err(invalid_tar)? {
-        let mut entry = entry.map_err(invalid_tar)?;
-        let entry_type = entry.header().entry_type();
-        // pax global headers carry metadata for the whole archive (`git archive` writes
-        // one); they are not members.
-        if entry_type == tar::EntryType::XGlobalHeader {
-            continue;
-        }
-        let raw_name = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw_name).into_owned();
-        let path = match member_path(&raw_name)? {
-            Some(p) => p,
-            // The bare root entry `./` names the destination itself: nothing to create.
-            None if entry_type == tar::EntryType::Directory => continue,
-            None => return Err(Error::InvalidInput("archive member has an empty name".into())),
-        };
-        let kind = match entry_type {
-            tar::EntryType::Directory => MemberKind::Directory,
-            tar::EntryType::Regular | tar::EntryType::Continuous => MemberKind::File { size: entry.size() },
-            tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                if target.is_empty() {
-                    return Err(Error::InvalidInput(format!("archive symlink {shown} has an empty target")));
-                }
-                MemberKind::Symlink { target: PathBuf::from(std::ffi::OsString::from_vec(target)) }
-            }
-            tar::EntryType::Link => {
-                return Err(Error::InvalidInput(format!(
-                    "archive member {shown} is a hard link; hard links are not supported (store it as a regular file)"
-                )))
-            }
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "archive member {shown} has unsupported type {}; only directories, regular files and symlinks are allowed",
-                    type_name(other)
-                )))
-            }
-        };
-        let member = Member {
-            path,
-            kind,
-            mode: entry.header().mode().map_err(invalid_tar)? & 0o7777,
-            mtime: entry.header().mtime().unwrap_or(0),
-        };
+    for entry in archive.entries().map_err(Error::InvalidTar)? {
+        let mut entry = entry.map_err(Error::InvalidTar)?;
+        let Some(member) = member_of(&entry)? else { continue };
         count += 1;
         if let MemberKind::File { size } = member.kind {
             bytes += size;
@@ -207,8 +194,52 @@ pub fn for_each_member<R: Read>(
     Ok((count, bytes))
 }
 
-fn invalid_tar(e: std::io::Error) -> Error {
-    Error::InvalidInput(format!("invalid tar archive: {e}"))
+/// Validate one tar entry as an archive member: its name ([`crate::member::member_path`]),
+/// its type (directory, regular file or symlink with a target) and its mode.
+///
+/// `Ok(None)` for entries that are not members: a pax global header (metadata for the whole
+/// archive; `git archive` writes one) and the root directory entry `./`. This is the one
+/// member rule of pyro: the host's readers and the guest agent's extraction both call it.
+pub fn member_of<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Option<Member>> {
+    let entry_type = entry.header().entry_type();
+    if entry_type == tar::EntryType::XGlobalHeader {
+        return Ok(None);
+    }
+    let raw_name = entry.path_bytes();
+    let shown = || String::from_utf8_lossy(&raw_name).into_owned();
+    let Some(path) = member_path(&raw_name, entry_type == tar::EntryType::Directory)? else {
+        return Ok(None);
+    };
+    let kind = match entry_type {
+        tar::EntryType::Directory => MemberKind::Directory,
+        tar::EntryType::Regular | tar::EntryType::Continuous => MemberKind::File { size: entry.size() },
+        tar::EntryType::Symlink => {
+            let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+            if target.is_empty() {
+                return Err(Error::Invalid(format!("archive symlink {} has an empty target", shown())));
+            }
+            MemberKind::Symlink { target: PathBuf::from(std::ffi::OsString::from_vec(target)) }
+        }
+        tar::EntryType::Link => {
+            return Err(Error::Invalid(format!(
+                "archive member {} is a hard link; hard links are not supported (store it as a regular file)",
+                shown()
+            )))
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "archive member {} has unsupported type {}; only directories, regular files and symlinks are allowed",
+                shown(),
+                type_name(other)
+            )))
+        }
+    };
+    Ok(Some(Member {
+        path,
+        kind,
+        mode: entry.header().mode().map_err(Error::InvalidTar)? & 0o7777,
+        mtime: entry.header().mtime().unwrap_or(0),
+    }))
 }
 
 fn type_name(t: tar::EntryType) -> String {
@@ -219,28 +250,6 @@ fn type_name(t: tar::EntryType) -> String {
         tar::EntryType::GNUSparse => "GNU sparse file".into(),
         other => format!("{other:?}"),
     }
-}
-
-/// Validate a raw member name; `None` for the root (`.`, `./`).
-fn member_path(raw: &[u8]) -> Result<Option<PathBuf>> {
-    let shown = || String::from_utf8_lossy(raw).into_owned();
-    if raw.starts_with(b"/") {
-        return Err(Error::InvalidInput(format!("archive member must be a relative path: {}", shown())));
-    }
-    let mut out = PathBuf::new();
-    for seg in raw.split(|b| *b == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
-                return Err(Error::InvalidInput(format!(
-                    "archive member must stay inside the tree (no '..'): {}",
-                    shown()
-                )))
-            }
-            s => out.push(std::ffi::OsStr::from_bytes(s)),
-        }
-    }
-    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
 }
 
 /// Whether a symlink at `member` with `target` resolves (lexically) inside the archive root.
@@ -281,6 +290,7 @@ pub fn count_tar(tar: &[u8]) -> Result<(u64, u64)> {
 }
 
 /// Archive the children of `dir` (sorted, recursive, links not followed) into an uncompressed tar.
+#[cfg(feature = "host")]
 pub fn build_tar_from_dir(dir: &Path) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     write_tar_from_dir(dir, &mut out)?;
@@ -288,10 +298,11 @@ pub fn build_tar_from_dir(dir: &Path) -> Result<Vec<u8>> {
 }
 
 /// Like [`build_tar_from_dir`] but streams into `out`; returns (entry_count, bytes_written).
+#[cfg(feature = "host")]
 pub fn write_tar_from_dir<W: Write>(dir: &Path, out: W) -> Result<(u64, u64)> {
     let meta = fs::metadata(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
     if !meta.is_dir() {
-        return Err(Error::InvalidInput(format!("{} is not a directory", dir.display())));
+        return Err(Error::Invalid(format!("{} is not a directory", dir.display())));
     }
     let mut builder = tar::Builder::new(out);
     let (mut count, mut bytes) = (0u64, 0u64);
@@ -327,7 +338,7 @@ pub fn write_tar_from_dir<W: Write>(dir: &Path, out: W) -> Result<(u64, u64)> {
             bytes += data.len() as u64;
             builder.append_data(&mut header, &rel, data.as_slice())
         } else {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Invalid(format!(
                 "cannot archive {}: it is a {}; only directories, regular files and symlinks are supported",
                 full.display(),
                 special_kind(&ft)
@@ -340,6 +351,7 @@ pub fn write_tar_from_dir<W: Write>(dir: &Path, out: W) -> Result<(u64, u64)> {
     Ok((count, bytes))
 }
 
+#[cfg(feature = "host")]
 fn push_children(stack: &mut Vec<(PathBuf, PathBuf)>, dir: &Path, rel: &Path) -> Result<()> {
     let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
         .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
@@ -353,6 +365,7 @@ fn push_children(stack: &mut Vec<(PathBuf, PathBuf)>, dir: &Path, rel: &Path) ->
     Ok(())
 }
 
+#[cfg(feature = "host")]
 fn read_no_follow(p: &Path) -> Result<Vec<u8>> {
     let mut f = fs::OpenOptions::new()
         .read(true)
@@ -364,6 +377,7 @@ fn read_no_follow(p: &Path) -> Result<Vec<u8>> {
     Ok(data)
 }
 
+#[cfg(feature = "host")]
 fn special_kind(ft: &fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if ft.is_fifo() {
@@ -384,6 +398,7 @@ fn special_kind(ft: &fs::FileType) -> &'static str {
 /// Compression is detected from the gzip magic bytes, not the file name. Besides the member
 /// rules, the tree must be consistent (nothing stored below a file or symlink, no path that
 /// is both a directory and a file), so a bad seed fails on the host before any VM work.
+#[cfg(feature = "host")]
 pub fn normalize_tar<R: Read>(input: R) -> Result<Vec<u8>> {
     let mut input = BufReader::new(input);
     let head = input.fill_buf().map_err(|e| Error::io("reading the archive", e))?;
@@ -414,25 +429,27 @@ pub fn normalize_tar<R: Read>(input: R) -> Result<Vec<u8>> {
                 builder.append_link(&mut header, &m.path, target)
             }
         };
-        written.map_err(|e| Error::InvalidInput(format!("archive member {}: {e}", m.path_str())))
+        written.map_err(|e| Error::Invalid(format!("archive member {}: {e}", m.path_str())))
     })?;
     builder.into_inner().map_err(|e| Error::io("finishing the archive", e))
 }
 
 /// Tracks what each path of an archive is, to catch trees that cannot be extracted.
+#[cfg(feature = "host")]
 #[derive(Default)]
 struct TreeCheck {
     /// `true` for directories (explicit or implied by a child), `false` for files and links.
     is_dir: HashMap<PathBuf, bool>,
 }
 
+#[cfg(feature = "host")]
 impl TreeCheck {
     fn add(&mut self, m: &Member) -> Result<()> {
         let mut ancestor = m.path.parent();
         while let Some(a) = ancestor.filter(|a| !a.as_os_str().is_empty()) {
             match self.is_dir.get(a) {
                 Some(false) => {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::Invalid(format!(
                         "archive member {} is inside {}, which the archive stores as a file or symlink",
                         m.path_str(),
                         a.display()
@@ -447,7 +464,7 @@ impl TreeCheck {
         }
         let dir = m.kind == MemberKind::Directory;
         match self.is_dir.insert(m.path.clone(), dir) {
-            Some(prev) if prev != dir => Err(Error::InvalidInput(format!(
+            Some(prev) if prev != dir => Err(Error::Invalid(format!(
                 "archive member {} appears both as a directory and as a file or symlink",
                 m.path_str()
             ))),
@@ -463,18 +480,20 @@ impl TreeCheck {
 /// member can land outside `dest`. Files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`,
 /// links are created as links, directory modes and mtimes are applied last (so a read-only
 /// directory does not block its own children).
+#[cfg(feature = "host")]
 pub fn extract_tar_safely(tar: &[u8], dest: &Path) -> Result<(u64, u64)> {
     extract_tar_stream(tar, dest)
 }
 
 /// [`extract_tar_safely`] from a stream (an archive spooled to disk).
+#[cfg(feature = "host")]
 pub fn extract_tar_stream<R: Read>(tar: R, dest: &Path) -> Result<(u64, u64)> {
     match fs::symlink_metadata(dest) {
         Ok(m) if m.file_type().is_symlink() => {
-            return Err(Error::InvalidInput(format!("extraction destination is a symlink: {}", dest.display())))
+            return Err(Error::Invalid(format!("extraction destination is a symlink: {}", dest.display())))
         }
         Ok(m) if !m.is_dir() => {
-            return Err(Error::InvalidInput(format!("extraction destination is not a directory: {}", dest.display())))
+            return Err(Error::Invalid(format!("extraction destination is not a directory: {}", dest.display())))
         }
         Ok(_) => {}
         Err(_) => fs::create_dir_all(dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?,
@@ -489,7 +508,7 @@ pub fn extract_tar_stream<R: Read>(tar: R, dest: &Path) -> Result<(u64, u64)> {
                 match &existing {
                     Some(e) if e.is_dir() => {}
                     Some(_) => {
-                        return Err(Error::InvalidInput(format!(
+                        return Err(Error::Invalid(format!(
                             "archive directory {} conflicts with an existing non-directory",
                             m.path_str()
                         )))
@@ -503,7 +522,7 @@ pub fn extract_tar_stream<R: Read>(tar: R, dest: &Path) -> Result<(u64, u64)> {
             MemberKind::File { .. } => {
                 if let Some(e) = &existing {
                     if !e.file_type().is_file() {
-                        return Err(Error::InvalidInput(format!(
+                        return Err(Error::Invalid(format!(
                             "archive file {} would replace a directory or symlink",
                             m.path_str()
                         )));
@@ -519,7 +538,7 @@ pub fn extract_tar_stream<R: Read>(tar: R, dest: &Path) -> Result<(u64, u64)> {
                         fs::remove_file(&target).map_err(|e| Error::io(format!("replacing {}", target.display()), e))?
                     }
                     Some(_) => {
-                        return Err(Error::InvalidInput(format!(
+                        return Err(Error::Invalid(format!(
                             "archive symlink {} would replace a file or directory",
                             m.path_str()
                         )))
@@ -549,6 +568,7 @@ pub fn extract_tar_stream<R: Read>(tar: R, dest: &Path) -> Result<(u64, u64)> {
 }
 
 /// Make sure every parent of the member exists as a real directory inside `dest`.
+#[cfg(feature = "host")]
 fn prepare_parents(dest: &Path, m: &Member) -> Result<()> {
     let mut cur = dest.to_path_buf();
     let parent = m.path.parent().unwrap_or(Path::new(""));
@@ -556,21 +576,20 @@ fn prepare_parents(dest: &Path, m: &Member) -> Result<()> {
         cur.push(comp);
         match fs::symlink_metadata(&cur) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::Invalid(format!(
                     "archive member would traverse through a symlinked path: {}",
                     m.path_str()
                 )))
             }
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::InvalidInput(format!("archive member {} is under a non-directory", m.path_str())))
-            }
+            Ok(_) => return Err(Error::Invalid(format!("archive member {} is under a non-directory", m.path_str()))),
             Err(_) => fs::create_dir(&cur).map_err(|e| Error::io(format!("creating {}", cur.display()), e))?,
         }
     }
     Ok(())
 }
 
+#[cfg(feature = "host")]
 fn write_member_file(target: &Path, m: &Member, data: &mut dyn Read) -> Result<()> {
     let io = |e| Error::io(format!("writing {}", target.display()), e);
     // O_EXCL refuses any existing entry, including a symlink planted at this name.
@@ -593,14 +612,16 @@ fn write_member_file(target: &Path, m: &Member, data: &mut dyn Read) -> Result<(
 /// `output` must not exist. The result appears all at once: it is built under a hidden
 /// temporary name beside `output` and renamed into place without replacing anything, so a
 /// failure never leaves a partial export behind.
+#[cfg(feature = "host")]
 pub fn materialize_export(tar: &[u8], artifact_type: &str, output: &Path) -> Result<(u64, u64)> {
     materialize_export_stream(tar, artifact_type, output)
 }
 
 /// [`materialize_export`] from a stream (an archive spooled to disk).
+#[cfg(feature = "host")]
 pub fn materialize_export_stream<R: Read>(tar: R, artifact_type: &str, output: &Path) -> Result<(u64, u64)> {
     if fs::symlink_metadata(output).is_ok() {
-        return Err(Error::InvalidInput(format!("output_path already exists: {}", output.display())));
+        return Err(Error::Invalid(format!("output_path already exists: {}", output.display())));
     }
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     match artifact_type {
@@ -618,7 +639,7 @@ pub fn materialize_export_stream<R: Read>(tar: R, artifact_type: &str, output: &
             let mut found = None;
             let counts = for_each_member(tar, |m, data| {
                 if found.is_some() || !matches!(m.kind, MemberKind::File { .. }) {
-                    return Err(Error::Guest("file export must contain exactly one regular file".into()));
+                    return Err(Error::UnexpectedExport("file export must contain exactly one regular file".into()));
                 }
                 write_member_file(&tmp, m, data)?;
                 found = Some(());
@@ -626,7 +647,7 @@ pub fn materialize_export_stream<R: Read>(tar: R, artifact_type: &str, output: &
             });
             let result = counts.and_then(|c| match found {
                 Some(()) => rename_no_replace(&tmp, output).map(|_| c),
-                None => Err(Error::Guest("file export must contain exactly one regular file".into())),
+                None => Err(Error::UnexpectedExport("file export must contain exactly one regular file".into())),
             });
             if result.is_err() {
                 let _ = fs::remove_file(&tmp);
@@ -643,11 +664,11 @@ pub fn materialize_export_stream<R: Read>(tar: R, artifact_type: &str, output: &
                     made = true;
                     Ok(())
                 }
-                _ => Err(Error::Guest("symlink export must contain exactly one symlink".into())),
+                _ => Err(Error::UnexpectedExport("symlink export must contain exactly one symlink".into())),
             });
             match counts {
                 Ok(c) if made => Ok(c),
-                Ok(_) => Err(Error::Guest("symlink export must contain exactly one symlink".into())),
+                Ok(_) => Err(Error::UnexpectedExport("symlink export must contain exactly one symlink".into())),
                 Err(e) => {
                     if made {
                         let _ = fs::remove_file(output);
@@ -656,10 +677,11 @@ pub fn materialize_export_stream<R: Read>(tar: R, artifact_type: &str, output: &
                 }
             }
         }
-        other => Err(Error::Guest(format!("unexpected export artifact type '{other}'"))),
+        other => Err(Error::UnexpectedExport(format!("unexpected export artifact type '{other}'"))),
     }
 }
 
+#[cfg(feature = "host")]
 fn temp_sibling(parent: &Path) -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     parent.join(format!(".pyro-export-{}-{nanos}", std::process::id()))
@@ -667,17 +689,18 @@ fn temp_sibling(parent: &Path) -> PathBuf {
 
 /// `rename` that fails instead of replacing an existing `to` (a directory rename would
 /// otherwise silently replace an empty directory created meanwhile).
+#[cfg(feature = "host")]
 fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
     pyro_sys::rename_noreplace(from, to).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::InvalidInput(format!("output_path already exists: {}", to.display()))
+            Error::Invalid(format!("output_path already exists: {}", to.display()))
         } else {
             Error::io(format!("moving the export to {}", to.display()), e)
         }
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "host"))]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
@@ -744,6 +767,22 @@ mod tests {
         // A relative path is reported absolute.
         let rel = err_msg(SeedSource::classify("definitely-missing-dir-xyz"));
         assert!(rel.starts_with("seed_path /") && rel.ends_with("/definitely-missing-dir-xyz does not exist"), "{rel}");
+    }
+
+    #[test]
+    fn seed_archive_errors_name_the_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bad = tmp.path().join("bad.tar");
+        fs::write(&bad, tar_of(&[("../x", T::Regular, b"x", "")])).unwrap();
+        let e = SeedSource::classify(&bad).unwrap().to_tar().unwrap_err();
+        let want = format!("{}: archive member must stay inside the tree (no '..'): ../x", bad.display());
+        assert_eq!(e.to_string(), want);
+        assert!(matches!(&e, Error::InSeedArchive { source, .. } if matches!(**source, Error::Invalid(_))));
+        let garbage = tmp.path().join("garbage.tgz");
+        fs::write(&garbage, [0x1f, 0x8b, 1, 2, 3]).unwrap();
+        let e = SeedSource::classify(&garbage).unwrap().to_tar().unwrap_err();
+        assert!(e.to_string().starts_with(&format!("{}: invalid tar archive: ", garbage.display())), "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
     }
 
     fn sample_tree(d: &Path) {

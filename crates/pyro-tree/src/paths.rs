@@ -23,7 +23,7 @@ pub fn normalize_destination(path: &str) -> Result<String> {
 pub fn normalize_disk_path(path: &str) -> Result<String> {
     let p = path.trim();
     if p.is_empty() {
-        return Err(Error::InvalidInput("workspace disk path must not be empty".into()));
+        return Err(Error::Invalid("workspace disk path must not be empty".into()));
     }
     reject_nul(p, "workspace disk path")?;
     if !p.starts_with('/') {
@@ -48,10 +48,10 @@ pub fn normalize_disk_path(path: &str) -> Result<String> {
 fn inside_workspace(path: &str, what: &str) -> Result<String> {
     let p = path.trim();
     if p.is_empty() {
-        return Err(Error::InvalidInput(format!("{what} must not be empty")));
+        return Err(Error::Invalid(format!("{what} must not be empty")));
     }
     reject_nul(p, what)?;
-    let outside = || Error::InvalidInput(format!("{what} must stay inside {WORKSPACE_ROOT}"));
+    let outside = || Error::Invalid(format!("{what} must stay inside {WORKSPACE_ROOT}"));
     let segments: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
     if segments.contains(&"..") {
         return Err(outside());
@@ -88,7 +88,7 @@ fn join_root(root: &str, segments: &[&str]) -> String {
 /// of a confusing failure deep in the guest.
 fn reject_nul(p: &str, what: &str) -> Result<()> {
     if p.contains('\0') {
-        return Err(Error::InvalidInput(format!("{what} must not contain NUL characters")));
+        return Err(Error::Invalid(format!("{what} must not contain NUL characters")));
     }
     Ok(())
 }
@@ -117,8 +117,8 @@ mod tests {
 
     fn msg(r: Result<String>) -> String {
         match r {
-            Err(Error::InvalidInput(m)) => m,
-            other => panic!("expected InvalidInput, got {other:?}"),
+            Err(Error::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
         }
     }
 

@@ -6,7 +6,7 @@
 //! their children). Text patches are git-style, so the concatenated `patch` applies with
 //! `git apply` against the baseline tree and with pyro's own `patch apply`.
 
-use super::archive::{for_each_member, MemberKind};
+use crate::archive::{for_each_member, MemberKind};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use similar::{Algorithm, DiffTag};
@@ -174,7 +174,7 @@ fn load_tree<R: Read>(tar: R) -> Result<BTreeMap<String, Node>> {
             MemberKind::Directory => Node::Dir,
             MemberKind::Symlink { target } => Node::Symlink(target.to_string_lossy().into_owned()),
             MemberKind::File { size } => {
-                let bad = |e: std::io::Error| Error::InvalidInput(format!("invalid tar archive: {e}"));
+                let bad = Error::InvalidTar;
                 // The declared size is never used to allocate: the bytes read are what count.
                 let content = if *size <= DIFF_INLINE_FILE_BYTES && *size <= inline_left {
                     let mut bytes = Vec::new();
@@ -335,7 +335,7 @@ fn push_line(out: &mut String, tag: char, line: &str) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "host"))]
 mod tests {
     use super::super::archive::build_tar_from_dir;
     use super::super::patch::{apply_file_patch, parse_patch};

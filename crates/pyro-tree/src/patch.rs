@@ -9,7 +9,7 @@
 //! Application has no fuzz and no offset search: every context and removed line must match
 //! exactly where the hunk header says. Errors name the file and the hunk.
 
-use super::paths::normalize_workspace_path;
+use crate::paths::normalize_workspace_path;
 use crate::{Error, Result};
 
 /// What a file patch does to its file.
@@ -115,7 +115,7 @@ impl FilePatch {
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
-    Error::InvalidInput(msg.into())
+    Error::Invalid(msg.into())
 }
 
 /// Git extended header lines seen since the last `diff --git` line.
