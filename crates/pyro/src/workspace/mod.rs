@@ -3,8 +3,8 @@
 //!
 //! Every operation follows the same shape: validate input first (nothing touched on bad
 //! input), take the workspace's shared lifecycle lock (exclusive for stop/start/reset/
-//! delete), check state and expiry, talk to the guest through `machine`, then update the
-//! record under the short record lock.
+//! delete), check state and expiry, talk to the guest through the workspace's
+//! [`pyro_vmm::Machine`], then update the record under the short record lock.
 
 mod disk;
 #[doc(hidden)]

@@ -5,7 +5,8 @@
 //! `/run/pyro-services`); the host mirrors each service into `services/<name>.json` with
 //! what only the host knows: its published ports. A published port is a QEMU user-network
 //! forward (`hostfwd`) bound to `127.0.0.1:HOST_PORT` on the host: no root, no proxy
-//! process; it is removed when the service is seen stopped and dies with the VM.
+//! process. The VM's supervisor adds it on request ([`pyro_vmm::Machine::publish`]), removes
+//! it when the service is seen stopped, and it dies with the VM.
 
 use super::logic::names::validate_service_name;
 use super::logic::paths::normalize_destination;
