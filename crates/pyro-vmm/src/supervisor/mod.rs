@@ -28,8 +28,8 @@ pub(crate) struct LaunchSpec {
     pub(crate) vm_id: String,
     pub(crate) vmm_bin: PathBuf,
     pub(crate) vmm_args: Vec<String>,
-    pub(crate) backend: String,
-    pub(crate) accel: String,
+    pub(crate) backend: crate::Backend,
+    pub(crate) accel: crate::Accel,
     pub(crate) boot_timeout_ms: u64,
     /// Ephemeral VMs die with the process that owns them (a killed `pyro run` leaves nothing).
     pub(crate) owner_pid: Option<u32>,

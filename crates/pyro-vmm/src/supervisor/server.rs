@@ -568,8 +568,8 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                 let status = SupervisorStatus {
                     supervisor_pid: std::process::id(),
                     vmm_pid: shared.vmm_pid,
-                    backend: shared.spec.backend.clone(),
-                    accel: shared.spec.accel.clone(),
+                    backend: shared.spec.backend.as_str().to_string(),
+                    accel: shared.spec.accel.as_str().to_string(),
                     agent_version: shared.agent_version.clone(),
                     ready_ms: shared.ready_ms,
                     state: "running".into(),
