@@ -141,7 +141,7 @@ fn status_of(shell: &Shell) -> ShellStatus {
 }
 
 fn err(kind: &str, msg: String) -> ErrorInfo {
-    ErrorInfo { kind: kind.to_string(), message: msg }
+    ErrorInfo { kind: kind.into(), message: msg }
 }
 
 impl Shells {

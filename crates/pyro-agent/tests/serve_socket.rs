@@ -93,7 +93,7 @@ fn exec(command: &str, timeout_ms: u64) -> Request {
 
 fn error_kind(r: &Response) -> &str {
     match r {
-        Response::Error(e) => &e.kind,
+        Response::Error(e) => e.kind.as_str(),
         other => panic!("expected an error, got {other:?}"),
     }
 }

@@ -317,6 +317,31 @@ pub enum SupervisorRequest {
         /// How long the guest gets to power off before the VMM is killed.
         timeout_ms: u64,
     },
+    /// Forward host ports to guest ports for as long as `service` runs (all or none: on a
+    /// refusal the ones already added are removed). Answered with `Ok` or an `Error`.
+    Publish {
+        /// The service whose life the forwards follow.
+        service: String,
+        /// The forwards to add.
+        ports: Vec<PortForward>,
+    },
+    /// Remove these forwards (by host address and port); unknown ones are ignored.
+    /// Answered with `Ok`.
+    Unpublish {
+        /// The forwards to remove.
+        ports: Vec<PortForward>,
+    },
+}
+
+/// One published port: TCP on `host:host_port` of the host reaches `guest_port` in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    /// Host address the forward listens on (always loopback today).
+    pub host: String,
+    /// Host TCP port.
+    pub host_port: u16,
+    /// Guest TCP port.
+    pub guest_port: u16,
 }
 
 /// One command run to completion in the guest, its output captured.
@@ -430,21 +455,138 @@ pub struct SupervisorStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorInfo {
     /// Stable machine-readable kind, e.g. `bad_request`, `unsupported`, `io`, `cancelled`.
-    pub kind: String,
+    pub kind: ErrorKind,
     /// What went wrong, for a person.
     pub message: String,
 }
 
+/// What went wrong, as the agent (or the supervisor) classifies it. On the wire it is the
+/// snake_case string (`not_found`, `invalid_path`, ...) it always was, so older and newer
+/// agents and hosts understand each other; a kind this build does not know decodes as
+/// [`ErrorKind::Other`] with its text kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ErrorKind {
+    /// The request could not be decoded or its arguments are invalid.
+    BadRequest,
+    /// The request is not supported by whoever received it.
+    Unsupported,
+    /// A guest path is malformed, escapes its root or crosses a non-directory.
+    InvalidPath,
+    /// The file type is not one the operation handles (device, socket, ...).
+    UnsupportedType,
+    /// The path, shell, service or transfer does not exist.
+    NotFound,
+    /// Something is already there.
+    Exists,
+    /// The object is in the wrong state for the operation.
+    InvalidState,
+    /// An answer or request was over a size limit.
+    TooLarge,
+    /// The command could not be started.
+    SpawnFailed,
+    /// The request was cancelled.
+    Cancelled,
+    /// An I/O error in the guest.
+    Io,
+    /// The VM ended while the request was waiting.
+    VmExited,
+    /// The guest's answer could not be decoded.
+    BadResponse,
+    /// A kind this build does not know (kept verbatim).
+    Other(String),
+}
+
+impl ErrorKind {
+    /// The wire string of this kind.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::InvalidPath => "invalid_path",
+            ErrorKind::UnsupportedType => "unsupported_type",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Exists => "exists",
+            ErrorKind::InvalidState => "invalid_state",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::SpawnFailed => "spawn_failed",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Io => "io",
+            ErrorKind::VmExited => "vm_exited",
+            ErrorKind::BadResponse => "bad_response",
+            ErrorKind::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for ErrorKind {
+    fn from(s: &str) -> Self {
+        match s {
+            "bad_request" => ErrorKind::BadRequest,
+            "unsupported" => ErrorKind::Unsupported,
+            "invalid_path" => ErrorKind::InvalidPath,
+            "unsupported_type" => ErrorKind::UnsupportedType,
+            "not_found" => ErrorKind::NotFound,
+            "exists" => ErrorKind::Exists,
+            "invalid_state" => ErrorKind::InvalidState,
+            "too_large" => ErrorKind::TooLarge,
+            "spawn_failed" => ErrorKind::SpawnFailed,
+            "cancelled" => ErrorKind::Cancelled,
+            "io" => ErrorKind::Io,
+            "vm_exited" => ErrorKind::VmExited,
+            "bad_response" => ErrorKind::BadResponse,
+            other => ErrorKind::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<String> for ErrorKind {
+    fn from(s: String) -> Self {
+        ErrorKind::from(s.as_str())
+    }
+}
+
+impl From<ErrorKind> for String {
+    fn from(k: ErrorKind) -> Self {
+        k.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Response {
     /// A [`Response::Error`] of `kind` (see [`ErrorInfo::kind`]).
-    pub fn error(kind: &str, message: impl Into<String>) -> Self {
-        Response::Error(ErrorInfo { kind: kind.to_string(), message: message.into() })
+    pub fn error(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Self {
+        Response::Error(ErrorInfo { kind: kind.into(), message: message.into() })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ErrorInfo` as agents before the enum sent and read it.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct StringlyErrorInfo {
+        kind: String,
+        message: String,
+    }
+
+    #[test]
+    fn error_kinds_travel_as_the_strings_they_always_were() {
+        for kind in ["not_found", "invalid_path", "bad_request", "cancelled", "vm_exited", "too_large", "quota"] {
+            let old = StringlyErrorInfo { kind: kind.into(), message: "m".into() };
+            let info: ErrorInfo = rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+            assert_eq!(info.kind.as_str(), kind);
+            assert_eq!(matches!(info.kind, ErrorKind::Other(_)), kind == "quota", "{kind}");
+            let back: StringlyErrorInfo = rmp_serde::from_slice(&rmp_serde::to_vec_named(&info).unwrap()).unwrap();
+            assert_eq!(back, old);
+        }
+    }
 
     #[test]
     fn exec_result_round_trips_binary_output() {

@@ -10,8 +10,10 @@
 //! Needs: scripts/build.sh release (pyro, pyro-supervisor, pyro-agent side by side), an
 //! installed debian:12, and busybox-static for the bare baseline.
 
-use pyro::{machine, supervisor, CreateVmOptions, Paths, Pyro};
+use pyro::{CreateVmOptions, Paths, Pyro};
 use pyro_protocol::Request;
+use pyro_vmm::{Machine, VmDir};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,7 +53,7 @@ fn busybox_initramfs(work: &Path) -> PathBuf {
 fn bare_boot_seconds(kernel: &Path, initrd: &Path, accel: &str) -> f64 {
     let mut cmdline =
         "console=ttyS0 quiet panic=-1 tsc=reliable no_timer_check cryptomgr.notests mitigations=off".to_string();
-    if let Some(khz) = pyro::backend::qemu::host_tsc_khz() {
+    if let Some(khz) = pyro_vmm::backend::host_tsc_khz() {
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
     }
     let accel_arg = if accel == "tcg" { "tcg,tb-size=64".to_string() } else { accel.to_string() };
@@ -84,7 +86,6 @@ fn main() {
     let pyro = Pyro::with_paths(paths.clone());
     let env = rt.block_on(async { pyro.pull_environment("debian:12").await }).expect("debian:12 installs");
     let kernel = PathBuf::from(&env.kernel_image);
-    let choice = pyro::machine::choose_backend(None, &paths.cache_dir, false).unwrap();
     let accel = rt
         .block_on(async {
             let vm = pyro.create_vm(CreateVmOptions::new("debian:12")).await?;
@@ -94,7 +95,6 @@ fn main() {
             Ok::<_, pyro::Error>(accel)
         })
         .unwrap();
-    let _ = choice;
     let initrd = busybox_initramfs(work.path());
 
     // 1. cold run vs bare boot, interleaved so machine load affects both alike.
@@ -116,20 +116,20 @@ fn main() {
     // 2. exec round trip vs raw echo over the same supervisor channel.
     rt.block_on(async {
         let vm = pyro.create_vm(CreateVmOptions::new("debian:12")).await.unwrap();
-        pyro.start_vm(&vm.vm_id).await.unwrap();
-        let dir = paths.vms_dir().join(&vm.vm_id);
+        let vm = pyro.start_vm(&vm.vm_id).await.unwrap();
+        let dir = Machine::attach(VmDir::new(&vm.metadata["vm_dir"]));
         for _ in 0..20 {
-            machine::exec(&dir, "true", None, Duration::from_secs(10), 1024).await.unwrap();
-            supervisor::call(&dir, Request::Ping, None).await.unwrap();
+            dir.exec("true", None, BTreeMap::new(), Duration::from_secs(10), 1024).await.unwrap();
+            dir.call(Request::Ping, None).await.unwrap();
         }
         let mut exec = Vec::new();
         let mut ping = Vec::new();
         for _ in 0..EXEC_RUNS {
             let t = Instant::now();
-            supervisor::call(&dir, Request::Ping, None).await.unwrap();
+            dir.call(Request::Ping, None).await.unwrap();
             ping.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
-            let r = machine::exec(&dir, "true", None, Duration::from_secs(10), 1024).await.unwrap();
+            let r = dir.exec("true", None, BTreeMap::new(), Duration::from_secs(10), 1024).await.unwrap();
             assert_eq!(r.exit_code, 0);
             exec.push(t.elapsed().as_secs_f64() * 1e3);
         }

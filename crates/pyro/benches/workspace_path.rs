@@ -9,8 +9,9 @@
 //! Needs: scripts/build.sh release, an installed debian:12.
 
 use pyro::workspace::CreateWorkspaceOptions;
-use pyro::{supervisor, Paths, Pyro};
+use pyro::{Paths, Pyro};
 use pyro_protocol::{Request, Response};
+use pyro_vmm::{Machine, VmDir};
 use std::path::Path;
 use std::time::Instant;
 
@@ -87,13 +88,14 @@ fn main() {
         }
         println!("workspace exec `true` round trip: {:.1} ms median of 50 (history recorded)", median(rtt));
 
-        let vm_dir = paths.workspaces_dir().join(&id).join("runtime");
+        // The workspace's VM directory (`<workspace>/runtime`), attached from outside the engine.
+        let vm = Machine::attach(VmDir::new(paths.workspaces_dir().join(&id).join("runtime")));
         // Raw channel: echo the same number of bytes in 4 MiB frames.
         let chunk = vec![0xa5u8; 4 * 1024 * 1024];
         let t = Instant::now();
         let mut moved = 0;
         while moved < REPO_BYTES {
-            match supervisor::call(&vm_dir, Request::Echo { data: chunk.clone() }, None).await.unwrap() {
+            match vm.call(Request::Echo { data: chunk.clone() }, None).await.unwrap() {
                 Response::Echo { data } => assert_eq!(data.len(), chunk.len()),
                 other => panic!("unexpected {other:?}"),
             }

@@ -1,7 +1,7 @@
 //! Where pyro keeps state and caches, and how it finds its helper binaries.
 
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Resolved directories for one `Pyro` instance.
 #[derive(Debug, Clone)]
@@ -85,19 +85,4 @@ pub fn find_own_binary(name: &str, override_var: &str) -> Result<PathBuf> {
 
 /// `which`: the first executable file called `name` on `$PATH` (plus the sbin dirs, where
 /// Debian puts mkfs.ext4 and debootstrap but an ordinary user's PATH often lacks them).
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    for extra in ["/usr/sbin", "/sbin", "/usr/local/sbin"] {
-        let p = PathBuf::from(extra);
-        if !dirs.contains(&p) {
-            dirs.push(p);
-        }
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-}
+pub use pyro_vmm::which;

@@ -1,8 +1,9 @@
 //! `pyro doctor`: what this host can really do, and what to install.
 
-use crate::backend::{self, BackendKind};
 use crate::config::{find_own_binary, which};
 use crate::Pyro;
+use pyro_vmm::backend;
+use pyro_vmm::Backend;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -169,7 +170,7 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
     let dev = backend::kvm_device();
     let qemu_bin = backend::qemu_binary();
     let qemu_version = qemu_bin.as_deref().and_then(backend::qemu_version);
-    let choice = crate::machine::choose_backend(first_installed.as_ref(), &pyro.paths().cache_dir, false);
+    let choice = crate::boot::choose_backend(first_installed.as_ref(), &pyro.paths().cache_dir, false);
     let probe = match (&qemu_bin, &first_installed) {
         (Some(bin), Some(env)) => backend::cached_kvm_probe(&pyro.paths().cache_dir, bin, &env.kernel_release),
         _ => None,
@@ -220,7 +221,7 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
     );
     let fc = backend::firecracker_binary();
     backends.insert(
-        BackendKind::Firecracker.as_str().to_string(),
+        Backend::Firecracker.as_str().to_string(),
         BackendAvailability {
             available: false,
             binary: fc.as_ref().map(|p| p.display().to_string()),
@@ -229,7 +230,7 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
         },
     );
     backends.insert(
-        BackendKind::HostCompat.as_str().to_string(),
+        Backend::HostCompat.as_str().to_string(),
         BackendAvailability {
             available: which("bash").is_some(),
             binary: which("bash").map(|p| p.display().to_string()),
@@ -239,7 +240,7 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
     );
     // SAFETY: geteuid(2) has no arguments and always succeeds.
     let is_root = unsafe { libc::geteuid() } == 0;
-    let egress_filter = crate::netfilter::available();
+    let egress_filter = pyro_vmm::egress_filter_available();
     if let Err(why) = &egress_filter {
         issues.push(format!("{why}; VMs with --network-policy egress refuse to start (network off still works)"));
     }

@@ -150,6 +150,38 @@ impl From<pyro_tree::Error> for Error {
     }
 }
 
+/// The one mapping of the VM runtime's errors to the engine's classes (and so to the
+/// stable codes). Guest errors are classified by their kind; the message is unchanged.
+impl From<pyro_vmm::Error> for Error {
+    fn from(e: pyro_vmm::Error) -> Self {
+        use pyro_protocol::ErrorKind;
+        use pyro_vmm::Error as Vmm;
+        match e {
+            Vmm::NotRunning(m) => Error::InvalidState(m),
+            Vmm::Boot(m) => Error::Boot(m),
+            Vmm::HostRequirement(m) => Error::HostRequirement(m),
+            Vmm::InvalidInput(m) => Error::InvalidInput(m),
+            Vmm::Guest { kind, message } => match kind {
+                ErrorKind::NotFound => Error::NotFound(message),
+                ErrorKind::InvalidPath
+                | ErrorKind::UnsupportedType
+                | ErrorKind::TooLarge
+                | ErrorKind::BadRequest
+                | ErrorKind::Exists => Error::InvalidInput(message),
+                ErrorKind::InvalidState => Error::InvalidState(message),
+                _ => Error::Guest(message),
+            },
+            Vmm::Channel(m) => Error::Guest(m),
+            // The product's own initramfs error comes back as it was raised.
+            Vmm::Initramfs(source) => match source.downcast::<Error>() {
+                Ok(own) => *own,
+                Err(other) => Error::Environment(other.to_string()),
+            },
+            e @ Vmm::Io { .. } => Error::Io(e.to_string()),
+        }
+    }
+}
+
 /// Result of every SDK call.
 pub type Result<T> = std::result::Result<T, Error>;
 

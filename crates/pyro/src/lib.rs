@@ -25,23 +25,11 @@ pub mod state;
 pub mod vm;
 pub mod workspace;
 
-// Engine internals: `pub` only so the `pyro-supervisor` binary, the benches and the
-// integration tests can reach them. Not part of the SDK contract; hidden from the docs.
-#[doc(hidden)]
-pub mod backend;
-#[doc(hidden)]
-pub mod console;
+// Engine internals. The VM runtime is the `pyro-vmm` crate; `boot` is the one product-level
+// path from an environment to a booted `pyro_vmm::Machine`.
+mod boot;
 mod hostcompat;
-#[doc(hidden)]
-pub mod machine;
-#[doc(hidden)]
-pub mod netfilter;
-#[doc(hidden)]
-pub mod qmp;
-#[doc(hidden)]
-pub mod supervisor;
-#[doc(hidden)]
-pub mod util;
+mod util;
 
 pub use config::Paths;
 pub use error::{Error, Result};

@@ -1,8 +1,6 @@
 //! Small shared helpers.
 
-pub use pyro_sys::{
-    boot_id, create_private_dir, make_private, pid_alive, process_start_ticks, write_atomic, ProcessIdentity,
-};
+pub use pyro_sys::{create_private_dir, write_atomic, ProcessIdentity};
 
 use std::io::Write;
 use std::path::Path;
@@ -19,13 +17,6 @@ pub fn now_f64() -> f64 {
 /// First 12 hex chars of a random UUID4, the id format of VMs, workspaces and shells.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
-/// Last `n` non-empty lines of a text file (console logs in boot errors).
-pub fn tail_lines(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Log something the guest sent that the host refused (a hostile or broken guest): on stderr

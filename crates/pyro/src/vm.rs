@@ -2,9 +2,10 @@
 //! one exec. Records live in memory; the VM directory lives under `$PYRO_HOME/vms/<id>` and
 //! its supervisor kills the VM if the owning process disappears.
 
-use crate::backend::{BackendChoice, BackendKind};
+use crate::boot::BootRequest;
 use crate::limits::{validate_exec_timeout, validate_resources};
-use crate::{machine, Error, ExecutionMode, Result};
+use crate::{Error, ExecutionMode, Result};
+use pyro_vmm::{Backend, BackendChoice, Machine, NetworkPolicy, VmDir};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -166,8 +167,12 @@ pub(crate) struct VmEntry {
 }
 
 impl crate::Pyro {
-    fn vm_dir(&self, vm_id: &str) -> std::path::PathBuf {
-        self.paths().vms_dir().join(vm_id)
+    fn vm_dir(&self, vm_id: &str) -> VmDir {
+        VmDir::new(self.paths().vms_dir().join(vm_id))
+    }
+
+    fn vm_machine(&self, vm_id: &str) -> Machine {
+        Machine::attach(self.vm_dir(vm_id))
     }
 
     fn vm_get(&self, vm_id: &str) -> Result<VmInfo> {
@@ -227,70 +232,51 @@ impl crate::Pyro {
             return Ok(info);
         }
         let env = self.ensure_environment(&info.environment).await?;
-        let cache_dir = self.paths().cache_dir.clone();
-        let choice = {
-            let env = env.clone();
-            let allow = info.allow_host_compat;
-            tokio::task::spawn_blocking(move || machine::choose_backend(Some(&env), &cache_dir, allow))
-                .await
-                .map_err(|e| Error::Io(format!("backend selection task: {e}")))??
-        };
+        let choice = self.choose_backend_for(&env, info.allow_host_compat).await?;
         let dir = self.vm_dir(vm_id);
-        crate::util::create_private_dir(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let mut metadata = BTreeMap::new();
-        metadata.insert("backend_reason".to_string(), choice.reason.clone());
-        metadata.insert("vm_dir".to_string(), dir.display().to_string());
+        dir.create()?;
         let result = match choice.kind {
-            BackendKind::Qemu => {
-                let accel = choice.accel.unwrap_or(crate::backend::qemu::Accel::Tcg);
-                let boot = async {
-                    let opts = machine::BootOptions {
-                        disk: env.rootfs_image.clone(),
-                        disk_format: "raw",
-                        snapshot: true,
-                        vm_id: vm_id.to_string(),
-                        vcpu_count: info.vcpu_count,
-                        mem_mib: info.mem_mib,
-                        network: info.network_enabled,
-                        owner_pid: Some(std::process::id()),
-                        remove_dir_on_exit: true,
-                    };
-                    machine::boot_qemu(&env, &self.paths().cache_dir, &dir, accel, &opts).await
+            Backend::HostCompat => crate::util::create_private_dir(&dir.host_compat_workdir())
+                .map_err(|e| Error::io("creating the host-compat work dir", e))
+                .map(|()| {
+                    (ExecutionMode::HostCompat, BTreeMap::from([("backend_reason".to_string(), choice.reason.clone())]))
+                }),
+            _ => {
+                let req = BootRequest {
+                    dir: dir.clone(),
+                    vm_id: vm_id.to_string(),
+                    vcpu_count: info.vcpu_count,
+                    mem_mib: info.mem_mib,
+                    network: if info.network_enabled { NetworkPolicy::Egress } else { NetworkPolicy::Off },
+                    disk: env.rootfs_image.clone(),
+                    snapshot: true,
+                    owner_pid: Some(std::process::id()),
+                    remove_dir_on_exit: true,
                 };
-                boot.await.map(|ready| {
-                    metadata.insert("accel".into(), accel.as_str().into());
-                    metadata.insert("agent_version".into(), ready.agent_version.clone());
-                    metadata.insert("boot_ms".into(), ready.ready_ms.to_string());
-                    metadata.insert("vmm_pid".into(), ready.vmm_pid.to_string());
-                    metadata.insert("supervisor_pid".into(), ready.supervisor_pid.to_string());
-                    metadata.insert("agent_transport".into(), "virtio-serial".into());
-                    (ExecutionMode::GuestVsock, "qemu")
+                self.launch(&env, &choice, req).await.map(|launched| {
+                    let mut metadata = launched.metadata;
+                    metadata.insert("vmm_pid".into(), launched.booted.vmm_pid.to_string());
+                    metadata.insert("supervisor_pid".into(), launched.booted.supervisor_pid.to_string());
+                    (ExecutionMode::GuestVsock, metadata)
                 })
             }
-            BackendKind::HostCompat => {
-                crate::util::create_private_dir(&dir.join("workdir"))
-                    .map_err(|e| Error::io("creating the host-compat work dir", e))?;
-                Ok((ExecutionMode::HostCompat, "host-compat"))
-            }
-            BackendKind::Firecracker => {
-                Err(Error::HostRequirement("the firecracker backend is not available in this build".into()))
-            }
         };
-        let (mode, backend_name) = match result {
+        let (mode, mut metadata) = match result {
             Ok(v) => v,
             Err(e) => {
-                machine::shutdown(&dir, Duration::ZERO).await.ok();
-                let _ = std::fs::remove_dir_all(&dir);
+                Machine::attach(dir.clone()).kill();
+                let _ = std::fs::remove_dir_all(dir.path());
                 return Err(e);
             }
         };
+        metadata.insert("vm_dir".to_string(), dir.path().display().to_string());
         let mut vms = self.inner.vms.lock().unwrap();
         let entry = vms.get_mut(vm_id).ok_or_else(|| Error::NotFound(format!("vm '{vm_id}' does not exist")))?;
         entry.info.state = "started".into();
         entry.info.execution_mode = mode;
-        entry.info.backend = backend_name.into();
-        if entry.info.network_enabled && choice.kind == BackendKind::Qemu {
-            entry.info.guest_ip = Some(machine::USER_NET_GUEST_IP.into());
+        entry.info.backend = choice.kind.as_str().into();
+        if entry.info.network_enabled && choice.kind == Backend::Qemu {
+            entry.info.guest_ip = Some(pyro_vmm::USER_NET_GUEST_IP.into());
         }
         entry.info.metadata = metadata;
         entry.choice = Some(choice);
@@ -323,9 +309,9 @@ impl crate::Pyro {
         let dir = self.vm_dir(vm_id);
         let timeout = Duration::from_secs(timeout_seconds);
         let r = if info.execution_mode == ExecutionMode::HostCompat {
-            crate::hostcompat::exec(&dir.join("workdir"), command, timeout, OUTPUT_CAP_BYTES).await?
+            crate::hostcompat::exec(&dir.host_compat_workdir(), command, timeout, OUTPUT_CAP_BYTES).await?
         } else {
-            machine::exec(&dir, command, None, timeout, OUTPUT_CAP_BYTES).await?
+            Machine::attach(dir).exec(command, None, BTreeMap::new(), timeout, OUTPUT_CAP_BYTES).await?
         };
         Ok(RunResult {
             vm_id: vm_id.to_string(),
@@ -349,7 +335,7 @@ impl crate::Pyro {
     pub async fn stop_vm(&self, vm_id: &str) -> Result<VmInfo> {
         let info = self.vm_get(vm_id)?;
         if info.state == "started" {
-            machine::shutdown(&self.vm_dir(vm_id), Duration::from_secs(5)).await?;
+            self.vm_machine(vm_id).shutdown(Duration::from_secs(5)).await?;
         }
         let mut vms = self.inner.vms.lock().unwrap();
         let entry = vms.get_mut(vm_id).ok_or_else(|| Error::NotFound(format!("vm '{vm_id}' does not exist")))?;
@@ -366,9 +352,10 @@ impl crate::Pyro {
         self.vm_get(vm_id)?;
         let dir = self.vm_dir(vm_id);
         // Ephemeral disks are thrown away: no need for a clean guest shutdown.
-        machine::shutdown(&dir, Duration::ZERO).await?;
+        Machine::attach(dir.clone()).shutdown(Duration::ZERO).await?;
+        let dir = dir.path();
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
         }
         self.inner.vms.lock().unwrap().remove(vm_id);
         Ok(DeleteVmResult { vm_id: vm_id.to_string(), deleted: true, reason: reason.to_string() })
@@ -389,11 +376,11 @@ impl crate::Pyro {
             outbound_connectivity_expected: enabled,
             guest_network: enabled.then(|| GuestNetwork {
                 tap_name: None,
-                guest_ip: machine::USER_NET_GUEST_IP.to_string(),
-                gateway_ip: machine::USER_NET_GATEWAY.to_string(),
-                subnet_cidr: "10.0.2.0/24".to_string(),
+                guest_ip: pyro_vmm::USER_NET_GUEST_IP.to_string(),
+                gateway_ip: pyro_vmm::USER_NET_GATEWAY.to_string(),
+                subnet_cidr: pyro_vmm::USER_NET_SUBNET.to_string(),
                 mac_address: None,
-                dns_servers: vec![machine::USER_NET_DNS.to_string()],
+                dns_servers: vec![pyro_vmm::USER_NET_DNS.to_string()],
                 mode: "qemu-user".to_string(),
             }),
             reason: (!enabled).then(|| "network configuration is unavailable for this VM".to_string()),
@@ -454,9 +441,9 @@ impl VmGuard {
 impl Drop for VmGuard {
     fn drop(&mut self) {
         if let Some(id) = self.vm_id.take() {
-            let dir = self.pyro.paths().vms_dir().join(&id);
-            crate::supervisor::kill_from_pid_file(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = self.pyro.vm_dir(&id);
+            dir.kill();
+            let _ = std::fs::remove_dir_all(dir.path());
             self.pyro.inner.vms.lock().unwrap().remove(&id);
         }
     }

@@ -23,63 +23,7 @@ pub use rules::Rule;
 /// file, with the reason it is still there. A violation it excuses is reported but does not
 /// fail; under `TIDY_STRICT=1` an entry that excuses nothing fails, so this list cannot
 /// outlive the violations it names. Meant to be empty.
-pub const ALLOWED: &[Allowed] = &[
-    Allowed {
-        rule: Rule::VmControlOnlyInVmm,
-        path: "crates/pyro/src/supervisor.rs",
-        reason: "the supervisor moves to pyro-vmm (supervisor/server.rs, supervisor/client.rs)",
-    },
-    Allowed {
-        rule: Rule::VmControlOnlyInVmm,
-        path: "crates/pyro/src/qmp.rs",
-        reason: "the QMP client moves to pyro-vmm",
-    },
-    Allowed {
-        rule: Rule::VmControlOnlyInVmm,
-        path: "crates/pyro/src/backend/qemu.rs",
-        reason: "backend/ moves to pyro-vmm",
-    },
-    Allowed {
-        rule: Rule::VmControlOnlyInVmm,
-        path: "crates/pyro/src/workspace/services.rs",
-        reason: "port publishing becomes a supervisor request (pyro-vmm ports module)",
-    },
-    Allowed {
-        rule: Rule::ProductNeverBuildsVmPath,
-        path: "crates/pyro/src/supervisor.rs",
-        reason: "the supervisor moves to pyro-vmm, whose VmDir owns the VM file names",
-    },
-    Allowed {
-        rule: Rule::ProductNeverBuildsVmPath,
-        path: "crates/pyro/src/qmp.rs",
-        reason: "the QMP client and published.json move to pyro-vmm",
-    },
-    Allowed {
-        rule: Rule::ProductNeverBuildsVmPath,
-        path: "crates/pyro/src/backend/qemu.rs",
-        reason: "backend/ moves to pyro-vmm",
-    },
-    Allowed {
-        rule: Rule::ProductNeverBuildsVmPath,
-        path: "crates/pyro/src/console.rs",
-        reason: "the console log moves to pyro-vmm",
-    },
-    Allowed {
-        rule: Rule::NoDocHiddenPub,
-        path: "crates/pyro/src/lib.rs",
-        reason: "hidden re-exports of internals go away with pyro-tree, pyro-diskimage and pyro-vmm",
-    },
-    Allowed {
-        rule: Rule::NoDocHiddenPub,
-        path: "crates/pyro/src/diskimage.rs",
-        reason: "diskimage moves to pyro-diskimage, whose tests need no hidden items",
-    },
-    Allowed {
-        rule: Rule::NoDocHiddenPub,
-        path: "crates/pyro/src/workspace/mod.rs",
-        reason: "workspace/logic moves to pyro-tree",
-    },
-];
+pub const ALLOWED: &[Allowed] = &[];
 
 /// One entry of [`ALLOWED`].
 #[derive(Debug)]

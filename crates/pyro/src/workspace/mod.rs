@@ -3,8 +3,8 @@
 //!
 //! Every operation follows the same shape: validate input first (nothing touched on bad
 //! input), take the workspace's shared lifecycle lock (exclusive for stop/start/reset/
-//! delete), check state and expiry, talk to the guest through `machine`, then update the
-//! record under the short record lock.
+//! delete), check state and expiry, talk to the guest through the workspace's
+//! [`pyro_vmm::Machine`], then update the record under the short record lock.
 
 mod disk;
 mod ops;
@@ -13,14 +13,14 @@ pub mod retention;
 pub mod secrets;
 pub mod services;
 pub mod shells;
-#[doc(hidden)]
-pub mod store;
+pub(crate) mod store;
 
-use crate::backend::BackendKind;
+use crate::boot::BootRequest;
 use crate::limits::validate_resources;
 use crate::util::{new_id, now_f64};
-use crate::{machine, Error, ExecutionMode, Pyro, Result, WorkspaceState};
+use crate::{Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use pyro_tree::archive::SeedSource;
+use pyro_vmm::{Backend, NetworkPolicy, VmDir};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ impl Drop for CreationCleanup {
             return;
         }
         for d in &self.dirs {
-            reap_vm(&d.join("runtime"));
+            reap_vm(&VmDir::new(d.join(store::RUNTIME_DIR)));
             remove_reaped_dir(d);
         }
     }
@@ -59,9 +59,8 @@ impl Drop for CreationCleanup {
 
 /// Kill the VM of a runtime directory however far its boot got: by its pid file
 /// (identity-checked) and, if that is not written yet, by the supervisor's command line.
-fn reap_vm(runtime: &std::path::Path) {
-    crate::supervisor::kill_from_pid_file(runtime);
-    crate::supervisor::kill_vm_processes_of(runtime);
+fn reap_vm(vm: &VmDir) {
+    vm.reap();
 }
 
 /// Remove a directory whose VM was just killed: a dying QEMU may still create a file in it,
@@ -296,7 +295,7 @@ pub struct DeleteWorkspaceResult {
 }
 
 fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
-    let network_enabled = r.network_policy != "off";
+    let network_enabled = r.network_policy.has_nic();
     WorkspaceInfo {
         workspace_id: r.workspace_id.clone(),
         name: r.name.clone(),
@@ -310,13 +309,13 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
         last_activity_at: r.last_activity_at,
         expires_at: r.expires_at,
         state: r.state,
-        network_policy: r.network_policy.clone(),
+        network_policy: r.network_policy.as_str().to_string(),
         network_enabled,
         allow_host_compat: r.allow_host_compat,
-        guest_ip: network_enabled.then(|| machine::USER_NET_GUEST_IP.to_string()),
+        guest_ip: network_enabled.then(|| pyro_vmm::USER_NET_GUEST_IP.to_string()),
         tap_name: None,
         execution_mode: r.execution_mode,
-        backend: r.backend.clone(),
+        backend: r.backend.as_str().to_string(),
         workspace_path: WORKSPACE_PATH.into(),
         workspace_seed: r.workspace_seed.clone(),
         secrets: r.secrets.clone(),
@@ -336,7 +335,7 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
 /// disk is intact; `start` recovers it).
 pub(crate) fn refresh_liveness(dir: &WorkspaceDir) -> Result<WorkspaceRecord> {
     let record = dir.load()?;
-    if record.state != WorkspaceState::Started || crate::supervisor::is_running(&dir.runtime_dir()) {
+    if record.state != WorkspaceState::Started || dir.vm().is_running() {
         return Ok(record);
     }
     let (record, _) = dir.update(|r| {
@@ -344,7 +343,7 @@ pub(crate) fn refresh_liveness(dir: &WorkspaceDir) -> Result<WorkspaceRecord> {
         r.last_error = Some("backing guest process is no longer running".into());
         Ok(())
     })?;
-    crate::supervisor::clean_stale_files(&dir.runtime_dir());
+    dir.vm().clean_stale_files();
     Ok(record)
 }
 
@@ -358,16 +357,16 @@ pub(crate) fn forget_sessions(dir: &WorkspaceDir, r: &mut WorkspaceRecord) {
 /// Give services TERM (then KILL) and shells HUP before the guest powers off, so they end
 /// the way `service stop` / `shell close` end them.
 pub(crate) async fn end_sessions_if_running(dir: &WorkspaceDir) {
-    let runtime = dir.runtime_dir();
-    if crate::supervisor::is_running(&runtime) {
-        services::end_sessions(&runtime, services::STOP_GRACE).await;
+    let vm = dir.machine();
+    if vm.is_running() {
+        services::end_sessions(&vm, services::STOP_GRACE).await;
     }
 }
 
 /// Copy what a successful boot decided (backend, mode, metadata) into the saved record.
 pub(crate) fn mark_booted(r: &mut WorkspaceRecord, booted: &WorkspaceRecord) {
     r.state = WorkspaceState::Started;
-    r.backend = booted.backend.clone();
+    r.backend = booted.backend;
     r.accel = booted.accel.clone();
     r.execution_mode = booted.execution_mode;
     r.metadata = booted.metadata.clone();
@@ -391,12 +390,9 @@ fn list_item_of(r: &WorkspaceRecord) -> WorkspaceListItem {
 }
 
 /// `off`, `egress`, `egress+published-ports` (trimmed, case-insensitive).
-pub fn normalize_network_policy(p: &str) -> Result<String> {
-    let p = p.trim().to_ascii_lowercase();
-    match p.as_str() {
-        "off" | "egress" | "egress+published-ports" => Ok(p),
-        _ => Err(Error::InvalidInput("network_policy must be one of: off, egress, egress+published-ports".into())),
-    }
+pub fn normalize_network_policy(p: &str) -> Result<NetworkPolicy> {
+    NetworkPolicy::parse(p)
+        .ok_or_else(|| Error::InvalidInput("network_policy must be one of: off, egress, egress+published-ports".into()))
 }
 
 /// Most running VMs at once: stopped workspaces cost nothing, so only running ones count.
@@ -450,10 +446,7 @@ impl Pyro {
         let ws = self
             .all_workspace_dirs()
             .iter()
-            .filter(|d| {
-                crate::supervisor::is_running(&d.runtime_dir())
-                    || d.load().is_ok_and(|r| r.state == WorkspaceState::Creating)
-            })
+            .filter(|d| d.vm().is_running() || d.load().is_ok_and(|r| r.state == WorkspaceState::Creating))
             .count();
         ws + self.inner.vms.lock().unwrap().values().filter(|e| e.info.state == "started").count()
     }
@@ -489,7 +482,7 @@ impl Pyro {
                     .is_some_and(|age| age > STAGING_GRACE);
                 if old {
                     if let Ok(Some(_lock)) = dir.try_lifecycle_exclusive() {
-                        reap_vm(&dir.runtime_dir());
+                        reap_vm(&dir.vm());
                         if remove_reaped_dir(&dir.root) {
                             reaped.push(id.to_string());
                         }
@@ -507,17 +500,17 @@ impl Pyro {
                         continue;
                     }
                     let Ok(Some(_lock)) = dir.try_lifecycle_exclusive() else { continue };
-                    reap_vm(&dir.runtime_dir());
+                    reap_vm(&dir.vm());
                     if remove_reaped_dir(&dir.root) {
                         reaped.push(dir.id.clone());
                     }
                 }
-                WorkspaceState::Stopped if crate::supervisor::is_running(&dir.runtime_dir()) => {
+                WorkspaceState::Stopped if dir.vm().is_running() => {
                     let Ok(Some(_lock)) = dir.try_lifecycle_exclusive() else { continue };
-                    if !crate::supervisor::is_running(&dir.runtime_dir()) {
+                    if !dir.vm().is_running() {
                         continue;
                     }
-                    let _ = machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await;
+                    let _ = dir.machine().shutdown(Duration::ZERO).await;
                     let _ = dir.update(|r| {
                         forget_sessions(&dir, r);
                         r.last_error =
@@ -531,9 +524,9 @@ impl Pyro {
         }
         // A supervisor whose workspace has no record any more (its directory was removed
         // under it) belongs to nobody: nothing else would ever stop it.
-        for (supervisor, vm_dir) in crate::supervisor::supervisors_under(&root) {
-            let Some(ws_root) = vm_dir.parent() else { continue };
-            let owned = vm_dir.file_name() == Some(std::ffi::OsStr::new("runtime"))
+        for (supervisor, vm) in pyro_vmm::supervisors_under(&root) {
+            let Some(ws_root) = vm.path().parent() else { continue };
+            let owned = vm.path().file_name() == Some(std::ffi::OsStr::new(store::RUNTIME_DIR))
                 && ws_root.parent() == Some(root.as_path())
                 && ws_root.join("workspace.json").exists();
             if !owned && supervisor.signal(libc::SIGKILL) {
@@ -601,7 +594,7 @@ impl Pyro {
         dir: &WorkspaceDir,
         env: &crate::env::InstalledEnvironment,
         opts: &CreateWorkspaceOptions,
-        network_policy: String,
+        network_policy: NetworkPolicy,
         name: Option<String>,
         labels: BTreeMap<String, String>,
         seed_mode: String,
@@ -656,7 +649,7 @@ impl Pyro {
             last_reset_at: None,
             service_count: 0,
             running_service_count: 0,
-            backend: String::new(),
+            backend: Backend::NotChosen,
             accel: None,
             execution_mode: ExecutionMode::Pending,
             metadata: BTreeMap::new(),
@@ -665,18 +658,18 @@ impl Pyro {
         staging.save(&record)?;
         std::fs::rename(&staging.root, &dir.root)
             .map_err(|e| Error::io(format!("placing {}", dir.root.display()), e))?;
-        for d in [dir.runtime_dir(), dir.root.join("baseline"), dir.snapshots_dir(), dir.commands_dir()] {
+        for d in [dir.vm().path().to_path_buf(), dir.root.join("baseline"), dir.snapshots_dir(), dir.commands_dir()] {
             crate::util::create_private_dir(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
         crate::util::write_atomic(&dir.baseline_tar(), &seed_tar).map_err(|e| Error::io("storing the baseline", e))?;
         record.secrets = secrets::store(dir, &prepared_secrets)?;
         self.progress().report("disk", "copying the environment's disk for the workspace", Some(0.1));
-        let (env2, image) = (env.clone(), dir.disk_image());
-        let clone_mode = crate::blocking(move || machine::clone_disk(&env2, &image)).await?;
+        let (source, image) = (env.rootfs_image.clone(), dir.disk_image());
+        let clone_mode = crate::blocking(move || Ok(pyro_vmm::clone_disk(&source, &image)?)).await?;
         record.metadata.insert("rootfs_clone_mode".into(), clone_mode.into());
         self.boot_workspace(dir, env, &mut record).await?;
         self.progress().report("seed", format!("seeding /workspace ({} bytes of archive)", seed_tar.len()), Some(0.8));
-        let (entries, bytes) = machine::push_archive(&dir.runtime_dir(), &seed_tar, WORKSPACE_PATH).await?;
+        let (entries, bytes) = dir.machine().push_archive(&seed_tar[..], WORKSPACE_PATH).await?;
         self.progress().report("ready", "workspace started", Some(1.0));
         record.workspace_seed.entry_count = entries;
         record.workspace_seed.bytes_written = bytes;
@@ -706,47 +699,36 @@ impl Pyro {
         disk: &std::path::Path,
     ) -> Result<()> {
         self.progress().report("boot", "booting the workspace VM", Some(0.3));
-        let cache_dir = self.paths().cache_dir.clone();
-        let allow = record.allow_host_compat;
-        let env2 = env.clone();
-        let choice = tokio::task::spawn_blocking(move || machine::choose_backend(Some(&env2), &cache_dir, allow))
-            .await
-            .map_err(|e| Error::Io(format!("backend selection task: {e}")))??;
-        if choice.kind != BackendKind::Qemu {
+        let choice = self.choose_backend_for(env, record.allow_host_compat).await?;
+        if choice.kind != Backend::Qemu {
             return Err(Error::HostRequirement(format!(
                 "workspaces need a VM backend; {} is not supported for workspaces ({})",
                 choice.kind.as_str(),
                 choice.reason
             )));
         }
-        let accel = choice.accel.unwrap_or(crate::backend::qemu::Accel::Tcg);
-        let runtime = dir.runtime_dir();
-        crate::supervisor::clean_stale_files(&runtime);
-        let opts = machine::BootOptions {
+        let req = BootRequest {
+            dir: dir.vm(),
             vm_id: dir.id.clone(),
             vcpu_count: record.vcpu_count,
             mem_mib: record.mem_mib,
-            network: record.network_policy != "off",
+            network: record.network_policy,
+            disk: disk.to_path_buf(),
+            snapshot: false,
             owner_pid: None,
             remove_dir_on_exit: false,
-            disk: disk.to_path_buf(),
-            disk_format: "raw",
-            snapshot: false,
         };
-        let ready = machine::boot_qemu(env, &self.paths().cache_dir, &runtime, accel, &opts).await?;
+        let launched = self.launch(env, &choice, req).await?;
         if !record.secrets.is_empty() {
             let values = secrets::load(dir, &record.secrets)?;
-            secrets::install(&runtime, &values).await?;
+            secrets::install(&launched.machine, &values).await?;
         }
         record.state = WorkspaceState::Started;
-        record.backend = "qemu".into();
-        record.accel = Some(accel.as_str().into());
+        record.backend = choice.kind;
+        record.accel = Some(launched.accel.as_str().into());
         record.execution_mode = ExecutionMode::GuestVsock;
         record.last_error = None;
-        record.metadata.insert("backend_reason".into(), choice.reason);
-        record.metadata.insert("accel".into(), accel.as_str().into());
-        record.metadata.insert("agent_version".into(), ready.agent_version);
-        record.metadata.insert("boot_ms".into(), ready.ready_ms.to_string());
+        record.metadata.extend(launched.metadata);
         Ok(())
     }
 
@@ -756,7 +738,7 @@ impl Pyro {
         let mut stopped = Vec::new();
         for dir in self.all_workspace_dirs() {
             let Ok(r) = dir.load() else { continue };
-            let running = r.state == WorkspaceState::Started || crate::supervisor::is_running(&dir.runtime_dir());
+            let running = r.state == WorkspaceState::Started || dir.vm().is_running();
             if r.expires_at <= now && running && self.expire(&dir).await.is_ok() {
                 stopped.push(dir.id.clone());
             }
@@ -767,7 +749,7 @@ impl Pyro {
     async fn expire(&self, dir: &WorkspaceDir) -> Result<()> {
         let _life = dir.lifecycle_exclusive().await?;
         end_sessions_if_running(dir).await;
-        machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await?;
+        dir.machine().shutdown(STOP_TIMEOUT).await?;
         dir.update(|r| {
             forget_sessions(dir, r);
             r.state = WorkspaceState::Stopped;
@@ -909,7 +891,7 @@ impl Pyro {
     pub async fn delete_workspace(&self, workspace_id: &str) -> Result<DeleteWorkspaceResult> {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lifecycle_exclusive().await?;
-        machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
+        dir.machine().shutdown(Duration::ZERO).await?;
         std::fs::remove_dir_all(&dir.root).map_err(|e| Error::io(format!("removing {}", dir.root.display()), e))?;
         Ok(DeleteWorkspaceResult { workspace_id: dir.id, deleted: true })
     }
@@ -923,7 +905,7 @@ impl Pyro {
         self.progress().report("sessions", "ending services (TERM, then KILL after 5 s) and shells", Some(0.1));
         end_sessions_if_running(&dir).await;
         self.progress().report("shutdown", "flushing and shutting the guest down", Some(0.5));
-        let shut = machine::shutdown(&dir.runtime_dir(), STOP_TIMEOUT).await;
+        let shut = dir.machine().shutdown(STOP_TIMEOUT).await;
         let (record, _) = dir.update(|r| {
             forget_sessions(&dir, r);
             r.state = WorkspaceState::Stopped;
@@ -941,7 +923,7 @@ impl Pyro {
         let _life = dir.lifecycle_exclusive().await?;
         reset::recover(&dir).await?;
         let mut record = dir.load()?;
-        if record.state == WorkspaceState::Started && crate::supervisor::is_running(&dir.runtime_dir()) {
+        if record.state == WorkspaceState::Started && dir.vm().is_running() {
             let (record, _) = dir.update(|r| {
                 r.last_activity_at = now_f64();
                 Ok(())
@@ -955,7 +937,7 @@ impl Pyro {
             )));
         }
         // A VMM or supervisor killed earlier may have left pids and sockets behind.
-        machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
+        dir.machine().shutdown(Duration::ZERO).await.ok();
         let env = self.ensure_environment(&record.environment).await?;
         let booted = self.boot_workspace(&dir, &env, &mut record).await;
         let (record, _) = dir.update(|r| {

@@ -4,7 +4,7 @@
 use super::store::{LastCommand, WorkspaceDir};
 use super::{info_of, ResetInfo, WorkspaceInfo, WORKSPACE_PATH};
 use crate::util::now_f64;
-use crate::{machine, Error, ExecutionMode, Pyro, Result, WorkspaceState};
+use crate::{Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -400,18 +400,13 @@ impl Pyro {
             Some(map) => super::secrets::env_for(map, &secret_values)?,
             None => Default::default(),
         };
-        let r = machine::exec_with_env(
-            &dir.runtime_dir(),
-            command,
-            Some(WORKSPACE_PATH),
-            env,
-            Duration::from_secs(timeout_seconds),
-            crate::vm::OUTPUT_CAP_BYTES,
-        )
-        .await
-        .map_err(|e| super::secrets::redact_error(e, &secret_values))?;
+        let r = dir
+            .machine()
+            .exec(command, Some(WORKSPACE_PATH), env, Duration::from_secs(timeout_seconds), crate::vm::OUTPUT_CAP_BYTES)
+            .await
+            .map_err(|e| super::secrets::redact_error(e, &secret_values))?;
         if opts.sync {
-            machine::sync_guest(&dir.runtime_dir()).await.map_err(|e| {
+            dir.machine().sync().await.map_err(|e| {
                 Error::Guest(format!(
                     "the command ended (exit code {}) but flushing the guest's filesystems failed: {e}",
                     r.exit_code
@@ -474,7 +469,7 @@ impl Pyro {
             exit_code: r.exit_code,
             duration_ms: r.duration_ms,
             execution_mode: record.execution_mode,
-            backend: record.backend,
+            backend: record.backend.as_str().to_string(),
             sequence,
             cwd: WORKSPACE_PATH.into(),
             truncated: r.stdout_truncated || r.stderr_truncated,
@@ -522,7 +517,7 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_list").await?;
-        let (_, mut entries) = machine::list_files(&dir.runtime_dir(), &path, recursive).await?;
+        let (_, mut entries) = dir.machine().list_files(&path, recursive).await?;
         // Guest-reported paths are shown to users and agents, who may act on them: only
         // plain absolute paths at or under the listed path are passed on.
         entries.retain(|e| {
@@ -562,7 +557,7 @@ impl Pyro {
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_read").await?;
         // Three bytes past the limit show whether the cut would split a character.
-        let (size, data) = machine::read_file(&dir.runtime_dir(), &path, max_bytes + 3).await?;
+        let (size, data) = dir.machine().read_file(&path, max_bytes + 3).await?;
         let (content, cut) = pyro_tree::text::truncate_utf8(&data, max_bytes as usize);
         Ok(FileReadResult {
             workspace_id: dir.id,
@@ -590,7 +585,7 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_file_write").await?;
-        let (size, written) = machine::write_file(&dir.runtime_dir(), &path, text.as_bytes().to_vec()).await?;
+        let (size, written) = dir.machine().write_file(&path, text.as_bytes().to_vec()).await?;
         Ok(FileWriteResult {
             workspace_id: dir.id,
             path,
@@ -610,14 +605,14 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_patch_apply").await?;
-        let vm = dir.runtime_dir();
+        let vm = dir.machine();
         // Preflight: compute every result in memory.
         let mut plan: Vec<(String, Option<String>, Option<String>, &'static str)> = Vec::new();
         for fp in &files {
             let path = fp.path().to_string();
-            let current = match machine::list_files(&vm, &path, false).await {
+            let current = match vm.list_files(&path, false).await.map_err(Error::from) {
                 Ok((kind, _)) if kind == "file" => {
-                    let (size, data) = machine::read_file(&vm, &path, MAX_TEXT_BYTES + 1).await?;
+                    let (size, data) = vm.read_file(&path, MAX_TEXT_BYTES + 1).await?;
                     if size > MAX_TEXT_BYTES {
                         return Err(Error::InvalidInput(format!(
                             "workspace patch only supports files up to 1 MiB: {path}"
@@ -653,17 +648,17 @@ impl Pyro {
         let mut done: Vec<(String, Option<String>)> = Vec::new();
         for (path, before, after, _) in &plan {
             let step = match after {
-                Some(text) => machine::write_file(&vm, path, text.as_bytes().to_vec()).await.map(|_| ()),
-                None => machine::delete_path(&vm, path).await,
+                Some(text) => vm.write_file(path, text.as_bytes().to_vec()).await.map(|_| ()),
+                None => vm.delete_path(path).await,
             };
             if let Err(e) = step {
                 for (p, b) in done.iter().rev() {
                     let _ = match b {
-                        Some(t) => machine::write_file(&vm, p, t.as_bytes().to_vec()).await.map(|_| ()),
-                        None => machine::delete_path(&vm, p).await,
+                        Some(t) => vm.write_file(p, t.as_bytes().to_vec()).await.map(|_| ()),
+                        None => vm.delete_path(p).await,
                     };
                 }
-                return Err(e);
+                return Err(e.into());
             }
             done.push((path.clone(), before.clone()));
         }
@@ -692,7 +687,7 @@ impl Pyro {
         let tar = source.to_tar()?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_sync_push").await?;
-        let (entries, bytes) = machine::push_archive(&dir.runtime_dir(), &tar, &destination).await?;
+        let (entries, bytes) = dir.machine().push_archive(&tar[..], &destination).await?;
         touch_activity(&dir)?;
         Ok(SyncResult {
             workspace_id: dir.id,
@@ -715,7 +710,7 @@ impl Pyro {
         let baseline = std::fs::File::open(dir.baseline_tar()).map_err(|_| {
             Error::InvalidState(format!("workspace diff requires a baseline snapshot; workspace '{}' has none", dir.id))
         })?;
-        let current = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.root).await?;
+        let current = dir.machine().pull_archive(WORKSPACE_PATH, &dir.root).await?;
         let diff = pyro_tree::diff::diff_tar_streams(
             std::io::BufReader::new(baseline),
             std::io::BufReader::new(current.file.as_file()),
@@ -730,7 +725,7 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "workspace_export").await?;
-        let exported = machine::pull_archive(&dir.runtime_dir(), &workspace_path, &dir.root).await?;
+        let exported = dir.machine().pull_archive(&workspace_path, &dir.root).await?;
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
@@ -773,7 +768,7 @@ impl Pyro {
         super::retention::check_snapshot_room(&dir.id, count, used, 0)?;
         crate::util::create_private_dir(&dir.snapshots_dir())
             .map_err(|e| Error::io("creating the snapshots dir", e))?;
-        let exported = machine::pull_archive(&dir.runtime_dir(), WORKSPACE_PATH, &dir.snapshots_dir()).await?;
+        let exported = dir.machine().pull_archive(WORKSPACE_PATH, &dir.snapshots_dir()).await?;
         super::retention::check_snapshot_room(&dir.id, count, used, exported.size)?;
         // The archive comes from the guest: every member is validated (names, types) before
         // it is kept, so a restore never meets a member it would refuse.
@@ -889,7 +884,7 @@ impl Pyro {
             )));
         }
         self.progress().report("shutdown", "stopping the workspace VM", Some(0.1));
-        machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
+        dir.machine().shutdown(Duration::ZERO).await?;
         let intent = super::reset::ResetIntent {
             phase: "building".into(),
             snapshot_name: snap_name.clone(),
@@ -903,7 +898,7 @@ impl Pyro {
             Ok(counts) => counts,
             Err(e) => {
                 // Nothing of the old workspace was touched: drop the new disk, keep the rest.
-                machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await.ok();
+                dir.machine().shutdown(Duration::ZERO).await.ok();
                 super::reset::discard(&dir)?;
                 dir.update(|r| {
                     super::forget_sessions(&dir, r);
@@ -946,14 +941,13 @@ impl Pyro {
         let env = self.ensure_environment(&record.environment).await?;
         self.progress().report("disk", "preparing a fresh disk from the environment", Some(0.2));
         let new_disk = super::reset::new_disk_path(dir);
-        let (env2, disk2) = (env.clone(), new_disk.clone());
-        crate::blocking(move || machine::clone_disk(&env2, &disk2)).await?;
+        let (image, disk2) = (env.rootfs_image.clone(), new_disk.clone());
+        crate::blocking(move || Ok(pyro_vmm::clone_disk(&image, &disk2)?)).await?;
         crash_point("reset:disk");
         self.boot_workspace_disk(dir, &env, record, &new_disk).await?;
         crash_point("reset:boot");
         self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
-        let counts =
-            machine::push_archive_from(&dir.runtime_dir(), std::io::BufReader::new(tar), WORKSPACE_PATH).await?;
+        let counts = dir.machine().push_archive(std::io::BufReader::new(tar), WORKSPACE_PATH).await?;
         crash_point("reset:restore");
         Ok(counts)
     }

@@ -15,14 +15,12 @@
 
 use super::store::{WorkspaceDir, WorkspaceRecord};
 use crate::util::now_f64;
-use crate::{machine, Error, Result, WorkspaceState};
+use crate::{Error, Result, WorkspaceState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const INTENT_FILE: &str = "reset.json";
-/// The new disk while it is built; renamed over `rootfs.ext4` to commit the reset.
-const NEW_DISK: &str = "rootfs.reset.ext4";
 
 /// `reset.json`: a reset in progress (or interrupted).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,8 +40,9 @@ pub(crate) fn intent_path(dir: &WorkspaceDir) -> PathBuf {
     dir.root.join(INTENT_FILE)
 }
 
+/// The new disk while it is built; renamed over the VM's disk to commit the reset.
 pub(crate) fn new_disk_path(dir: &WorkspaceDir) -> PathBuf {
-    dir.runtime_dir().join(NEW_DISK)
+    dir.vm().staged_disk()
 }
 
 /// Is a reset in progress or interrupted?
@@ -104,7 +103,7 @@ pub(crate) fn swap_in_new_disk(dir: &WorkspaceDir) -> Result<()> {
             .map_err(|e| Error::io("flushing the reset disk", e))?;
         std::fs::rename(&new_disk, dir.disk_image()).map_err(|e| Error::io("swapping in the reset disk", e))?;
     }
-    sync_dir(&dir.runtime_dir())
+    sync_dir(dir.vm().path())
 }
 
 /// Everything after the commit point: empty history, record counters, intent removed.
@@ -147,7 +146,7 @@ pub(crate) async fn recover(dir: &WorkspaceDir) -> Result<bool> {
     let Some(intent) = load_intent(dir)? else { return Ok(false) };
     // Any VM still running was booted by the dead reset (on the new disk, or the old VM it
     // had not stopped yet): it has nothing acknowledged that is not already on disk.
-    machine::shutdown(&dir.runtime_dir(), Duration::ZERO).await?;
+    dir.machine().shutdown(Duration::ZERO).await?;
     if intent.phase == "ready" {
         swap_in_new_disk(dir)?;
         finish(dir, &intent, None)?;
@@ -174,7 +173,7 @@ mod tests {
     fn workspace() -> (tempfile::TempDir, WorkspaceDir) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = WorkspaceDir::new(tmp.path(), "abc123def456");
-        std::fs::create_dir_all(dir.runtime_dir()).unwrap();
+        std::fs::create_dir_all(dir.vm().path()).unwrap();
         std::fs::create_dir_all(dir.commands_dir()).unwrap();
         let mut r = sample("abc123def456");
         r.command_count = 3;

@@ -133,12 +133,12 @@ pub(crate) fn load(dir: &WorkspaceDir, records: &[SecretRecord]) -> Result<Vec<(
 }
 
 /// Put the secrets into the guest's tmpfs `/run/pyro-secrets`.
-pub(crate) async fn install(vm_dir: &std::path::Path, secrets: &[(String, String)]) -> Result<()> {
+pub(crate) async fn install(vm: &pyro_vmm::Machine, secrets: &[(String, String)]) -> Result<()> {
     let files = secrets
         .iter()
         .map(|(n, v)| pyro_protocol::fs::SecretFile { name: n.clone(), value: v.as_bytes().to_vec() })
         .collect();
-    crate::machine::install_secrets(vm_dir, files).await
+    Ok(vm.install_secrets(files).await?)
 }
 
 /// `secret_env` {SECRET: ENV_VAR} → {ENV_VAR: value}.
@@ -175,7 +175,8 @@ pub(crate) fn redact(text: &str, secrets: &[(String, String)]) -> String {
 
 /// Errors from a command, shell or service path can echo its output: hide secret values
 /// there too, keeping the error's class.
-pub(crate) fn redact_error(e: Error, secrets: &[(String, String)]) -> Error {
+pub(crate) fn redact_error(e: impl Into<Error>, secrets: &[(String, String)]) -> Error {
+    let e = e.into();
     if secrets.is_empty() {
         return e;
     }

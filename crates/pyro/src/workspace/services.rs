@@ -5,14 +5,16 @@
 //! `/run/pyro-services`); the host mirrors each service into `services/<name>.json` with
 //! what only the host knows: its published ports. A published port is a QEMU user-network
 //! forward (`hostfwd`) bound to `127.0.0.1:HOST_PORT` on the host: no root, no proxy
-//! process; it is removed when the service is seen stopped and dies with the VM.
+//! process. The VM's supervisor adds it on request ([`pyro_vmm::Machine::publish`]), removes
+//! it when the service is seen stopped, and it dies with the VM.
 
 use super::store::{WorkspaceDir, WorkspaceRecord};
 use super::{secrets, WORKSPACE_PATH};
-use crate::{machine, Error, ExecutionMode, Pyro, Result, ServiceStatus, WorkspaceState};
+use crate::{Error, ExecutionMode, Pyro, Result, ServiceStatus, WorkspaceState};
 use pyro_protocol::session::{ReadinessProbe, ServiceRequest, ServiceResponse, ServiceState};
 use pyro_tree::names::validate_service_name;
 use pyro_tree::paths::normalize_destination;
+use pyro_vmm::NetworkPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -310,11 +312,11 @@ pub fn validate_readiness(r: &Readiness) -> Result<Readiness> {
     })
 }
 
-fn validate_ports(specs: &[PublishedPortSpec], network_policy: &str) -> Result<()> {
+fn validate_ports(specs: &[PublishedPortSpec], network_policy: NetworkPolicy) -> Result<()> {
     if specs.is_empty() {
         return Ok(());
     }
-    if network_policy != "egress+published-ports" {
+    if !network_policy.allows_published_ports() {
         return Err(Error::InvalidInput(format!(
             "published ports require workspace network_policy 'egress+published-ports' (this workspace has '{network_policy}')"
         )));
@@ -354,40 +356,17 @@ fn choose_host_ports(specs: &[PublishedPortSpec]) -> Result<Vec<PublishedPort>> 
     Ok(out)
 }
 
-async fn add_forward(vm_dir: &std::path::Path, p: &PublishedPort) -> Result<()> {
-    let rule = format!("tcp:{}:{}-:{}", p.host, p.host_port, p.guest_port);
-    let out = crate::qmp::human_command(vm_dir, &format!("hostfwd_add net0 {rule}")).await?;
-    if !out.trim().is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "could not publish {}:{} -> guest port {}: {}",
-            p.host,
-            p.host_port,
-            p.guest_port,
-            out.trim()
-        )));
-    }
-    Ok(())
+/// The forward a published port asks the VM's supervisor for.
+fn forward_of(p: &PublishedPort) -> pyro_protocol::PortForward {
+    pyro_protocol::PortForward { host: p.host.clone(), host_port: p.host_port, guest_port: p.guest_port }
 }
 
-async fn remove_forwards(vm_dir: &std::path::Path, ports: &[PublishedPort]) {
-    for p in ports {
-        let cmd = format!("hostfwd_remove net0 tcp:{}:{}", p.host, p.host_port);
-        let _ = crate::qmp::human_command(vm_dir, &cmd).await;
+/// Ask the VM's supervisor to drop these forwards (best effort: a VM that is gone took
+/// its forwards with it).
+async fn unpublish(dir: &WorkspaceDir, ports: &[PublishedPort]) {
+    if !ports.is_empty() {
+        let _ = dir.machine().unpublish(ports.iter().map(forward_of).collect()).await;
     }
-    let _ = crate::qmp::edit_published(vm_dir, |rules| {
-        rules.retain(|r| !ports.iter().any(|p| p.host == r.host && p.host_port == r.host_port))
-    });
-}
-
-/// Let the supervisor know these rules live as long as `service` runs.
-fn record_forwards(vm_dir: &std::path::Path, service: &str, ports: &[PublishedPort]) -> Result<()> {
-    crate::qmp::edit_published(vm_dir, |rules| {
-        rules.extend(ports.iter().map(|p| crate::qmp::PublishedRule {
-            service: service.to_string(),
-            host: p.host.clone(),
-            host_port: p.host_port,
-        }))
-    })
 }
 
 impl Pyro {
@@ -416,10 +395,10 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "starting a service").await?;
-        validate_ports(&opts.published_ports, &record.network_policy)?;
+        validate_ports(&opts.published_ports, record.network_policy)?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         let env = secrets::env_for(&opts.secret_env, &secret_values)?;
-        let runtime = dir.runtime_dir();
+        let vm = dir.machine();
 
         // A previous run of this name: refuse if it still runs, else drop its forwards.
         if let Some(old) = load(&dir, &name) {
@@ -430,7 +409,7 @@ impl Pyro {
                     dir.id
                 )));
             }
-            remove_forwards(&runtime, &old.published_ports).await;
+            unpublish(&dir, &old.published_ports).await;
         }
         let ports = choose_host_ports(&opts.published_ports)?;
 
@@ -444,34 +423,25 @@ impl Pyro {
             ready_interval_ms: opts.ready_interval_ms,
         };
         let wait = Duration::from_secs(opts.ready_timeout_seconds) + STOP_GRACE * 2 + SERVICE_CALL_SLACK;
-        let state = match machine::service_call(&runtime, req, wait).await {
+        let state = match vm.service(req, wait).await {
             Ok(ServiceResponse::State(s)) => s,
             Ok(other) => return Err(Error::Guest(format!("unexpected answer to service start: {other:?}"))),
             Err(e) => return Err(secrets::redact_error(e, &secret_values)),
         };
         let mut info = service_info(&dir, &record, &state, Vec::new());
-        if state.state == ServiceStatus::Running {
-            let mut added = Vec::new();
-            for p in &ports {
-                match add_forward(&runtime, p).await {
-                    Ok(()) => added.push(p.clone()),
-                    Err(e) => {
-                        remove_forwards(&runtime, &added).await;
-                        let stop = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
-                        let _ = machine::service_call(&runtime, stop, STOP_GRACE * 2 + SERVICE_CALL_SLACK).await;
-                        info.state = ServiceStatus::Failed;
-                        info.stop_reason = Some("published_port_failed".into());
-                        info.ended_at = Some(crate::util::now_f64());
-                        save(&dir, &info)?;
-                        sync_counts(&dir)?;
-                        return Err(Error::InvalidInput(format!(
-                            "{e}; service '{name}' was stopped (its logs are kept)"
-                        )));
-                    }
-                }
+        if state.state == ServiceStatus::Running && !ports.is_empty() {
+            // The supervisor adds them all or none, and drops them once the service ends.
+            if let Err(e) = vm.publish(&name, ports.iter().map(forward_of).collect()).await {
+                let stop = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
+                let _ = vm.service(stop, STOP_GRACE * 2 + SERVICE_CALL_SLACK).await;
+                info.state = ServiceStatus::Failed;
+                info.stop_reason = Some("published_port_failed".into());
+                info.ended_at = Some(crate::util::now_f64());
+                save(&dir, &info)?;
+                sync_counts(&dir)?;
+                return Err(Error::InvalidInput(format!("{e}; service '{name}' was stopped (its logs are kept)")));
             }
-            record_forwards(&runtime, &name, &added)?;
-            info.published_ports = added;
+            info.published_ports = ports;
         }
         save(&dir, &info)?;
         sync_counts(&dir)?;
@@ -530,7 +500,9 @@ impl Pyro {
         let _life = self.enter_started(&dir).await?;
         let record = self.require_started(&dir, "stopping a service").await?;
         let req = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
-        let state = match machine::service_call(&dir.runtime_dir(), req, STOP_GRACE * 2 + SERVICE_CALL_SLACK)
+        let state = match dir
+            .machine()
+            .service(req, STOP_GRACE * 2 + SERVICE_CALL_SLACK)
             .await
             .map_err(|e| unknown_service(e, &dir, &name))?
         {
@@ -558,13 +530,11 @@ impl Pyro {
         let record = self.require_started(&dir, "reading service logs").await?;
         let tail = (!all).then_some(tail_lines);
         let req = ServiceRequest::Logs { name: name.clone(), tail_lines: tail };
-        let logs = match machine::service_call(&dir.runtime_dir(), req, SERVICE_CALL_SLACK)
-            .await
-            .map_err(|e| unknown_service(e, &dir, &name))?
-        {
-            ServiceResponse::Logs(l) => l,
-            other => return Err(Error::Guest(format!("unexpected answer to service logs: {other:?}"))),
-        };
+        let logs =
+            match dir.machine().service(req, SERVICE_CALL_SLACK).await.map_err(|e| unknown_service(e, &dir, &name))? {
+                ServiceResponse::Logs(l) => l,
+                other => return Err(Error::Guest(format!("unexpected answer to service logs: {other:?}"))),
+            };
         let info = mirror(&dir, &record, &logs.state).await?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         Ok(ServiceLogs {
@@ -579,17 +549,14 @@ impl Pyro {
 
 async fn guest_status(dir: &WorkspaceDir, name: &str) -> Result<ServiceState> {
     let req = ServiceRequest::Status { name: name.to_string() };
-    match machine::service_call(&dir.runtime_dir(), req, SERVICE_CALL_SLACK)
-        .await
-        .map_err(|e| unknown_service(e, dir, name))?
-    {
+    match dir.machine().service(req, SERVICE_CALL_SLACK).await.map_err(|e| unknown_service(e, dir, name))? {
         ServiceResponse::State(s) => Ok(s),
         other => Err(Error::Guest(format!("unexpected answer to service status: {other:?}"))),
     }
 }
 
-fn unknown_service(e: Error, dir: &WorkspaceDir, name: &str) -> Error {
-    match e {
+fn unknown_service(e: impl Into<Error>, dir: &WorkspaceDir, name: &str) -> Error {
+    match e.into() {
         Error::NotFound(_) => Error::NotFound(format!("unknown service '{name}' in workspace '{}'", dir.id)),
         other => other,
     }
@@ -601,7 +568,7 @@ fn unknown_service(e: Error, dir: &WorkspaceDir, name: &str) -> Error {
 /// Takes no lifecycle lock: `status_workspace` uses it too and must not wait behind a stop
 /// or reset; if the VM goes away midway the call fails and the caller keeps the records.
 pub(crate) async fn refresh_services(dir: &WorkspaceDir, record: &WorkspaceRecord) -> Result<Vec<ServiceInfo>> {
-    let guest = match machine::service_call(&dir.runtime_dir(), ServiceRequest::List, SERVICE_CALL_SLACK).await? {
+    let guest = match dir.machine().service(ServiceRequest::List, SERVICE_CALL_SLACK).await? {
         ServiceResponse::List { services } => services,
         other => return Err(Error::Guest(format!("unexpected answer to service list: {other:?}"))),
     };
@@ -625,7 +592,7 @@ async fn mirror(dir: &WorkspaceDir, record: &WorkspaceRecord, state: &ServiceSta
     let old = load(dir, &state.name);
     let mut ports = old.as_ref().map(|o| o.published_ports.clone()).unwrap_or_default();
     if state.state != ServiceStatus::Running && !ports.is_empty() {
-        remove_forwards(&dir.runtime_dir(), &ports).await;
+        unpublish(dir, &ports).await;
         ports.clear();
     }
     let mut info = service_info(dir, record, state, ports);
@@ -655,7 +622,7 @@ fn service_info(
         exit_code: s.exit_code,
         pid: s.pid,
         execution_mode: record.execution_mode,
-        backend: record.backend.clone(),
+        backend: record.backend.as_str().to_string(),
         readiness: s.readiness.as_ref().map(readiness_of),
         ready_at: s.ready_at,
         stop_reason: s.stop_reason.clone(),
@@ -665,13 +632,11 @@ fn service_info(
 
 /// End every shell and service in the guest before the VM goes away or is reset: services
 /// get TERM (KILL after the grace), shells HUP. Best effort: the VM is going down anyway.
-pub(crate) async fn end_sessions(vm_dir: &std::path::Path, grace: Duration) {
+pub(crate) async fn end_sessions(vm: &pyro_vmm::Machine, grace: Duration) {
     let stop = ServiceRequest::StopAll { grace_ms: grace.as_millis() as u64 };
     let close = pyro_protocol::session::ShellRequest::CloseAll;
-    let _ = tokio::join!(
-        machine::service_call(vm_dir, stop, grace * 2 + Duration::from_secs(5)),
-        machine::shell_call(vm_dir, close, Duration::from_secs(10)),
-    );
+    let _ =
+        tokio::join!(vm.service(stop, grace * 2 + Duration::from_secs(5)), vm.shell(close, Duration::from_secs(10)),);
 }
 
 #[cfg(test)]
@@ -695,11 +660,12 @@ mod tests {
     #[test]
     fn port_validation() {
         let p = |g, h| PublishedPortSpec { guest_port: g, host_port: h };
-        assert!(validate_ports(&[p(80, None)], "egress").is_err());
-        assert!(validate_ports(&[p(80, Some(80))], "egress+published-ports").is_err());
-        assert!(validate_ports(&[p(80, Some(8080)), p(81, Some(8080))], "egress+published-ports").is_err());
-        assert!(validate_ports(&[p(80, Some(8080)), p(81, None)], "egress+published-ports").is_ok());
-        assert!(validate_ports(&[], "off").is_ok());
+        let published = NetworkPolicy::EgressPublishedPorts;
+        assert!(validate_ports(&[p(80, None)], NetworkPolicy::Egress).is_err());
+        assert!(validate_ports(&[p(80, Some(80))], published).is_err());
+        assert!(validate_ports(&[p(80, Some(8080)), p(81, Some(8080))], published).is_err());
+        assert!(validate_ports(&[p(80, Some(8080)), p(81, None)], published).is_ok());
+        assert!(validate_ports(&[], NetworkPolicy::Off).is_ok());
     }
 
     #[test]

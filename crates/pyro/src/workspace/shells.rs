@@ -8,7 +8,7 @@ use super::store::WorkspaceDir;
 use super::{secrets, WORKSPACE_PATH};
 use crate::defaults;
 use crate::util::now_f64;
-use crate::{machine, Error, ExecutionMode, Pyro, Result};
+use crate::{Error, ExecutionMode, Pyro, Result};
 use pyro_protocol::session::{ShellRequest, ShellResponse, ShellStatus};
 use pyro_tree::paths::normalize_destination;
 use serde::{Deserialize, Serialize};
@@ -288,9 +288,8 @@ impl Pyro {
             // Every secret, not only the exported ones: the shell can `cat /run/pyro-secrets/X`.
             redact: secret_values.iter().map(|(_, v)| v.clone()).collect(),
         };
-        let answer = machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK)
-            .await
-            .map_err(|e| secrets::redact_error(e, &secret_values))?;
+        let answer =
+            dir.machine().shell(req, SHELL_CALL_SLACK).await.map_err(|e| secrets::redact_error(e, &secret_values))?;
         if !matches!(answer, ShellResponse::Status(_)) {
             return Err(Error::Guest(format!("unexpected answer to shell open: {answer:?}")));
         }
@@ -305,7 +304,7 @@ impl Pyro {
             ended_at: None,
             exit_code: None,
             execution_mode: record.execution_mode,
-            backend: record.backend.clone(),
+            backend: record.backend.as_str().to_string(),
         };
         save(&dir, &info)?;
         super::ops::touch_activity(&dir)?;
@@ -340,7 +339,7 @@ impl Pyro {
             wait_for_idle_ms: opts.wait_for_idle_ms,
         };
         let wait = Duration::from_millis(pyro_protocol::session::SHELL_IDLE_WAIT_CAP_MS) + SHELL_CALL_SLACK;
-        let out = match machine::shell_call(&dir.runtime_dir(), req, wait).await? {
+        let out = match dir.machine().shell(req, wait).await? {
             ShellResponse::Output(o) => o,
             other => return Err(Error::Guest(format!("unexpected answer to shell read: {other:?}"))),
         };
@@ -386,7 +385,9 @@ impl Pyro {
         }
         let req = ShellRequest::Write { shell_id: shell_id.to_string(), input: data };
         let secret_values = secrets::load(&dir, &record.secrets)?;
-        let status = match machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK)
+        let status = match dir
+            .machine()
+            .shell(req, SHELL_CALL_SLACK)
             .await
             .map_err(|e| secrets::redact_error(e, &secret_values))?
         {
@@ -422,7 +423,7 @@ impl Pyro {
         let _life = self.enter_started(&dir).await?;
         self.require_started(&dir, "signalling a shell").await?;
         let req = ShellRequest::Signal { shell_id: shell_id.to_string(), signal };
-        let status = match machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK).await? {
+        let status = match dir.machine().shell(req, SHELL_CALL_SLACK).await? {
             ShellResponse::Status(s) => s,
             other => return Err(Error::Guest(format!("unexpected answer to shell signal: {other:?}"))),
         };
@@ -437,7 +438,7 @@ impl Pyro {
         let _life = self.enter_started(&dir).await?;
         self.require_started(&dir, "closing a shell").await?;
         let req = ShellRequest::Close { shell_id: shell_id.to_string() };
-        match machine::shell_call(&dir.runtime_dir(), req, SHELL_CALL_SLACK).await {
+        match dir.machine().shell(req, SHELL_CALL_SLACK).await.map_err(Error::from) {
             Ok(_) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Name of the VM directory inside a workspace directory.
+pub const RUNTIME_DIR: &str = "runtime";
+
 /// Version of the on-disk record layout; bump on incompatible changes.
 pub const LAYOUT_VERSION: u32 = 1;
 
@@ -74,7 +77,8 @@ pub struct WorkspaceRecord {
     pub expires_at: f64,
     /// `creating` (recorded before the first boot, see `creator`), `started` or `stopped`.
     pub state: WorkspaceState,
-    pub network_policy: String,
+    /// `off`, `egress` or `egress+published-ports`.
+    pub network_policy: pyro_vmm::NetworkPolicy,
     pub allow_host_compat: bool,
     pub last_error: Option<String>,
     pub name: Option<String>,
@@ -93,8 +97,8 @@ pub struct WorkspaceRecord {
     pub service_count: u64,
     #[serde(default)]
     pub running_service_count: u64,
-    /// `qemu` or `host-compat`.
-    pub backend: String,
+    /// `qemu` (or `""` before the first boot).
+    pub backend: pyro_vmm::Backend,
     /// `kvm` / `tcg` for QEMU.
     pub accel: Option<String>,
     /// `pending` before the first boot, then `guest_vsock` (through the guest agent).
@@ -114,17 +118,6 @@ use pyro_sys::LockMode;
 
 fn lock_error(path: &Path, e: std::io::Error) -> Error {
     Error::io(format!("locking {}", path.display()), e)
-}
-
-/// An exclusive lock on any lock file (blocks until it is free). Never call this on an
-/// async runtime thread; use [`flock_exclusive_async`] there.
-pub fn flock_exclusive(path: &Path) -> Result<FileLock> {
-    flock(path, LockMode::Exclusive)
-}
-
-/// [`flock_exclusive`] for async code: waits without holding a runtime worker.
-pub async fn flock_exclusive_async(path: &Path) -> Result<FileLock> {
-    flock_async(path, LockMode::Exclusive).await
 }
 
 fn flock(path: &Path, mode: LockMode) -> Result<FileLock> {
@@ -155,8 +148,13 @@ impl WorkspaceDir {
     pub fn record_path(&self) -> PathBuf {
         self.root.join("workspace.json")
     }
-    pub fn runtime_dir(&self) -> PathBuf {
-        self.root.join("runtime")
+    /// The workspace's VM directory (`runtime/`): its layout belongs to [`pyro_vmm::VmDir`].
+    pub fn vm(&self) -> pyro_vmm::VmDir {
+        pyro_vmm::VmDir::new(self.root.join(RUNTIME_DIR))
+    }
+    /// The workspace's VM, running or not.
+    pub fn machine(&self) -> pyro_vmm::Machine {
+        pyro_vmm::Machine::attach(self.vm())
     }
     pub fn baseline_tar(&self) -> PathBuf {
         self.root.join("baseline").join("workspace.tar")
@@ -168,7 +166,7 @@ impl WorkspaceDir {
         self.root.join("commands")
     }
     pub fn disk_image(&self) -> PathBuf {
-        self.runtime_dir().join("rootfs.ext4")
+        self.vm().disk()
     }
 
     /// Does a record exist (the workspace was fully created)?
@@ -260,7 +258,7 @@ pub(crate) mod tests {
             created_at: 1.0,
             expires_at: 601.0,
             state: WorkspaceState::Started,
-            network_policy: "off".into(),
+            network_policy: pyro_vmm::NetworkPolicy::Off,
             allow_host_compat: false,
             last_error: None,
             name: None,
@@ -280,7 +278,7 @@ pub(crate) mod tests {
             last_reset_at: None,
             service_count: 0,
             running_service_count: 0,
-            backend: "qemu".into(),
+            backend: pyro_vmm::Backend::Qemu,
             accel: Some("tcg".into()),
             execution_mode: ExecutionMode::GuestVsock,
             metadata: BTreeMap::new(),

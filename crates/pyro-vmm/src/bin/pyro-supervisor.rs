@@ -1,5 +1,5 @@
-//! `pyro-supervisor --vm-dir DIR`: owns one VM (see `pyro::supervisor`). Started by the
-//! engine, never by hand.
+//! `pyro-supervisor --vm-dir DIR`: owns one VM (see `pyro_vmm::supervisor`). Started by
+//! the engine, never by hand.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -10,5 +10,5 @@ fn main() {
             std::process::exit(2);
         }
     };
-    std::process::exit(pyro::supervisor::supervisor_main(dir));
+    std::process::exit(pyro_vmm::supervisor::server::supervisor_main(dir));
 }

@@ -6,11 +6,14 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
+    /// Hardware virtualisation.
     Kvm,
+    /// Software emulation.
     Tcg,
 }
 
 impl Accel {
+    /// `kvm` or `tcg`.
     pub fn as_str(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",

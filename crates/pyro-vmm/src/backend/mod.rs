@@ -5,39 +5,53 @@
 //! said so on its serial port. The verdict is cached per (QEMU version, guest kernel, host
 //! kernel) in `$PYRO_CACHE_DIR/probe/`.
 
-pub mod qemu;
+pub(crate) mod qemu;
 
-use crate::config::which;
+pub use qemu::{host_tsc_khz, Accel};
+
+use crate::util::which;
 use crate::{Error, Result};
-use qemu::Accel;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The VMM families pyro knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
+/// What runs a VM's guest. Serialised as the strings records and payloads always held
+/// (`qemu`, `firecracker`, `host-compat`, and `""` while none is chosen yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum Backend {
+    /// Not chosen yet: the VM has not been booted.
+    #[serde(rename = "")]
+    NotChosen,
+    /// Firecracker (KVM hosts; not available in this build).
+    #[serde(rename = "firecracker")]
     Firecracker,
+    /// QEMU (`microvm`), with KVM or TCG.
+    #[serde(rename = "qemu")]
     Qemu,
+    /// No VM: commands run on the host without isolation (explicit opt-in only).
+    #[serde(rename = "host-compat")]
     HostCompat,
 }
 
-impl BackendKind {
+impl Backend {
+    /// The backend's string (see the type's docs).
     pub fn as_str(self) -> &'static str {
         match self {
-            BackendKind::Firecracker => "firecracker",
-            BackendKind::Qemu => "qemu",
-            BackendKind::HostCompat => "host-compat",
+            Backend::NotChosen => "",
+            Backend::Firecracker => "firecracker",
+            Backend::Qemu => "qemu",
+            Backend::HostCompat => "host-compat",
         }
     }
 
+    /// Parse a backend name (`PYRO_BACKEND`).
     pub fn parse(s: &str) -> Result<Self> {
         match s.trim() {
-            "firecracker" => Ok(BackendKind::Firecracker),
-            "qemu" => Ok(BackendKind::Qemu),
-            "host-compat" | "host_compat" => Ok(BackendKind::HostCompat),
+            "firecracker" => Ok(Backend::Firecracker),
+            "qemu" => Ok(Backend::Qemu),
+            "host-compat" | "host_compat" => Ok(Backend::HostCompat),
             other => Err(Error::InvalidInput(format!(
                 "unknown backend '{other}'; expected one of: firecracker, qemu, host-compat"
             ))),
@@ -48,20 +62,26 @@ impl BackendKind {
 /// The backend a VM will use, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendChoice {
-    pub kind: BackendKind,
+    /// The backend.
+    pub kind: Backend,
     /// Set for QEMU.
     pub accel: Option<Accel>,
+    /// Why (shown as `backend_reason` in metadata and by `pyro doctor`).
     pub reason: String,
 }
 
 /// Facts about `/dev/kvm` for this user.
 #[derive(Debug, Clone, Serialize)]
 pub struct KvmDevice {
+    /// `/dev/kvm` exists.
     pub exists: bool,
+    /// This user may read it.
     pub readable: bool,
+    /// This user may write it.
     pub writable: bool,
 }
 
+/// What this user may do with `/dev/kvm`.
 pub fn kvm_device() -> KvmDevice {
     let path = std::ffi::CString::new("/dev/kvm").expect("static path");
     // SAFETY: access(2) with a valid NUL-terminated path has no memory effects.
@@ -72,16 +92,23 @@ pub fn kvm_device() -> KvmDevice {
 /// Cached result of booting a probe guest under QEMU with KVM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KvmProbe {
+    /// A probe guest booted under KVM.
     pub usable: bool,
+    /// Why it is (not) usable.
     pub detail: String,
+    /// `qemu-system-x86_64 --version` of the binary probed.
     pub qemu_version: String,
     /// Path, size and mtime of the QEMU binary probed: cheap to compare on every VM start,
     /// unlike running `qemu --version`.
     #[serde(default)]
     pub qemu_identity: String,
+    /// Guest kernel release the probe booted.
     pub kernel_release: String,
+    /// Host kernel release at the time.
     pub host_kernel: String,
+    /// When, in Unix seconds.
     pub probed_at: u64,
+    /// How long the probe took.
     pub probe_ms: u64,
 }
 
@@ -96,6 +123,7 @@ pub fn qemu_version(bin: &Path) -> Option<String> {
     String::from_utf8_lossy(&out.stdout).lines().next().map(|s| s.trim().to_string())
 }
 
+/// The Firecracker binary, if installed.
 pub fn firecracker_binary() -> Option<PathBuf> {
     which("firecracker")
 }
@@ -108,7 +136,6 @@ fn probe_cache_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("probe").join("kvm.json")
 }
 
-/// The cached probe verdict, if it still matches this host and guest kernel.
 /// `path:size:mtime` of a binary: changes whenever the package is upgraded.
 pub fn binary_identity(bin: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
@@ -147,7 +174,7 @@ pub fn probe_kvm(
     // Concurrent first runs probe once: the others wait and read the verdict.
     let lock_path = probe_cache_path(cache_dir).with_extension("lock");
     let _ = std::fs::create_dir_all(lock_path.parent().expect("has parent"));
-    let _lock = crate::env::lock_file(&lock_path).ok();
+    let _lock = pyro_sys::lock(&lock_path, pyro_sys::LockMode::Exclusive).ok();
     if let Some(p) = cached_kvm_probe(cache_dir, qemu_bin, kernel_release) {
         return Ok(p);
     }
@@ -176,7 +203,7 @@ pub fn probe_kvm(
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let _ = crate::util::write_atomic(&path, serde_json::to_vec_pretty(&probe).unwrap_or_default().as_slice());
+    let _ = pyro_sys::write_atomic(&path, serde_json::to_vec_pretty(&probe).unwrap_or_default().as_slice());
     Ok(probe)
 }
 
@@ -240,7 +267,9 @@ pub const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// An installed environment's kernel, for the KVM probe.
 pub struct ProbeGuest<'a> {
+    /// The guest kernel image.
     pub kernel: &'a Path,
+    /// Its release (part of the cache key).
     pub kernel_release: &'a str,
     /// Builds (or finds) the probe's initramfs; called only if the probe runs.
     pub initramfs: &'a dyn Fn() -> Result<PathBuf>,
@@ -248,9 +277,13 @@ pub struct ProbeGuest<'a> {
 
 /// Inputs the selection needs; the probe guest is only booted when KVM might work.
 pub struct SelectInput<'a> {
-    pub forced: Option<BackendKind>,
+    /// `PYRO_BACKEND`, if set.
+    pub forced: Option<Backend>,
+    /// The caller accepts running commands on the host without isolation.
     pub allow_host_compat: bool,
+    /// Where the probe verdict is cached.
     pub cache_dir: &'a Path,
+    /// The guest to probe KVM with, when an environment is installed.
     pub probe_guest: Option<ProbeGuest<'a>>,
 }
 
@@ -258,19 +291,15 @@ pub struct SelectInput<'a> {
 pub fn select(input: &SelectInput<'_>) -> Result<BackendChoice> {
     let qemu = qemu_binary();
     let want = input.forced;
-    if want == Some(BackendKind::HostCompat) {
+    if want == Some(Backend::HostCompat) {
         if !input.allow_host_compat {
             return Err(Error::InvalidInput(
                 "PYRO_BACKEND=host-compat runs commands on the host without isolation; pass --allow-host-compat to opt in".into(),
             ));
         }
-        return Ok(BackendChoice {
-            kind: BackendKind::HostCompat,
-            accel: None,
-            reason: "forced by PYRO_BACKEND".into(),
-        });
+        return Ok(BackendChoice { kind: Backend::HostCompat, accel: None, reason: "forced by PYRO_BACKEND".into() });
     }
-    if want == Some(BackendKind::Firecracker) {
+    if want == Some(Backend::Firecracker) {
         return Err(Error::HostRequirement(
             "the firecracker backend is not available in this build of pyro (QEMU is); unset PYRO_BACKEND or set it to qemu".into(),
         ));
@@ -288,16 +317,16 @@ pub fn select(input: &SelectInput<'_>) -> Result<BackendChoice> {
             }
             None => (Accel::Tcg, "no environment installed to probe KVM with; using TCG".into()),
         };
-        return Ok(BackendChoice { kind: BackendKind::Qemu, accel: Some(accel), reason });
+        return Ok(BackendChoice { kind: Backend::Qemu, accel: Some(accel), reason });
     }
-    if want == Some(BackendKind::Qemu) {
+    if want == Some(Backend::Qemu) {
         return Err(Error::HostRequirement(
             "PYRO_BACKEND=qemu but qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
         ));
     }
     if input.allow_host_compat {
         return Ok(BackendChoice {
-            kind: BackendKind::HostCompat,
+            kind: Backend::HostCompat,
             accel: None,
             reason: "no VMM installed; --allow-host-compat runs commands on the host".into(),
         });

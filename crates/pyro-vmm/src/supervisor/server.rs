@@ -1,389 +1,24 @@
-//! The per-VM supervisor: one small process per running VM that owns the VMM child, its
-//! console log and the single agent channel, and serves any number of local clients (CLI
-//! calls, MCP servers, SDK users) over a Unix socket in the VM's directory.
-//!
-//! Why a process of its own: a VM must outlive the CLI call that started it, and QEMU's
-//! chardev socket serves one client at a time, so something long-lived has to multiplex.
-//!
-//! Files in the VM directory: `launch.json` (what to run), `supervisor.sock` (clients),
-//! `supervisor.json` (pids), `supervisor.log`, `vmm.log`, `console.log` and `console.log.1`
-//! (guest serial, 1 MiB each at most, drained by the supervisor),
-//! `agent.sock` and `qmp.sock` (QEMU's).
-//!
-//! Startup handshake with the spawner: the supervisor prints exactly one JSON line on its
-//! stdout, [`ReadyLine`], once the guest agent answered (or with the reason it did not), then
-//! detaches its stdout.
+//! The supervisor process (`pyro-supervisor --vm-dir DIR`): spawns QEMU under the egress
+//! filter, drains its console, owns the agent channel and the port registry, and routes
+//! clients' requests to the guest by frame id.
 
-use crate::util::{pid_alive, tail_lines, ProcessIdentity};
-use crate::{Error, Result};
+use super::{LaunchSpec, PidRecord, ReadyLine};
+use crate::ports::Ports;
+use crate::util::{pid_alive, tail_lines};
+use crate::VmDir;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use pyro_protocol::{
     codec, decode, encode, FrameId, Request, RequestFrame, Response, ResponseFrame, SupervisorRequest, SupervisorStatus,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
-
-pub const LAUNCH_FILE: &str = "launch.json";
-pub const SOCKET_FILE: &str = "supervisor.sock";
-pub const PID_FILE: &str = "supervisor.json";
-pub const LOG_FILE: &str = "supervisor.log";
-pub const CONSOLE_LOG: &str = "console.log";
-pub const VMM_LOG: &str = "vmm.log";
-pub const AGENT_SOCKET: &str = "agent.sock";
-pub const QMP_SOCKET: &str = "qmp.sock";
-
-/// What the supervisor runs; written by the engine into `launch.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LaunchSpec {
-    pub vm_id: String,
-    pub vmm_bin: PathBuf,
-    pub vmm_args: Vec<String>,
-    pub backend: String,
-    pub accel: String,
-    pub boot_timeout_ms: u64,
-    /// Ephemeral VMs die with the process that owns them (a killed `pyro run` leaves nothing).
-    pub owner_pid: Option<u32>,
-    /// Remove the whole VM directory when the VM ends (ephemeral VMs).
-    pub remove_dir_on_exit: bool,
-    /// The guest has a NIC (QEMU user network). Its egress is filtered (crate::netfilter);
-    /// without a kernel that can filter, such a VM does not start.
-    #[serde(default)]
-    pub network: bool,
-    /// Egress may also reach private ranges: `PYRO_NETWORK_ALLOW_PRIVATE=1` was set in the
-    /// process that started the VM.
-    #[serde(default)]
-    pub allow_private_network: bool,
-}
-
-/// The one line the supervisor prints on stdout at startup.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReadyLine {
-    pub ok: bool,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub supervisor_pid: u32,
-    #[serde(default)]
-    pub vmm_pid: u32,
-    /// Supervisor start to agent ready.
-    #[serde(default)]
-    pub ready_ms: u64,
-    #[serde(default)]
-    pub agent_version: String,
-    /// Guest uptime when the agent sent Ready.
-    #[serde(default)]
-    pub guest_boot_ms: u64,
-}
-
-/// Pids of a running VM, for liveness checks and emergency kills, with who they were
-/// (start time and boot id): after a reboot or pid reuse the same numbers name unrelated
-/// processes, which must never be taken for the VM or signalled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PidRecord {
-    pub supervisor_pid: u32,
-    pub vmm_pid: u32,
-    /// Identities of both processes; `None` in records of older pyro versions (then the
-    /// process must show the VM directory on its command line to count as the VM's).
-    #[serde(default)]
-    pub supervisor: Option<ProcessIdentity>,
-    #[serde(default)]
-    pub vmm: Option<ProcessIdentity>,
-}
-
-impl PidRecord {
-    /// The record for this (supervisor) process and its VMM child.
-    pub fn for_current(vmm_pid: u32) -> Self {
-        let supervisor_pid = std::process::id();
-        PidRecord {
-            supervisor_pid,
-            vmm_pid,
-            supervisor: ProcessIdentity::of(supervisor_pid),
-            vmm: ProcessIdentity::of(vmm_pid),
-        }
-    }
-
-    /// The recorded processes that are still the VM's own (supervisor first).
-    fn live_processes(&self, vm_dir: &Path) -> Vec<ProcessIdentity> {
-        [(self.supervisor_pid, &self.supervisor), (self.vmm_pid, &self.vmm)]
-            .into_iter()
-            .filter_map(|(pid, id)| match id {
-                Some(id) if id.pid == pid && id.is_alive() => Some(id.clone()),
-                Some(_) => None,
-                None => legacy_identity(pid, vm_dir),
-            })
-            .collect()
-    }
-
-    /// Is the supervisor named here alive and really this VM's supervisor?
-    fn supervisor_alive(&self, vm_dir: &Path) -> bool {
-        match &self.supervisor {
-            Some(id) => id.pid == self.supervisor_pid && id.is_alive(),
-            None => legacy_identity(self.supervisor_pid, vm_dir).is_some(),
-        }
-    }
-
-    /// Is the VMM named here alive and really this VM's VMM?
-    fn vmm_alive(&self, vm_dir: &Path) -> bool {
-        match &self.vmm {
-            Some(id) => id.pid == self.vmm_pid && id.is_alive(),
-            None => legacy_identity(self.vmm_pid, vm_dir).is_some(),
-        }
-    }
-}
-
-/// A record without identities (older pyro): trust a pid only if that process names the VM
-/// directory on its command line (the supervisor's `--vm-dir`, QEMU's socket paths).
-fn legacy_identity(pid: u32, vm_dir: &Path) -> Option<ProcessIdentity> {
-    if pid <= 1 || !pid_alive(pid) {
-        return None;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let needle = vm_dir.as_os_str().as_encoded_bytes();
-    let mentions = !needle.is_empty() && cmdline.windows(needle.len()).any(|w| w == needle);
-    if mentions {
-        ProcessIdentity::of(pid)
-    } else {
-        None
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Engine side: spawning and talking to a supervisor.
-// ---------------------------------------------------------------------------------------
-
-/// Start a supervisor for the VM in `vm_dir` (which must hold `launch.json`) and wait until
-/// the guest agent is ready. On failure nothing of the VM keeps running.
-pub async fn spawn(supervisor_bin: &Path, vm_dir: &Path, wait: Duration) -> Result<ReadyLine> {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::process::CommandExt;
-    use tokio::io::AsyncBufReadExt;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(vm_dir.join(LOG_FILE))
-        .map_err(|e| Error::io("opening the supervisor log", e))?;
-    let mut cmd = std::process::Command::new(supervisor_bin);
-    cmd.arg("--vm-dir").arg(vm_dir).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the supervisor from the caller's
-    // session so a terminal's Ctrl-C or hangup does not reach the VM directly.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = tokio::process::Command::from(cmd)
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {}", supervisor_bin.display()), e))?;
-    // Until the supervisor reports ready, this call owns it: if the call is dropped (MCP
-    // cancel, Ctrl-C) the half-booted VM must not live on unseen. Killing the supervisor
-    // takes its VMM with it (PR_SET_PDEATHSIG).
-    let mut boot_guard = BootGuard { pid: child.id(), vm_dir: vm_dir.to_path_buf() };
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(wait, lines.next_line()).await;
-    let fail = |msg: String| -> Error {
-        let console = crate::console::tail(&vm_dir.join(CONSOLE_LOG), 15);
-        if console.is_empty() {
-            Error::Boot(msg)
-        } else {
-            Error::Boot(format!("{msg}; last console lines:\n{console}"))
-        }
-    };
-    match line {
-        Ok(Ok(Some(text))) => {
-            let ready: ReadyLine = serde_json::from_str(&text)
-                .map_err(|e| Error::Boot(format!("supervisor sent an unreadable ready line ({e}): {text}")))?;
-            // The supervisor lives on in its own session (or cleans up after its own failed
-            // boot); reap it in the background so it never lingers as our zombie.
-            boot_guard.pid = None;
-            tokio::spawn(async move {
-                let _ = child.wait().await;
-            });
-            if ready.ok {
-                Ok(ready)
-            } else {
-                Err(Error::Boot(ready.error.unwrap_or_else(|| "the VM did not start".into())))
-            }
-        }
-        Ok(Ok(None)) | Ok(Err(_)) => {
-            let status = child.wait().await.ok();
-            boot_guard.pid = None;
-            let log = tail_lines(&vm_dir.join(LOG_FILE), 10);
-            Err(fail(format!("the VM supervisor exited during startup ({status:?}): {log}")))
-        }
-        Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            boot_guard.pid = None;
-            kill_from_pid_file(vm_dir);
-            Err(fail(format!("guest did not become ready in {} s", wait.as_secs())))
-        }
-    }
-}
-
-/// Kills a supervisor still booting when [`spawn`] is dropped or fails.
-struct BootGuard {
-    /// Our unreaped child: its pid cannot be reused while this guard lives.
-    pid: Option<u32>,
-    vm_dir: PathBuf,
-}
-
-impl Drop for BootGuard {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            // The VMM first (if the supervisor recorded it yet), then the supervisor.
-            kill_from_pid_file(&self.vm_dir);
-            // SAFETY: kill(2) on our own child, which has not been reaped (the Child handle
-            // is still alive in `spawn`'s frame or has just been dropped unreaped).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Send one request to the VM's supervisor and wait for its answer. Dropping the returned
-/// future closes the connection, which makes the supervisor cancel the request in the guest.
-pub async fn call(vm_dir: &Path, request: Request, timeout: Option<Duration>) -> Result<Response> {
-    let socket = vm_dir.join(SOCKET_FILE);
-    let stream = UnixStream::connect(&socket)
-        .await
-        .map_err(|e| Error::InvalidState(format!("the VM is not running (cannot reach {}: {e})", socket.display())))?;
-    let mut framed = Framed::new(stream, codec());
-    let frame = RequestFrame { id: 1, request };
-    let bytes = encode(&frame).map_err(|e| Error::Guest(e.to_string()))?;
-    framed.send(bytes).await.map_err(|e| Error::Guest(format!("sending to the VM supervisor: {e}")))?;
-    let wait = async {
-        match framed.next().await {
-            Some(Ok(buf)) => {
-                let resp: ResponseFrame =
-                    decode(&buf).map_err(|e| Error::Guest(format!("unreadable answer from the VM: {e}")))?;
-                Ok(resp.response)
-            }
-            Some(Err(e)) => Err(Error::Guest(format!("reading from the VM supervisor: {e}"))),
-            None => Err(Error::Guest("the VM supervisor closed the connection (the VM exited?)".into())),
-        }
-    };
-    match timeout {
-        Some(t) => tokio::time::timeout(t, wait)
-            .await
-            .map_err(|_| Error::Guest(format!("the guest did not answer within {} s", t.as_secs())))?,
-        None => wait.await,
-    }
-}
-
-/// Read the pid record of a VM directory.
-pub fn read_pids(vm_dir: &Path) -> Option<PidRecord> {
-    let text = std::fs::read_to_string(vm_dir.join(PID_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// Is the VM in this directory running (its recorded supervisor and VMM alive, and still the
-/// same processes: a stale pid file naming a reused pid is not a running VM)? A VMM that
-/// died (killed, crashed) leaves its supervisor alive for a moment while it cleans up: that
-/// VM is not running, or a `start` right then would take it for a live one and boot nothing.
-pub fn is_running(vm_dir: &Path) -> bool {
-    read_pids(vm_dir).map(|p| p.supervisor_alive(vm_dir) && (p.vmm_pid == 0 || p.vmm_alive(vm_dir))).unwrap_or(false)
-}
-
-/// Last resort: SIGKILL the VMM and supervisor named in the pid file, each only if it is
-/// still the process that was recorded (see [`ProcessIdentity::signal`]).
-pub fn kill_from_pid_file(vm_dir: &Path) {
-    if let Some(p) = read_pids(vm_dir) {
-        let mut live = p.live_processes(vm_dir);
-        // VMM first: it holds the disk.
-        live.reverse();
-        for id in live {
-            id.signal(libc::SIGKILL);
-        }
-    }
-}
-
-/// SIGKILL every process of the VM in `vm_dir` found by its command line (the supervisor's
-/// `--vm-dir <vm_dir>`, QEMU's socket paths inside `vm_dir`) and wait (bounded, 2 s) until
-/// they are gone. For reaping a VM whose pid file may not exist yet: a creation
-/// interrupted while its supervisor was still booting. Only `pyro-supervisor` and
-/// `qemu-system-*` processes naming exactly this directory count.
-pub fn kill_vm_processes_of(vm_dir: &Path) {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return };
-    let dir = vm_dir.as_os_str().as_encoded_bytes();
-    let mut inside = dir.to_vec();
-    inside.push(b'/');
-    let mut killed = Vec::new();
-    for entry in rd.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let Some(name) = args.first().and_then(|a0| a0.rsplit(|b| *b == b'/').next()) else { continue };
-        let ours = if name == b"pyro-supervisor" {
-            args.windows(2).any(|w| w[0] == b"--vm-dir" && w[1] == dir)
-        } else if name.starts_with(b"qemu-system") {
-            args.iter().any(|a| a.windows(inside.len()).any(|w| w == inside.as_slice()))
-        } else {
-            false
-        };
-        if ours {
-            if let Some(id) = ProcessIdentity::of(pid) {
-                if id.signal(libc::SIGKILL) {
-                    killed.push(id);
-                }
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while killed.iter().any(|id| id.is_alive()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Supervisors running for a VM directory somewhere under `root` (found by their
-/// `--vm-dir` argument): their identity and VM directory.
-pub fn supervisors_under(root: &Path) -> Vec<(ProcessIdentity, PathBuf)> {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut found = Vec::new();
-    for entry in rd.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.first().and_then(|a0| a0.rsplit(|b| *b == b'/').next()) != Some(b"pyro-supervisor") {
-            continue;
-        }
-        let Some(dir) =
-            args.windows(2).find(|w| w[0] == b"--vm-dir").map(|w| PathBuf::from(std::ffi::OsStr::from_bytes(w[1])))
-        else {
-            continue;
-        };
-        if dir.starts_with(root) {
-            if let Some(id) = ProcessIdentity::of(pid) {
-                found.push((id, dir));
-            }
-        }
-    }
-    found
-}
-
-/// Remove sockets, pid files and published-port rules a dead supervisor left behind (the
-/// rules died with its QEMU).
-pub fn clean_stale_files(vm_dir: &Path) {
-    for f in [SOCKET_FILE, PID_FILE, AGENT_SOCKET, QMP_SOCKET, crate::qmp::PUBLISHED_FILE] {
-        let _ = std::fs::remove_file(vm_dir.join(f));
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Supervisor process side.
-// ---------------------------------------------------------------------------------------
 
 type ClientTx = mpsc::UnboundedSender<Bytes>;
 
@@ -397,6 +32,7 @@ struct Pending {
 
 struct Shared {
     spec: LaunchSpec,
+    ports: Ports,
     to_agent: mpsc::UnboundedSender<Bytes>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
@@ -439,30 +75,26 @@ impl Shared {
 
 /// A published port lives exactly as long as its service: once a second, while any rule is
 /// recorded, ask the agent which services still run and remove the rules of the others
-/// (the engine also removes them on `service stop`; a rule already gone is harmless).
-async fn watch_ports(shared: Arc<Shared>, vm_dir: PathBuf) {
+/// (the engine also unpublishes them on `service stop`; a rule already gone is harmless).
+async fn watch_ports(shared: Arc<Shared>) {
     use pyro_protocol::session::{ServiceRequest, ServiceResponse, ServiceStatus};
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rules = crate::qmp::published(&vm_dir);
-        if rules.is_empty() {
+        if shared.ports.services().is_empty() {
             continue;
         }
         let answer = shared.ask_guest(Request::Service(ServiceRequest::List), Duration::from_secs(5)).await;
         let Some(Response::Service(ServiceResponse::List { services })) = answer else { continue };
         let running: std::collections::HashSet<&str> =
             services.iter().filter(|s| s.state == ServiceStatus::Running).map(|s| s.name.as_str()).collect();
-        let ended: Vec<_> = rules.into_iter().filter(|r| !running.contains(r.service.as_str())).collect();
-        for rule in &ended {
-            let _ = crate::qmp::human_command(&vm_dir, &rule.remove_command()).await;
-        }
-        if !ended.is_empty() {
-            let _ = crate::qmp::edit_published(&vm_dir, |rules| rules.retain(|r| !ended.contains(r)));
+        if let Err(e) = shared.ports.retain_services(&running).await {
+            eprintln!("supervisor: dropping the published ports of ended services: {e}");
         }
     }
 }
 
-/// Entry point of the `pyro-supervisor` binary.
+/// Entry point of the `pyro-supervisor` binary: run the VM whose `launch.json` is in
+/// `vm_dir` until it stops; returns the process exit code.
 pub fn supervisor_main(vm_dir: PathBuf) -> i32 {
     // Everything the supervisor and its VMM create (logs, QEMU's agent and QMP sockets: QMP
     // can run commands as the user) is the user's alone, whatever umask pyro was run with.
@@ -479,7 +111,7 @@ pub fn supervisor_main(vm_dir: PathBuf) -> i32 {
     };
     // current_thread: QEMU is spawned from this (main) thread, which lives as long as the
     // supervisor, so PR_SET_PDEATHSIG on the VMM fires exactly when the supervisor dies.
-    rt.block_on(run(vm_dir))
+    rt.block_on(run(VmDir::new(vm_dir)))
 }
 
 impl ReadyLine {
@@ -514,42 +146,42 @@ fn detach_stdout() {
     }
 }
 
-async fn run(vm_dir: PathBuf) -> i32 {
+async fn run(vm: VmDir) -> i32 {
     let started = Instant::now();
-    let spec: LaunchSpec = match std::fs::read_to_string(vm_dir.join(LAUNCH_FILE))
+    let spec: LaunchSpec = match std::fs::read_to_string(vm.launch_spec())
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
     {
         Ok(s) => s,
         Err(e) => {
-            print_ready(&ReadyLine::failed(format!("cannot read {}: {e}", vm_dir.join(LAUNCH_FILE).display())));
+            print_ready(&ReadyLine::failed(format!("cannot read {}: {e}", vm.launch_spec().display())));
             return 1;
         }
     };
-    clean_stale_files(&vm_dir);
+    vm.clean_stale_files();
 
-    let (mut vmm, console) = match spawn_vmm(&spec, &vm_dir) {
+    let (mut vmm, console) = match spawn_vmm(&spec, &vm) {
         Ok(c) => c,
         Err(e) => {
             print_ready(&ReadyLine::failed(e));
-            finish(&vm_dir, &spec);
+            finish(&vm, &spec);
             return 1;
         }
     };
     let vmm_pid = vmm.id().unwrap_or(0);
-    let _ = crate::util::write_atomic(
-        &vm_dir.join(PID_FILE),
+    let _ = pyro_sys::write_atomic(
+        &vm.pid_record(),
         serde_json::to_vec(&PidRecord::for_current(vmm_pid)).unwrap().as_slice(),
     );
 
     let boot_timeout = Duration::from_millis(spec.boot_timeout_ms);
     let connected = tokio::select! {
-        r = connect_agent(&vm_dir, boot_timeout) => r,
+        r = connect_agent(&vm, boot_timeout) => r,
         st = vmm.wait() => Err(format!("the VMM exited during boot ({})", st.map(|s| s.to_string()).unwrap_or_default())),
     };
     // QEMU made these with the supervisor's umask (0077) already; say it explicitly too.
-    for socket in [AGENT_SOCKET, QMP_SOCKET] {
-        let _ = crate::util::make_private(&vm_dir.join(socket));
+    for socket in [vm.agent_socket(), vm.qmp_socket()] {
+        let _ = pyro_sys::make_private(&socket);
     }
     let (framed, agent_version, guest_boot_ms) = match connected {
         Ok(v) => v,
@@ -563,8 +195,8 @@ async fn run(vm_dir: PathBuf) -> i32 {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let console = crate::console::tail(&vm_dir.join(CONSOLE_LOG), 15);
-            let vmm_log = tail_lines(&vm_dir.join(VMM_LOG), 5);
+            let console = crate::console::tail(&vm.console_log(), 15);
+            let vmm_log = tail_lines(&vm.vmm_log(), 5);
             let mut msg = e;
             if !vmm_log.is_empty() {
                 msg.push_str(&format!("; VMM said: {vmm_log}"));
@@ -573,7 +205,7 @@ async fn run(vm_dir: PathBuf) -> i32 {
                 msg.push_str(&format!("; last console lines:\n{console}"));
             }
             print_ready(&ReadyLine::failed(msg));
-            finish(&vm_dir, &spec);
+            finish(&vm, &spec);
             return 1;
         }
     };
@@ -584,6 +216,7 @@ async fn run(vm_dir: PathBuf) -> i32 {
     let ready_ms = started.elapsed().as_millis() as u64;
     let shared = Arc::new(Shared {
         spec: spec.clone(),
+        ports: Ports::new(vm.clone(), spec.publish_ports),
         to_agent,
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
@@ -596,16 +229,16 @@ async fn run(vm_dir: PathBuf) -> i32 {
 
     tokio::spawn(write_agent(agent_sink, agent_rx));
 
-    let listener = match UnixListener::bind(vm_dir.join(SOCKET_FILE)) {
+    let listener = match UnixListener::bind(vm.supervisor_socket()) {
         Ok(l) => {
-            let _ = crate::util::make_private(&vm_dir.join(SOCKET_FILE));
+            let _ = pyro_sys::make_private(&vm.supervisor_socket());
             l
         }
         Err(e) => {
             let _ = vmm.start_kill();
             let _ = vmm.wait().await;
-            print_ready(&ReadyLine::failed(format!("cannot listen on {}: {e}", vm_dir.join(SOCKET_FILE).display())));
-            finish(&vm_dir, &spec);
+            print_ready(&ReadyLine::failed(format!("cannot listen on {}: {e}", vm.supervisor_socket().display())));
+            finish(&vm, &spec);
             return 1;
         }
     };
@@ -661,7 +294,7 @@ async fn run(vm_dir: PathBuf) -> i32 {
         })
     };
 
-    tokio::spawn(watch_ports(shared.clone(), vm_dir.clone()));
+    tokio::spawn(watch_ports(shared.clone()));
 
     if let Some(owner) = spec.owner_pid {
         let tx = shared.shutdown_tx.clone();
@@ -721,7 +354,7 @@ async fn run(vm_dir: PathBuf) -> i32 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    finish(&vm_dir, &spec);
+    finish(&vm, &spec);
     0
 }
 
@@ -757,10 +390,10 @@ fn fail_all_pending(shared: &Arc<Shared>, why: &str) -> usize {
     count
 }
 
-fn finish(vm_dir: &Path, spec: &LaunchSpec) {
-    clean_stale_files(vm_dir);
+fn finish(vm: &VmDir, spec: &LaunchSpec) {
+    vm.clean_stale_files();
     if spec.remove_dir_on_exit {
-        let _ = std::fs::remove_dir_all(vm_dir);
+        let _ = std::fs::remove_dir_all(vm.path());
     }
 }
 
@@ -770,10 +403,10 @@ fn finish(vm_dir: &Path, spec: &LaunchSpec) {
 /// child and the console drain thread, which ends when QEMU does.
 fn spawn_vmm(
     spec: &LaunchSpec,
-    vm_dir: &Path,
+    vm: &VmDir,
 ) -> std::result::Result<(tokio::process::Child, std::thread::JoinHandle<()>), String> {
     use std::os::unix::process::CommandExt;
-    let log = std::fs::File::create(vm_dir.join(VMM_LOG)).map_err(|e| format!("creating vmm.log: {e}"))?;
+    let log = std::fs::File::create(vm.vmm_log()).map_err(|e| format!("creating vmm.log: {e}"))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let console = crate::console::ConsolePipe::new().map_err(|e| format!("creating the console pipe: {e}"))?;
     // Every QEMU VM runs under the filter; only a VM without a NIC may run without one
@@ -791,7 +424,7 @@ fn spawn_vmm(
     let mut cmd = std::process::Command::new(&spec.vmm_bin);
     cmd.args(console.qemu_args())
         .args(&spec.vmm_args)
-        .current_dir(vm_dir)
+        .current_dir(vm.path())
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -824,7 +457,7 @@ fn spawn_vmm(
             .spawn(move || crate::netfilter::serve(listener, allow_private))
             .map_err(|e| format!("starting the egress filter thread: {e}"))?;
     }
-    let console_path = vm_dir.join(CONSOLE_LOG);
+    let console_path = vm.console_log();
     let drain = std::thread::Builder::new()
         .name("console-log".into())
         .spawn(move || {
@@ -839,9 +472,9 @@ fn spawn_vmm(
 type AgentFramed = Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>;
 
 /// Connect to QEMU's agent chardev, wait for the agent's Ready frame and do the handshake.
-async fn connect_agent(vm_dir: &Path, timeout: Duration) -> std::result::Result<(AgentFramed, String, u64), String> {
+async fn connect_agent(vm: &VmDir, timeout: Duration) -> std::result::Result<(AgentFramed, String, u64), String> {
     let deadline = Instant::now() + timeout;
-    let path = vm_dir.join(AGENT_SOCKET);
+    let path = vm.agent_socket();
     let stream = loop {
         match UnixStream::connect(&path).await {
             Ok(s) => break s,
@@ -935,8 +568,8 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                 let status = SupervisorStatus {
                     supervisor_pid: std::process::id(),
                     vmm_pid: shared.vmm_pid,
-                    backend: shared.spec.backend.clone(),
-                    accel: shared.spec.accel.clone(),
+                    backend: shared.spec.backend.as_str().to_string(),
+                    accel: shared.spec.accel.as_str().to_string(),
                     agent_version: shared.agent_version.clone(),
                     ready_ms: shared.ready_ms,
                     state: "running".into(),
@@ -944,6 +577,14 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                 if let Ok(b) = encode(&ResponseFrame { id: frame.id, response: Response::Supervisor(status) }) {
                     let _ = client_tx.send(b);
                 }
+            }
+            Request::Supervisor(SupervisorRequest::Publish { service, ports }) => {
+                let answer = shared.ports.publish(&service, &ports).await;
+                reply(&client_tx, frame.id, answer);
+            }
+            Request::Supervisor(SupervisorRequest::Unpublish { ports }) => {
+                let answer = shared.ports.unpublish(&ports).await;
+                reply(&client_tx, frame.id, answer);
             }
             Request::Supervisor(SupervisorRequest::Shutdown { timeout_ms }) => {
                 let _ = shared.shutdown_tx.send(ShutdownCause::Requested {
@@ -981,4 +622,25 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
     }
     drop(client_tx);
     let _ = writer.await;
+}
+
+/// Answer a supervisor request handled here: `Ok`, or an error whose kind says whose
+/// fault it was.
+fn reply(client: &ClientTx, id: u64, answer: crate::Result<()>) {
+    use pyro_protocol::ErrorKind;
+    let response = match answer {
+        Ok(()) => Response::Ok,
+        Err(e) => {
+            let kind = match &e {
+                crate::Error::InvalidInput(_) => ErrorKind::BadRequest,
+                crate::Error::NotRunning(_) => ErrorKind::InvalidState,
+                crate::Error::Guest { kind, .. } => kind.clone(),
+                _ => ErrorKind::Io,
+            };
+            Response::error(kind, e.to_string())
+        }
+    };
+    if let Ok(b) = encode(&ResponseFrame { id, response }) {
+        let _ = client.send(b);
+    }
 }
