@@ -20,7 +20,7 @@ for env in debian:12 debian:12-build; do
   target/debug/pyro env pull "$env"
 done
 # The SDK stays a documented product: rustdoc without warnings, and the examples run.
-RUSTDOCFLAGS="-D warnings" cargo doc -p pyro -p pyro-vmm --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 for example in run_once workspace_loop stopped_disk; do
   cargo run -q -p pyro --example "$example"
 done

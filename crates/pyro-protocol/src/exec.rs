@@ -1,4 +1,4 @@
-//! What an [`ExecResult`](crate::ExecResult) means, defined once for both places that run
+//! What an [`ExecResult`] means, defined once for both places that run
 //! commands: the guest agent (`/bin/sh -lc` inside the VM) and the host-compat mode
 //! (`bash -lc` on the host, opt-in only). Both produce the same fields the same way:
 //!

@@ -26,11 +26,14 @@ pub enum Rule {
     DependenciesUsed,
     /// Every document or repository path a comment cites exists in the repository.
     CitedDocumentsExist,
+    /// Every workspace crate opts into the workspace lints (`[lints] workspace = true`), so
+    /// `missing_docs` and `undocumented_unsafe_blocks` reach it.
+    WorkspaceLintsInherited,
 }
 
 impl Rule {
     /// Every rule, in the order they run.
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::VmControlOnlyInVmm,
         Rule::TreeRulesNeverTouchVm,
         Rule::ProductNeverBuildsVmPath,
@@ -39,6 +42,7 @@ impl Rule {
         Rule::NoDocHiddenPub,
         Rule::DependenciesUsed,
         Rule::CitedDocumentsExist,
+        Rule::WorkspaceLintsInherited,
     ];
 
     /// Short stable name, as printed.
@@ -52,6 +56,7 @@ impl Rule {
             Rule::NoDocHiddenPub => "no-doc-hidden-pub",
             Rule::DependenciesUsed => "dependencies-used",
             Rule::CitedDocumentsExist => "cited-documents-exist",
+            Rule::WorkspaceLintsInherited => "workspace-lints-inherited",
         }
     }
 }
@@ -193,6 +198,22 @@ pub(crate) fn run(rule: Rule, tree: &Tree) -> Outcome {
                 out.violations.extend(unused_dependencies(tree, p));
             }
         }
+        Rule::WorkspaceLintsInherited => {
+            for p in &tree.packages {
+                let manifest = std::fs::read_to_string(tree.root.join(&p.manifest)).unwrap_or_default();
+                if !inherits_workspace_lints(&manifest) {
+                    out.violations.push(Violation {
+                        rule,
+                        path: p.manifest.clone(),
+                        line: 0,
+                        message: format!(
+                            "{} does not inherit the workspace lints: add `[lints]` `workspace = true`",
+                            p.name
+                        ),
+                    });
+                }
+            }
+        }
         Rule::CitedDocumentsExist => {
             for file in &tree.files {
                 for f in missing_citations(tree, &file.path, &file.text) {
@@ -202,6 +223,19 @@ pub(crate) fn run(rule: Rule, tree: &Tree) -> Outcome {
         }
     }
     out
+}
+
+/// Does a manifest have a `[lints]` table with `workspace = true`?
+fn inherits_workspace_lints(manifest: &str) -> bool {
+    let mut in_lints = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_lints = line == "[lints]";
+        } else if in_lints && line.replace(' ', "") == "workspace=true" {
+            return true;
+        }
+    }
+    false
 }
 
 /// String literals that name the supervisor socket, the QMP socket or a QMP command.
@@ -646,5 +680,12 @@ mod tests {
             comments("x.sh", "#!/bin/sh\necho a#b # see CONTRACT.md\n# top\n"),
             [(2, "# see CONTRACT.md".to_string()), (3, "# top".to_string())]
         );
+    }
+
+    #[test]
+    fn lints_table_must_inherit_the_workspace() {
+        assert!(inherits_workspace_lints("[package]\nname = \"x\"\n\n[lints]\nworkspace = true\n"));
+        assert!(!inherits_workspace_lints("[package]\nname = \"x\"\nworkspace = true\n"));
+        assert!(!inherits_workspace_lints("[lints]\n[features]\nworkspace = true\n"));
     }
 }
