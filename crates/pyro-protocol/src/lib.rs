@@ -31,6 +31,11 @@ pub const AGENT_PORT_NAME: &str = "org.pyro.agent";
 pub const AGENT_VSOCK_PORT: u32 = 5005;
 /// Request id used by the agent's unsolicited ready frame.
 pub const READY_FRAME_ID: u64 = 0;
+/// Id of frames no request waits for (the ready frame, benchmark filler): never allocated to
+/// a request, so a router drops them after reading the header.
+pub const UNROUTED_FRAME_ID: u64 = READY_FRAME_ID;
+/// Bytes of the length prefix in front of every frame on the wire.
+pub const FRAME_LENGTH_BYTES: usize = 4;
 /// Default per-stream cap on captured exec output.
 pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest frame either side accepts. The biggest legitimate frame is an exec answer with
@@ -66,6 +71,10 @@ pub enum ProtocolError {
 pub trait Frame: Sized {
     fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError>;
     fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError>;
+    /// The frame as it goes on the wire: length prefix, id header and body in one buffer,
+    /// exactly what [`codec`] writes for [`Frame::encode_frame`]'s bytes. A writer that sends
+    /// this as it is copies a large payload once (into this buffer) instead of twice.
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError>;
 }
 
 /// Serialize a frame (use with the codec from [`codec`]).
@@ -81,9 +90,31 @@ pub fn decode<F: Frame>(buf: &[u8]) -> Result<F, ProtocolError> {
 /// Header + MessagePack body of any serializable body (also for tests that need frames the
 /// typed API cannot express).
 pub fn encode_with_id<T: Serialize>(id: u64, body: &T) -> Result<bytes::Bytes, ProtocolError> {
-    let mut out = Vec::with_capacity(64);
+    encode_into(Vec::with_capacity(64), id, body).map(Into::into)
+}
+
+/// Header + body appended to `out`, which is sized by the caller for the payload it knows of
+/// (so a multi-MiB payload is written once, never re-copied by the buffer growing).
+fn encode_into<T: Serialize>(mut out: Vec<u8>, id: u64, body: &T) -> Result<Vec<u8>, ProtocolError> {
     out.extend_from_slice(&id.to_be_bytes());
     rmp_serde::encode::write_named(&mut out, body)?;
+    Ok(out)
+}
+
+/// Room for field names, tags and small fields around a frame's bulk bytes.
+const FRAME_SLACK_BYTES: usize = 1024;
+
+/// Length prefix + header + body in one buffer (see [`Frame::encode_wire`]). Refuses a frame
+/// the peer's codec would refuse.
+fn encode_wire_with_id<T: Serialize>(id: u64, body: &T, bulk_bytes: usize) -> Result<bytes::Bytes, ProtocolError> {
+    let mut out = Vec::with_capacity(FRAME_LENGTH_BYTES + FRAME_ID_BYTES + bulk_bytes + FRAME_SLACK_BYTES);
+    out.extend_from_slice(&[0; FRAME_LENGTH_BYTES]);
+    let mut out = encode_into(out, id, body)?;
+    let len = out.len() - FRAME_LENGTH_BYTES;
+    if len > MAX_FRAME_BYTES {
+        return Err(ProtocolError::Refused(format!("a frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")));
+    }
+    out[..FRAME_LENGTH_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out.into())
 }
 
@@ -211,6 +242,9 @@ impl Frame for FrameId {
             .map(|id| FrameId { id })
             .ok_or_else(|| ProtocolError::Refused(format!("{} bytes is shorter than the frame header", buf.len())))
     }
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError> {
+        self.encode_frame()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -227,7 +261,15 @@ pub struct ResponseFrame {
 
 impl Frame for RequestFrame {
     fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError> {
-        encode_with_id(self.id, &self.request)
+        encode_into(
+            Vec::with_capacity(FRAME_ID_BYTES + self.request.bulk_bytes() + FRAME_SLACK_BYTES),
+            self.id,
+            &self.request,
+        )
+        .map(Into::into)
+    }
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError> {
+        encode_wire_with_id(self.id, &self.request, self.request.bulk_bytes())
     }
     fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError> {
         let (id, body) = split_frame(buf)?;
@@ -237,7 +279,15 @@ impl Frame for RequestFrame {
 
 impl Frame for ResponseFrame {
     fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError> {
-        encode_with_id(self.id, &self.response)
+        encode_into(
+            Vec::with_capacity(FRAME_ID_BYTES + self.response.bulk_bytes() + FRAME_SLACK_BYTES),
+            self.id,
+            &self.response,
+        )
+        .map(Into::into)
+    }
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError> {
+        encode_wire_with_id(self.id, &self.response, self.response.bulk_bytes())
     }
     fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError> {
         let (id, body) = split_frame(buf)?;
@@ -274,6 +324,47 @@ pub enum Request {
     Shell(session::ShellRequest),
     /// Background services.
     Service(session::ServiceRequest),
+    /// Measurements of the channel and the guest itself (benchmarks, diagnostics).
+    Bench(BenchRequest),
+}
+
+/// Most filler bytes one [`BenchRequest::Blast`] may ask for.
+pub const MAX_BLAST_BYTES: u64 = 1024 * 1024 * 1024;
+/// Most commands one [`BenchRequest::ExecCost`] may run.
+pub const MAX_EXEC_COST_RUNS: u32 = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BenchRequest {
+    /// The raw guest-to-host stream, like `dd` from the port: the agent builds one frame of
+    /// `frame_bytes` filler once, writes it `frames` times straight to the transport (id
+    /// [`UNROUTED_FRAME_ID`], nothing encoded per frame), then answers
+    /// [`BenchResponse::Blasted`]. `frame_bytes` at most [`fs::TRANSFER_CHUNK_BYTES`], the
+    /// total at most [`MAX_BLAST_BYTES`].
+    Blast { frames: u32, frame_bytes: u32 },
+    /// The in-guest cost of a command: run it `runs` times (at most [`MAX_EXEC_COST_RUNS`])
+    /// exactly as [`Request::Exec`] does (same spawn, capture and wait) in `cwd`, timing each
+    /// from spawn to result inside the guest. Answer: [`BenchResponse::ExecCost`].
+    ExecCost { command: String, cwd: Option<String>, runs: u32 },
+    /// The channel host-to-guest: `data` is received and dropped. Answer:
+    /// [`BenchResponse::Received`] with how long the agent took to take this frame off the
+    /// transport, from its length prefix to its last byte (the raw host-to-guest stream, like
+    /// `cat` of the port; 0 where the transport does not measure it).
+    Sink {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BenchResponse {
+    /// Filler bytes written and how long the writes took, measured in the guest.
+    Blasted { bytes: u64, write_us: u64 },
+    /// Per-run durations of [`BenchRequest::ExecCost`] in microseconds, in run order.
+    ExecCost { durations_us: Vec<u64> },
+    /// Bytes of a [`BenchRequest::Sink`] and the agent's receive time of its frame.
+    Received { bytes: u64, receive_us: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -322,6 +413,7 @@ pub enum Response {
     Fs(fs::FsResponse),
     Shell(session::ShellResponse),
     Service(session::ServiceResponse),
+    Bench(BenchResponse),
     Error(ErrorInfo),
 }
 
@@ -363,7 +455,28 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
+impl Request {
+    /// Bytes of bulk payload (byte buffers) this request carries: sizes its encoding buffer.
+    pub fn bulk_bytes(&self) -> usize {
+        match self {
+            Request::Echo { data } | Request::Bench(BenchRequest::Sink { data }) => data.len(),
+            Request::Fs(fs::FsRequest::UploadChunk { data, .. } | fs::FsRequest::Write { data, .. }) => data.len(),
+            _ => 0,
+        }
+    }
+}
+
 impl Response {
+    /// Bytes of bulk payload (byte buffers) this response carries: sizes its encoding buffer.
+    pub fn bulk_bytes(&self) -> usize {
+        match self {
+            Response::Echo { data } => data.len(),
+            Response::Exec(r) => r.stdout.len() + r.stderr.len(),
+            Response::Fs(fs::FsResponse::Data { data } | fs::FsResponse::FileData { data, .. }) => data.len(),
+            _ => 0,
+        }
+    }
+
     pub fn error(kind: &str, message: impl Into<String>) -> Self {
         Response::Error(ErrorInfo { kind: kind.to_string(), message: message.into() })
     }
@@ -452,6 +565,32 @@ mod tests {
         assert!(refused(&[0xc0, 0xc0]).contains("trailing"));
         let short = decode::<ResponseFrame>(&[1, 2, 3]).unwrap_err().to_string();
         assert!(short.contains("shorter than the frame header"), "{short}");
+    }
+
+    #[test]
+    fn wire_encoding_is_what_the_codec_writes() {
+        use tokio_util::codec::{Decoder, Encoder};
+        for response in [Response::Pong, Response::Echo { data: vec![7; 300_000] }] {
+            let frame = ResponseFrame { id: 77, response };
+            let body = encode(&frame).unwrap();
+            let mut via_codec = bytes::BytesMut::new();
+            codec().encode(body.clone(), &mut via_codec).unwrap();
+            let wire = frame.encode_wire().unwrap();
+            assert_eq!(&wire[..], &via_codec[..]);
+            let mut stream = bytes::BytesMut::from(&wire[..]);
+            let back = codec().decode(&mut stream).unwrap().unwrap();
+            assert_eq!(&back[..], &body[..]);
+        }
+        let request = RequestFrame { id: 3, request: Request::Echo { data: vec![1; 1000] } };
+        let wire = request.encode_wire().unwrap();
+        assert_eq!(u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize, wire.len() - 4);
+        assert_eq!(&wire[4..], &encode(&request).unwrap()[..]);
+    }
+
+    #[test]
+    fn a_wire_frame_past_the_limit_is_refused_before_sending() {
+        let frame = ResponseFrame { id: 1, response: Response::Echo { data: vec![0; MAX_FRAME_BYTES] } };
+        assert!(matches!(frame.encode_wire(), Err(ProtocolError::Refused(m)) if m.contains("exceeds")));
     }
 
     #[test]
