@@ -136,6 +136,19 @@ pub fn set_frame_id(buf: &mut [u8], id: u64) -> bool {
     }
 }
 
+/// The `type` of a request body, read from its first map entry without decoding the rest
+/// (where [`encode`] puts it). Lets a router forward a large request untouched: `None` for
+/// anything else, which then goes the decoding way.
+pub fn request_type(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    rmp::decode::read_map_len(&mut rest).ok().filter(|n| *n > 0)?;
+    let (key, rest) = rmp::decode::read_str_from_slice(rest).ok()?;
+    if key != "type" {
+        return None;
+    }
+    rmp::decode::read_str_from_slice(rest).ok().map(|(value, _)| value)
+}
+
 fn split_frame(buf: &[u8]) -> Result<(u64, &[u8]), ProtocolError> {
     let id = frame_id(buf)
         .ok_or_else(|| ProtocolError::Refused(format!("{} bytes is shorter than the frame header", buf.len())))?;
@@ -585,6 +598,19 @@ mod tests {
         let wire = request.encode_wire().unwrap();
         assert_eq!(u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize, wire.len() - 4);
         assert_eq!(&wire[4..], &encode(&request).unwrap()[..]);
+    }
+
+    #[test]
+    fn request_type_is_read_without_decoding() {
+        let body = |request: Request| encode(&RequestFrame { id: 1, request }).unwrap()[FRAME_ID_BYTES..].to_vec();
+        assert_eq!(request_type(&body(Request::Ping)), Some("ping"));
+        assert_eq!(request_type(&body(Request::Echo { data: vec![1; 100] })), Some("echo"));
+        let status = Request::Supervisor(SupervisorRequest::Status);
+        assert_eq!(request_type(&body(status)), Some("supervisor"));
+        assert_eq!(request_type(&[]), None);
+        assert_eq!(request_type(&[0x80]), None);
+        assert_eq!(request_type(&[0x81, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g']), None);
+        assert_eq!(request_type(&[0x81, 0xa4, b't', b'y', b'p', b'e', 0xdb, 0xff, 0xff, 0xff, 0xff]), None);
     }
 
     #[test]

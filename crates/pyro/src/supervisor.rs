@@ -19,7 +19,8 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use pyro_protocol::{
-    codec, decode, encode, FrameId, Request, RequestFrame, Response, ResponseFrame, SupervisorRequest, SupervisorStatus,
+    codec, decode, encode, Frame, FrameId, Request, RequestFrame, Response, ResponseFrame, SupervisorRequest,
+    SupervisorStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -261,8 +262,17 @@ pub async fn call(vm_dir: &Path, request: Request, timeout: Option<Duration>) ->
         .map_err(|e| Error::InvalidState(format!("the VM is not running (cannot reach {}: {e})", socket.display())))?;
     let mut framed = Framed::new(stream, codec());
     let frame = RequestFrame { id: 1, request };
-    let bytes = encode(&frame).map_err(|e| Error::Guest(e.to_string()))?;
-    framed.send(bytes).await.map_err(|e| Error::Guest(format!("sending to the VM supervisor: {e}")))?;
+    // Written as built (length prefix included) rather than through the codec, which would
+    // copy a multi-MiB payload once more.
+    let wire = frame.encode_wire().map_err(|e| Error::Guest(e.to_string()))?;
+    {
+        use tokio::io::AsyncWriteExt;
+        framed
+            .get_mut()
+            .write_all(&wire)
+            .await
+            .map_err(|e| Error::Guest(format!("sending to the VM supervisor: {e}")))?;
+    }
     let wait = async {
         match framed.next().await {
             Some(Ok(buf)) => {
@@ -916,7 +926,25 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
             }
         }
     });
-    while let Some(Ok(buf)) = source.next().await {
+    while let Some(Ok(mut buf)) = source.next().await {
+        // Requests for the guest go on as they came, only their id swapped: the agent decodes
+        // (bounds-checked) and answers them, so a multi-MiB payload is not decoded and
+        // encoded again here. Only the supervisor's own requests are decoded.
+        let for_guest = buf
+            .get(pyro_protocol::FRAME_ID_BYTES..)
+            .and_then(pyro_protocol::request_type)
+            .is_some_and(|kind| kind != "supervisor");
+        if let (true, Some(client_id)) = (for_guest, pyro_protocol::frame_id(&buf)) {
+            let id = shared.alloc_id();
+            shared
+                .pending
+                .lock()
+                .unwrap()
+                .insert(id, Pending { client: client_tx.clone(), client_conn: conn, client_id, local: None });
+            pyro_protocol::set_frame_id(&mut buf, id);
+            let _ = shared.to_agent.send(buf.freeze());
+            continue;
+        }
         let frame = match decode::<RequestFrame>(&buf) {
             Ok(f) => f,
             Err(e) => {
