@@ -21,9 +21,10 @@ use tokio_util::codec::{Decoder, FramedRead};
 
 /// Work for the writer, done strictly in order.
 pub(crate) enum Outgoing {
-    /// One whole frame as it goes on the wire (length prefix included, see
-    /// [`pyro_protocol::Frame::encode_wire`]): written as it is, never copied again.
-    Frame(Bytes),
+    /// One whole frame as it goes on the wire, in two parts written one after the other (see
+    /// [`ResponseFrame::into_wire_parts`]): the head, and a bulk payload (often empty) that
+    /// goes to the transport straight from the buffer it was read or received into.
+    Frame(Bytes, Vec<u8>),
     /// The same wire frame written `count` times (the raw stream of a `Blast`); the writer
     /// reports how long the writes took.
     Repeat { frame: Bytes, count: u32, done: oneshot::Sender<Duration> },
@@ -210,7 +211,10 @@ fn write_port(mut port: std::fs::File, mut rx: mpsc::UnboundedReceiver<Outgoing>
     };
     while let Some(item) = rx.blocking_recv() {
         match item {
-            Outgoing::Frame(frame) => write(&frame),
+            Outgoing::Frame(head, payload) => {
+                write(&head);
+                write(&payload);
+            }
             Outgoing::Repeat { frame, count, done } => {
                 let started = Instant::now();
                 for _ in 0..count {
@@ -254,8 +258,8 @@ pub fn serve_socket(path: &str) -> i32 {
             let mut write = write;
             while let Some(item) = out_rx.recv().await {
                 match item {
-                    Outgoing::Frame(frame) => {
-                        if write.write_all(&frame).await.is_err() {
+                    Outgoing::Frame(head, payload) => {
+                        if write.write_all(&head).await.is_err() || write.write_all(&payload).await.is_err() {
                             return;
                         }
                     }
@@ -302,22 +306,22 @@ struct Ctx {
 }
 
 pub(crate) fn send(out: &OutTx, id: u64, response: Response) {
-    let frame = match (ResponseFrame { id, response }).encode_wire() {
-        Ok(frame) => frame,
+    let (head, payload) = match (ResponseFrame { id, response }).into_wire_parts() {
+        Ok(parts) => parts,
         // A frame the host would refuse desynchronises nothing but hangs its caller: say why.
         Err(pyro_protocol::ProtocolError::Refused(why)) => {
             let msg = format!("the response cannot be sent ({why}); lower output_cap_bytes");
             match (ResponseFrame { id, response: Response::error("too_large", msg) }).encode_wire() {
-                Ok(frame) => frame,
+                Ok(frame) => (frame, Vec::new()),
                 Err(_) => return,
             }
         }
         Err(e) => match (ResponseFrame { id, response: Response::error("io", e.to_string()) }).encode_wire() {
-            Ok(frame) => frame,
+            Ok(frame) => (frame, Vec::new()),
             Err(_) => return,
         },
     };
-    let _ = out.send(Outgoing::Frame(frame));
+    let _ = out.send(Outgoing::Frame(head, payload));
 }
 
 /// Where service state and logs live: tmpfs `/run/pyro-services` in a guest; socket mode

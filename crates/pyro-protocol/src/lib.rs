@@ -308,6 +308,43 @@ impl Frame for ResponseFrame {
     }
 }
 
+impl ResponseFrame {
+    /// [`Frame::encode_wire`] in two parts for a response whose bulk bytes are its last field
+    /// (`Echo`, `Fs(Data)`): the head (length prefix, id header and everything before the
+    /// bytes) and the bytes themselves, taken as they are. Written one after the other they
+    /// are exactly the wire frame, and the payload is never copied into an encoding buffer.
+    /// Any other response comes whole in the head, with an empty payload.
+    pub fn into_wire_parts(self) -> Result<(bytes::Bytes, Vec<u8>), ProtocolError> {
+        let ResponseFrame { id, mut response } = self;
+        let payload = match &mut response {
+            Response::Echo { data } | Response::Fs(fs::FsResponse::Data { data }) => std::mem::take(data),
+            _ => return Ok((ResponseFrame { id, response }.encode_wire()?, Vec::new())),
+        };
+        let refused = |len: usize| {
+            ProtocolError::Refused(format!("a frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"))
+        };
+        if payload.len() > MAX_FRAME_BYTES {
+            return Err(refused(payload.len()));
+        }
+        // Encoded with empty bytes, the body ends in the empty bin's header: swap it for the
+        // header of the real length (the same marker choice the encoder makes).
+        const EMPTY_BIN: [u8; 2] = [0xc4, 0x00];
+        let mut head = encode_into(vec![0; FRAME_LENGTH_BYTES], id, &response)?;
+        if !head.ends_with(&EMPTY_BIN) {
+            return Err(ProtocolError::Refused("the bulk bytes are not the last field".into()));
+        }
+        head.truncate(head.len() - EMPTY_BIN.len());
+        rmp::encode::write_bin_len(&mut head, payload.len() as u32)
+            .map_err(|e| ProtocolError::Encode(rmp_serde::encode::Error::InvalidValueWrite(e)))?;
+        let len = head.len() - FRAME_LENGTH_BYTES + payload.len();
+        if len > MAX_FRAME_BYTES {
+            return Err(refused(len));
+        }
+        head[..FRAME_LENGTH_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok((head.into(), payload))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
@@ -611,6 +648,26 @@ mod tests {
         assert_eq!(request_type(&[0x80]), None);
         assert_eq!(request_type(&[0x81, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g']), None);
         assert_eq!(request_type(&[0x81, 0xa4, b't', b'y', b'p', b'e', 0xdb, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn wire_parts_are_the_wire_frame_without_copying_the_payload() {
+        for len in [0usize, 10, 300, 70_000, 4 << 20] {
+            for response in
+                [Response::Echo { data: vec![9; len] }, Response::Fs(fs::FsResponse::Data { data: vec![3; len] })]
+            {
+                let frame = ResponseFrame { id: 12, response };
+                let whole = frame.encode_wire().unwrap();
+                let (head, payload) = frame.into_wire_parts().unwrap();
+                assert_eq!(payload.len(), len);
+                assert_eq!([&head[..], &payload[..]].concat(), whole.to_vec());
+            }
+        }
+        let (head, payload) = ResponseFrame { id: 1, response: Response::Pong }.into_wire_parts().unwrap();
+        assert!(payload.is_empty());
+        assert_eq!(head, ResponseFrame { id: 1, response: Response::Pong }.encode_wire().unwrap());
+        let big = ResponseFrame { id: 1, response: Response::Echo { data: vec![0; MAX_FRAME_BYTES] } };
+        assert!(matches!(big.into_wire_parts(), Err(ProtocolError::Refused(_))));
     }
 
     #[test]
