@@ -7,7 +7,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pyro_protocol::{check_bounds, decode, encode, frame_id, set_frame_id, FrameId, RequestFrame, ResponseFrame};
+use pyro_protocol::{
+    check_bounds, decode, encode, frame_id, request_type, set_frame_id, Frame, FrameId, RequestFrame, ResponseFrame,
+};
 use tokio_util::codec::Decoder;
 
 fn frame(buf: &[u8]) {
@@ -19,12 +21,19 @@ fn frame(buf: &[u8]) {
         assert_eq!(frame_id(&copy), Some(7));
         assert_eq!(copy[8..], buf[8..]);
         let _ = check_bounds(&buf[8..]);
+        // The supervisor's forwarding decision reads the request tag of any client's bytes.
+        let _ = request_type(&buf[8..]);
     }
     let _ = decode::<FrameId>(buf);
     if let Ok(frame) = decode::<ResponseFrame>(buf) {
         let again = encode(&frame).expect("a decoded response encodes");
         let back: ResponseFrame = decode(&again).expect("an encoded response decodes");
         assert_eq!(back.id, frame.id);
+        // The agent's one-buffer wire form is the codec's length prefix + the same bytes.
+        if let Ok(wire) = frame.encode_wire() {
+            assert_eq!(u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize, again.len());
+            assert_eq!(&wire[4..], &again[..]);
+        }
     }
     if let Ok(frame) = decode::<RequestFrame>(buf) {
         let again = encode(&frame).expect("a decoded request encodes");

@@ -470,8 +470,8 @@ fn export(path: &Path) -> FsResult<FsResponse> {
         let name = path.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("file"));
         add(&mut b, path, &name)?;
     }
-    let out = b.into_inner().map_err(|e| io_err("finishing the export", e))?;
-    out.sync_all().ok();
+    // No fsync: the transfer file is read back at once and deleted, never kept.
+    b.into_inner().map_err(|e| io_err("finishing the export", e))?;
     let size = fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
     Ok(FsResponse::Exported {
         transfer_id: id,

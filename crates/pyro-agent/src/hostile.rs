@@ -116,11 +116,11 @@ fn length_prefixed(body: Bytes) -> Bytes {
     v.into()
 }
 
-/// A frame body (after the id header) sent through the normal codec.
+/// A frame body (after the id header) with its length prefix, sent as it is.
 fn out_raw_frame(out: &OutTx, id: u64, body: Vec<u8>) {
     let mut frame = id.to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
-    let _ = out.send(Outgoing::Frame(frame.into()));
+    let _ = out.send(Outgoing::Raw(length_prefixed(frame.into())));
 }
 
 /// `{type: service, kind: list, services: <payload>}` with a hostile payload.

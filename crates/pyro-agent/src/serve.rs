@@ -6,22 +6,28 @@
 
 use crate::exec::{self, ExecError, Running};
 use crate::sys;
-use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, Stream, StreamExt};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 use pyro_protocol::{
-    codec, decode, encode, FrameId, HelloInfo, Request, RequestFrame, Response, ResponseFrame, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION, READY_FRAME_ID,
+    codec, decode, BenchRequest, BenchResponse, Frame, FrameId, HelloInfo, Request, RequestFrame, Response,
+    ResponseFrame, PROTOCOL_VERSION, READY_FRAME_ID,
 };
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, FramedRead};
 
 /// Work for the writer, done strictly in order.
 pub(crate) enum Outgoing {
-    Frame(Bytes),
+    /// One whole frame as it goes on the wire, in two parts written one after the other (see
+    /// [`ResponseFrame::into_wire_parts`]): the head, and a bulk payload (often empty) that
+    /// goes to the transport straight from the buffer it was read or received into.
+    Frame(Bytes, Vec<u8>),
+    /// The same wire frame written `count` times (the raw stream of a `Blast`); the writer
+    /// reports how long the writes took.
+    Repeat { frame: Bytes, count: u32, done: oneshot::Sender<Duration> },
     /// Bytes written as they are, outside the framing (the hostile test agent's crafted
     /// frames: oversized, truncated, trickled).
     #[cfg(feature = "hostile")]
@@ -31,6 +37,13 @@ pub(crate) enum Outgoing {
 }
 
 pub(crate) type OutTx = mpsc::UnboundedSender<Outgoing>;
+
+/// One frame off the transport and how long taking it off took, from its length prefix to
+/// its last byte (zero where the transport does not measure it).
+pub(crate) struct Received {
+    frame: BytesMut,
+    receive: Duration,
+}
 
 /// What `Poweroff` does once its answer is out.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,10 +108,19 @@ pub fn serve_device() -> i32 {
             return 1;
         }
     };
+    // Frames of up to 4 MiB arrive and leave all the time: without this glibc maps and unmaps
+    // each such buffer, and every page of it faults and is zeroed again (slow under TCG).
+    // SAFETY: mallopt only tunes this process's allocator, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * MALLOC_MMAP_THRESHOLD);
+    }
     runtime().block_on(async move {
         // The port is a character device without readiness notifications worth relying on:
-        // plain blocking I/O in two threads, bridged to the async side by channels.
-        let (in_tx, in_rx) = mpsc::channel::<io::Result<Bytes>>(64);
+        // plain blocking I/O in two threads, bridged to the async side by channels. The
+        // reader thread cuts the stream into frames itself, reading each body straight into
+        // its own buffer.
+        let (in_tx, in_rx) = mpsc::channel::<io::Result<Received>>(16);
         let (out_tx, out_rx) = mpsc::unbounded_channel::<Outgoing>();
         std::thread::Builder::new()
             .name("port-read".into())
@@ -108,59 +130,100 @@ pub fn serve_device() -> i32 {
             .name("port-write".into())
             .spawn(move || write_port(writer, out_rx))
             .expect("spawn writer thread");
-        let stream =
+        let frames =
             Box::pin(futures::stream::unfold(in_rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
-        let frames = FramedRead::new(tokio_util::io::StreamReader::new(stream), codec());
         serve(frames, out_tx, PowerAction::Machine).await;
     });
     1
 }
 
-fn read_port(mut port: std::fs::File, tx: mpsc::Sender<io::Result<Bytes>>) {
-    let mut buf = vec![0u8; 256 * 1024];
+/// Largest allocation glibc serves from its heap instead of a fresh mapping (its maximum):
+/// transfer chunks (4 MiB) and most frames stay below it.
+const MALLOC_MMAP_THRESHOLD: i32 = 32 * 1024 * 1024;
+/// Free space the reader keeps in its buffer before each read. A virtio-serial read returns
+/// at most one 4 KiB port buffer, so this only has to hold several small frames.
+const READ_ROOM: usize = 64 * 1024;
+
+/// Read the port and cut it into frames with the protocol's codec (length limit included,
+/// checked before the body is allocated). Bytes are read straight into the codec's buffer,
+/// which holds a whole frame once its length is known, so a body is never copied on the way.
+fn read_port(port: std::fs::File, tx: mpsc::Sender<io::Result<Received>>) {
+    use std::os::fd::AsRawFd;
+    let mut codec = codec();
+    let mut buf = BytesMut::with_capacity(READ_ROOM);
+    // When the first bytes of the frame being assembled arrived.
+    let mut frame_started: Option<Instant> = None;
     loop {
-        match port.read(&mut buf) {
-            // No host on the other end yet (or it went away): the port reads EOF until one
-            // connects, so poll gently instead of ending the stream.
-            Ok(0) => std::thread::sleep(Duration::from_millis(20)),
-            Ok(n) => {
-                if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let receive = frame_started.take().map(|t| t.elapsed()).unwrap_or_default();
+                    if !buf.is_empty() {
+                        frame_started = Some(Instant::now());
+                    }
+                    if tx.blocking_send(Ok(Received { frame, receive })).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
                     return;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
+        }
+        if buf.capacity() - buf.len() < READ_ROOM / 2 {
+            buf.reserve(READ_ROOM);
+        }
+        let spare = buf.chunk_mut();
+        // SAFETY: read(2) writes at most `spare.len()` bytes into the buffer's spare capacity,
+        // which `spare` points at and which stays allocated and unaliased for the call.
+        let n = unsafe { libc::read(port.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        match n {
+            // No host on the other end yet (or it went away): the port reads EOF until one
+            // connects, so poll gently instead of ending the stream.
+            0 => std::thread::sleep(Duration::from_millis(20)),
+            n if n > 0 => {
+                frame_started.get_or_insert_with(Instant::now);
+                // SAFETY: the kernel initialised exactly `n` bytes of the spare capacity.
+                unsafe { buf.advance_mut(n as usize) };
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
             }
         }
     }
 }
 
 fn write_port(mut port: std::fs::File, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    let mut codec = codec();
-    let mut buf = BytesMut::new();
     // Writes block while no host is connected, so the Ready frame waits for the host
     // instead of being lost.
+    let mut write = |bytes: &[u8]| {
+        if let Err(e) = port.write_all(bytes) {
+            // Nothing can reach the host any more: let PID 1 start a fresh agent.
+            sys::console_log(&format!("pyro-agent: writing to the host channel: {e}"));
+            std::process::exit(1);
+        }
+    };
     while let Some(item) = rx.blocking_recv() {
         match item {
-            Outgoing::Frame(body) => {
-                buf.clear();
-                if codec.encode(body, &mut buf).is_err() {
-                    continue;
+            Outgoing::Frame(head, payload) => {
+                write(&head);
+                write(&payload);
+            }
+            Outgoing::Repeat { frame, count, done } => {
+                let started = Instant::now();
+                for _ in 0..count {
+                    write(&frame);
                 }
-                if let Err(e) = port.write_all(&buf) {
-                    // Nothing can reach the host any more: let PID 1 start a fresh agent.
-                    sys::console_log(&format!("pyro-agent: writing to the host channel: {e}"));
-                    std::process::exit(1);
-                }
+                let _ = done.send(started.elapsed());
             }
             #[cfg(feature = "hostile")]
-            Outgoing::Raw(bytes) => {
-                if port.write_all(&bytes).is_err() {
-                    std::process::exit(1);
-                }
-            }
+            Outgoing::Raw(bytes) => write(&bytes),
             Outgoing::Flush(ack) => {
                 let _ = ack.send(());
             }
@@ -191,18 +254,27 @@ pub fn serve_socket(path: &str) -> i32 {
         let (read, write) = stream.into_split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
         let writer = tokio::spawn(async move {
-            let mut sink = FramedWrite::new(write, codec());
+            use tokio::io::AsyncWriteExt;
+            let mut write = write;
             while let Some(item) = out_rx.recv().await {
                 match item {
-                    Outgoing::Frame(b) => {
-                        if sink.send(b).await.is_err() {
+                    Outgoing::Frame(head, payload) => {
+                        if write.write_all(&head).await.is_err() || write.write_all(&payload).await.is_err() {
                             return;
                         }
                     }
+                    Outgoing::Repeat { frame, count, done } => {
+                        let started = Instant::now();
+                        for _ in 0..count {
+                            if write.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = done.send(started.elapsed());
+                    }
                     #[cfg(feature = "hostile")]
                     Outgoing::Raw(bytes) => {
-                        use tokio::io::AsyncWriteExt;
-                        if sink.get_mut().write_all(&bytes).await.is_err() {
+                        if write.write_all(&bytes).await.is_err() {
                             return;
                         }
                     }
@@ -212,7 +284,9 @@ pub fn serve_socket(path: &str) -> i32 {
                 }
             }
         });
-        serve(FramedRead::new(read, codec()), out_tx, PowerAction::StopServing).await;
+        let frames =
+            FramedRead::new(read, codec()).map(|item| item.map(|frame| Received { frame, receive: Duration::ZERO }));
+        serve(frames, out_tx, PowerAction::StopServing).await;
         // Request tasks still hold senders; their groups were just killed, so they end soon.
         let _ = tokio::time::timeout(FLUSH_WAIT, writer).await;
         0
@@ -232,25 +306,22 @@ struct Ctx {
 }
 
 pub(crate) fn send(out: &OutTx, id: u64, response: Response) {
-    let body = match encode(&ResponseFrame { id, response }) {
-        Ok(b) if b.len() <= MAX_FRAME_BYTES => b,
-        Ok(b) => {
-            // A frame the host would refuse desynchronises nothing but hangs its caller: say why.
-            let msg = format!(
-                "the response ({} bytes) exceeds the {MAX_FRAME_BYTES}-byte frame limit; lower output_cap_bytes",
-                b.len()
-            );
-            match encode(&ResponseFrame { id, response: Response::error("too_large", msg) }) {
-                Ok(b) => b,
+    let (head, payload) = match (ResponseFrame { id, response }).into_wire_parts() {
+        Ok(parts) => parts,
+        // A frame the host would refuse desynchronises nothing but hangs its caller: say why.
+        Err(pyro_protocol::ProtocolError::Refused(why)) => {
+            let msg = format!("the response cannot be sent ({why}); lower output_cap_bytes");
+            match (ResponseFrame { id, response: Response::error("too_large", msg) }).encode_wire() {
+                Ok(frame) => (frame, Vec::new()),
                 Err(_) => return,
             }
         }
-        Err(e) => match encode(&ResponseFrame { id, response: Response::error("io", e.to_string()) }) {
-            Ok(b) => b,
+        Err(e) => match (ResponseFrame { id, response: Response::error("io", e.to_string()) }).encode_wire() {
+            Ok(frame) => (frame, Vec::new()),
             Err(_) => return,
         },
     };
-    let _ = out.send(Outgoing::Frame(body));
+    let _ = out.send(Outgoing::Frame(head, payload));
 }
 
 /// Where service state and logs live: tmpfs `/run/pyro-services` in a guest; socket mode
@@ -271,7 +342,7 @@ fn ready_frame() -> Response {
 
 async fn serve<S>(mut frames: S, out: OutTx, power: PowerAction)
 where
-    S: Stream<Item = io::Result<BytesMut>> + Unpin,
+    S: Stream<Item = io::Result<Received>> + Unpin,
 {
     send(&out, READY_FRAME_ID, ready_frame());
     let ctx = Ctx {
@@ -288,8 +359,8 @@ where
             item = frames.next() => item,
             _ = ctx.stop.notified() => break,
         };
-        let buf = match item {
-            Some(Ok(buf)) => buf,
+        let (buf, receive) = match item {
+            Some(Ok(Received { frame, receive })) => (frame, receive),
             Some(Err(e)) => {
                 // A framing error leaves the stream unsynchronised: give up on it.
                 let msg = format!("pyro-agent: host channel: {e}");
@@ -313,13 +384,13 @@ where
                 continue;
             }
         };
-        tokio::spawn(handle(frame.id, frame.request, ctx.clone()));
+        tokio::spawn(handle(frame.id, frame.request, ctx.clone(), receive));
     }
     // Nobody is left to collect their results.
     ctx.running.cancel_all();
 }
 
-async fn handle(id: u64, request: Request, ctx: Ctx) {
+async fn handle(id: u64, request: Request, ctx: Ctx, receive: Duration) {
     #[cfg(feature = "hostile")]
     if crate::hostile::intercept(id, &request, &ctx.out) {
         return;
@@ -347,8 +418,64 @@ async fn handle(id: u64, request: Request, ctx: Ctx) {
         Request::Shell(req) => ctx.shells.handle(req).await,
         Request::Service(req) => ctx.services.handle(req).await,
         Request::Supervisor(_) => Response::error("unsupported", "supervisor requests are handled on the host"),
+        Request::Bench(req) => bench(req, id, &ctx, receive).await,
     };
     send(&ctx.out, id, response);
+}
+
+/// Timeout of each command of an `ExecCost` run.
+const EXEC_COST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn bench(req: BenchRequest, id: u64, ctx: &Ctx, receive: Duration) -> Response {
+    match req {
+        BenchRequest::Sink { data } => Response::Bench(BenchResponse::Received {
+            bytes: data.len() as u64,
+            receive_us: receive.as_micros() as u64,
+        }),
+        BenchRequest::Blast { frames, frame_bytes } => {
+            let total = u64::from(frames) * u64::from(frame_bytes);
+            if frame_bytes as usize > pyro_protocol::fs::TRANSFER_CHUNK_BYTES || total > pyro_protocol::MAX_BLAST_BYTES
+            {
+                return Response::error("bad_request", "blast is limited to 4 MiB frames and 1 GiB in total");
+            }
+            // Built once: what goes on the wire per frame afterwards is a plain write.
+            let filler = Response::Echo { data: vec![0x5a; frame_bytes as usize] };
+            let frame = match (ResponseFrame { id: pyro_protocol::UNROUTED_FRAME_ID, response: filler }).encode_wire() {
+                Ok(frame) => frame,
+                Err(e) => return Response::error("io", e.to_string()),
+            };
+            let (done, took) = oneshot::channel();
+            if ctx.out.send(Outgoing::Repeat { frame, count: frames, done }).is_err() {
+                return Response::error("io", "the writer is gone");
+            }
+            match took.await {
+                Ok(took) => Response::Bench(BenchResponse::Blasted { bytes: total, write_us: took.as_micros() as u64 }),
+                Err(_) => Response::error("io", "the writer is gone"),
+            }
+        }
+        BenchRequest::ExecCost { command, cwd, runs } => {
+            if runs == 0 || runs > pyro_protocol::MAX_EXEC_COST_RUNS {
+                return Response::error("bad_request", "runs must be 1..=1000");
+            }
+            let req = pyro_protocol::ExecRequest {
+                command,
+                cwd,
+                env: Default::default(),
+                timeout_ms: EXEC_COST_TIMEOUT.as_millis() as u64,
+                output_cap_bytes: 64 * 1024,
+            };
+            let mut durations_us = Vec::with_capacity(runs as usize);
+            for _ in 0..runs {
+                let started = Instant::now();
+                match exec::run(&req, id, &ctx.running).await {
+                    Ok(_) => durations_us.push(started.elapsed().as_micros() as u64),
+                    Err(ExecError::Spawn(m)) => return Response::error("spawn_failed", m),
+                    Err(ExecError::Cancelled) => return Response::error("cancelled", "the command was cancelled"),
+                }
+            }
+            Response::Bench(BenchResponse::ExecCost { durations_us })
+        }
+    }
 }
 
 fn hello(host_protocol: u32) -> Response {

@@ -6,7 +6,8 @@
 //!   (profile workspace-full) talking newline-delimited JSON-RPC over an in-process duplex
 //!   pipe (the stdio transport's framing, without the process boundary).
 //!
-//! Prints medians, p95 and the added latency. Target: <= 2 ms added.
+//! Prints medians, p95 and the added latency. Target: <= 2 ms added, printed as
+//! `RATIO <name> <value> <= 2` lines for `scripts/bench.sh --check`.
 //! Needs: scripts/build.sh release (or PYRO_SUPERVISOR_BIN / PYRO_AGENT_BIN), debian:12 installed.
 
 use pyro::workspace::CreateWorkspaceOptions;
@@ -98,10 +99,12 @@ fn main() {
             mcp_med - sdk_med,
             mcp_med / sdk_med
         );
+        println!("RATIO mcp_added_ms {:.3} <= 2", mcp_med - sdk_med);
         if let Some(times) = stdio {
             let (med, p95) = stats(times);
             println!("  MCP over stdio to a `pyro mcp serve` child: median {med:.3} ms, p95 {p95:.3} ms");
             println!("  added by MCP over stdio: {:.3} ms median (target <= 2 ms)", med - sdk_med);
+            println!("RATIO mcp_stdio_added_ms {:.3} <= 2", med - sdk_med);
         }
     });
 }

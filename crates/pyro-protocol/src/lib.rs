@@ -32,6 +32,11 @@ pub const AGENT_PORT_NAME: &str = "org.pyro.agent";
 pub const AGENT_VSOCK_PORT: u32 = 5005;
 /// Request id used by the agent's unsolicited ready frame.
 pub const READY_FRAME_ID: u64 = 0;
+/// Id of frames no request waits for (the ready frame, benchmark filler): never allocated to
+/// a request, so a router drops them after reading the header.
+pub const UNROUTED_FRAME_ID: u64 = READY_FRAME_ID;
+/// Bytes of the length prefix in front of every frame on the wire.
+pub const FRAME_LENGTH_BYTES: usize = 4;
 /// Default per-stream cap on captured exec output.
 pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest frame either side accepts. The biggest legitimate frame is an exec answer with
@@ -76,6 +81,10 @@ pub trait Frame: Sized {
     /// Read one frame (without its length prefix); implementations bounds-check the body
     /// before decoding it.
     fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError>;
+    /// The frame as it goes on the wire: length prefix, id header and body in one buffer,
+    /// exactly what [`codec`] writes for [`Frame::encode_frame`]'s bytes. A writer that sends
+    /// this as it is copies a large payload once (into this buffer) instead of twice.
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError>;
 }
 
 /// Serialize a frame (use with the codec from [`codec`]).
@@ -91,9 +100,31 @@ pub fn decode<F: Frame>(buf: &[u8]) -> Result<F, ProtocolError> {
 /// Header + MessagePack body of any serializable body (also for tests that need frames the
 /// typed API cannot express).
 pub fn encode_with_id<T: Serialize>(id: u64, body: &T) -> Result<bytes::Bytes, ProtocolError> {
-    let mut out = Vec::with_capacity(64);
+    encode_into(Vec::with_capacity(64), id, body).map(Into::into)
+}
+
+/// Header + body appended to `out`, which is sized by the caller for the payload it knows of
+/// (so a multi-MiB payload is written once, never re-copied by the buffer growing).
+fn encode_into<T: Serialize>(mut out: Vec<u8>, id: u64, body: &T) -> Result<Vec<u8>, ProtocolError> {
     out.extend_from_slice(&id.to_be_bytes());
     rmp_serde::encode::write_named(&mut out, body)?;
+    Ok(out)
+}
+
+/// Room for field names, tags and small fields around a frame's bulk bytes.
+const FRAME_SLACK_BYTES: usize = 1024;
+
+/// Length prefix + header + body in one buffer (see [`Frame::encode_wire`]). Refuses a frame
+/// the peer's codec would refuse.
+fn encode_wire_with_id<T: Serialize>(id: u64, body: &T, bulk_bytes: usize) -> Result<bytes::Bytes, ProtocolError> {
+    let mut out = Vec::with_capacity(FRAME_LENGTH_BYTES + FRAME_ID_BYTES + bulk_bytes + FRAME_SLACK_BYTES);
+    out.extend_from_slice(&[0; FRAME_LENGTH_BYTES]);
+    let mut out = encode_into(out, id, body)?;
+    let len = out.len() - FRAME_LENGTH_BYTES;
+    if len > MAX_FRAME_BYTES {
+        return Err(ProtocolError::Refused(format!("a frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")));
+    }
+    out[..FRAME_LENGTH_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out.into())
 }
 
@@ -113,6 +144,19 @@ pub fn set_frame_id(buf: &mut [u8], id: u64) -> bool {
         }
         None => false,
     }
+}
+
+/// The `type` of a request body, read from its first map entry without decoding the rest
+/// (where [`encode`] puts it). Lets a router forward a large request untouched: `None` for
+/// anything else, which then goes the decoding way.
+pub fn request_type(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    rmp::decode::read_map_len(&mut rest).ok().filter(|n| *n > 0)?;
+    let (key, rest) = rmp::decode::read_str_from_slice(rest).ok()?;
+    if key != "type" {
+        return None;
+    }
+    rmp::decode::read_str_from_slice(rest).ok().map(|(value, _)| value)
 }
 
 fn split_frame(buf: &[u8]) -> Result<(u64, &[u8]), ProtocolError> {
@@ -222,6 +266,9 @@ impl Frame for FrameId {
             .map(|id| FrameId { id })
             .ok_or_else(|| ProtocolError::Refused(format!("{} bytes is shorter than the frame header", buf.len())))
     }
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError> {
+        self.encode_frame()
+    }
 }
 
 /// A request with the id its answer will carry.
@@ -245,7 +292,15 @@ pub struct ResponseFrame {
 
 impl Frame for RequestFrame {
     fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError> {
-        encode_with_id(self.id, &self.request)
+        encode_into(
+            Vec::with_capacity(FRAME_ID_BYTES + self.request.bulk_bytes() + FRAME_SLACK_BYTES),
+            self.id,
+            &self.request,
+        )
+        .map(Into::into)
+    }
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError> {
+        encode_wire_with_id(self.id, &self.request, self.request.bulk_bytes())
     }
     fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError> {
         let (id, body) = split_frame(buf)?;
@@ -255,11 +310,56 @@ impl Frame for RequestFrame {
 
 impl Frame for ResponseFrame {
     fn encode_frame(&self) -> Result<bytes::Bytes, ProtocolError> {
-        encode_with_id(self.id, &self.response)
+        encode_into(
+            Vec::with_capacity(FRAME_ID_BYTES + self.response.bulk_bytes() + FRAME_SLACK_BYTES),
+            self.id,
+            &self.response,
+        )
+        .map(Into::into)
+    }
+    fn encode_wire(&self) -> Result<bytes::Bytes, ProtocolError> {
+        encode_wire_with_id(self.id, &self.response, self.response.bulk_bytes())
     }
     fn decode_frame(buf: &[u8]) -> Result<Self, ProtocolError> {
         let (id, body) = split_frame(buf)?;
         Ok(ResponseFrame { id, response: rmp_serde::from_slice(body)? })
+    }
+}
+
+impl ResponseFrame {
+    /// [`Frame::encode_wire`] in two parts for a response whose bulk bytes are its last field
+    /// (`Echo`, `Fs(Data)`): the head (length prefix, id header and everything before the
+    /// bytes) and the bytes themselves, taken as they are. Written one after the other they
+    /// are exactly the wire frame, and the payload is never copied into an encoding buffer.
+    /// Any other response comes whole in the head, with an empty payload.
+    pub fn into_wire_parts(self) -> Result<(bytes::Bytes, Vec<u8>), ProtocolError> {
+        let ResponseFrame { id, mut response } = self;
+        let payload = match &mut response {
+            Response::Echo { data } | Response::Fs(fs::FsResponse::Data { data }) => std::mem::take(data),
+            _ => return Ok((ResponseFrame { id, response }.encode_wire()?, Vec::new())),
+        };
+        let refused = |len: usize| {
+            ProtocolError::Refused(format!("a frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"))
+        };
+        if payload.len() > MAX_FRAME_BYTES {
+            return Err(refused(payload.len()));
+        }
+        // Encoded with empty bytes, the body ends in the empty bin's header: swap it for the
+        // header of the real length (the same marker choice the encoder makes).
+        const EMPTY_BIN: [u8; 2] = [0xc4, 0x00];
+        let mut head = encode_into(vec![0; FRAME_LENGTH_BYTES], id, &response)?;
+        if !head.ends_with(&EMPTY_BIN) {
+            return Err(ProtocolError::Refused("the bulk bytes are not the last field".into()));
+        }
+        head.truncate(head.len() - EMPTY_BIN.len());
+        rmp::encode::write_bin_len(&mut head, payload.len() as u32)
+            .map_err(|e| ProtocolError::Encode(rmp_serde::encode::Error::InvalidValueWrite(e)))?;
+        let len = head.len() - FRAME_LENGTH_BYTES + payload.len();
+        if len > MAX_FRAME_BYTES {
+            return Err(refused(len));
+        }
+        head[..FRAME_LENGTH_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok((head.into(), payload))
     }
 }
 
@@ -303,6 +403,76 @@ pub enum Request {
     Shell(session::ShellRequest),
     /// Background services.
     Service(session::ServiceRequest),
+    /// Measurements of the channel and the guest itself (benchmarks, diagnostics).
+    Bench(BenchRequest),
+}
+
+/// Most filler bytes one [`BenchRequest::Blast`] may ask for.
+pub const MAX_BLAST_BYTES: u64 = 1024 * 1024 * 1024;
+/// Most commands one [`BenchRequest::ExecCost`] may run.
+pub const MAX_EXEC_COST_RUNS: u32 = 1000;
+
+/// Measurements for the benchmarks: each gives a baseline (the raw transport, the guest's own
+/// cost of a command) measured in the same run as what pyro adds on top. All are bounded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BenchRequest {
+    /// The raw guest-to-host stream, like `dd` from the port: the agent builds one frame of
+    /// `frame_bytes` filler once, writes it `frames` times straight to the transport (id
+    /// [`UNROUTED_FRAME_ID`], nothing encoded per frame), then answers
+    /// [`BenchResponse::Blasted`]. `frame_bytes` at most [`fs::TRANSFER_CHUNK_BYTES`], the
+    /// total at most [`MAX_BLAST_BYTES`].
+    Blast {
+        /// How many frames to write.
+        frames: u32,
+        /// Size of each frame's filler.
+        frame_bytes: u32,
+    },
+    /// The in-guest cost of a command: run it `runs` times (at most [`MAX_EXEC_COST_RUNS`])
+    /// exactly as [`Request::Exec`] does (same spawn, capture and wait) in `cwd`, timing each
+    /// from spawn to result inside the guest. Answer: [`BenchResponse::ExecCost`].
+    ExecCost {
+        /// The shell command (`sh -lc`), as an exec would run it.
+        command: String,
+        /// Working directory in the guest; the agent's default if `None`.
+        cwd: Option<String>,
+        /// How many times to run it.
+        runs: u32,
+    },
+    /// The channel host-to-guest: `data` is received and dropped. Answer:
+    /// [`BenchResponse::Received`] with how long the agent took to take this frame off the
+    /// transport, from its length prefix to its last byte (the raw host-to-guest stream, like
+    /// `cat` of the port; 0 where the transport does not measure it).
+    Sink {
+        /// Bytes to receive and drop.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+/// Answers to [`BenchRequest`]s, measured inside the guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BenchResponse {
+    /// Filler bytes written and how long the writes took, measured in the guest.
+    Blasted {
+        /// Filler bytes written.
+        bytes: u64,
+        /// Time the writes took, in microseconds.
+        write_us: u64,
+    },
+    /// Per-run durations of [`BenchRequest::ExecCost`] in microseconds, in run order.
+    ExecCost {
+        /// Each run's spawn-to-result time, in microseconds.
+        durations_us: Vec<u64>,
+    },
+    /// Bytes of a [`BenchRequest::Sink`] and the agent's receive time of its frame.
+    Received {
+        /// Bytes received.
+        bytes: u64,
+        /// Length prefix to last byte, in microseconds.
+        receive_us: u64,
+    },
 }
 
 /// Requests the per-VM supervisor answers itself.
@@ -396,6 +566,8 @@ pub enum Response {
     Shell(session::ShellResponse),
     /// Answer to a [`Request::Service`].
     Service(session::ServiceResponse),
+    /// Answer to a [`Request::Bench`] (benchmarks only).
+    Bench(BenchResponse),
     /// The request failed; any request may be answered this way.
     Error(ErrorInfo),
 }
@@ -519,6 +691,17 @@ impl ErrorKind {
     }
 }
 
+impl Request {
+    /// Bytes of bulk payload (byte buffers) this request carries: sizes its encoding buffer.
+    pub fn bulk_bytes(&self) -> usize {
+        match self {
+            Request::Echo { data } | Request::Bench(BenchRequest::Sink { data }) => data.len(),
+            Request::Fs(fs::FsRequest::UploadChunk { data, .. } | fs::FsRequest::Write { data, .. }) => data.len(),
+            _ => 0,
+        }
+    }
+}
+
 impl From<&str> for ErrorKind {
     fn from(s: &str) -> Self {
         match s {
@@ -559,6 +742,16 @@ impl std::fmt::Display for ErrorKind {
 }
 
 impl Response {
+    /// Bytes of bulk payload (byte buffers) this response carries: sizes its encoding buffer.
+    pub fn bulk_bytes(&self) -> usize {
+        match self {
+            Response::Echo { data } => data.len(),
+            Response::Exec(r) => r.stdout.len() + r.stderr.len(),
+            Response::Fs(fs::FsResponse::Data { data } | fs::FsResponse::FileData { data, .. }) => data.len(),
+            _ => 0,
+        }
+    }
+
     /// A [`Response::Error`] of `kind` (see [`ErrorInfo::kind`]).
     pub fn error(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Self {
         Response::Error(ErrorInfo { kind: kind.into(), message: message.into() })
@@ -667,6 +860,65 @@ mod tests {
         assert!(refused(&[0xc0, 0xc0]).contains("trailing"));
         let short = decode::<ResponseFrame>(&[1, 2, 3]).unwrap_err().to_string();
         assert!(short.contains("shorter than the frame header"), "{short}");
+    }
+
+    #[test]
+    fn wire_encoding_is_what_the_codec_writes() {
+        use tokio_util::codec::{Decoder, Encoder};
+        for response in [Response::Pong, Response::Echo { data: vec![7; 300_000] }] {
+            let frame = ResponseFrame { id: 77, response };
+            let body = encode(&frame).unwrap();
+            let mut via_codec = bytes::BytesMut::new();
+            codec().encode(body.clone(), &mut via_codec).unwrap();
+            let wire = frame.encode_wire().unwrap();
+            assert_eq!(&wire[..], &via_codec[..]);
+            let mut stream = bytes::BytesMut::from(&wire[..]);
+            let back = codec().decode(&mut stream).unwrap().unwrap();
+            assert_eq!(&back[..], &body[..]);
+        }
+        let request = RequestFrame { id: 3, request: Request::Echo { data: vec![1; 1000] } };
+        let wire = request.encode_wire().unwrap();
+        assert_eq!(u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize, wire.len() - 4);
+        assert_eq!(&wire[4..], &encode(&request).unwrap()[..]);
+    }
+
+    #[test]
+    fn request_type_is_read_without_decoding() {
+        let body = |request: Request| encode(&RequestFrame { id: 1, request }).unwrap()[FRAME_ID_BYTES..].to_vec();
+        assert_eq!(request_type(&body(Request::Ping)), Some("ping"));
+        assert_eq!(request_type(&body(Request::Echo { data: vec![1; 100] })), Some("echo"));
+        let status = Request::Supervisor(SupervisorRequest::Status);
+        assert_eq!(request_type(&body(status)), Some("supervisor"));
+        assert_eq!(request_type(&[]), None);
+        assert_eq!(request_type(&[0x80]), None);
+        assert_eq!(request_type(&[0x81, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g']), None);
+        assert_eq!(request_type(&[0x81, 0xa4, b't', b'y', b'p', b'e', 0xdb, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn wire_parts_are_the_wire_frame_without_copying_the_payload() {
+        for len in [0usize, 10, 300, 70_000, 4 << 20] {
+            for response in
+                [Response::Echo { data: vec![9; len] }, Response::Fs(fs::FsResponse::Data { data: vec![3; len] })]
+            {
+                let frame = ResponseFrame { id: 12, response };
+                let whole = frame.encode_wire().unwrap();
+                let (head, payload) = frame.into_wire_parts().unwrap();
+                assert_eq!(payload.len(), len);
+                assert_eq!([&head[..], &payload[..]].concat(), whole.to_vec());
+            }
+        }
+        let (head, payload) = ResponseFrame { id: 1, response: Response::Pong }.into_wire_parts().unwrap();
+        assert!(payload.is_empty());
+        assert_eq!(head, ResponseFrame { id: 1, response: Response::Pong }.encode_wire().unwrap());
+        let big = ResponseFrame { id: 1, response: Response::Echo { data: vec![0; MAX_FRAME_BYTES] } };
+        assert!(matches!(big.into_wire_parts(), Err(ProtocolError::Refused(_))));
+    }
+
+    #[test]
+    fn a_wire_frame_past_the_limit_is_refused_before_sending() {
+        let frame = ResponseFrame { id: 1, response: Response::Echo { data: vec![0; MAX_FRAME_BYTES] } };
+        assert!(matches!(frame.encode_wire(), Err(ProtocolError::Refused(m)) if m.contains("exceeds")));
     }
 
     #[test]

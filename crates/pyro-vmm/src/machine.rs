@@ -24,6 +24,10 @@ const FS_TIMEOUT: Duration = Duration::from_secs(120);
 const PORTS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest archive the host pulls from a guest (export, diff, snapshot). The guest declares
+/// Transfer chunks in flight at once (upload and download): the channel, the supervisor and
+/// the agent's disk work overlap instead of taking turns.
+pub const TRANSFER_PIPELINE_DEPTH: usize = 3;
+
 /// the size; anything larger is refused before a byte is read.
 pub const MAX_PULLED_ARCHIVE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
@@ -290,9 +294,14 @@ impl Machine {
     /// archive's size) and extract it under `destination` in the guest. Returns (entries,
     /// bytes written).
     pub async fn push_archive<R: std::io::Read>(&self, mut tar: R, destination: &str) -> Result<(u64, u64)> {
+        use futures::stream::{FuturesOrdered, StreamExt};
         let transfer_id = crate::util::new_id();
         let mut offset = 0u64;
         let mut chunk = vec![0u8; TRANSFER_CHUNK_BYTES];
+        // Chunks after the first are sent while earlier ones are still on their way or being
+        // written in the guest (the agent writes each at its offset). The first one creates the
+        // upload, so it is acknowledged before any other is sent.
+        let mut in_flight = FuturesOrdered::new();
         // An empty archive still needs its (empty) upload file to exist.
         loop {
             let mut filled = 0;
@@ -308,11 +317,22 @@ impl Machine {
                 break;
             }
             let data = chunk[..filled].to_vec();
-            self.fs(FsRequest::UploadChunk { transfer_id: transfer_id.clone(), offset, data }).await?;
+            let upload = self.fs(FsRequest::UploadChunk { transfer_id: transfer_id.clone(), offset, data });
+            if offset == 0 {
+                upload.await?;
+            } else {
+                in_flight.push_back(upload);
+                if in_flight.len() >= TRANSFER_PIPELINE_DEPTH {
+                    in_flight.next().await.expect("a chunk is in flight")?;
+                }
+            }
             offset += filled as u64;
             if filled < chunk.len() {
                 break;
             }
+        }
+        while let Some(done) = in_flight.next().await {
+            done?;
         }
         match self.fs(FsRequest::ExtractUpload { transfer_id, destination: destination.to_string() }).await? {
             FsResponse::Extracted { entry_count, bytes_written, .. } => Ok((entry_count, bytes_written)),
@@ -344,16 +364,19 @@ impl Machine {
             }
             let spool = |e| Error::io(format!("spooling the guest archive in {}", spool_dir.display()), e);
             let mut file = tempfile::Builder::new().prefix(".pyro-pull-").tempfile_in(spool_dir).map_err(spool)?;
-            let mut received = 0u64;
-            while received < size {
-                let len = (size - received).min(TRANSFER_CHUNK_BYTES as u64);
-                let req = FsRequest::ReadTransfer { transfer_id: transfer_id.clone(), offset: received, len };
-                match self.fs(req).await? {
-                    FsResponse::Data { data } if !data.is_empty() && data.len() as u64 <= len => {
-                        file.write_all(&data).map_err(spool)?;
-                        received += data.len() as u64;
-                    }
-                    FsResponse::Data { data } if !data.is_empty() => {
+            // Several ranges in flight (TRANSFER_PIPELINE_DEPTH), written in order; each answer
+            // must be exactly the range asked for.
+            use futures::stream::StreamExt;
+            let ranges = (0..size).step_by(TRANSFER_CHUNK_BYTES).map(|offset| {
+                let len = (size - offset).min(TRANSFER_CHUNK_BYTES as u64);
+                let req = FsRequest::ReadTransfer { transfer_id: transfer_id.clone(), offset, len };
+                async move { (len, self.fs(req).await) }
+            });
+            let mut reads = futures::stream::iter(ranges).buffered(TRANSFER_PIPELINE_DEPTH);
+            while let Some((len, answer)) = reads.next().await {
+                match answer? {
+                    FsResponse::Data { data } if data.len() as u64 == len => file.write_all(&data).map_err(spool)?,
+                    FsResponse::Data { data } if data.len() as u64 > len => {
                         return Err(Error::Channel(format!(
                             "the guest answered a read of {len} bytes with {} bytes; export refused",
                             data.len()

@@ -4,8 +4,8 @@
 use super::{PidRecord, ReadyLine};
 use crate::util::tail_lines;
 use crate::{Error, Result, VmDir};
-use futures::{SinkExt, StreamExt};
-use pyro_protocol::{codec, decode, encode, Request, RequestFrame, Response, ResponseFrame};
+use futures::StreamExt;
+use pyro_protocol::{codec, decode, Frame, Request, RequestFrame, Response, ResponseFrame};
 use pyro_sys::ProcessIdentity;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -115,8 +115,17 @@ pub(crate) async fn call(vm: &VmDir, request: Request, timeout: Option<Duration>
         .map_err(|e| Error::NotRunning(format!("the VM is not running (cannot reach {}: {e})", socket.display())))?;
     let mut framed = Framed::new(stream, codec());
     let frame = RequestFrame { id: 1, request };
-    let bytes = encode(&frame).map_err(|e| Error::Channel(e.to_string()))?;
-    framed.send(bytes).await.map_err(|e| Error::Channel(format!("sending to the VM supervisor: {e}")))?;
+    // Written as built (length prefix included) rather than through the codec, which would
+    // copy a multi-MiB payload once more.
+    let wire = frame.encode_wire().map_err(|e| Error::Channel(e.to_string()))?;
+    {
+        use tokio::io::AsyncWriteExt;
+        framed
+            .get_mut()
+            .write_all(&wire)
+            .await
+            .map_err(|e| Error::Channel(format!("sending to the VM supervisor: {e}")))?;
+    }
     let wait = async {
         match framed.next().await {
             Some(Ok(buf)) => {

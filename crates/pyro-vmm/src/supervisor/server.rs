@@ -549,7 +549,25 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
             }
         }
     });
-    while let Some(Ok(buf)) = source.next().await {
+    while let Some(Ok(mut buf)) = source.next().await {
+        // Requests for the guest go on as they came, only their id swapped: the agent decodes
+        // (bounds-checked) and answers them, so a multi-MiB payload is not decoded and
+        // encoded again here. Only the supervisor's own requests are decoded.
+        let for_guest = buf
+            .get(pyro_protocol::FRAME_ID_BYTES..)
+            .and_then(pyro_protocol::request_type)
+            .is_some_and(|kind| kind != "supervisor");
+        if let (true, Some(client_id)) = (for_guest, pyro_protocol::frame_id(&buf)) {
+            let id = shared.alloc_id();
+            shared
+                .pending
+                .lock()
+                .unwrap()
+                .insert(id, Pending { client: client_tx.clone(), client_conn: conn, client_id, local: None });
+            pyro_protocol::set_frame_id(&mut buf, id);
+            let _ = shared.to_agent.send(buf.freeze());
+            continue;
+        }
         let frame = match decode::<RequestFrame>(&buf) {
             Ok(f) => f,
             Err(e) => {

@@ -778,24 +778,6 @@ impl Pyro {
         dir.lifecycle_shared().await
     }
 
-    /// Load the record for an operation that needs the VM running (caller holds the lock
-    /// from [`Pyro::enter_started`]): checks expiry and liveness (a dead VMM turns the
-    /// workspace `stopped` with `last_error`).
-    pub(crate) async fn require_started(&self, dir: &WorkspaceDir, op: &str) -> Result<WorkspaceRecord> {
-        let record = dir.load()?;
-        if record.expires_at <= now_f64() {
-            return Err(Error::InvalidState(format!(
-                "workspace '{}' expired and was stopped (disk kept); extend it with `pyro workspace update {} --ttl-seconds N`, then start it",
-                dir.id, dir.id
-            )));
-        }
-        let record = refresh_liveness(dir)?;
-        if record.state != WorkspaceState::Started {
-            return Err(Error::InvalidState(format!("workspace {} must be in 'started' state before {op}", dir.id)));
-        }
-        Ok(record)
-    }
-
     /// The workspace's current record. A VM that died is reported `stopped` with `last_error`;
     /// service counts are refreshed from the guest (bounded to 5 s).
     pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {

@@ -348,6 +348,20 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// One history file, written whole under a temporary name and renamed into place (never
+/// torn, owner-only like every `write_atomic` file). Not fsynced on its own: the record saved
+/// right after it is (and on ext4 that commit carries these renames and their data too);
+/// `logs` skips an entry whose files a host crash lost, and `command_count` stays true.
+/// Three fsyncs less per exec.
+fn write_history_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 pub(crate) fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
     dir.update(|r| {
         r.last_activity_at = now_f64();
@@ -357,6 +371,42 @@ pub(crate) fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
 }
 
 impl Pyro {
+    /// Enter a call that needs the running VM: the shared lifecycle lock (held by the caller
+    /// for the whole call, so no stop, reset or delete pulls the VM away midway) and the
+    /// record, loaded once under it: an interrupted reset is settled, a workspace past its TTL
+    /// is stopped and refused, a dead VM turns the workspace `stopped`. The liveness check
+    /// reloads the record only when the supervisor is gone, so the common path loads it once.
+    pub(crate) async fn enter_started_call(
+        &self,
+        dir: &WorkspaceDir,
+        op: &str,
+    ) -> Result<(super::store::FileLock, super::store::WorkspaceRecord)> {
+        if super::reset::has_intent(dir) {
+            let _life = dir.lifecycle_exclusive().await?;
+            super::reset::recover(dir).await?;
+        }
+        let life = dir.lifecycle_shared().await?;
+        let mut record = dir.load()?;
+        if record.expires_at <= now_f64() {
+            if record.state == WorkspaceState::Started {
+                // Stopping takes the exclusive lock: let go of the shared one first.
+                drop(life);
+                self.expire(dir).await.ok();
+            }
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' expired and was stopped (disk kept); extend it with `pyro workspace update {} --ttl-seconds N`, then start it",
+                dir.id, dir.id
+            )));
+        }
+        if record.state == WorkspaceState::Started && !dir.vm().is_running() {
+            record = super::refresh_liveness(dir)?;
+        }
+        if record.state != WorkspaceState::Started {
+            return Err(Error::InvalidState(format!("workspace {} must be in 'started' state before {op}", dir.id)));
+        }
+        Ok((life, record))
+    }
+
     /// Run a command in `/workspace`; recorded in the history.
     ///
     /// `secret_env` maps workspace secret names to environment variable names for this one
@@ -393,8 +443,7 @@ impl Pyro {
             return Err(Error::InvalidInput("command must not be empty".into()));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "exec").await?;
+        let (_life, record) = self.enter_started_call(&dir, "exec").await?;
         let secret_values = super::secrets::load(&dir, &record.secrets)?;
         let env = match secret_env {
             Some(map) => super::secrets::env_for(map, &secret_values)?,
@@ -434,7 +483,7 @@ impl Pyro {
             };
             let base = dir.commands_dir().join(format!("{seq:06}"));
             let write = |ext: &str, bytes: &[u8]| {
-                crate::util::write_atomic(&base.with_extension(ext), bytes)
+                write_history_file(&base.with_extension(ext), bytes)
                     .map_err(|e| Error::io("recording the command history", e))
             };
             write("stdout", stdout.as_bytes())?;
@@ -515,8 +564,7 @@ impl Pyro {
     ) -> Result<FileListResult> {
         let path = pyro_tree::paths::normalize_workspace_path(path)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "workspace_file_list").await?;
+        let (_life, record) = self.enter_started_call(&dir, "workspace_file_list").await?;
         let (_, mut entries) = dir.machine().list_files(&path, recursive).await?;
         // Guest-reported paths are shown to users and agents, who may act on them: only
         // plain absolute paths at or under the listed path are passed on.
@@ -554,8 +602,7 @@ impl Pyro {
             return Err(Error::InvalidInput(format!("max_bytes must be at most {MAX_TEXT_BYTES} bytes")));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "workspace_file_read").await?;
+        let (_life, record) = self.enter_started_call(&dir, "workspace_file_read").await?;
         // Three bytes past the limit show whether the cut would split a character.
         let (size, data) = dir.machine().read_file(&path, max_bytes + 3).await?;
         let (content, cut) = pyro_tree::text::truncate_utf8(&data, max_bytes as usize);
@@ -583,8 +630,7 @@ impl Pyro {
             )));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "workspace_file_write").await?;
+        let (_life, record) = self.enter_started_call(&dir, "workspace_file_write").await?;
         let (size, written) = dir.machine().write_file(&path, text.as_bytes().to_vec()).await?;
         Ok(FileWriteResult {
             workspace_id: dir.id,
@@ -603,8 +649,7 @@ impl Pyro {
         }
         let files = pyro_tree::patch::parse_patch(patch)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "workspace_patch_apply").await?;
+        let (_life, record) = self.enter_started_call(&dir, "workspace_patch_apply").await?;
         let vm = dir.machine();
         // Preflight: compute every result in memory.
         let mut plan: Vec<(String, Option<String>, Option<String>, &'static str)> = Vec::new();
@@ -685,8 +730,7 @@ impl Pyro {
         let source = pyro_tree::archive::SeedSource::classify(source_path)?;
         let dir = self.ws_dir(workspace_id)?;
         let tar = source.to_tar()?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "workspace_sync_push").await?;
+        let (_life, record) = self.enter_started_call(&dir, "workspace_sync_push").await?;
         let (entries, bytes) = dir.machine().push_archive(&tar[..], &destination).await?;
         touch_activity(&dir)?;
         Ok(SyncResult {
@@ -705,8 +749,7 @@ impl Pyro {
     /// Compare `/workspace` with the create-time baseline.
     pub async fn diff_workspace(&self, workspace_id: &str) -> Result<DiffResult> {
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        self.require_started(&dir, "workspace_diff").await?;
+        let (_life, _record) = self.enter_started_call(&dir, "workspace_diff").await?;
         let baseline = std::fs::File::open(dir.baseline_tar()).map_err(|_| {
             Error::InvalidState(format!("workspace diff requires a baseline snapshot; workspace '{}' has none", dir.id))
         })?;
@@ -723,8 +766,7 @@ impl Pyro {
         let workspace_path = pyro_tree::paths::normalize_destination(path)?;
         let output = absolute_output(output_path)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "workspace_export").await?;
+        let (_life, record) = self.enter_started_call(&dir, "workspace_export").await?;
         let exported = dir.machine().pull_archive(&workspace_path, &dir.root).await?;
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
@@ -756,8 +798,7 @@ impl Pyro {
             return Err(Error::InvalidInput("snapshot name 'baseline' is reserved".into()));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "snapshot_create").await?;
+        let (_life, record) = self.enter_started_call(&dir, "snapshot_create").await?;
         let meta_path = dir.snapshots_dir().join(format!("{name}.json"));
         if meta_path.exists() {
             return Err(Error::InvalidInput(format!("snapshot '{name}' already exists in workspace '{}'", dir.id)));

@@ -393,8 +393,7 @@ impl Pyro {
         }
         let readiness = opts.readiness.as_ref().map(validate_readiness).transpose()?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "starting a service").await?;
+        let (_life, record) = self.enter_started_call(&dir, "starting a service").await?;
         validate_ports(&opts.published_ports, record.network_policy)?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         let env = secrets::env_for(&opts.secret_env, &secret_values)?;
@@ -485,8 +484,7 @@ impl Pyro {
     pub async fn status_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceInfo> {
         let name = validate_service_name(service_name)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "reading a service").await?;
+        let (_life, record) = self.enter_started_call(&dir, "reading a service").await?;
         let state = guest_status(&dir, &name).await?;
         let info = mirror(&dir, &record, &state).await?;
         sync_counts(&dir)?;
@@ -497,8 +495,7 @@ impl Pyro {
     pub async fn stop_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceInfo> {
         let name = validate_service_name(service_name)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "stopping a service").await?;
+        let (_life, record) = self.enter_started_call(&dir, "stopping a service").await?;
         let req = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
         let state = match dir
             .machine()
@@ -526,8 +523,7 @@ impl Pyro {
     ) -> Result<ServiceLogs> {
         let name = validate_service_name(service_name)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "reading service logs").await?;
+        let (_life, record) = self.enter_started_call(&dir, "reading service logs").await?;
         let tail = (!all).then_some(tail_lines);
         let req = ServiceRequest::Logs { name: name.clone(), tail_lines: tail };
         let logs =

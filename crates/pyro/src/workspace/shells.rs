@@ -274,8 +274,7 @@ impl Pyro {
         validate_geometry(opts.cols, opts.rows)?;
         let cwd = normalize_destination(&opts.cwd)?;
         let dir = self.ws_dir(workspace_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "opening a shell").await?;
+        let (_life, record) = self.enter_started_call(&dir, "opening a shell").await?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         let env = secrets::env_for(&opts.secret_env, &secret_values)?;
         let shell_id = crate::util::new_id();
@@ -330,8 +329,7 @@ impl Pyro {
         }
         let dir = self.ws_dir(workspace_id)?;
         let info = load(&dir, shell_id)?;
-        let _life = self.enter_started(&dir).await?;
-        self.require_started(&dir, "reading a shell").await?;
+        let (_life, _record) = self.enter_started_call(&dir, "reading a shell").await?;
         let req = ShellRequest::Read {
             shell_id: shell_id.to_string(),
             cursor: opts.cursor,
@@ -377,8 +375,7 @@ impl Pyro {
     ) -> Result<ShellWriteResult> {
         let dir = self.ws_dir(workspace_id)?;
         let info = load(&dir, shell_id)?;
-        let _life = self.enter_started(&dir).await?;
-        let record = self.require_started(&dir, "writing to a shell").await?;
+        let (_life, record) = self.enter_started_call(&dir, "writing to a shell").await?;
         let mut data = input.to_string();
         if append_newline {
             data.push('\n');
@@ -420,8 +417,7 @@ impl Pyro {
         };
         let dir = self.ws_dir(workspace_id)?;
         let info = load(&dir, shell_id)?;
-        let _life = self.enter_started(&dir).await?;
-        self.require_started(&dir, "signalling a shell").await?;
+        let (_life, _record) = self.enter_started_call(&dir, "signalling a shell").await?;
         let req = ShellRequest::Signal { shell_id: shell_id.to_string(), signal };
         let status = match dir.machine().shell(req, SHELL_CALL_SLACK).await? {
             ShellResponse::Status(s) => s,
@@ -435,8 +431,7 @@ impl Pyro {
     pub async fn close_shell(&self, workspace_id: &str, shell_id: &str) -> Result<ShellCloseResult> {
         let dir = self.ws_dir(workspace_id)?;
         let mut info = load(&dir, shell_id)?;
-        let _life = self.enter_started(&dir).await?;
-        self.require_started(&dir, "closing a shell").await?;
+        let (_life, _record) = self.enter_started_call(&dir, "closing a shell").await?;
         let req = ShellRequest::Close { shell_id: shell_id.to_string() };
         match dir.machine().shell(req, SHELL_CALL_SLACK).await.map_err(Error::from) {
             Ok(_) | Err(Error::NotFound(_)) => {}

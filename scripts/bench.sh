@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build pyro in release mode and run its benchmarks. Every target a benchmark checks is
+# printed as one line `RATIO <name> <value> <op> <target>` (op `>=` or `<=`), measured against
+# a baseline taken in the same run; this script collects those lines.
+#
+# usage: scripts/bench.sh [--check] [--no-build] [BENCH...]
+#   BENCH       workspace_path (default), mcp_roundtrip (default), guest_path, disk_tools
+#   --check     exit 1 when any printed ratio misses its target (or a bench fails)
+#   --no-build  skip scripts/build.sh release (binaries already built)
+# Needs an installed debian:12 (PYRO_CACHE_DIR); see SPECIFICATION.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+check=0
+build=1
+benches=()
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=1 ;;
+    --no-build) build=0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -*) echo "[bench] unknown option $arg" >&2; exit 2 ;;
+    *) benches+=("$arg") ;;
+  esac
+done
+[ ${#benches[@]} -gt 0 ] || benches=(workspace_path mcp_roundtrip)
+[ "$build" = 0 ] || scripts/build.sh release
+
+package_of() {
+  case "$1" in
+    mcp_roundtrip) echo pyro-mcp ;;
+    workspace_path|guest_path|disk_tools) echo pyro ;;
+    *) echo "[bench] unknown bench $1" >&2; return 1 ;;
+  esac
+}
+
+ratios=$(mktemp)
+trap 'rm -f "$ratios"' EXIT
+failed=0
+for bench in "${benches[@]}"; do
+  package=$(package_of "$bench")
+  echo "[bench] cargo bench -p $package --bench $bench"
+  log=$(mktemp)
+  if cargo bench -p "$package" --bench "$bench" 2>&1 | tee "$log"; then
+    grep '^RATIO ' "$log" | sed "s/^RATIO /$bench /" >> "$ratios" || true
+  else
+    echo "[bench] $bench failed" >&2
+    failed=1
+  fi
+  rm -f "$log"
+done
+
+echo
+echo "[bench] ratios (bench name value op target):"
+missed=0
+while read -r bench name value op target; do
+  if awk -v v="$value" -v t="$target" -v op="$op" \
+      'BEGIN { if (op == ">=") exit !(v >= t); if (op == "<=") exit !(v <= t); exit 1 }'; then
+    verdict=ok
+  else
+    verdict=MISSED
+    missed=1
+  fi
+  printf '  %-14s %-32s %10s %s %-6s %s\n' "$bench" "$name" "$value" "$op" "$target" "$verdict"
+done < "$ratios"
+[ -s "$ratios" ] || echo "  (no ratio printed)"
+
+if [ "$check" = 1 ] && { [ "$missed" = 1 ] || [ "$failed" = 1 ] || [ ! -s "$ratios" ]; }; then
+  echo "[bench] --check: a ratio missed its target or a bench failed" >&2
+  exit 1
+fi
