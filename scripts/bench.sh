@@ -4,7 +4,8 @@
 # a baseline taken in the same run; this script collects those lines.
 #
 # usage: scripts/bench.sh [--check] [--no-build] [BENCH...]
-#   BENCH       workspace_path (default), mcp_roundtrip (default), guest_path, disk_tools
+#   BENCH       workspace_path, mcp_roundtrip, disk_tools (the default three), guest_path
+#               (its TCG targets are known misses, see SPECIFICATION.md)
 #   --check     exit 1 when any printed ratio misses its target (or a bench fails)
 #   --no-build  skip scripts/build.sh release (binaries already built)
 # Needs an installed debian:12 (PYRO_CACHE_DIR); see SPECIFICATION.md.
@@ -17,18 +18,19 @@ for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     -*) echo "[bench] unknown option $arg" >&2; exit 2 ;;
     *) benches+=("$arg") ;;
   esac
 done
-[ ${#benches[@]} -gt 0 ] || benches=(workspace_path mcp_roundtrip)
+[ ${#benches[@]} -gt 0 ] || benches=(workspace_path mcp_roundtrip disk_tools)
 [ "$build" = 0 ] || scripts/build.sh release
 
 package_of() {
   case "$1" in
     mcp_roundtrip) echo pyro-mcp ;;
-    workspace_path|guest_path|disk_tools) echo pyro ;;
+    workspace_path|guest_path) echo pyro ;;
+    disk_tools) echo pyro-diskimage ;;
     *) echo "[bench] unknown bench $1" >&2; return 1 ;;
   esac
 }

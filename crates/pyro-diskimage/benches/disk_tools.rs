@@ -15,6 +15,7 @@
 //! `read_s`. Needs e2fsprogs, python3 and GNU cp.
 //!
 //! Each line ends in PASS or FAIL against its target; any FAIL makes the bench exit with status 1.
+//! Each target is also printed as `RATIO <name> <value> <op> <target>` for `scripts/bench.sh`.
 
 use pyro_diskimage as diskimage;
 use std::os::unix::fs::MetadataExt;
@@ -184,6 +185,8 @@ fn main() {
         ref_read,
         verdict(read_ratio >= 1000.0, &mut failed)
     );
+    println!("RATIO disk_list_vs_reference {list_ratio:.1} >= 100");
+    println!("RATIO disk_read_vs_reference {read_ratio:.0} >= 1000");
 
     // Export vs cp, alternating, onto the same filesystem as the image.
     run(&mut Command::new("sync"));
@@ -219,6 +222,8 @@ fn main() {
         "export allocation: pyro {ours_alloc} bytes, cp {cp_alloc} bytes, source {src_alloc} bytes: {alloc_ratio:.3}x source (target <= 1.1x: {})",
         verdict(alloc_ratio <= 1.1, &mut failed)
     );
+    println!("RATIO disk_export_time_vs_cp {:.3} <= 1", ours.as_secs_f64() / cps.as_secs_f64());
+    println!("RATIO disk_export_allocation_vs_source {alloc_ratio:.3} <= 1.1");
     if failed {
         std::process::exit(1);
     }

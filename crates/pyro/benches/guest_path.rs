@@ -112,6 +112,7 @@ fn main() {
     println!("cold `pyro run debian:12 -- true`: {:.3} s median of {COLD_RUNS}", cold_m);
     println!("bare kernel + busybox initramfs boot to poweroff ({accel}): {:.3} s median of {COLD_RUNS}", bare_m);
     println!("ratio run/bare: {:.2}x (target <= 1.30x)", cold_m / bare_m);
+    println!("RATIO cold_run_vs_bare_boot {:.3} <= 1.3", cold_m / bare_m);
 
     // 2. exec round trip vs raw echo over the same supervisor channel.
     rt.block_on(async {
@@ -137,6 +138,7 @@ fn main() {
         println!("exec `true` round trip: {e:.3} ms median of {EXEC_RUNS}");
         println!("raw echo (Ping) round trip, same channel: {p:.3} ms median of {EXEC_RUNS}");
         println!("ratio exec/echo: {:.2}x (target <= 2x)", e / p);
+        println!("RATIO exec_vs_echo {:.2} <= 2", e / p);
         pyro.delete_vm(&vm.vm_id).await.unwrap();
     });
 }
