@@ -159,6 +159,11 @@ async fn run(vm: VmDir) -> i32 {
         }
     };
     vm.clean_stale_files();
+    // A provisional record (no VMM yet) before QEMU exists: whoever spawned this supervisor
+    // may be killed from here on, and the orphan sweep finds a VM only through this record.
+    // Without it, a start killed just after QEMU appeared left a VM no sweep could see.
+    let _ =
+        pyro_sys::write_atomic(&vm.pid_record(), serde_json::to_vec(&PidRecord::for_current(0)).unwrap().as_slice());
 
     let (mut vmm, console) = match spawn_vmm(&spec, &vm) {
         Ok(c) => c,
