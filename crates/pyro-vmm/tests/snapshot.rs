@@ -123,8 +123,11 @@ async fn a_paused_vm_comes_back_with_its_processes_and_as_a_new_machine() {
     println!("cold boot: ready_ms {} (call {cold_ms} ms)", booted.ready_ms);
     assert!(!booted.restored);
 
-    let pid =
-        sh(&machine, "sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/pid; echo kept > /tmp/note; cat /tmp/pid").await;
+    let pid = sh(
+        &machine,
+        "sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/pid; echo kept > /tmp/note; echo disk > /root/note; cat /tmp/pid",
+    )
+    .await;
     let pids = recorded_pids(fx.vm());
     let paused = machine.pause(Duration::from_secs(10)).await.unwrap();
     println!(
@@ -146,39 +149,54 @@ async fn a_paused_vm_comes_back_with_its_processes_and_as_a_new_machine() {
     }
     assert!(!fx.vm().path().join("memory.state.partial").exists());
 
-    // A pause of a few seconds: the guest's wall clock is the host's again after the restore.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two machines restored from the one state elsewhere (throw-away disks, as warm runs
+    // do): the same processes, each its own hostname and random bytes.
+    let mut random = Vec::new();
+    for child in ["child-one", "child-two"] {
+        let spec = BootSpec {
+            dir: VmDir::new(fx.home.path().join(child)),
+            vm_id: child.into(),
+            snapshot: true,
+            hostname: Some(child.into()),
+            ..fx.spec.clone()
+        };
+        let (machine, booted) = Machine::restore(spec, &state).await.unwrap();
+        assert!(booted.restored);
+        assert_eq!(sh(&machine, &format!("kill -0 {pid} && echo alive")).await, "alive");
+        assert_eq!(sh(&machine, "hostname").await, child);
+        random.push(sh(&machine, "head -c 16 /dev/urandom | od -An -tx1").await);
+        machine.kill();
+    }
+    assert_ne!(random[0], random[1], "two restores of one state produced the same /dev/urandom bytes");
+    assert!(MemoryState::load(fx.vm()).unwrap().is_some(), "a restore elsewhere must leave the state alone");
+
+    // Resume in place after a pause of a few seconds: same processes and files, the host's
+    // wall clock, and the state used up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
-    let spec = BootSpec { hostname: Some("child-one".into()), ..fx.spec.clone() };
-    let (machine, booted) = Machine::restore(spec, &state).await.unwrap();
+    let (machine, booted) = Machine::restore(fx.spec.clone(), &state).await.unwrap();
     let restore_ms = started.elapsed().as_millis();
     println!("restore: ready_ms {} (call {restore_ms} ms) vs cold boot {cold_ms} ms", booted.ready_ms);
     assert!(booted.restored);
+    assert!(MemoryState::load(fx.vm()).unwrap().is_none(), "a resume in place must retire its state");
     assert_eq!(sh(&machine, "cat /tmp/pid").await, pid);
     assert_eq!(sh(&machine, "cat /tmp/note").await, "kept");
     assert_eq!(sh(&machine, &format!("kill -0 {pid} && echo alive")).await, "alive");
-    assert_eq!(sh(&machine, "hostname").await, "child-one");
+    assert_eq!(sh(&machine, "hostname").await, "pyro");
     let guest_now: i64 = sh(&machine, "date +%s").await.parse().unwrap();
     assert!((guest_now - unix_now()).abs() <= 2, "guest clock {guest_now} vs host {}", unix_now());
     // An exec timeout in flight measures guest time, which did not run while paused.
     let r = machine.exec("sleep 5", None, BTreeMap::new(), Duration::from_secs(1), 64).await.unwrap();
     assert!(r.timed_out && r.duration_ms < 4000, "{r:?}");
-    let first = sh(&machine, "head -c 16 /dev/urandom | od -An -tx1").await;
-    machine.kill();
 
-    // The same state again: the same processes, different random bytes.
-    let (machine, _) = Machine::restore(fx.spec.clone(), &state).await.unwrap();
-    assert_eq!(sh(&machine, &format!("kill -0 {pid} && echo alive")).await, "alive");
-    let second = sh(&machine, "head -c 16 /dev/urandom | od -An -tx1").await;
-    assert_ne!(first, second, "two restores of one state produced the same /dev/urandom bytes");
-    assert_eq!(sh(&machine, "hostname").await, "pyro");
-
-    // Pause again, from a restored VM: the state is replaced whole.
+    // Pause again, from a restored VM; a cold boot of the same disk then retires that state.
     let paused = machine.pause(Duration::from_secs(10)).await.unwrap();
-    let again = MemoryState::load(fx.vm()).unwrap().unwrap();
-    assert_eq!(again.meta.state_bytes, paused.state_bytes);
-    MemoryState::discard(fx.vm()).unwrap();
-    assert!(MemoryState::load(fx.vm()).unwrap().is_none());
+    assert_eq!(MemoryState::load(fx.vm()).unwrap().unwrap().meta.state_bytes, paused.state_bytes);
+    let (machine, _) = Machine::boot(fx.spec.clone()).await.unwrap();
+    assert!(MemoryState::load(fx.vm()).unwrap().is_none(), "a cold boot must retire the state of its disk");
+    // /tmp is tmpfs (gone with the old machine); what went to the disk is there.
+    assert_eq!(sh(&machine, "cat /root/note; test -e /tmp/note || echo fresh").await, "disk\nfresh");
+    machine.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
