@@ -279,9 +279,12 @@ async fn an_idle_vm_pauses_itself_but_not_while_its_lock_is_held() {
     let lock_path = fx.home.path().join("vm.lock");
     let spec = BootSpec {
         idle_pause: Some(IdlePause { after: Duration::from_secs(2), lock_path: lock_path.clone() }),
+        hostname: Some("idle-vm".into()),
         ..fx.spec.clone()
     };
     let (machine, _) = Machine::boot(spec).await.unwrap();
+    // A hostname is applied at a cold boot too.
+    assert_eq!(sh(&machine, "hostname").await, "idle-vm");
     // Held: a call is in progress. The VM stays up however idle it is.
     let held = pyro_sys::lock(&lock_path, pyro_sys::LockMode::Shared).unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -419,6 +422,8 @@ async fn published_ports_come_back_and_forks_get_their_own_disks() {
     let (machine, _) = Machine::restore(spec.clone(), &state).await.unwrap();
     assert_eq!(fetch_within(port, Duration::from_secs(10)).await.as_deref(), Some("hello\n"));
     assert_eq!(sh(&machine, "cat /tmp/web.pid").await, web_pid);
+    let log = std::fs::read_to_string(fx.vm().path().join("supervisor.log")).unwrap();
+    println!("{}", log.lines().filter(|l| l.contains("survived the restore")).last().unwrap_or("(no port line)"));
     assert_eq!(sh(&machine, "ls /root | grep -c fork- || true").await, "0");
 
     // kill -9 of the supervisor during a pause: QEMU goes with it, and what is left is either
