@@ -423,7 +423,7 @@ async fn published_ports_come_back_and_forks_get_their_own_disks() {
     assert_eq!(fetch_within(port, Duration::from_secs(10)).await.as_deref(), Some("hello\n"));
     assert_eq!(sh(&machine, "cat /tmp/web.pid").await, web_pid);
     let log = std::fs::read_to_string(fx.vm().path().join("supervisor.log")).unwrap();
-    println!("{}", log.lines().filter(|l| l.contains("survived the restore")).last().unwrap_or("(no port line)"));
+    println!("{}", log.lines().rfind(|l| l.contains("survived the restore")).unwrap_or("(no port line)"));
     assert_eq!(sh(&machine, "ls /root | grep -c fork- || true").await, "0");
 
     // kill -9 of the supervisor during a pause: QEMU goes with it, and what is left is either
