@@ -313,13 +313,15 @@ impl Machine {
     /// QEMU and the supervisor. Free space is checked first ([`Error::HostRequirement`] with
     /// the numbers). On any failure the VM keeps running.
     pub async fn pause(&self, timeout: Duration) -> Result<Paused> {
+        // Taken first: the supervisor removes its pid record before it exits.
+        let processes = client::live_processes(&self.dir);
         let req = Request::Supervisor(SupervisorRequest::Pause { timeout_ms: timeout.as_millis() as u64 });
         let answer = self.call(req, Some(timeout + PAUSE_SAVE_TIMEOUT)).await?;
         match answer {
             Response::Paused { state_bytes, pause_ms } => {
                 // The supervisor exits right after answering; a caller that sees `Paused`
                 // must find no process of the VM left.
-                client::wait_gone(&self.dir, Duration::from_secs(10)).await;
+                client::wait_gone(&processes, Duration::from_secs(10)).await;
                 Ok(Paused { state_bytes, pause_ms })
             }
             Response::Error(e) => Err(match e.kind.as_str() {
