@@ -113,10 +113,15 @@ impl Pyro {
             kernel: env.kernel_image.clone(),
             initramfs: initramfs(env, &self.paths().cache_dir)?,
             disk: req.disk,
+            // Workspaces and ephemeral VMs boot raw images; the product's overlays, idle
+            // pause and hostnames come in through BootRequest when it carries them.
+            disk_format: pyro_vmm::DiskFormat::Raw,
             snapshot: req.snapshot,
             owner_pid: req.owner_pid,
             remove_dir_on_exit: req.remove_dir_on_exit,
             supervisor_bin: find_own_binary("pyro-supervisor", "PYRO_SUPERVISOR_BIN")?,
+            idle_pause: None,
+            hostname: None,
         };
         let (machine, booted) = Machine::boot(spec).await?;
         let metadata = BTreeMap::from([

@@ -66,7 +66,11 @@ pub(crate) async fn spawn(supervisor_bin: &Path, vm: &VmDir, wait: Duration) -> 
             if ready.ok {
                 Ok(ready)
             } else {
-                Err(Error::Boot(ready.error.unwrap_or_else(|| "the VM did not start".into())))
+                let why = ready.error.unwrap_or_else(|| "the VM did not start".into());
+                Err(match ready.error_kind.as_deref() {
+                    Some("corrupt_state") => Error::CorruptState(why),
+                    _ => Error::Boot(why),
+                })
             }
         }
         Ok(Ok(None)) | Ok(Err(_)) => {
@@ -158,6 +162,20 @@ pub(crate) fn read_pids(vm: &VmDir) -> Option<PidRecord> {
 pub(crate) fn is_running(vm: &VmDir) -> bool {
     let vm_dir = vm.path();
     read_pids(vm).map(|p| p.supervisor_alive(vm_dir) && (p.vmm_pid == 0 || p.vmm_alive(vm_dir))).unwrap_or(false)
+}
+
+/// The VM's processes named in its pid record that are alive now (supervisor first).
+pub(crate) fn live_processes(vm: &VmDir) -> Vec<ProcessIdentity> {
+    read_pids(vm).map(|p| p.live_processes(vm.path())).unwrap_or_default()
+}
+
+/// Wait (at most `timeout`) until every process in `processes` has exited (a supervisor
+/// that answered a pause removes its pid record and then exits).
+pub(crate) async fn wait_gone(processes: &[ProcessIdentity], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while processes.iter().any(ProcessIdentity::is_alive) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Last resort: SIGKILL the VMM and supervisor named in the pid file, each only if it is
