@@ -116,6 +116,7 @@ impl From<pyro_diskimage::Error> for Error {
             Disk::PathNotFound { .. } => Error::NotFound(message),
             Disk::ImageNotAFile { .. }
             | Disk::NotExt4 { .. }
+            | Disk::Qcow2 { .. }
             | Disk::ReaderFailed { .. }
             | Disk::UnfinishedJournal { .. }
             | Disk::Unsupported { .. }
