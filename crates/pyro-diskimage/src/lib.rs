@@ -303,8 +303,8 @@ pub fn read(disk: &DiskImage, guest_path: &str, max_bytes: u64) -> Result<(u64, 
 /// partial file: the copy is made in an anonymous file (`O_TMPFILE`) in the output directory
 /// and linked in only when complete (falling back to a hidden temp file renamed with
 /// `RENAME_NOREPLACE` where `O_TMPFILE` is unsupported). Holes stay holes: a raw image's holes,
-/// and for a qcow2 image its zero clusters, what no layer of its chain allocated, and the holes
-/// of a raw backing file. Returns the disk size.
+/// and for a qcow2 image its zero clusters, what no layer of its chain allocated, the holes of
+/// a raw backing file and all-zero 4 KiB blocks of data clusters. Returns the disk size.
 pub fn export(disk: &DiskImage, output: &Path) -> Result<u64> {
     let image = disk.path.as_path();
     if output.symlink_metadata().is_ok() {
@@ -1120,7 +1120,8 @@ fn copy_sparse_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64)
 }
 
 /// Writes the disk of a qcow2 chain to `dst` (`size` bytes): each run the chain maps to a file
-/// is copied (a raw backing file's holes skipped), zero and unallocated runs are left as holes.
+/// is copied (a raw backing file's holes and all-zero blocks skipped), zero and unallocated runs
+/// are left as holes.
 fn copy_chain(chain: &Chain, dst: &File, size: u64) -> std::result::Result<(), Fault> {
     let mut cache = L2Cache::new();
     let mut pos = 0;
@@ -1130,10 +1131,13 @@ fn copy_chain(chain: &Chain, dst: &File, size: u64) -> std::result::Result<(), F
             // A data cluster qemu never wrote out to its end reads as zeros there: a hole.
             let present = chain.present(layer, offset, len);
             let src = chain.file(layer);
+            // All-zero blocks of a qcow2 data cluster stay holes too (qemu writes out zeros,
+            // e.g. every cluster of a v2 overlay that `qemu-img convert` made): the bytes are
+            // read anyway, and checking them costs little.
             let copied = if chain.is_raw(layer) {
                 copy_sparse_range(src, offset, dst, pos, present)
             } else {
-                copy_range(src, offset, dst, pos, present, false)
+                copy_range(src, offset, dst, pos, present, true)
             };
             copied.map_err(Fault::Io)?;
         }

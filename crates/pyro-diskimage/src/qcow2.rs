@@ -370,9 +370,16 @@ fn classify(layer: &Layer, entry: u64, cluster_bits: u32, guest: u64) -> std::re
     Ok(Class::Data(host))
 }
 
+struct CachedTable {
+    entries: Box<[u64]>,
+    /// The cache's `tick` when the table was last used.
+    used: u64,
+}
+
 /// L2 tables one reader has read, least recently used dropped first.
 pub(crate) struct L2Cache {
-    tables: HashMap<(usize, u64), (Box<[u64]>, u64)>,
+    /// By (layer index, table offset in that layer's file).
+    tables: HashMap<(usize, u64), CachedTable>,
     bytes: usize,
     tick: u64,
 }
@@ -409,19 +416,19 @@ impl L2Cache {
             let table: Box<[u64]> = raw.chunks_exact(8).map(be_u64).collect();
             let table_bytes = raw.len();
             while self.bytes + table_bytes > L2_CACHE_BYTES {
-                let Some(oldest) = self.tables.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) else {
+                let Some(oldest) = self.tables.iter().min_by_key(|(_, t)| t.used).map(|(k, _)| *k) else {
                     break;
                 };
-                if let Some((dropped, _)) = self.tables.remove(&oldest) {
-                    self.bytes -= dropped.len() * 8;
+                if let Some(dropped) = self.tables.remove(&oldest) {
+                    self.bytes -= dropped.entries.len() * 8;
                 }
             }
             self.bytes += table_bytes;
-            self.tables.insert(key, (table, tick));
+            self.tables.insert(key, CachedTable { entries: table, used: tick });
         }
         let slot = self.tables.get_mut(&key).expect("inserted above");
-        slot.1 = tick;
-        Ok(&slot.0)
+        slot.used = tick;
+        Ok(&slot.entries)
     }
 }
 
