@@ -1089,11 +1089,12 @@ fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
     if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
         return Ok(());
     }
-    copy_sparse_range(src, 0, dst, 0, len)
+    copy_sparse_range(src, 0, dst, 0, len, false)
 }
 
-/// Copies `src[src_at..src_at + len]` to `dst` from `dst_at`, skipping the source's holes.
-fn copy_sparse_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64) -> io::Result<()> {
+/// Copies `src[src_at..src_at + len]` to `dst` from `dst_at`, skipping the source's holes (and
+/// with `skip_zeros`, its all-zero 4 KiB blocks).
+fn copy_sparse_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64, skip_zeros: bool) -> io::Result<()> {
     let end = src_at + len;
     let mut pos = src_at;
     while pos < end {
@@ -1113,7 +1114,7 @@ fn copy_sparse_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64)
         if hole <= data {
             return Err(io::Error::other("the image changed while it was exported"));
         }
-        copy_range(src, data, dst, dst_at + (data - src_at), hole - data, false)?;
+        copy_range(src, data, dst, dst_at + (data - src_at), hole - data, skip_zeros)?;
         pos = hole;
     }
     Ok(())
@@ -1131,11 +1132,11 @@ fn copy_chain(chain: &Chain, dst: &File, size: u64) -> std::result::Result<(), F
             // A data cluster qemu never wrote out to its end reads as zeros there: a hole.
             let present = chain.present(layer, offset, len);
             let src = chain.file(layer);
-            // All-zero blocks of a qcow2 data cluster stay holes too (qemu writes out zeros,
-            // e.g. every cluster of a v2 overlay that `qemu-img convert` made): the bytes are
-            // read anyway, and checking them costs little.
+            // All-zero blocks stay holes too (qemu writes out zeros, e.g. every cluster of a v2
+            // overlay that `qemu-img convert` made; mkfs writes a zeroed journal into a raw
+            // base): the bytes are read anyway, and checking them costs little.
             let copied = if chain.is_raw(layer) {
-                copy_sparse_range(src, offset, dst, pos, present)
+                copy_sparse_range(src, offset, dst, pos, present, true)
             } else {
                 copy_range(src, offset, dst, pos, present, true)
             };
@@ -1162,10 +1163,22 @@ fn copy_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64, skip_z
             Err(e) => return Err(e),
         };
         if skip_zeros {
+            // Runs of non-zero blocks are written at once; the zero test is a memcmp.
+            static ZEROS: [u8; BLOCK] = [0; BLOCK];
+            let mut run_start: Option<usize> = None;
             for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
-                if block.iter().any(|&b| b != 0) {
-                    dst.write_all_at(block, dst_at + done + (i * BLOCK) as u64)?;
+                let at = i * BLOCK;
+                match (block == &ZEROS[..block.len()], run_start) {
+                    (false, None) => run_start = Some(at),
+                    (true, Some(start)) => {
+                        dst.write_all_at(&buf[start..at], dst_at + done + start as u64)?;
+                        run_start = None;
+                    }
+                    _ => {}
                 }
+            }
+            if let Some(start) = run_start {
+                dst.write_all_at(&buf[start..n], dst_at + done + start as u64)?;
             }
         } else {
             dst.write_all_at(&buf[..n], dst_at + done)?;

@@ -62,14 +62,47 @@ fn build_tree(root: &Path) {
     big.set_len(256 << 20).unwrap();
 }
 
+/// Writes into the qcow2 `overlay` (through qemu-io, as a guest's writes land) every run of
+/// 4 KiB blocks where the raw image `new` differs from `old`, so that the overlay over a chain
+/// showing `old` shows `new`, and holds only what changed.
+fn write_difference(old: &Path, new: &Path, overlay: &Path, scratch: &Path) {
+    const BLOCK: usize = 4096;
+    let (a, b) = (std::fs::read(old).unwrap(), std::fs::read(new).unwrap());
+    assert_eq!(a.len(), b.len());
+    let differs = |i: usize| a[i * BLOCK..(i + 1) * BLOCK] != b[i * BLOCK..(i + 1) * BLOCK];
+    let blocks = a.len() / BLOCK;
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", "qcow2"]);
+    let (mut i, mut runs) = (0, 0);
+    while i < blocks {
+        if !differs(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < blocks && differs(i) {
+            i += 1;
+        }
+        let data = scratch.join(format!("run-{start}"));
+        std::fs::write(&data, &b[start * BLOCK..i * BLOCK]).unwrap();
+        cmd.arg("-c").arg(format!("write -s {} {} {}", s(&data), start * BLOCK, (i - start) * BLOCK));
+        runs += 1;
+    }
+    assert!(runs > 0, "{} and {} do not differ", old.display(), new.display());
+    run(cmd.arg(overlay));
+}
+
 /// A chain and the raw image each of its layers is equivalent to:
 /// `raw[0]` (base, raw) <- `layer[1]` (qcow2 v3, 4 KiB clusters) <- `layer[2]` (qcow2 v2,
-/// 64 KiB clusters) <- `layer[3]` (qcow2 v3, default, written through qemu-io: data, zero
-/// clusters over lower data, a partial zero write).
+/// 64 KiB clusters) <- `layer[3]` (qcow2 v3, default). Layers 1 and 2 hold file changes made
+/// with debugfs on a raw copy, written into an empty overlay; layer 3 holds qemu-io writes:
+/// data, zero clusters over lower data, a partial zero write, a cluster written then unmapped.
+/// `converted` is `raw[1]` as `qemu-img convert -B raw[0]` stores it (all of its data).
 struct Chain {
     _dir: tempfile::TempDir,
     raw: Vec<PathBuf>,
     layer: Vec<PathBuf>,
+    converted: PathBuf,
 }
 
 fn chain() -> &'static Chain {
@@ -90,19 +123,24 @@ fn chain() -> &'static Chain {
         debugfs_w(&raw[1], "rm /workspace/small.txt");
         debugfs_w(&raw[1], &format!("write {} /workspace/changed.txt", s(&d.join("changed.txt"))));
         debugfs_w(&raw[1], "mkdir /workspace/newdir");
+        // Bytes in free space that no layer above touches: read from layer 1 through two layers.
+        qemu_io("raw", &raw[1], "write -P 0x44 88M 64k");
         qemu_img(&[
-            "convert",
-            "-O",
+            "create",
+            "-q",
+            "-f",
             "qcow2",
             "-o",
             "cluster_size=4096",
-            "-B",
-            s(&raw[0]),
             "-F",
             "raw",
-            s(&raw[1]),
+            "-b",
+            s(&raw[0]),
             s(&layer[1]),
         ]);
+        write_difference(&raw[0], &raw[1], &layer[1], d);
+        let converted = d.join("converted.qcow2");
+        qemu_img(&["convert", "-O", "qcow2", "-B", s(&raw[0]), "-F", "raw", s(&raw[1]), s(&converted)]);
 
         // Layer 2 (qcow2 v2) over layer 1.
         cp(&raw[1], &raw[2]);
@@ -110,18 +148,19 @@ fn chain() -> &'static Chain {
         debugfs_w(&raw[2], &format!("write {} /workspace/newdir/deep2.txt", s(&d.join("deep2.txt"))));
         debugfs_w(&raw[2], "rm /workspace/nested/f7");
         qemu_img(&[
-            "convert",
-            "-O",
+            "create",
+            "-q",
+            "-f",
             "qcow2",
             "-o",
             "compat=0.10",
-            "-B",
-            s(&layer[1]),
             "-F",
             "qcow2",
-            s(&raw[2]),
+            "-b",
+            s(&layer[1]),
             s(&layer[2]),
         ]);
+        write_difference(&raw[1], &raw[2], &layer[2], d);
 
         // Layer 3: an empty overlay written through qemu-io, the same writes applied to a raw copy.
         cp(&raw[2], &raw[3]);
@@ -136,16 +175,24 @@ fn chain() -> &'static Chain {
             qemu_io("qcow2", &layer[3], op);
             qemu_io("raw", &raw[3], op);
         }
-        Chain { _dir: dir, raw, layer }
+        Chain { _dir: dir, raw, layer, converted }
     })
 }
 
+/// `layer[i]` as qcow2 (`i` = 4: `converted`, equivalent to `raw[1]`).
 fn q(i: usize) -> DiskImage {
+    if i == 4 {
+        return DiskImage::qcow2(&chain().converted);
+    }
     DiskImage::qcow2(&chain().layer[i])
 }
 
+fn raw_path(i: usize) -> &'static Path {
+    &chain().raw[if i == 4 { 1 } else { i }]
+}
+
 fn r(i: usize) -> DiskImage {
-    DiskImage::raw(&chain().raw[i])
+    DiskImage::raw(raw_path(i))
 }
 
 fn allocated(path: &Path) -> u64 {
@@ -154,7 +201,19 @@ fn allocated(path: &Path) -> u64 {
 
 #[test]
 fn every_layer_lists_and_reads_as_its_raw_equivalent() {
-    for i in 1..4 {
+    // Reads fall through to every layer below (qemu-img's map says which layer holds each
+    // range: depth 0 is the image itself).
+    for (layer, depths) in [(3, vec![0, 1, 2, 3]), (2, vec![0, 1, 2]), (1, vec![0, 1])] {
+        let map = run(Command::new("qemu-img").args(["map", "--output=json"]).arg(&chain().layer[layer]));
+        let map: Vec<serde_json::Value> = serde_json::from_str(&map).unwrap();
+        for depth in depths {
+            assert!(
+                map.iter().any(|m| m["depth"] == depth && m["data"] == true),
+                "no data at depth {depth} of layer {layer}: {map:?}"
+            );
+        }
+    }
+    for i in 1..5 {
         for path in ["/", "/workspace", "/workspace/nested"] {
             let want = diskimage::list(&r(i), path, true).unwrap();
             let got = diskimage::list(&q(i), path, true).unwrap();
@@ -181,18 +240,18 @@ fn every_layer_lists_and_reads_as_its_raw_equivalent() {
 #[test]
 fn export_writes_the_same_disk_as_qemu_img_and_stays_sparse() {
     let dir = tempfile::tempdir().unwrap();
-    for i in 1..4 {
+    for i in 1..5 {
         let out = dir.path().join(format!("export{i}.ext4"));
         let bytes = diskimage::export(&q(i), &out).unwrap();
-        assert_eq!(bytes, std::fs::metadata(&chain().raw[i]).unwrap().len());
+        assert_eq!(bytes, std::fs::metadata(raw_path(i)).unwrap().len());
         // qemu-img's own reading of the chain, and the raw equivalent, byte for byte.
         let by_qemu = dir.path().join(format!("qemu{i}.raw"));
-        qemu_img(&["convert", "-O", "raw", s(&chain().layer[i]), s(&by_qemu)]);
+        qemu_img(&["convert", "-O", "raw", s(&q(i).path), s(&by_qemu)]);
         run(Command::new("cmp").arg(&out).arg(&by_qemu));
-        run(Command::new("cmp").arg(&out).arg(&chain().raw[i]));
+        run(Command::new("cmp").arg(&out).arg(raw_path(i)));
         run(Command::new("e2fsck").arg("-fn").arg(&out));
         // Holes stay holes: about what the raw equivalent allocates, far below the disk size.
-        let (ours, raw) = (allocated(&out), allocated(&chain().raw[i]));
+        let (ours, raw) = (allocated(&out), allocated(raw_path(i)));
         assert!(ours <= raw + (1 << 20), "layer {i}: export allocates {ours} bytes, the raw image {raw}");
         assert!(ours < bytes / 4, "layer {i}: {ours} of {bytes} bytes allocated");
         // Never over anything.
@@ -208,6 +267,8 @@ fn export_writes_the_same_disk_as_qemu_img_and_stays_sparse() {
     assert!(buf.iter().all(|&b| b == 0x33), "base data below an untouched cluster shows through");
     out.read_exact_at(&mut buf, 70 << 20).unwrap();
     assert!(buf.iter().all(|&b| b == 0x5a));
+    out.read_exact_at(&mut buf, 88 << 20).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x44), "layer 1's data shows through layers 2 and 3");
 }
 
 #[test]
