@@ -100,7 +100,8 @@ fn image() -> PathBuf {
 /// The qcow2 images, built on first use next to the raw one (`image`) and kept:
 /// - `changed`: the raw image after a fork's typical changes (a new directory of 100 files,
 ///   10 files removed, made with debugfs on a copy);
-/// - `overlay`: those changes as a qcow2 overlay over the raw image (`qemu-img convert -B`);
+/// - `overlay`: those changes as a qcow2 overlay over the raw image, written through qemu-io
+///   as a guest's writes land (only the clusters that changed);
 /// - `chain3`: two empty overlays over `overlay` (a fork of a fork of a fork);
 /// - `full`: the raw image converted to a standalone qcow2.
 struct Qcow2Images {
@@ -110,13 +111,17 @@ struct Qcow2Images {
     full: PathBuf,
 }
 
+fn qemu_img(args: &[&str]) {
+    run(Command::new("qemu-img").args(args));
+}
+
 fn qcow2_images(image: &Path) -> Qcow2Images {
     let dir = cache_dir();
     let named = |n: &str| dir.join(format!("workspace-v1.{n}"));
     let images = Qcow2Images {
         changed: named("changed.ext4"),
-        overlay: named("overlay.qcow2"),
-        chain3: named("chain3.qcow2"),
+        overlay: named("overlay-v2.qcow2"),
+        chain3: named("chain3-v2.qcow2"),
         full: named("full.qcow2"),
     };
     let s = |p: &Path| p.to_str().unwrap().to_string();
@@ -138,53 +143,64 @@ fn qcow2_images(image: &Path) -> Qcow2Images {
         let cmds = files.path().join("cmds");
         std::fs::write(&cmds, script).unwrap();
         run(Command::new("debugfs").arg("-w").arg("-f").arg(&cmds).arg(&partial));
-        run(Command::new("qemu-img").args([
-            "convert",
-            "-O",
-            "qcow2",
-            "-B",
-            &s(image),
-            "-F",
-            "raw",
-            &s(&partial),
-            &s(&images.overlay),
-        ]));
+        let overlay = named("overlay-v2.qcow2.partial");
+        qemu_img(&["create", "-q", "-f", "qcow2", "-F", "raw", "-b", &s(image), &s(&overlay)]);
+        write_difference(image, &partial, &overlay, files.path());
+        std::fs::rename(&overlay, &images.overlay).unwrap();
         std::fs::rename(&partial, &images.changed).unwrap();
     }
     if !images.chain3.exists() {
-        let mid = named("chain2.qcow2");
+        let mid = named("chain2-v2.qcow2");
         let _ = std::fs::remove_file(&mid);
-        run(Command::new("qemu-img").args([
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            &s(&images.overlay),
-            &s(&mid),
-        ]));
-        let partial = named("chain3.qcow2.partial");
-        run(Command::new("qemu-img").args([
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            &s(&mid),
-            &s(&partial),
-        ]));
+        qemu_img(&["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &s(&images.overlay), &s(&mid)]);
+        let partial = named("chain3-v2.qcow2.partial");
+        qemu_img(&["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &s(&mid), &s(&partial)]);
         std::fs::rename(&partial, &images.chain3).unwrap();
     }
     if !images.full.exists() {
         let partial = named("full.qcow2.partial");
-        run(Command::new("qemu-img").args(["convert", "-O", "qcow2", &s(image), &s(&partial)]));
+        qemu_img(&["convert", "-O", "qcow2", &s(image), &s(&partial)]);
         std::fs::rename(&partial, &images.full).unwrap();
     }
     images
+}
+
+/// Writes into the qcow2 `overlay` (through qemu-io, as a guest's writes land) every run of
+/// 4 KiB blocks where the raw image `new` differs from `old`.
+fn write_difference(old: &Path, new: &Path, overlay: &Path, scratch: &Path) {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
+    const CHUNK: usize = 1 << 20;
+    let (a, b) = (std::fs::File::open(old).unwrap(), std::fs::File::open(new).unwrap());
+    let len = b.metadata().unwrap().len() as usize;
+    assert_eq!(a.metadata().unwrap().len() as usize, len);
+    let (mut ca, mut cb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    // (start, bytes) of the run of differing blocks being collected.
+    let mut pending: Option<(usize, Vec<u8>)> = None;
+    let mut runs = Vec::new();
+    for at in (0..len).step_by(CHUNK) {
+        a.read_exact_at(&mut ca, at as u64).unwrap();
+        b.read_exact_at(&mut cb, at as u64).unwrap();
+        for i in (0..CHUNK).step_by(BLOCK) {
+            let (x, y) = (&ca[i..i + BLOCK], &cb[i..i + BLOCK]);
+            match (x != y, pending.as_mut()) {
+                (true, Some((_, bytes))) => bytes.extend_from_slice(y),
+                (true, None) => pending = Some((at + i, y.to_vec())),
+                (false, Some(_)) => runs.extend(pending.take()),
+                (false, None) => {}
+            }
+        }
+    }
+    runs.extend(pending);
+    assert!(!runs.is_empty());
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", "qcow2"]);
+    for (start, bytes) in &runs {
+        let data = scratch.join(format!("run-{start}"));
+        std::fs::write(&data, bytes).unwrap();
+        cmd.arg("-c").arg(format!("write -q -s {} {start} {}", data.display(), bytes.len()));
+    }
+    run(cmd.arg(overlay));
 }
 
 /// Median times of `runs` recursive listings of /workspace of `a` and of `b`, taken in turns so
