@@ -208,6 +208,11 @@ mod tests {
                  a corrupt image with a directory cycle also ends here)",
             ),
             (
+                Disk::Qcow2 { image: "/ws/rootfs.qcow2".into(), reason: "the backing chain has a loop".into() },
+                "invalid_state",
+                "workspace disk image /ws/rootfs.qcow2 cannot be read as qcow2: the backing chain has a loop",
+            ),
+            (
                 Disk::Io { context: "cannot stat /img".into(), source: std::io::Error::from_raw_os_error(2) },
                 "io_error",
                 "cannot stat /img: No such file or directory (os error 2)",
