@@ -302,9 +302,9 @@ pub fn read(disk: &DiskImage, guest_path: &str, max_bytes: u64) -> Result<(u64, 
 /// Copies the disk to `output` as a raw image, never replacing anything and never leaving a
 /// partial file: the copy is made in an anonymous file (`O_TMPFILE`) in the output directory
 /// and linked in only when complete (falling back to a hidden temp file renamed with
-/// `RENAME_NOREPLACE` where `O_TMPFILE` is unsupported). Holes stay holes: a raw image's holes,
-/// and for a qcow2 image its zero clusters, what no layer of its chain allocated, the holes of
-/// a raw backing file and all-zero 4 KiB blocks of data clusters. Returns the disk size.
+/// `RENAME_NOREPLACE` where `O_TMPFILE` is unsupported). Holes stay holes, and so do all-zero
+/// 4 KiB blocks: a raw image's, and for a qcow2 image its zero clusters, what no layer of its
+/// chain allocated, and those of its data. Returns the disk size.
 pub fn export(disk: &DiskImage, output: &Path) -> Result<u64> {
     let image = disk.path.as_path();
     if output.symlink_metadata().is_ok() {
@@ -1081,7 +1081,7 @@ fn seek_data_or_hole(file: &File, offset: u64, whence: libc::c_int) -> io::Resul
     Ok(Some(r as u64))
 }
 
-/// Copies `src[0..len]` to `dst` at the same offsets, skipping holes.
+/// Copies `src[0..len]` to `dst` at the same offsets, skipping holes and all-zero 4 KiB blocks.
 fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
     // A filesystem that can share extents (btrfs, XFS) clones the whole file at once: no data
     // moves and holes stay holes. ext4 and others answer with an error; copy by hand then.
@@ -1089,7 +1089,10 @@ fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
     if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
         return Ok(());
     }
-    copy_sparse_range(src, 0, dst, 0, len, false)
+    // Zero blocks are skipped too: ext4 reports the cached pages of unwritten (preallocated,
+    // zero) extents as data, so what SEEK_DATA calls data depends on the page cache (measured:
+    // 115 MB copied instead of 48 MB after the image had been read once).
+    copy_sparse_range(src, 0, dst, 0, len, true)
 }
 
 /// Copies `src[src_at..src_at + len]` to `dst` from `dst_at`, skipping the source's holes (and
@@ -1149,7 +1152,7 @@ fn copy_chain(chain: &Chain, dst: &File, size: u64) -> std::result::Result<(), F
 
 /// Copies one range with 1 MiB reads and writes. (Measured on ext4 against `copy_file_range`
 /// and `cp --sparse=always`: fastest of the three.) With `skip_zeros`, all-zero 4 KiB blocks
-/// are left unwritten, for sources whose holes cannot be asked for.
+/// are left unwritten (runs of the others are written at once).
 fn copy_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64, skip_zeros: bool) -> io::Result<()> {
     const BLOCK: usize = 4096;
     let mut buf = vec![0u8; 1 << 20];
