@@ -73,7 +73,8 @@ const L2_COMPRESSED: u64 = 1 << 62;
 const L2_ZERO: u64 = 1;
 
 /// Why a read through a chain failed. It travels through `ext4-view` as the boxed source of
-/// `Ext4Error::Io`, and is turned back into [`Error`] by [`Fault::into_error`].
+/// `Ext4Error::Io`, and is turned back into [`Error`] by [`Fault::qcow2_error`] (or reported as
+/// a read error of the image when it is plain I/O).
 #[derive(Debug)]
 pub(crate) enum Fault {
     /// The host could not read a layer's file.

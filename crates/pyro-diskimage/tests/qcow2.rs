@@ -385,6 +385,12 @@ fn hostile_headers_are_refused_before_anything_is_allocated() {
     patch(&p, l1, &((1u64 << 40) | (1 << 63)).to_be_bytes());
     refused(&p, "L2 table at 0x10000000000");
 
+    // A dirty image (qemu killed with lazy refcounts) is read: only its refcounts may be stale.
+    let p = fresh("dirty.qcow2");
+    patch(&p, 72, &1u64.to_be_bytes());
+    let disk = DiskImage::qcow2(&p);
+    assert_eq!(diskimage::read(&disk, "/workspace/keep.txt", 100).unwrap().1, b"kept in every layer\n");
+
     let p = fresh("corrupt-bit.qcow2");
     patch(&p, 72, &2u64.to_be_bytes());
     refused(&p, "marked the image corrupt");
