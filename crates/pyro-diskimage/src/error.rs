@@ -95,6 +95,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A qcow2 image (or one of its backing files) is corrupt, or uses something the offline
+    /// reader refuses (compression, encryption, an external data file, subclusters, an unsafe
+    /// backing chain). See the crate docs.
+    #[error("workspace disk image {} cannot be read as qcow2: {reason}", image.display())]
+    Qcow2 {
+        /// The image asked for (the top of the chain).
+        image: PathBuf,
+        /// What was wrong, and in which backing file if not the image itself.
+        reason: String,
+    },
     /// The ext4 parser panicked on corrupt data (caught; nothing else is affected).
     #[error(
         "workspace disk image is not a readable ext4 filesystem: {} (the reader failed on corrupt data)",

@@ -1,5 +1,6 @@
-//! Offline reading of a stopped pyro workspace's raw ext4 disk image (`pyro workspace disk
-//! list|read|export`), and its sparse export. No VM is involved: the disk is a file.
+//! Offline reading of a stopped pyro workspace's ext4 disk image (`pyro workspace disk
+//! list|read|export`), and its sparse export. No VM is involved: the disk is a file, either a
+//! raw image or a qcow2 overlay over a chain of backing files (see [`DiskImage`]).
 //!
 //! The image was written by the guest, so everything in it is treated as hostile: names, sizes,
 //! symlink targets, directory structure and the superblock itself. The reader is the `ext4-view`
@@ -30,7 +31,14 @@
 //!   image byte for byte, as guest data (it never held the host's secrets: those are never on
 //!   the disk).
 //!
-//! `scripts/fuzz.sh` runs the `ext4_reader` fuzz target (mutated images through `list`/`read`).
+//! The format of an image is never sniffed from its bytes (a guest writes a raw disk's first
+//! sector, so it could make its disk look like a qcow2 file naming any host file as backing):
+//! the caller says it ([`ImageFormat`], recorded by the host when it made the disk), and a qcow2
+//! image's backing files are read as the format its header records for them. How qcow2 headers
+//! and chains are validated and bounded is in the `qcow2` module (source).
+//!
+//! `scripts/fuzz.sh` runs the `ext4_reader` fuzz target (mutated images through `list`/`read`,
+//! raw and as qcow2 overlays).
 //!
 //! `ext4-view` types are `!Send`: they never leave the function (or worker thread) that made them.
 //!
@@ -48,9 +56,12 @@
 #![deny(missing_docs)]
 
 mod error;
+mod qcow2;
 
 pub use error::{Error, Result};
 use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
+use qcow2::{Chain, Extent, Fault, L2Cache};
+pub use qcow2::{L2_CACHE_BYTES, MAX_BACKING_DEPTH, MAX_L1_ENTRIES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -61,7 +72,7 @@ use std::os::unix::io::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Guest paths that only exist while a workspace runs (secrets, shell logs, service state). They
 /// live on tmpfs in pyro, but must never be shown by `list`/`read` even if an image has them.
@@ -97,10 +108,48 @@ const READ_SLACK_BYTES: u64 = 3;
 const MAX_SYMLINK_FOLLOWS: usize = 40;
 /// ext4-view refuses longer paths; a walk that reaches one reports it instead of failing oddly.
 const MAX_PATH_BYTES: usize = 4096;
-/// Worker threads for a recursive listing (each opens the image itself: `Ext4` is `!Send`).
+/// Worker threads for a recursive listing (each loads the filesystem itself: `Ext4` is `!Send`).
 const MAX_WALKERS: usize = 4;
 /// Bytes read from a guest file per reserve-and-read step, so memory follows the data read.
 const READ_CHUNK: usize = 1 << 20;
+
+/// How a disk image file is laid out. Always recorded by the host that made the image, never
+/// guessed from its bytes (see the crate docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// The file is the disk, byte for byte.
+    #[default]
+    Raw,
+    /// A qcow2 (v2/v3) image, possibly an overlay over a chain of raw or qcow2 backing files.
+    Qcow2,
+}
+
+/// A stopped workspace's disk: the image file and its format.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DiskImage {
+    /// The image file (for qcow2, the top of its backing chain).
+    pub path: PathBuf,
+    /// How the file is laid out.
+    pub format: ImageFormat,
+}
+
+impl DiskImage {
+    /// The image at `path`, laid out as `format`.
+    pub fn new(path: impl Into<PathBuf>, format: ImageFormat) -> Self {
+        DiskImage { path: path.into(), format }
+    }
+
+    /// A raw image at `path`.
+    pub fn raw(path: impl Into<PathBuf>) -> Self {
+        Self::new(path, ImageFormat::Raw)
+    }
+
+    /// A qcow2 image at `path`.
+    pub fn qcow2(path: impl Into<PathBuf>) -> Self {
+        Self::new(path, ImageFormat::Qcow2)
+    }
+}
 
 /// The bounds of one listing, each checked before what it bounds is read or stored.
 /// [`list`] uses [`ListLimits::default`] (the `MAX_*` constants); a caller may pass smaller ones
@@ -155,14 +204,21 @@ pub struct DiskEntry {
 
 /// Lists `guest_path` (normalised, absolute) in the image: a single entry for a non-directory,
 /// else its children (the whole subtree with `recursive`, never through symlinks), sorted by path.
-pub fn list(image: &Path, guest_path: &str, recursive: bool) -> Result<Vec<DiskEntry>> {
+pub fn list(image: &DiskImage, guest_path: &str, recursive: bool) -> Result<Vec<DiskEntry>> {
     list_with_limits(image, guest_path, recursive, ListLimits::default())
 }
 
 /// [`list`] with other bounds.
-pub fn list_with_limits(image: &Path, guest_path: &str, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
+pub fn list_with_limits(
+    disk: &DiskImage,
+    guest_path: &str,
+    recursive: bool,
+    limits: ListLimits,
+) -> Result<Vec<DiskEntry>> {
+    let image = disk.path.as_path();
     guarded(image, || {
-        let fs = open_image(image, View::Verified)?;
+        let chain = Arc::new(Chain::open(image, disk.format)?);
+        let fs = open_image(image, &chain, View::Verified)?;
         let target = locate(&fs, image, guest_path)?;
         let kind = artifact_type(&target.meta);
         if !target.meta.is_dir() {
@@ -179,7 +235,7 @@ pub fn list_with_limits(image: &Path, guest_path: &str, recursive: bool, limits:
         }
         let root = Job { real: target.real, shown: target.shown, depth: 0, size: target.meta.len() };
         drop(fs);
-        let mut entries = walk(image, root, recursive, limits)?;
+        let mut entries = walk(image, &chain, root, recursive, limits)?;
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
     })
@@ -200,13 +256,15 @@ pub fn check_read_limit(max_bytes: u64) -> Result<()> {
 /// those bytes. The cost follows `max_bytes` (and the file's block map), not the file size.
 /// `max_bytes` is checked with [`check_read_limit`] (a caller may add up to 3 bytes to finish a
 /// UTF-8 character) before the image is opened.
-pub fn read(image: &Path, guest_path: &str, max_bytes: u64) -> Result<(u64, Vec<u8>)> {
+pub fn read(disk: &DiskImage, guest_path: &str, max_bytes: u64) -> Result<(u64, Vec<u8>)> {
     check_read_limit(max_bytes.saturating_sub(READ_SLACK_BYTES).max(1))?;
     if max_bytes == 0 {
         return Err(Error::ZeroReadLimit);
     }
+    let image = disk.path.as_path();
     guarded(image, || {
-        let fs = open_image(image, View::Verified)?;
+        let chain = Arc::new(Chain::open(image, disk.format)?);
+        let fs = open_image(image, &chain, View::Verified)?;
         let target = locate(&fs, image, guest_path)?;
         if !target.meta.file_type().is_regular_file() {
             return Err(Error::NotARegularFile);
@@ -241,20 +299,19 @@ pub fn read(image: &Path, guest_path: &str, max_bytes: u64) -> Result<(u64, Vec<
     })
 }
 
-/// Copies the raw image to `output` (holes preserved), never replacing anything and never leaving
-/// a partial file: the copy is made in an anonymous file (`O_TMPFILE`) in the output directory
+/// Copies the disk to `output` as a raw image, never replacing anything and never leaving a
+/// partial file: the copy is made in an anonymous file (`O_TMPFILE`) in the output directory
 /// and linked in only when complete (falling back to a hidden temp file renamed with
-/// `RENAME_NOREPLACE` where `O_TMPFILE` is unsupported). Returns the image size.
-pub fn export(image: &Path, output: &Path) -> Result<u64> {
+/// `RENAME_NOREPLACE` where `O_TMPFILE` is unsupported). Holes stay holes, and so do all-zero
+/// 4 KiB blocks: a raw image's, and for a qcow2 image its zero clusters, what no layer of its
+/// chain allocated, and those of its data. Returns the disk size.
+pub fn export(disk: &DiskImage, output: &Path) -> Result<u64> {
+    let image = disk.path.as_path();
     if output.symlink_metadata().is_ok() {
         return Err(already_exists(output));
     }
-    let src =
-        File::open(image).map_err(|e| Error::io(format!("cannot open workspace disk image {}", image.display()), e))?;
-    let meta = src.metadata().map_err(|e| Error::io(format!("cannot stat {}", image.display()), e))?;
-    if !meta.is_file() {
-        return Err(Error::ImageNotAFile { image: image.to_path_buf() });
-    }
+    let chain = guarded(image, || Chain::open(image, disk.format))?;
+    let meta = chain.top_file().metadata().map_err(|e| Error::io(format!("cannot stat {}", image.display()), e))?;
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -263,9 +320,17 @@ pub fn export(image: &Path, output: &Path) -> Result<u64> {
         Error::io(format!("cannot create the directory for output_path {} ({})", output.display(), parent.display()), e)
     })?;
     let out = PendingOutput::create(&parent, output)?;
-    let len = meta.len();
+    let len = chain.size();
     let io_err = |e: io::Error| Error::io(format!("cannot export {} to {}", image.display(), output.display()), e);
-    copy_sparse(&src, out.file(), len).map_err(io_err)?;
+    match disk.format {
+        ImageFormat::Raw => copy_sparse(chain.top_file(), out.file(), len).map_err(io_err)?,
+        ImageFormat::Qcow2 => guarded(image, || {
+            copy_chain(&chain, out.file(), len).map_err(|fault| match fault {
+                Fault::Io(e) => io_err(e),
+                fault => fault.qcow2_error(image).unwrap_or_else(|| io_err(io::Error::other(fault.to_string()))),
+            })
+        })?,
+    }
     // A trailing hole is not copied; the length makes it part of the file.
     out.file().set_len(len).map_err(io_err)?;
     // Like the reference (shutil.copy2): keep permission bits and modification time.
@@ -359,10 +424,11 @@ fn guarded<T>(image: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::ReaderFailed { image: image.to_path_buf() }))
 }
 
-/// What `ext4-view` reads through. Positioned reads (`pread`): one syscall per read and no
-/// shared file offset.
+/// What `ext4-view` reads through: the disk of a [`Chain`] (for a raw image, one file) with
+/// positioned reads (`pread`: no shared file offset) and this reader's own L2 table cache.
 struct ImageReader {
-    file: File,
+    chain: Arc<Chain>,
+    cache: L2Cache,
     view: View,
 }
 
@@ -383,10 +449,11 @@ impl Ext4Read for ImageReader {
         start_byte: u64,
         dst: &mut [u8],
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let read = self.chain.read_exact_at(&mut self.cache, dst, start_byte).map_err(|e| Box::new(e) as Box<_>);
         match &self.view {
-            View::Verified => self.file.read_exact_at(dst, start_byte).map_err(|e| Box::new(e) as Box<_>),
+            View::Verified => read,
             View::Walk => {
-                self.file.read_exact_at(dst, start_byte).map_err(|e| Box::new(e) as Box<_>)?;
+                read?;
                 // The byte is patched wherever a read covers it, so all reads agree.
                 if let Some(i) = METADATA_CSUM_BYTE.checked_sub(start_byte).and_then(|i| usize::try_from(i).ok()) {
                     if let Some(b) = dst.get_mut(i) {
@@ -412,15 +479,13 @@ fn not_ext4(image: &Path, why: impl std::fmt::Display) -> Error {
     Error::NotExt4 { image: image.to_path_buf(), reason: why.to_string() }
 }
 
-fn open_error(image: &Path, e: io::Error) -> Error {
-    Error::io(format!("cannot open workspace disk image {}", image.display()), e)
-}
-
 /// Validates what `Ext4::load` would otherwise trust with allocations.
-fn check_superblock(image: &Path, file: &File) -> Result<SuperblockFacts> {
-    let file_len = file.metadata().map_err(|e| open_error(image, e))?.len();
+fn check_superblock(image: &Path, chain: &Chain) -> Result<SuperblockFacts> {
+    let file_len = chain.size();
     let mut sb = [0u8; 1024];
-    file.read_exact_at(&mut sb, 1024).map_err(|_| not_ext4(image, "too small to hold an ext4 superblock"))?;
+    chain.read_exact_at(&mut L2Cache::new(), &mut sb, 1024).map_err(|fault| {
+        fault.qcow2_error(image).unwrap_or_else(|| not_ext4(image, "too small to hold an ext4 superblock"))
+    })?;
     let u16_at = |o: usize| u16::from_le_bytes([sb[o], sb[o + 1]]);
     let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
     if u16_at(0x38) != 0xEF53 {
@@ -451,22 +516,29 @@ fn check_superblock(image: &Path, file: &File) -> Result<SuperblockFacts> {
     if blocks == 0 || blocks.checked_mul(block_size).is_none_or(|bytes| bytes > file_len) {
         return Err(not_ext4(
             image,
-            format!("{blocks} blocks of {block_size} bytes do not fit the {file_len}-byte file"),
+            format!("{blocks} blocks of {block_size} bytes do not fit the {file_len}-byte disk"),
         ));
     }
     Ok(SuperblockFacts { needs_recovery: incompat & 0x4 != 0 })
 }
 
-fn open_image(image: &Path, view: View) -> Result<Ext4> {
-    let file = File::open(image).map_err(|e| open_error(image, e))?;
-    let facts = check_superblock(image, &file)?;
-    Ext4::load(Box::new(ImageReader { file, view })).map_err(|e| match e {
+fn open_image(image: &Path, chain: &Arc<Chain>, view: View) -> Result<Ext4> {
+    let facts = check_superblock(image, chain)?;
+    let reader = ImageReader { chain: Arc::clone(chain), cache: L2Cache::new(), view };
+    Ext4::load(Box::new(reader)).map_err(|e| match e {
         Ext4Error::Incompatible(_) if facts.needs_recovery => {
             Error::UnfinishedJournal { image: image.to_path_buf(), source: e }
         }
-        Ext4Error::Io(_) => Error::ImageRead { image: image.to_path_buf(), at: None, source: e },
+        Ext4Error::Io(_) => {
+            qcow2_fault(image, &e).unwrap_or(Error::ImageRead { image: image.to_path_buf(), at: None, source: e })
+        }
         e => not_ext4(image, e),
     })
+}
+
+/// The qcow2 error behind a reader error, if that is what it is.
+fn qcow2_fault(image: &Path, e: &Ext4Error) -> Option<Error> {
+    e.as_io()?.downcast_ref::<Fault>()?.qcow2_error(image)
 }
 
 /// Maps a reader error met while handling `shown` to a user-facing error.
@@ -474,7 +546,11 @@ fn fs_error(image: &Path, shown: &str, e: Ext4Error) -> Error {
     match e {
         Ext4Error::NotFound | Ext4Error::NotADirectory => Error::PathNotFound { path: shown.to_string() },
         Ext4Error::PathTooLong => Error::PathTooLong { path: shown.to_string(), max: MAX_PATH_BYTES },
-        Ext4Error::Io(_) => Error::ImageRead { image: image.to_path_buf(), at: Some(shown.to_string()), source: e },
+        Ext4Error::Io(_) => qcow2_fault(image, &e).unwrap_or(Error::ImageRead {
+            image: image.to_path_buf(),
+            at: Some(shown.to_string()),
+            source: e,
+        }),
         Ext4Error::Incompatible(_) | Ext4Error::Encrypted => {
             Error::Unsupported { image: image.to_path_buf(), path: shown.to_string(), source: e }
         }
@@ -701,7 +777,7 @@ struct Walk<'a> {
 
 /// Lists the directory `root` (already resolved by [`locate`] through verified metadata). A
 /// recursive walk shares a queue of directories between up to [`MAX_WALKERS`] threads, each
-/// with its own `Ext4` (the type is `!Send`).
+/// with its own `Ext4` (the type is `!Send`) and L2 cache, all reading the one opened chain.
 ///
 /// The walk reads through [`View::Walk`], which verifies no metadata checksums. `ext4-view` has
 /// no call that lists a directory by inode, so every `read_dir` (and every `read_link`) resolves
@@ -715,8 +791,8 @@ struct Walk<'a> {
 /// What is lost is only the detection of accidental corruption inside the walked tree (a torn or
 /// bit-flipped block lists as what it now says, bounded); resolving the caller's path and
 /// reading a file still verify everything.
-fn walk(image: &Path, root: Job, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
-    let fs = open_image(image, View::Walk)?;
+fn walk(image: &Path, chain: &Arc<Chain>, root: Job, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>> {
+    let fs = open_image(image, chain, View::Walk)?;
     let walk = Walk {
         image,
         recursive,
@@ -733,7 +809,7 @@ fn walk(image: &Path, root: Job, recursive: bool, limits: ListLimits) -> Result<
         let handles: Vec<_> = (0..helpers)
             .map(|_| {
                 let walk = &walk;
-                scope.spawn(move || match open_image(walk.image, View::Walk) {
+                scope.spawn(move || match open_image(walk.image, chain, View::Walk) {
                     Ok(fs) => walk.work_guarded(&fs),
                     Err(e) => {
                         walk.fail(e);
@@ -1005,7 +1081,7 @@ fn seek_data_or_hole(file: &File, offset: u64, whence: libc::c_int) -> io::Resul
     Ok(Some(r as u64))
 }
 
-/// Copies `src[0..len]` to `dst` at the same offsets, skipping holes.
+/// Copies `src[0..len]` to `dst` at the same offsets, skipping holes and all-zero 4 KiB blocks.
 fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
     // A filesystem that can share extents (btrfs, XFS) clones the whole file at once: no data
     // moves and holes stay holes. ext4 and others answer with an error; copy by hand then.
@@ -1013,51 +1089,102 @@ fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
     if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
         return Ok(());
     }
-    let mut pos = 0;
-    while pos < len {
+    // Zero blocks are skipped too: ext4 reports the cached pages of unwritten (preallocated,
+    // zero) extents as data, so what SEEK_DATA calls data depends on the page cache (measured:
+    // 115 MB copied instead of 48 MB after the image had been read once).
+    copy_sparse_range(src, 0, dst, 0, len, true)
+}
+
+/// Copies `src[src_at..src_at + len]` to `dst` from `dst_at`, skipping the source's holes (and
+/// with `skip_zeros`, its all-zero 4 KiB blocks).
+fn copy_sparse_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64, skip_zeros: bool) -> io::Result<()> {
+    let end = src_at + len;
+    let mut pos = src_at;
+    while pos < end {
         let data = match seek_data_or_hole(src, pos, libc::SEEK_DATA) {
             Ok(Some(d)) => d,
             Ok(None) => break,
             // No SEEK_DATA on this filesystem: copy the rest, leaving zero blocks as holes.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return copy_range(src, dst, pos, len - pos, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return copy_range(src, pos, dst, dst_at + (pos - src_at), end - pos, true);
+            }
             Err(e) => return Err(e),
         };
-        if data >= len {
+        if data >= end {
             break;
         }
-        let hole = seek_data_or_hole(src, data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+        let hole = seek_data_or_hole(src, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
         if hole <= data {
             return Err(io::Error::other("the image changed while it was exported"));
         }
-        copy_range(src, dst, data, hole - data, false)?;
+        copy_range(src, data, dst, dst_at + (data - src_at), hole - data, skip_zeros)?;
         pos = hole;
+    }
+    Ok(())
+}
+
+/// Writes the disk of a qcow2 chain to `dst` (`size` bytes): each run the chain maps to a file
+/// is copied (a raw backing file's holes and all-zero blocks skipped), zero and unallocated runs
+/// are left as holes.
+fn copy_chain(chain: &Chain, dst: &File, size: u64) -> std::result::Result<(), Fault> {
+    let mut cache = L2Cache::new();
+    let mut pos = 0;
+    while pos < size {
+        let (extent, len) = chain.map(&mut cache, pos, size - pos)?;
+        if let Extent::Data { layer, offset } = extent {
+            // A data cluster qemu never wrote out to its end reads as zeros there: a hole.
+            let present = chain.present(layer, offset, len);
+            let src = chain.file(layer);
+            // All-zero blocks stay holes too (qemu writes out zeros, e.g. every cluster of a v2
+            // overlay that `qemu-img convert` made; mkfs writes a zeroed journal into a raw
+            // base): the bytes are read anyway, and checking them costs little.
+            let copied = if chain.is_raw(layer) {
+                copy_sparse_range(src, offset, dst, pos, present, true)
+            } else {
+                copy_range(src, offset, dst, pos, present, true)
+            };
+            copied.map_err(Fault::Io)?;
+        }
+        pos += len;
     }
     Ok(())
 }
 
 /// Copies one range with 1 MiB reads and writes. (Measured on ext4 against `copy_file_range`
 /// and `cp --sparse=always`: fastest of the three.) With `skip_zeros`, all-zero 4 KiB blocks
-/// are left unwritten, for sources whose holes cannot be asked for.
-fn copy_range(src: &File, dst: &File, start: u64, len: u64, skip_zeros: bool) -> io::Result<()> {
+/// are left unwritten (runs of the others are written at once).
+fn copy_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64, skip_zeros: bool) -> io::Result<()> {
     const BLOCK: usize = 4096;
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
     while done < len {
         let want = usize::try_from((len - done).min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = match src.read_at(&mut buf[..want], start + done) {
+        let n = match src.read_at(&mut buf[..want], src_at + done) {
             Ok(0) => return Err(io::Error::other("the image shrank while it was exported")),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         if skip_zeros {
+            // Runs of non-zero blocks are written at once; the zero test is a memcmp.
+            static ZEROS: [u8; BLOCK] = [0; BLOCK];
+            let mut run_start: Option<usize> = None;
             for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
-                if block.iter().any(|&b| b != 0) {
-                    dst.write_all_at(block, start + done + (i * BLOCK) as u64)?;
+                let at = i * BLOCK;
+                match (block == &ZEROS[..block.len()], run_start) {
+                    (false, None) => run_start = Some(at),
+                    (true, Some(start)) => {
+                        dst.write_all_at(&buf[start..at], dst_at + done + start as u64)?;
+                        run_start = None;
+                    }
+                    _ => {}
                 }
             }
+            if let Some(start) = run_start {
+                dst.write_all_at(&buf[start..n], dst_at + done + start as u64)?;
+            }
         } else {
-            dst.write_all_at(&buf[..n], start + done)?;
+            dst.write_all_at(&buf[..n], dst_at + done)?;
         }
         done += n as u64;
     }

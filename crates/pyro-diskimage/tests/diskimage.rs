@@ -1,7 +1,7 @@
 //! Offline disk tools against real ext4 images built with `mkfs.ext4 -d` (e2fsprogs), including
 //! hostile and corrupt ones. `cargo test -p pyro-diskimage --test diskimage`.
 
-use pyro_diskimage::{self as diskimage, DiskEntry, Error, ListLimits};
+use pyro_diskimage::{self as diskimage, DiskEntry, DiskImage, Error, ListLimits};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -137,13 +137,30 @@ fn e2fsck_clean(image: &Path) {
     );
 }
 
+// The raw-image tests call these: every image they build is raw.
+fn list(image: &Path, path: &str, recursive: bool) -> Result<Vec<DiskEntry>, Error> {
+    diskimage::list(&DiskImage::raw(image), path, recursive)
+}
+
+fn list_with_limits(image: &Path, path: &str, recursive: bool, limits: ListLimits) -> Result<Vec<DiskEntry>, Error> {
+    diskimage::list_with_limits(&DiskImage::raw(image), path, recursive, limits)
+}
+
+fn read(image: &Path, path: &str, max_bytes: u64) -> Result<(u64, Vec<u8>), Error> {
+    diskimage::read(&DiskImage::raw(image), path, max_bytes)
+}
+
+fn export(image: &Path, output: &Path) -> Result<u64, Error> {
+    diskimage::export(&DiskImage::raw(image), output)
+}
+
 fn message(e: Error) -> String {
     e.to_string()
 }
 
 #[test]
 fn list_shows_children_with_types_sizes_targets_and_escaped_names() {
-    let entries = diskimage::list(base_image(), "/workspace", false).unwrap();
+    let entries = list(base_image(), "/workspace", false).unwrap();
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     let mut sorted = paths.clone();
     sorted.sort();
@@ -175,7 +192,7 @@ fn list_shows_children_with_types_sizes_targets_and_escaped_names() {
 
 #[test]
 fn recursive_list_descends_directories_only() {
-    let entries = diskimage::list(base_image(), "/workspace", true).unwrap();
+    let entries = list(base_image(), "/workspace", true).unwrap();
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     for p in ["/workspace/nested/deeper", "/workspace/nested/deeper/deepest", "/workspace/nested/top.txt"] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");
@@ -191,7 +208,7 @@ fn recursive_list_descends_directories_only() {
 
 #[test]
 fn list_of_a_file_a_symlink_and_a_missing_path() {
-    let one = diskimage::list(base_image(), "/workspace/small.txt", true).unwrap();
+    let one = list(base_image(), "/workspace/small.txt", true).unwrap();
     assert_eq!(
         one,
         vec![DiskEntry {
@@ -201,66 +218,66 @@ fn list_of_a_file_a_symlink_and_a_missing_path() {
             link_target: None
         }]
     );
-    let link = diskimage::list(base_image(), "/workspace/dirlink", true).unwrap();
+    let link = list(base_image(), "/workspace/dirlink", true).unwrap();
     assert_eq!((link.len(), link[0].link_target.as_deref()), (1, Some("nested")));
     // Intermediate symlinks are followed (as debugfs does); the path shown is the one asked for.
-    let through = diskimage::list(base_image(), "/workspace/dirlink/deeper", false).unwrap();
+    let through = list(base_image(), "/workspace/dirlink/deeper", false).unwrap();
     assert_eq!(through[0].path, "/workspace/dirlink/deeper/deepest");
-    let e = diskimage::list(base_image(), "/workspace/nope", false).unwrap_err();
+    let e = list(base_image(), "/workspace/nope", false).unwrap_err();
     assert!(matches!(e, Error::PathNotFound { .. }));
     assert_eq!(message(e), "workspace disk path does not exist: /workspace/nope");
     // A path as `list` shows it can be passed back.
-    let bad = diskimage::list(base_image(), "/workspace/bad\\xff", false).unwrap();
+    let bad = list(base_image(), "/workspace/bad\\xff", false).unwrap();
     assert_eq!(bad[0].path, "/workspace/bad\\xff");
-    let nl = diskimage::list(base_image(), "/workspace/new\nline", false).unwrap();
+    let nl = list(base_image(), "/workspace/new\nline", false).unwrap();
     assert_eq!(nl[0].path, "/workspace/new\\nline");
 }
 
 #[test]
 fn runtime_only_paths_are_never_shown() {
-    let all = diskimage::list(base_image(), "/", true).unwrap();
+    let all = list(base_image(), "/", true).unwrap();
     assert!(all.iter().any(|e| e.path == "/run/other/keep"));
     assert!(!all.iter().any(|e| e.path.starts_with("/run/pyro-")), "runtime paths listed");
     for p in ["/run/pyro-secrets", "/run/pyro-secrets/TOKEN", "/run/pyro-shells/shell-1", "/workspace/sneaky/TOKEN"] {
-        let e = diskimage::list(base_image(), p, false).unwrap_err();
+        let e = list(base_image(), p, false).unwrap_err();
         assert!(matches!(e, Error::PathNotFound { .. }), "{p}: {e:?}");
-        let e = diskimage::read(base_image(), p, 100).unwrap_err();
+        let e = read(base_image(), p, 100).unwrap_err();
         assert!(matches!(e, Error::PathNotFound { .. }), "{p}: {e:?}");
     }
     // The symlink itself is an ordinary entry.
-    let s = diskimage::list(base_image(), "/workspace/sneaky", false).unwrap();
+    let s = list(base_image(), "/workspace/sneaky", false).unwrap();
     assert_eq!(s[0].link_target.as_deref(), Some("/run/pyro-secrets"));
 }
 
 #[test]
 fn read_returns_size_and_only_the_bytes_asked_for() {
     let t = Instant::now();
-    let (size, data) = diskimage::read(base_image(), "/workspace/big.img", 4096).unwrap();
+    let (size, data) = read(base_image(), "/workspace/big.img", 4096).unwrap();
     assert!(t.elapsed() < Duration::from_secs(2), "4 KiB of a 1 GiB file took {:?}", t.elapsed());
     assert_eq!(size, GIB);
     assert_eq!(data.len(), 4096);
     assert_eq!(&data[..BIG_HEAD.len()], BIG_HEAD);
     assert!(data[BIG_HEAD.len()..].iter().all(|&b| b == 0));
 
-    let (size, data) = diskimage::read(base_image(), "/workspace/small.txt", 65536).unwrap();
+    let (size, data) = read(base_image(), "/workspace/small.txt", 65536).unwrap();
     assert_eq!((size, data.as_slice()), (SMALL.len() as u64, SMALL.as_bytes()));
-    let (size, data) = diskimage::read(base_image(), "/workspace/small.txt", 5).unwrap();
+    let (size, data) = read(base_image(), "/workspace/small.txt", 5).unwrap();
     assert_eq!((size, data.as_slice()), (SMALL.len() as u64, &SMALL.as_bytes()[..5]));
     // Through a symlinked directory, and by an escaped name.
-    let (_, deep) = diskimage::read(base_image(), "/workspace/dirlink/deeper/deepest/file.txt", 100).unwrap();
+    let (_, deep) = read(base_image(), "/workspace/dirlink/deeper/deepest/file.txt", 100).unwrap();
     assert_eq!(deep, b"deep");
-    assert_eq!(diskimage::read(base_image(), "/workspace/bad\\xff", 100).unwrap().1, b"not utf-8");
+    assert_eq!(read(base_image(), "/workspace/bad\\xff", 100).unwrap().1, b"not utf-8");
 }
 
 #[test]
 fn read_refuses_non_files_and_zero_max_bytes() {
     for p in ["/workspace/nested", "/workspace/short", "/workspace/dirlink", "/"] {
-        let e = diskimage::read(base_image(), p, 10).unwrap_err();
+        let e = read(base_image(), p, 10).unwrap_err();
         assert_eq!(message(e), "workspace disk read only supports regular files", "{p}");
     }
-    let e = diskimage::read(base_image(), "/workspace/missing", 10).unwrap_err();
+    let e = read(base_image(), "/workspace/missing", 10).unwrap_err();
     assert_eq!(message(e), "workspace disk path does not exist: /workspace/missing");
-    let e = diskimage::read(base_image(), "/workspace/small.txt", 0).unwrap_err();
+    let e = read(base_image(), "/workspace/small.txt", 0).unwrap_err();
     assert!(matches!(e, Error::ZeroReadLimit));
     assert_eq!(message(e), "max_bytes must be positive");
 }
@@ -269,7 +286,7 @@ fn read_refuses_non_files_and_zero_max_bytes() {
 fn export_copies_sparsely_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("new/sub/disk.ext4");
-    let written = diskimage::export(base_image(), &out).unwrap();
+    let written = export(base_image(), &out).unwrap();
     let src = std::fs::metadata(base_image()).unwrap();
     let dst = std::fs::metadata(&out).unwrap();
     assert_eq!((written, dst.len()), (src.len(), src.len()));
@@ -285,11 +302,11 @@ fn export_copies_sparsely_and_never_overwrites() {
     assert_eq!(cat, SMALL);
     assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1, "only the output is left");
 
-    let e = diskimage::export(base_image(), &out).unwrap_err();
+    let e = export(base_image(), &out).unwrap_err();
     assert_eq!(message(e), format!("output_path already exists: {}", out.display()));
     let dangling = dir.path().join("dangling");
     std::os::unix::fs::symlink("/nonexistent/target", &dangling).unwrap();
-    let e = diskimage::export(base_image(), &dangling).unwrap_err();
+    let e = export(base_image(), &dangling).unwrap_err();
     assert!(matches!(e, Error::OutputExists { .. }), "{e:?}");
     assert!(!Path::new("/nonexistent/target").exists());
 }
@@ -300,13 +317,13 @@ fn export_failure_leaves_nothing_behind() {
     let blocker = dir.path().join("plain-file");
     std::fs::write(&blocker, "x").unwrap();
     // Root can write anywhere, so force the failure with a parent that is a regular file.
-    let e = diskimage::export(base_image(), &blocker.join("disk.ext4")).unwrap_err();
+    let e = export(base_image(), &blocker.join("disk.ext4")).unwrap_err();
     assert!(message(e).contains("cannot create the directory for output_path"));
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("plain-file")]);
     // A missing image fails before anything is created.
     let out = dir.path().join("out/disk.ext4");
-    assert!(diskimage::export(&dir.path().join("missing.ext4"), &out).is_err());
+    assert!(export(&dir.path().join("missing.ext4"), &out).is_err());
     assert!(!out.exists());
 }
 
@@ -326,12 +343,12 @@ fn guest_planted_runtime_paths_are_hidden_and_the_image_is_never_written() {
     run(Command::new("cp").arg("--sparse=always").arg(&image).arg(&pristine));
     assert!(file_contains(&image, MARKER), "the planted marker must be in the image");
 
-    let all = diskimage::list(&image, "/", true).unwrap();
+    let all = list(&image, "/", true).unwrap();
     assert!(!all.iter().any(|e| e.path.starts_with("/run/pyro-")), "runtime paths listed");
     assert!(all.iter().any(|e| e.path == "/run/other/keep"));
-    assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/TOKEN", 100), Err(Error::PathNotFound { .. })));
+    assert!(matches!(read(&image, "/run/pyro-secrets/TOKEN", 100), Err(Error::PathNotFound { .. })));
     let out = dir.path().join("exported.ext4");
-    diskimage::export(&image, &out).unwrap();
+    export(&image, &out).unwrap();
 
     assert!(same_bytes(&image, &pristine), "the disk tools changed the workspace image");
     // The raw export is the guest's disk as the guest wrote it, planted files included.
@@ -349,9 +366,9 @@ fn a_symlinked_run_is_ordinary_data_but_runtime_names_stay_hidden() {
     std::os::unix::fs::symlink("/workspace/elsewhere", tree.join("run")).unwrap();
     let image = dir.path().join("run-link.ext4");
     mkfs(&tree, &image, "16M");
-    assert_eq!(diskimage::read(&image, "/workspace/elsewhere/pyro-secrets/f", 100).unwrap().1, b"user data");
+    assert_eq!(read(&image, "/workspace/elsewhere/pyro-secrets/f", 100).unwrap().1, b"user data");
     // Asked for by its runtime-only name, it is still not shown.
-    assert!(matches!(diskimage::read(&image, "/run/pyro-secrets/f", 100), Err(Error::PathNotFound { .. })));
+    assert!(matches!(read(&image, "/run/pyro-secrets/f", 100), Err(Error::PathNotFound { .. })));
 }
 
 // ---- hostile and corrupt images -------------------------------------------------------------
@@ -383,7 +400,7 @@ fn bad_superblocks_are_refused_before_loading() {
 
     // s_log_block_size = 20 (1 GiB blocks): the crate would allocate gigabytes.
     patch(&image, 1024 + 24, &20u32.to_le_bytes());
-    let e = diskimage::list(&image, "/workspace", true).unwrap_err();
+    let e = list(&image, "/workspace", true).unwrap_err();
     assert!(matches!(e, Error::NotExt4 { .. }), "{e:?}");
     assert!(message(e).starts_with("workspace disk image is not a readable ext4 filesystem: "));
 
@@ -392,20 +409,20 @@ fn bad_superblocks_are_refused_before_loading() {
     let junk: Vec<u8> = (0..1024).map(|_| next(&mut seed) as u8).collect();
     std::fs::write(&image, &good).unwrap();
     patch(&image, 1024, &junk);
-    assert!(diskimage::list(&image, "/", false).is_err());
-    assert!(diskimage::read(&image, "/workspace/d1/f1", 10).is_err());
+    assert!(list(&image, "/", false).is_err());
+    assert!(read(&image, "/workspace/d1/f1", 10).is_err());
 
     // Huge block count / blocks per group (the loader would allocate per group).
     std::fs::write(&image, &good).unwrap();
     patch(&image, 1024 + 4, &u32::MAX.to_le_bytes());
     patch(&image, 1024 + 0x20, &8u32.to_le_bytes());
-    assert!(message(diskimage::list(&image, "/", false).unwrap_err()).contains("not a readable ext4"));
+    assert!(message(list(&image, "/", false).unwrap_err()).contains("not a readable ext4"));
 
     // Not an image at all; an empty file.
     std::fs::write(&image, b"hello").unwrap();
-    assert!(diskimage::list(&image, "/", false).is_err());
+    assert!(list(&image, "/", false).is_err());
     std::fs::write(&image, b"").unwrap();
-    assert!(diskimage::read(&image, "/x", 1).is_err());
+    assert!(read(&image, "/x", 1).is_err());
 }
 
 fn next(seed: &mut u64) -> u64 {
@@ -433,10 +450,10 @@ fn randomly_corrupted_images_give_errors_not_panics() {
         }
         std::fs::write(&corrupt, &bytes).unwrap();
         // Any result is fine; a panic or abort fails the test.
-        let _ = diskimage::list(&corrupt, "/workspace", true);
-        let _ = diskimage::list(&corrupt, "/", true);
-        let _ = diskimage::read(&corrupt, "/workspace/d1/f3", 4096);
-        let _ = diskimage::read(&corrupt, "/workspace/link", 4096);
+        let _ = list(&corrupt, "/workspace", true);
+        let _ = list(&corrupt, "/", true);
+        let _ = read(&corrupt, "/workspace/d1/f3", 4096);
+        let _ = read(&corrupt, "/workspace/link", 4096);
     }
 }
 
@@ -456,21 +473,21 @@ fn forged_huge_sizes_do_not_allocate() {
     debugfs_w(&image, &format!("sif /workspace/d1/f2 size {TIB}"));
     // One claiming more blocks than ext4-view accepts at all (a "corrupt" inode).
     debugfs_w(&image, "sif /workspace/d1/f3 size 0x7fffffffffff");
-    let entries = diskimage::list(&image, "/workspace", true).unwrap();
+    let entries = list(&image, "/workspace", true).unwrap();
     let link = by_path(&entries, "/workspace/slowlink");
     assert_eq!((link.size_bytes, link.link_target.as_deref()), (TIB, None));
     assert_eq!(by_path(&entries, "/workspace/d1/f2").size_bytes, TIB);
     let bad = by_path(&entries, "/workspace/d1/f3");
     assert_eq!((bad.artifact_type.as_str(), bad.size_bytes), ("file", 0));
     assert_eq!(by_path(&entries, "/workspace/d1/f4").size_bytes, 6, "the rest is still listed");
-    assert_eq!(diskimage::list(&image, "/workspace/slowlink", false).unwrap()[0].link_target, None);
+    assert_eq!(list(&image, "/workspace/slowlink", false).unwrap()[0].link_target, None);
     // Following it as a directory is refused, not attempted.
-    assert!(diskimage::list(&image, "/workspace/slowlink/x", false).is_err());
-    assert!(diskimage::read(&image, "/workspace/slowlink/x", 10).is_err());
-    let (size, data) = diskimage::read(&image, "/workspace/d1/f2", 4096).unwrap();
+    assert!(list(&image, "/workspace/slowlink/x", false).is_err());
+    assert!(read(&image, "/workspace/slowlink/x", 10).is_err());
+    let (size, data) = read(&image, "/workspace/d1/f2", 4096).unwrap();
     assert_eq!(size, TIB);
     assert!(data.len() <= 4096 && data.starts_with(b"file 2"));
-    assert!(diskimage::read(&image, "/workspace/d1/f3", 4096).is_err());
+    assert!(read(&image, "/workspace/d1/f3", 4096).is_err());
 }
 
 #[test]
@@ -480,12 +497,12 @@ fn directory_cycles_end_with_an_error() {
     // A hard link to a directory inside itself: only a corrupt image has one.
     debugfs_w(&image, "link /workspace/d1 /workspace/d1/d2/loop");
     let t = Instant::now();
-    let e = diskimage::list(&image, "/workspace", true).unwrap_err();
+    let e = list(&image, "/workspace", true).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(60), "took {:?}", t.elapsed());
     let m = message(e);
     assert!(m.contains("deeper than 256") || m.contains("too long"), "{m}");
     // Non-recursive listing of the same tree is fine.
-    assert!(diskimage::list(&image, "/workspace/d1/d2", false).is_ok());
+    assert!(list(&image, "/workspace/d1/d2", false).is_ok());
 }
 
 #[test]
@@ -501,7 +518,7 @@ fn unfinished_journal_that_cannot_be_replayed_is_explained() {
         .arg(&image)
         .arg("16M"));
     debugfs_w(&image, "feature needs_recovery");
-    let e = diskimage::list(&image, "/workspace", false).unwrap_err();
+    let e = list(&image, "/workspace", false).unwrap_err();
     assert!(matches!(e, Error::UnfinishedJournal { .. }), "{e:?}");
     let m = message(e);
     assert!(m.contains("unfinished journal") && m.contains("`pyro workspace start`"), "{m}");
@@ -554,13 +571,13 @@ fn a_directory_with_too_many_entries_stops_the_listing() {
     let image = small_image(dir.path());
     // d1 has 41 entries (f0..f39 and d2).
     let l = limits(|l| l.max_dir_entries = 40);
-    let m = message(diskimage::list_with_limits(&image, "/workspace/d1", false, l).unwrap_err());
+    let m = message(list_with_limits(&image, "/workspace/d1", false, l).unwrap_err());
     assert!(m.contains("/workspace/d1 has more than 40 entries"), "{m}");
-    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    let m = message(list_with_limits(&image, "/workspace", true, l).unwrap_err());
     assert!(m.contains("more than 40 entries"), "{m}");
     // At the limit it is fine.
     let l = limits(|l| l.max_dir_entries = 41);
-    assert_eq!(diskimage::list_with_limits(&image, "/workspace/d1", false, l).unwrap().len(), 41);
+    assert_eq!(list_with_limits(&image, "/workspace/d1", false, l).unwrap().len(), 41);
 }
 
 #[test]
@@ -568,13 +585,13 @@ fn a_listing_with_too_many_entries_in_total_stops() {
     let dir = tempfile::tempdir().unwrap();
     let image = small_image(dir.path());
     // /workspace recursively: d1, 40 files, d2, x, link, slowlink = 45 entries.
-    let all = diskimage::list(&image, "/workspace", true).unwrap();
+    let all = list(&image, "/workspace", true).unwrap();
     assert_eq!(all.len(), 45);
     let l = limits(|l| l.max_entries = 44);
-    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    let m = message(list_with_limits(&image, "/workspace", true, l).unwrap_err());
     assert!(m.contains("stopped at 44 entries"), "{m}");
     let l = limits(|l| l.max_entries = 45);
-    assert_eq!(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap().len(), 45);
+    assert_eq!(list_with_limits(&image, "/workspace", true, l).unwrap().len(), 45);
 }
 
 #[test]
@@ -583,10 +600,10 @@ fn nesting_deeper_than_the_depth_bound_stops_the_listing() {
     let image = small_image(dir.path());
     // /workspace -> d1 (depth 1) -> d2 (depth 2).
     let l = limits(|l| l.max_depth = 1);
-    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    let m = message(list_with_limits(&image, "/workspace", true, l).unwrap_err());
     assert!(m.contains("deeper than 1 levels at /workspace/d1/d2"), "{m}");
     let l = limits(|l| l.max_depth = 2);
-    assert!(diskimage::list_with_limits(&image, "/workspace", true, l).is_ok());
+    assert!(list_with_limits(&image, "/workspace", true, l).is_ok());
 }
 
 #[test]
@@ -596,16 +613,13 @@ fn a_directory_claiming_a_huge_size_is_not_read() {
     // A forged directory size (1 TiB): reading it would walk 2^28 claimed blocks.
     debugfs_w(&image, &format!("sif /workspace/d1 size {}", 1u64 << 40));
     let t = Instant::now();
-    let m = message(diskimage::list(&image, "/workspace/d1", false).unwrap_err());
+    let m = message(list(&image, "/workspace/d1", false).unwrap_err());
     assert!(m.contains("/workspace/d1 claims 1099511627776 bytes"), "{m}");
-    let m = message(diskimage::list(&image, "/workspace", true).unwrap_err());
+    let m = message(list(&image, "/workspace", true).unwrap_err());
     assert!(m.contains("claims 1099511627776 bytes"), "{m}");
     assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
     // The directory itself is still listed by its parent.
-    assert_eq!(
-        by_path(&diskimage::list(&image, "/workspace", false).unwrap(), "/workspace/d1").artifact_type,
-        "directory"
-    );
+    assert_eq!(by_path(&list(&image, "/workspace", false).unwrap(), "/workspace/d1").artifact_type, "directory");
 }
 
 #[test]
@@ -617,24 +631,24 @@ fn directory_bytes_read_by_one_listing_are_bounded() {
     std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&image).unwrap(), &mut sb, 1024 + 24).unwrap();
     let block = 1024u64 << u32::from_le_bytes(sb);
     let l = limits(|l| l.max_total_dir_bytes = 2 * block);
-    let m = message(diskimage::list_with_limits(&image, "/workspace", true, l).unwrap_err());
+    let m = message(list_with_limits(&image, "/workspace", true, l).unwrap_err());
     assert!(m.contains(&format!("stopped after reading {} bytes of directories", 2 * block)), "{m}");
     let l = limits(|l| l.max_total_dir_bytes = 3 * block);
-    assert!(diskimage::list_with_limits(&image, "/workspace", true, l).is_ok());
+    assert!(list_with_limits(&image, "/workspace", true, l).is_ok());
 }
 
 #[test]
 fn read_max_bytes_has_a_maximum() {
     let max = diskimage::MAX_READ_BYTES;
     for too_much in [max + 4, u64::MAX] {
-        let e = diskimage::read(base_image(), "/workspace/big.img", too_much).unwrap_err();
+        let e = read(base_image(), "/workspace/big.img", too_much).unwrap_err();
         assert!(matches!(e, Error::ReadLimitTooLarge { .. }), "{e:?}");
         assert!(message(e).contains("max_bytes must be at most 16777216 bytes (16 MiB)"));
     }
     let e = diskimage::check_read_limit(max + 1).unwrap_err();
     assert!(message(e).contains(&format!("(got {})", max + 1)));
     // The largest read allowed: 16 MiB of the 1 GiB sparse file (plus the UTF-8 slack).
-    let (size, data) = diskimage::read(base_image(), "/workspace/big.img", max + 3).unwrap();
+    let (size, data) = read(base_image(), "/workspace/big.img", max + 3).unwrap();
     assert_eq!((size, data.len() as u64), (GIB, max + 3));
     assert!(data.starts_with(BIG_HEAD));
     assert!(diskimage::check_read_limit(max).is_ok());
@@ -644,7 +658,7 @@ fn read_max_bytes_has_a_maximum() {
 fn listing_walk_skips_checksums_that_resolving_and_reading_verify() {
     let dir = tempfile::tempdir().unwrap();
     let image = small_image(dir.path());
-    let good = diskimage::list(&image, "/workspace", true).unwrap();
+    let good = list(&image, "/workspace", true).unwrap();
     // Break the CRC32C in the tail of /workspace/d1's first directory block; its entries stay.
     let block_size: u64 = run(Command::new("dumpe2fs").arg("-h").arg(&image))
         .lines()
@@ -665,10 +679,10 @@ fn listing_walk_skips_checksums_that_resolving_and_reading_verify() {
     patch(&image, tail, &flipped);
 
     // Resolving a path through it (read, and list of a path below it) verifies: corrupt.
-    let e = diskimage::read(&image, "/workspace/d1/f1", 100).unwrap_err();
+    let e = read(&image, "/workspace/d1/f1", 100).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
     assert!(message(e).contains("check it with `e2fsck -fn`"));
-    assert!(matches!(diskimage::list(&image, "/workspace/d1/f1", false), Err(Error::Corrupt { .. })));
+    assert!(matches!(list(&image, "/workspace/d1/f1", false), Err(Error::Corrupt { .. })));
     // The walk below the verified path shows the same entries as before.
-    assert_eq!(diskimage::list(&image, "/workspace", true).unwrap(), good);
+    assert_eq!(list(&image, "/workspace", true).unwrap(), good);
 }

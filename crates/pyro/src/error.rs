@@ -116,6 +116,7 @@ impl From<pyro_diskimage::Error> for Error {
             Disk::PathNotFound { .. } => Error::NotFound(message),
             Disk::ImageNotAFile { .. }
             | Disk::NotExt4 { .. }
+            | Disk::Qcow2 { .. }
             | Disk::ReaderFailed { .. }
             | Disk::UnfinishedJournal { .. }
             | Disk::Unsupported { .. }
@@ -206,6 +207,11 @@ mod tests {
                 "invalid_state",
                 "workspace disk listing stopped at 3 entries (list a smaller path, or export the disk; \
                  a corrupt image with a directory cycle also ends here)",
+            ),
+            (
+                Disk::Qcow2 { image: "/ws/rootfs.qcow2".into(), reason: "the backing chain has a loop".into() },
+                "invalid_state",
+                "workspace disk image /ws/rootfs.qcow2 cannot be read as qcow2: the backing chain has a loop",
             ),
             (
                 Disk::Io { context: "cannot stat /img".into(), source: std::io::Error::from_raw_os_error(2) },

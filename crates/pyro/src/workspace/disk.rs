@@ -5,6 +5,7 @@
 use super::store::{FileLock, WorkspaceDir};
 use crate::{Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use pyro_diskimage as diskimage;
+use pyro_diskimage::DiskImage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -104,7 +105,7 @@ impl Pyro {
         let id = workspace_id.to_string();
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "list")?;
-            let entries = diskimage::list(&image, &path, recursive)?;
+            let entries = diskimage::list(&DiskImage::raw(image), &path, recursive)?;
             Ok(DiskListResult { workspace_id: dir.id, path, recursive, entries })
         })
         .await
@@ -119,7 +120,7 @@ impl Pyro {
         let id = workspace_id.to_string();
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "read")?;
-            let (size, data) = diskimage::read(&image, &path, max_bytes.saturating_add(3))?;
+            let (size, data) = diskimage::read(&DiskImage::raw(image), &path, max_bytes.saturating_add(3))?;
             let (content, cut) = pyro_tree::text::truncate_utf8(&data, max_bytes as usize);
             Ok(DiskReadResult {
                 workspace_id: dir.id,
@@ -144,7 +145,7 @@ impl Pyro {
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "export")?;
             progress.report("export", format!("copying the stopped disk to {}", output.display()), Some(0.1));
-            let bytes = diskimage::export(&image, &output)?;
+            let bytes = diskimage::export(&DiskImage::raw(image), &output)?;
             progress.report("export", format!("wrote {bytes} bytes"), Some(1.0));
             Ok(DiskExportResult {
                 workspace_id: dir.id,
