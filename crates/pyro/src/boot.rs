@@ -106,6 +106,8 @@ impl Pyro {
             kernel: env.kernel_image.clone(),
             initramfs: initramfs(env, &self.paths().cache_dir)?,
             disk: req.disk.clone(),
+            // Workspaces and ephemeral VMs boot raw images; warm runs and templates set
+            // their qcow2 overlay on the spec (crate::template).
             disk_format: pyro_vmm::DiskFormat::Raw,
             snapshot: req.snapshot,
             owner_pid: req.owner_pid,

@@ -158,6 +158,7 @@ impl From<pyro_vmm::Error> for Error {
         use pyro_vmm::Error as Vmm;
         match e {
             Vmm::NotRunning(m) => Error::InvalidState(m),
+            Vmm::InvalidState(m) | Vmm::CorruptState(m) => Error::InvalidState(m),
             Vmm::Boot(m) => Error::Boot(m),
             Vmm::HostRequirement(m) => Error::HostRequirement(m),
             Vmm::InvalidInput(m) => Error::InvalidInput(m),

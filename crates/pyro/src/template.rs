@@ -620,7 +620,7 @@ impl Pyro {
         let outcome = async {
             let choice = self.choose_backend_for(env, false).await?;
             if choice.kind != pyro_vmm::Backend::Qemu {
-                return Ok("no VM backend: warm runs are not available".to_string());
+                return Ok::<String, Error>("no VM backend: warm runs are not available".to_string());
             }
             let home = self.paths().vms_dir();
             let req = BootRequest {
