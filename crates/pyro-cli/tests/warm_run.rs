@@ -196,7 +196,17 @@ fn a_template_belongs_to_one_vm_shape() {
     assert_eq!(start_mode(&v), ("warm", "restored the environment's template"), "{v}");
 
     // Another shape is another template: the 512 MiB one is not used for it.
-    let v = ok_json(&c.run(&["run", "debian:12", "--mem-mib", "768", "--json", "--", "free -m | awk '/Mem:/{print $2}'"]));
+    let v = ok_json(&c.run(&[
+        "run",
+        "debian:12",
+        "--mem-mib",
+        "768",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "free -m | awk '/Mem:/{print $2}'",
+    ]));
     assert_eq!(start_mode(&v).1, "no template yet: built it, then restored it", "{v}");
     let mib: u32 = v["stdout"].as_str().unwrap().trim().parse().unwrap();
     assert!(mib > 600, "the guest has the 768 MiB shape, not the template's 512: {mib}");
@@ -218,7 +228,8 @@ fn a_template_belongs_to_one_vm_shape() {
         std::fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
         dir
     };
-    let old_install = stale("debian_12-000000000000000000000000", &|r| r["env_identity"] = Value::String("0".repeat(64)));
+    let old_install =
+        stale("debian_12-000000000000000000000000", &|r| r["env_identity"] = Value::String("0".repeat(64)));
     let old_agent = stale("debian_12-111111111111111111111111", &|r| r["mem_mib"] = Value::from(640));
     let v = ok_json(&c.run(&["run", "debian:12", "--mem-mib", "640", "--json", "--", "true"]));
     assert_eq!(start_mode(&v).0, "warm", "{v}");

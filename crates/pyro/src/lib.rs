@@ -35,8 +35,8 @@ mod util;
 pub use config::Paths;
 pub use error::{Error, Result};
 pub use progress::{Progress, ProgressEvent};
-pub use template::WARM_RUN_VAR;
 pub use state::{ExecutionMode, ServiceStatus, WorkspaceState};
+pub use template::WARM_RUN_VAR;
 pub use vm::{Cleanup, CreateVmOptions, DeleteVmResult, GuestNetwork, NetworkInfo, ReapResult, RunResult, VmInfo};
 
 use std::collections::HashMap;

@@ -318,7 +318,9 @@ fn chmod(path: &Path, mode: u32) -> Result<()> {
 }
 
 fn sync_path(path: &Path) -> Result<()> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
 }
 
 fn now_ms() -> u64 {
@@ -489,7 +491,12 @@ impl Pyro {
     /// Build the template for `key` (`spec` is the shape). `Ok(None)` when another process
     /// is building it right now. A failure leaves a marker so the next runs boot cold
     /// without retrying at once.
-    async fn build_template(&self, env: &InstalledEnvironment, spec: BootSpec, key: &TemplateKey) -> Result<Option<Template>> {
+    async fn build_template(
+        &self,
+        env: &InstalledEnvironment,
+        spec: BootSpec,
+        key: &TemplateKey,
+    ) -> Result<Option<Template>> {
         let roots = roots(self.paths());
         let root = writable_root(&roots)?;
         let Some(lock) = crate::env::try_lock_file(&lock_path(&root, key))? else {
@@ -500,7 +507,11 @@ impl Pyro {
             return Ok(Some(t));
         }
         remove_build_leftovers(&root, key);
-        self.progress().report("template", format!("building the {} template (first use of this VM shape)", env.name), None);
+        self.progress().report(
+            "template",
+            format!("building the {} template (first use of this VM shape)", env.name),
+            None,
+        );
         let started = Instant::now();
         let result = self.build_template_in(&root, env, spec, key).await;
         let marker = failure_marker(&root, key);
@@ -537,7 +548,10 @@ impl Pyro {
         let mut guard_stage = BuildDir { path: Some(stage.clone()) };
         let vm = VmDir::new(&build);
         vm.create()?;
-        let base = env.rootfs_image.canonicalize().map_err(|e| Error::io(format!("resolving {}", env.rootfs_image.display()), e))?;
+        let base = env
+            .rootfs_image
+            .canonicalize()
+            .map_err(|e| Error::io(format!("resolving {}", env.rootfs_image.display()), e))?;
         pyro_vmm::create_overlay(&base, DiskFormat::Raw, &vm.disk_overlay())?;
         spec.dir = vm.clone();
         spec.vm_id = format!("template-{}", crate::util::new_id());
@@ -565,7 +579,8 @@ impl Pyro {
             (vm.memory_meta(), out.memory_meta()),
             (vm.disk_overlay(), out.disk_overlay()),
         ] {
-            std::fs::rename(&from, &to).map_err(|e| Error::io(format!("moving {} into the template", from.display()), e))?;
+            std::fs::rename(&from, &to)
+                .map_err(|e| Error::io(format!("moving {} into the template", from.display()), e))?;
         }
         let state = MemoryState::load(&out)?
             .ok_or_else(|| Error::Boot("the template VM paused but left no memory state".into()))?;
@@ -590,8 +605,11 @@ impl Pyro {
             build_ms: started.elapsed().as_millis() as u64,
             state_bytes: paused.state_bytes,
         };
-        pyro_sys::write_atomic(&stage.join(RECORD_FILE), &serde_json::to_vec_pretty(&record).expect("record serializes"))
-            .map_err(|e| Error::io("writing the template record", e))?;
+        pyro_sys::write_atomic(
+            &stage.join(RECORD_FILE),
+            &serde_json::to_vec_pretty(&record).expect("record serializes"),
+        )
+        .map_err(|e| Error::io("writing the template record", e))?;
         // Read-only: no run may change a template; readable so a root-built cache serves
         // unprivileged users (it holds a freshly booted guest, no user data).
         for f in [out.memory_state(), out.memory_meta(), out.disk_overlay(), stage.join(RECORD_FILE)] {
@@ -607,7 +625,10 @@ impl Pyro {
         pyro_sys::rename_noreplace(&stage, &dest).map_err(|e| Error::io(format!("placing {}", dest.display()), e))?;
         guard_stage.path = None;
         sync_path(root)?;
-        Ok(Template { dir: dest, state: MemoryState { path: VmDir::new(root.join(&key.name)).memory_state(), meta: state.meta } })
+        Ok(Template {
+            dir: dest,
+            state: MemoryState { path: VmDir::new(root.join(&key.name)).memory_state(), meta: state.meta },
+        })
     }
 
     /// Build the template of `env` for the default VM shape unless a valid one exists
