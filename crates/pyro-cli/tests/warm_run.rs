@@ -229,8 +229,8 @@ fn a_template_belongs_to_one_vm_shape() {
         dir
     };
     let old_install =
-        stale("debian_12-000000000000000000000000", &|r| r["env_identity"] = Value::String("0".repeat(64)));
-    let old_agent = stale("debian_12-111111111111111111111111", &|r| r["mem_mib"] = Value::from(640));
+        stale("debian_12.000000000000000000000000", &|r| r["env_identity"] = Value::String("0".repeat(64)));
+    let old_agent = stale("debian_12.111111111111111111111111", &|r| r["mem_mib"] = Value::from(640));
     let v = ok_json(&c.run(&["run", "debian:12", "--mem-mib", "640", "--json", "--", "true"]));
     assert_eq!(start_mode(&v).0, "warm", "{v}");
     let dirs = c.template_dirs();

@@ -2,7 +2,7 @@
 //! agent-ready guest of one environment in one VM shape, plus the disk state it was saved
 //! with. A warm run restores it instead of booting.
 //!
-//! Layout: `<cache>/templates/<env>-<key>/` (falling back to `$PYRO_HOME/cache/templates`
+//! Layout: `<cache>/templates/<env>.<key>/` (falling back to `$PYRO_HOME/cache/templates`
 //! when the cache dir is not writable, like the initramfs) holding
 //! - `memory.state`, `memory.json`: the guest's RAM and device state ([`MemoryState`]);
 //! - `rootfs.qcow2`: a qcow2 overlay on the environment's raw `rootfs.ext4`, holding every
@@ -74,9 +74,9 @@ struct TemplateRecord {
 /// What a template for one (environment, VM shape) is called and must match.
 #[derive(Debug, Clone)]
 pub(crate) struct TemplateKey {
-    /// Directory name: `<env>-<hash>`.
+    /// Directory name: `<env>.<hash>`.
     name: String,
-    /// `<env>-`: every template of this environment starts with it.
+    /// `<env>.`: every template of this environment starts with it.
     env_prefix: String,
     env_identity: String,
     fingerprint: String,
@@ -136,9 +136,11 @@ enum Lookup {
 
 /// Is warm running turned off by [`WARM_RUN_VAR`]?
 pub(crate) fn warm_runs_disabled() -> bool {
-    std::env::var(WARM_RUN_VAR)
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"))
-        .unwrap_or(false)
+    disables_warm_runs(std::env::var(WARM_RUN_VAR).ok().as_deref())
+}
+
+fn disables_warm_runs(value: Option<&str>) -> bool {
+    value.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"))
 }
 
 /// The template directories to look in, in order: `<cache>/templates`, then
@@ -187,7 +189,9 @@ pub(crate) fn key_for(env: &InstalledEnvironment, spec: &BootSpec) -> Result<Tem
     shape.disk_format = DiskFormat::Qcow2;
     let fingerprint = pyro_vmm::fingerprint(&shape);
     let key = hex_sha256(&[env_identity.as_bytes(), fingerprint.as_bytes()]);
-    let env_prefix = format!("{}-", env.name.replace(':', "_"));
+    // `.` never occurs in a catalog name, so no environment's prefix is another's
+    // (`debian_12-` would match `debian_12-build-...`).
+    let env_prefix = format!("{}.", env.name.replace(':', "_"));
     let shape = Shape {
         mem_mib: spec.mem_mib,
         vcpu_count: spec.vcpu_count,
@@ -679,5 +683,205 @@ impl Pyro {
             Ok(msg) => self.progress().report("template", msg, Some(1.0)),
             Err(e) => self.progress().report("template", format!("no template (runs will boot cold): {e}"), None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyro_vmm::{Accel, MemoryMeta, NetworkPolicy};
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        env: InstalledEnvironment,
+        spec: BootSpec,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        for f in ["vmlinux", "rootfs.ext4", "init.cpio"] {
+            std::fs::write(p(f), f).unwrap();
+        }
+        let env = InstalledEnvironment {
+            name: "debian:12".into(),
+            version: "1.0.0".into(),
+            install_dir: tmp.path().to_path_buf(),
+            kernel_image: p("vmlinux"),
+            modules_dir: p("modules"),
+            rootfs_image: p("rootfs.ext4"),
+            kernel_release: "6.1".into(),
+            source: "local-build".into(),
+            source_digest: "abc".into(),
+            installed_at: 1,
+        };
+        let spec = BootSpec {
+            dir: VmDir::new(p("vm")),
+            vm_id: "v".into(),
+            accel: Accel::Tcg,
+            vcpu_count: 1,
+            mem_mib: 1024,
+            network: NetworkPolicy::Off,
+            kernel: p("vmlinux"),
+            initramfs: p("init.cpio"),
+            disk: p("rootfs.ext4"),
+            disk_format: DiskFormat::Raw,
+            snapshot: true,
+            owner_pid: None,
+            remove_dir_on_exit: true,
+            supervisor_bin: p("sup"),
+            idle_pause: None,
+            hostname: None,
+        };
+        Fixture { tmp, env, spec }
+    }
+
+    #[test]
+    fn the_key_changes_with_every_part_a_restore_depends_on() {
+        let f = fixture();
+        let base = key_for(&f.env, &f.spec).unwrap();
+        assert!(base.name.starts_with("debian_12."), "{}", base.name);
+        // The VM's own dir, id and the disk it boots do not matter: the template brings its own.
+        let mut same = f.spec.clone();
+        same.dir = VmDir::new("/elsewhere");
+        same.vm_id = "other".into();
+        assert_eq!(key_for(&f.env, &same).unwrap().name, base.name);
+        let changed = |edit: &dyn Fn(&mut InstalledEnvironment, &mut BootSpec)| {
+            let (mut env, mut spec) = (f.env.clone(), f.spec.clone());
+            edit(&mut env, &mut spec);
+            key_for(&env, &spec).unwrap()
+        };
+        let others = [
+            changed(&|_, s| s.mem_mib = 512),
+            changed(&|_, s| s.vcpu_count = 2),
+            changed(&|_, s| s.network = NetworkPolicy::Egress),
+            changed(&|_, s| s.accel = Accel::Kvm),
+            changed(&|e, _| e.source_digest = "def".into()),
+            changed(&|e, _| e.installed_at = 2),
+            changed(&|_, s| s.initramfs = f.tmp.path().join("vmlinux")),
+        ];
+        for k in &others {
+            assert_ne!(k.name, base.name);
+        }
+        assert_eq!(others[4].shape, base.shape, "same shape, other environment identity");
+        assert_ne!(others[4].env_identity, base.env_identity);
+        assert_eq!(others[6].env_identity, base.env_identity, "another agent: same environment");
+        // A rewritten rootfs is another environment identity (a new file, a new inode).
+        std::fs::remove_file(&f.env.rootfs_image).unwrap();
+        std::fs::write(&f.env.rootfs_image, "rebuilt rootfs").unwrap();
+        assert_ne!(key_for(&f.env, &f.spec).unwrap().env_identity, base.env_identity);
+    }
+
+    fn make_template(root: &Path, key: &TemplateKey, created_at_ms: u64) -> PathBuf {
+        let dir = root.join(&key.name);
+        let vm = VmDir::new(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(vm.memory_state(), b"state").unwrap();
+        let meta = MemoryMeta {
+            format: pyro_vmm::MEMORY_FORMAT,
+            fingerprint: key.fingerprint.clone(),
+            state_bytes: 5,
+            mem_mib: key.shape.mem_mib,
+            vcpu_count: key.shape.vcpu_count,
+            network: key.shape.network,
+            disk_format: DiskFormat::Qcow2,
+            saved_at_ms: 1,
+            pause_ms: 1,
+            disk: vm.disk_overlay(),
+            published: Vec::new(),
+        };
+        std::fs::write(vm.memory_meta(), serde_json::to_vec(&meta).unwrap()).unwrap();
+        std::fs::write(vm.disk_overlay(), b"qcow2").unwrap();
+        let record = TemplateRecord {
+            format: 1,
+            key: key.name.clone(),
+            environment: "debian:12".into(),
+            environment_version: "1.0.0".into(),
+            env_identity: key.env_identity.clone(),
+            fingerprint: key.fingerprint.clone(),
+            mem_mib: key.shape.mem_mib,
+            vcpu_count: key.shape.vcpu_count,
+            network: key.shape.network,
+            accel: key.shape.accel.clone(),
+            created_at_ms,
+            build_ms: 1,
+            state_bytes: 5,
+        };
+        std::fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&record).unwrap()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_a_whole_matching_template_is_used_and_a_bad_one_is_removed() {
+        let f = fixture();
+        let root = f.tmp.path().join("templates");
+        let key = key_for(&f.env, &f.spec).unwrap();
+        assert!(matches!(lookup(std::slice::from_ref(&root), &key), Lookup::Missing));
+        let dir = make_template(&root, &key, 1);
+        assert!(matches!(lookup(std::slice::from_ref(&root), &key), Lookup::Valid(_)));
+
+        let broken: [(&str, &dyn Fn(&Path)); 4] = [
+            ("memory state", &|d| std::fs::write(VmDir::new(d).memory_state(), b"st").unwrap()),
+            ("rootfs.qcow2", &|d| std::fs::remove_file(VmDir::new(d).disk_overlay()).unwrap()),
+            ("template.json", &|d| std::fs::write(d.join(RECORD_FILE), b"{").unwrap()),
+            ("another template", &|d| {
+                let mut r = read_record(d).unwrap();
+                r.fingerprint.push('x');
+                std::fs::write(d.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+            }),
+        ];
+        for (why, damage) in broken {
+            make_template(&root, &key, 1);
+            damage(&dir);
+            match lookup(std::slice::from_ref(&root), &key) {
+                Lookup::Invalid(reason) => assert!(reason.contains(why), "{why}: {reason}"),
+                _ => panic!("{why}: a damaged template was accepted"),
+            }
+            assert!(!dir.exists(), "{why}: the damaged template is removed");
+        }
+    }
+
+    #[test]
+    fn building_removes_stale_templates_and_keeps_other_shapes() {
+        let f = fixture();
+        let root = f.tmp.path().join("templates");
+        let key = key_for(&f.env, &f.spec).unwrap();
+        make_template(&root, &key, 10);
+        let with = |edit: &dyn Fn(&mut InstalledEnvironment, &mut BootSpec)| {
+            let (mut env, mut spec) = (f.env.clone(), f.spec.clone());
+            edit(&mut env, &mut spec);
+            key_for(&env, &spec).unwrap()
+        };
+        let other_shape = make_template(&root, &with(&|_, s| s.mem_mib = 512), 5);
+        let old_env = make_template(&root, &with(&|e, _| e.source_digest = "old".into()), 6);
+        let old_agent = make_template(&root, &with(&|_, s| s.initramfs = s.kernel.clone()), 7);
+        let other_env = make_template(
+            &root,
+            &TemplateKey { name: "debian_12-build.x".into(), env_prefix: "debian_12-build.".into(), ..key.clone() },
+            1,
+        );
+        std::fs::create_dir_all(root.join(".trash-1")).unwrap();
+        remove_stale(&root, &key);
+        assert!(root.join(&key.name).exists());
+        assert!(other_shape.exists(), "another shape of the same environment stays");
+        assert!(other_env.exists(), "another environment's templates are not this build's business");
+        assert!(!old_env.exists(), "a template of an older install goes");
+        assert!(!old_agent.exists(), "the same shape under another key (agent, kernel, QEMU) goes");
+        assert!(!root.join(".trash-1").exists());
+
+        // At most MAX_TEMPLATES_PER_ENV shapes per environment: the oldest go.
+        let shapes: Vec<PathBuf> =
+            (0..5).map(|i| make_template(&root, &with(&|_, s| s.mem_mib = 300 + i), 100 + i as u64)).collect();
+        remove_stale(&root, &key);
+        assert!(!other_shape.exists() && !shapes[0].exists() && !shapes[1].exists());
+        assert!(shapes[2].exists() && shapes[3].exists() && shapes[4].exists() && root.join(&key.name).exists());
+    }
+
+    #[test]
+    fn warm_runs_are_turned_off_by_the_variable() {
+        for (v, off) in [("off", true), ("0", true), (" FALSE", true), ("no", true), ("on", false), ("1", false)] {
+            assert_eq!(disables_warm_runs(Some(v)), off, "{v}");
+        }
+        assert!(!disables_warm_runs(None));
     }
 }
