@@ -820,7 +820,8 @@ mod tests {
         let dir = make_template(&root, &key, 1);
         assert!(matches!(lookup(std::slice::from_ref(&root), &key), Lookup::Valid(_)));
 
-        let broken: [(&str, &dyn Fn(&Path)); 4] = [
+        type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+        let broken: [Damage; 4] = [
             ("memory state", &|d| std::fs::write(VmDir::new(d).memory_state(), b"st").unwrap()),
             ("rootfs.qcow2", &|d| std::fs::remove_file(VmDir::new(d).disk_overlay()).unwrap()),
             ("template.json", &|d| std::fs::write(d.join(RECORD_FILE), b"{").unwrap()),
