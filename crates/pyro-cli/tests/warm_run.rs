@@ -245,12 +245,58 @@ fn env_pull_builds_the_default_template() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("template"), "{}", stderr(&o));
     let template = c.only_template();
-    let v = ok_json(&c.run(&["run", "debian:12", "--json", "--", "hostname"]));
+    // The template is a few seconds old by now: the restored guest takes the host's clock.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let v = ok_json(&c.run(&["run", "debian:12", "--json", "--", "sh", "-c", "hostname; date +%s"]));
     assert_eq!(start_mode(&v), ("warm", "restored the environment's template"), "{v}");
     assert_eq!(v["metadata"]["template"], template.display().to_string());
-    assert_eq!(v["stdout"], "pyro\n");
+    let out = v["stdout"].as_str().unwrap();
+    let (host, guest_time) = out.split_once('\n').unwrap();
+    assert_eq!(host, "pyro");
+    let guest_time: i64 = guest_time.trim().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now - guest_time).abs() <= 2, "guest clock {guest_time}, host {now}");
     // Pulling again keeps the same template.
     let o = c.run(&["env", "pull", "debian:12"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(c.template_dirs(), vec![template]);
+}
+
+#[test]
+fn concurrent_first_runs_build_one_template() {
+    let c = WarmCache::new();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            c.cmd()
+                .args(["run", "debian:12", "--json", "--", "echo", "ok"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut reasons = Vec::new();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        let v = ok_json(&o);
+        assert_eq!(v["stdout"], "ok\n");
+        let (mode, reason) = start_mode(&v);
+        reasons.push(format!("{mode}: {reason}"));
+    }
+    let built = reasons.iter().filter(|r| r.contains("built it")).count();
+    assert_eq!(built, 1, "exactly one run builds the template: {reasons:?}");
+    for r in &reasons {
+        assert!(
+            r.contains("built it") || r.contains("being built by another run") || r.contains("restored"),
+            "{reasons:?}"
+        );
+    }
+    c.only_template();
+    let leftovers: Vec<_> = std::fs::read_dir(c.templates())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".build-") || n.starts_with(".trash-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
