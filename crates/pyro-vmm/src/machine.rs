@@ -118,7 +118,8 @@ pub struct Machine {
 impl Machine {
     /// Write the launch spec for `spec`, start the VM's supervisor and wait until the guest
     /// agent is ready (and the guest network configured, for a VM with a NIC). On failure
-    /// nothing of the VM keeps running.
+    /// nothing of the VM keeps running. Unless `spec.snapshot` is set, a memory state saved
+    /// in `spec.dir` is discarded first: a cold boot moves the disk past what it believes.
     pub async fn boot(spec: BootSpec) -> Result<(Machine, Booted)> {
         Self::launch(spec, None).await
     }
@@ -128,9 +129,17 @@ impl Machine {
     /// `spec.disk` is the disk to use, and must hold exactly what the saved guest believes
     /// it wrote). Refuses a fingerprint mismatch ([`Error::InvalidState`] saying what
     /// differs). The agent is then told the host time, fresh entropy (kernel RNG reseeded)
-    /// and `spec.hostname` before [`Booted`] is returned. A restore into the directory that
-    /// saved the state re-applies the ports that were published then. A state QEMU cannot
-    /// load fails with [`Error::CorruptState`] naming the file; nothing keeps running.
+    /// and `spec.hostname` before [`Booted`] is returned. A state QEMU cannot load fails with
+    /// [`Error::CorruptState`] naming the file; nothing keeps running.
+    ///
+    /// A resume in place (the state is in `spec.dir`, `spec.snapshot` off) re-applies the
+    /// ports that were published when it paused and uses the state up: it is discarded once
+    /// loaded, before the guest runs an instruction, because from then on the disk moves past
+    /// what the saved page cache believes. Restores from elsewhere (forks, warm runs) leave
+    /// the state alone.
+    ///
+    /// [`Machine::boot`] (a cold boot, `snapshot` off) discards any state in its VM
+    /// directory, for the same reason.
     pub async fn restore(spec: BootSpec, state: &MemoryState) -> Result<(Machine, Booted)> {
         let now = crate::fingerprint(&spec);
         if let Some(why) = crate::fingerprint_mismatch(&state.meta.fingerprint, &now) {
@@ -189,14 +198,20 @@ impl Machine {
             tsc_khz: qemu::host_tsc_khz(),
             incoming: restore.is_some(),
         };
-        // Ports come back only into the VM that published them: a fork or warm run restoring
-        // this state elsewhere is a new machine whose host ports are its own business.
+        // A resume in place: the state in this VM's own directory. Its ports come back (a
+        // fork or warm run restoring the state elsewhere is a new machine whose host ports
+        // are its own business), and the state is used up, since the guest moves its disk on.
+        let in_place = restore.is_some_and(|state| state.path.parent() == Some(vm.path()));
         let restore_ports = match restore {
-            Some(state) if state.path.parent() == Some(vm.path()) && spec.network.allows_published_ports() => {
-                state.meta.published.clone()
-            }
+            Some(state) if in_place && spec.network.allows_published_ports() => state.meta.published.clone(),
             _ => Vec::new(),
         };
+        if restore.is_none() && !spec.snapshot && vm.memory_meta().exists() {
+            // A cold boot of this VM moves its disk on (whether or not the disk file is the
+            // one the state was saved with: a fork puts a paused VM onto an overlay over its
+            // frozen disk): the state could never be resumed safely again.
+            MemoryState::discard(&vm)?;
+        }
         let launch_spec = LaunchSpec {
             vm_id: spec.vm_id.clone(),
             vmm_bin: qemu_bin,
@@ -210,6 +225,7 @@ impl Machine {
             allow_private_network,
             publish_ports: spec.network.allows_published_ports(),
             restore_from: restore.map(|s| s.path.clone()),
+            consume_state: in_place && !spec.snapshot,
             restore_ports,
             hostname: spec.hostname.clone(),
             idle_pause_ms: spec.idle_pause.as_ref().map(|p| p.after.as_millis() as u64),
@@ -292,13 +308,15 @@ impl Machine {
     /// QEMU and the supervisor. Free space is checked first ([`Error::HostRequirement`] with
     /// the numbers). On any failure the VM keeps running.
     pub async fn pause(&self, timeout: Duration) -> Result<Paused> {
+        // Taken first: the supervisor removes its pid record before it exits.
+        let processes = client::live_processes(&self.dir);
         let req = Request::Supervisor(SupervisorRequest::Pause { timeout_ms: timeout.as_millis() as u64 });
         let answer = self.call(req, Some(timeout + PAUSE_SAVE_TIMEOUT)).await?;
         match answer {
             Response::Paused { state_bytes, pause_ms } => {
                 // The supervisor exits right after answering; a caller that sees `Paused`
                 // must find no process of the VM left.
-                client::wait_gone(&self.dir, Duration::from_secs(10)).await;
+                client::wait_gone(&processes, Duration::from_secs(10)).await;
                 Ok(Paused { state_bytes, pause_ms })
             }
             Response::Error(e) => Err(match e.kind.as_str() {
