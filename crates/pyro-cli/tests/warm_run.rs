@@ -300,3 +300,58 @@ fn concurrent_first_runs_build_one_template() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A user who cannot write the shared cache restores the templates in it (read-only) and
+/// builds the ones it lacks under its own `$PYRO_HOME/cache/templates`.
+#[test]
+fn an_unprivileged_user_uses_a_shared_template_and_builds_its_own_elsewhere() {
+    // SAFETY: geteuid(2) has no arguments and always succeeds.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to build the shared template and switch users");
+        return;
+    }
+    let user = std::env::var("PYRO_TEST_USER").unwrap_or_else(|_| "pyro-test".into());
+    let c = WarmCache::new();
+    let v = ok_json(&c.run(&["run", "debian:12", "--json", "--", "true"]));
+    assert_eq!(start_mode(&v).0, "warm", "{v}");
+    let shared = c.only_template();
+    let disk_sum = sha256(&shared.join("rootfs.qcow2"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(c.cache.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The user's own copies of pyro's binaries (the checkout may be unreadable to it).
+    let home = tempfile::Builder::new().prefix("pyro-wu-").tempdir_in("/tmp").unwrap();
+    let bin_dir = home.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let built = common::pyro_bin().parent().unwrap().to_path_buf();
+    for name in ["pyro", "pyro-supervisor", "pyro-guest-agent"] {
+        std::fs::copy(built.join(name), bin_dir.join(name)).unwrap();
+    }
+    assert!(Command::new("chown").arg("-R").arg(format!("{user}:{user}")).arg(home.path()).status().unwrap().success());
+    let run_as_user = |args: &[&str]| {
+        let o = Command::new("setpriv")
+            .args(["--reuid", &user, "--regid", &user, "--init-groups", "--"])
+            .arg(bin_dir.join("pyro"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("PYRO_HOME", home.path().join("state"))
+            .env("PYRO_CACHE_DIR", c.cache.path())
+            .env_remove("PYRO_WARM_RUN")
+            .output()
+            .unwrap();
+        ok_json(&o)
+    };
+    // The user's agent binary is a copy: same bytes, so the same (root-built) initramfs.
+    let v = run_as_user(&["run", "debian:12", "--json", "--", "sh", "-c", "id -u; echo x > /root/x; cat /root/x"]);
+    assert_eq!(v["stdout"], "0\nx\n", "{v}");
+    assert_eq!(start_mode(&v), ("warm", "restored the environment's template"), "{v}");
+    assert_eq!(v["metadata"]["template"], shared.display().to_string());
+    assert_eq!(sha256(&shared.join("rootfs.qcow2")), disk_sum);
+
+    let v = run_as_user(&["run", "debian:12", "--mem-mib", "512", "--json", "--", "true"]);
+    assert_eq!(start_mode(&v).1, "no template yet: built it, then restored it", "{v}");
+    let own = v["metadata"]["template"].as_str().unwrap();
+    assert!(own.starts_with(&home.path().join("state/cache/templates").display().to_string()), "{own}");
+    assert_eq!(c.template_dirs(), vec![shared], "nothing new in the shared cache");
+    let _ = Command::new("chmod").args(["-R", "u+w"]).arg(home.path()).status();
+}
