@@ -355,3 +355,44 @@ fn an_unprivileged_user_uses_a_shared_template_and_builds_its_own_elsewhere() {
     assert_eq!(c.template_dirs(), vec![shared], "nothing new in the shared cache");
     let _ = Command::new("chmod").args(["-R", "u+w"]).arg(home.path()).status();
 }
+
+/// `kill -9` of pyro while it builds a template: the template VM dies with it, no half
+/// template is ever used, and the next run cleans up and builds a whole one.
+#[test]
+fn a_killed_template_build_leaves_no_half_template() {
+    let c = WarmCache::new();
+    let mut child = c
+        .cmd()
+        .args(["run", "debian:12", "--json", "--", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let building = || {
+        std::fs::read_dir(c.templates())
+            .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".build-")))
+            .unwrap_or(false)
+    };
+    let started = std::time::Instant::now();
+    while !building() {
+        assert!(started.elapsed().as_secs() < 60, "no template build started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Mid-boot of the template VM.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let cache = c.cache.path().display().to_string();
+    let started = std::time::Instant::now();
+    while !common::processes_mentioning(&cache).is_empty() {
+        assert!(started.elapsed().as_secs() < 30, "the template VM outlived its pyro");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(c.template_dirs().is_empty(), "a killed build left a template: {:?}", c.template_dirs());
+
+    let v = ok_json(&c.run(&["run", "debian:12", "--json", "--", "echo", "ok"]));
+    assert_eq!(v["stdout"], "ok\n");
+    assert_eq!(start_mode(&v), ("warm", "no template yet: built it, then restored it"), "{v}");
+    assert!(!building(), "the killed build's directory was removed");
+    c.only_template();
+}

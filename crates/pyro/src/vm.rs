@@ -241,8 +241,10 @@ impl crate::Pyro {
         }
         let env = self.ensure_environment(&info.environment).await?;
         let choice = self.choose_backend_for(&env, info.allow_host_compat).await?;
+        // The directory is created by whoever fills it (the host-compat work dir below, or the
+        // boot/restore that starts its supervisor at once), not earlier: building a template
+        // first can take seconds, and a `pyro run` killed meanwhile must leave no empty VM dir.
         let dir = self.vm_dir(vm_id);
-        dir.create()?;
         let result = match choice.kind {
             Backend::HostCompat => crate::util::create_private_dir(&dir.host_compat_workdir())
                 .map_err(|e| Error::io("creating the host-compat work dir", e))
