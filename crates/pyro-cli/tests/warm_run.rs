@@ -184,6 +184,23 @@ fn a_corrupt_template_runs_cold_says_why_and_is_rebuilt() {
     let (mode, reason) = start_mode(&v);
     assert_eq!(mode, "warm", "{v}");
     assert!(reason.contains("built"), "{reason}");
+
+    // Damaged inside, whole in size: QEMU refuses to load it; the run boots cold instead.
+    let template = c.only_template();
+    let state = template.join("memory.state");
+    Command::new("chmod").args(["-R", "u+w"]).arg(&template).status().unwrap();
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&state).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&[0xa5; 4096]).unwrap();
+    }
+    let v = ok_json(&c.run(&["run", "debian:12", "--json", "--", "echo", "still-ok"]));
+    assert_eq!(v["stdout"], "still-ok\n");
+    let (mode, reason) = start_mode(&v);
+    assert_eq!(mode, "cold", "{v}");
+    assert!(reason.contains("restoring the template failed") && reason.contains("removed"), "{reason}");
+    assert!(c.template_dirs().is_empty(), "the template that failed to restore is removed");
 }
 
 #[test]

@@ -420,14 +420,29 @@ impl Pyro {
                         return Ok((launched, StartMode { mode: "warm", reason, template }));
                     }
                     Err(e) => {
-                        // A template that does not restore is removed: the next run builds a new one.
-                        if let Some(root) = template.dir.parent() {
-                            let _ = remove_template_dir(root, &template.dir);
-                        }
                         // Wait until its processes are gone: a dying supervisor must not remove
                         // the VM dir under the cold boot that follows.
                         req.dir.reap();
-                        format!("restoring the template failed ({e}); it was removed")
+                        // A template whose state does not come up is removed (the next run
+                        // builds a new one); one that failed for a host reason (a missing
+                        // tool, no egress filter, an I/O error) is kept: a cold boot is
+                        // about to hit the same problem.
+                        let template_at_fault = matches!(
+                            e,
+                            pyro_vmm::Error::CorruptState(_)
+                                | pyro_vmm::Error::InvalidState(_)
+                                | pyro_vmm::Error::Boot(_)
+                                | pyro_vmm::Error::Channel(_)
+                                | pyro_vmm::Error::Guest { .. }
+                        );
+                        if template_at_fault {
+                            if let Some(root) = template.dir.parent() {
+                                let _ = remove_template_dir(root, &template.dir);
+                            }
+                            format!("restoring the template failed ({e}); it was removed")
+                        } else {
+                            format!("restoring the template failed ({e})")
+                        }
                     }
                 }
             }
@@ -475,7 +490,11 @@ impl Pyro {
 
     /// Restore `template` into `spec`'s VM dir, with the template's disk under a throw-away
     /// overlay.
-    async fn restore_from(&self, template: &Template, mut spec: BootSpec) -> Result<crate::boot::Launched> {
+    async fn restore_from(
+        &self,
+        template: &Template,
+        mut spec: BootSpec,
+    ) -> std::result::Result<crate::boot::Launched, pyro_vmm::Error> {
         spec.disk = template.disk();
         spec.disk_format = DiskFormat::Qcow2;
         spec.snapshot = true;
