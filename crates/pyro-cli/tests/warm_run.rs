@@ -378,6 +378,14 @@ fn an_unprivileged_user_uses_a_shared_template_and_builds_its_own_elsewhere() {
     let own = v["metadata"]["template"].as_str().unwrap();
     assert!(own.starts_with(&home.path().join("state/cache/templates").display().to_string()), "{own}");
     assert_eq!(c.template_dirs(), vec![shared], "nothing new in the shared cache");
+    // Under $PYRO_HOME a template is the user's alone, like the rest of the state dir.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let own = PathBuf::from(own);
+    assert_eq!(mode(own.parent().unwrap()), 0o700);
+    assert_eq!(mode(&own), 0o500);
+    for f in ["memory.state", "memory.json", "rootfs.qcow2", "template.json"] {
+        assert_eq!(mode(&own.join(f)), 0o400, "{f}");
+    }
     let _ = Command::new("chmod").args(["-R", "u+w"]).arg(home.path()).status();
 }
 

@@ -302,13 +302,23 @@ fn recent_failure(roots: &[PathBuf], key: &TemplateKey) -> Option<String> {
     })
 }
 
-/// The first root this user can create files in (created if missing).
-fn writable_root(roots: &[PathBuf]) -> Result<PathBuf> {
+/// The first root this user can create files in (created if missing), and whether it is
+/// shared: the cache dir's templates are world-readable (a root-built cache serves
+/// unprivileged users, like its environments); the `$PYRO_HOME` fallback is owner-only,
+/// like everything else in the state dir.
+fn writable_root(roots: &[PathBuf], home: &Path) -> Result<(PathBuf, bool)> {
+    use std::os::unix::fs::DirBuilderExt;
     let mut last = None;
     for root in roots {
-        let probe = std::fs::create_dir_all(root).and_then(|()| tempfile::tempfile_in(root).map(drop));
-        match probe {
-            Ok(()) => return Ok(root.clone()),
+        let shared = !root.starts_with(home);
+        let created = if shared {
+            // An explicit mode: a umask of 000 must not make the templates dir world-writable.
+            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(root)
+        } else {
+            pyro_sys::create_private_dir(root)
+        };
+        match created.and_then(|()| tempfile::tempfile_in(root).map(drop)) {
+            Ok(()) => return Ok((root.clone(), shared)),
             Err(e) => last = Some(Error::io(format!("creating a template in {}", root.display()), e)),
         }
     }
@@ -521,7 +531,7 @@ impl Pyro {
         key: &TemplateKey,
     ) -> Result<Option<Template>> {
         let roots = roots(self.paths());
-        let root = writable_root(&roots)?;
+        let (root, shared) = writable_root(&roots, &self.paths().home)?;
         let Some(lock) = crate::env::try_lock_file(&lock_path(&root, key))? else {
             return Ok(None);
         };
@@ -536,7 +546,7 @@ impl Pyro {
             None,
         );
         let started = Instant::now();
-        let result = self.build_template_in(&root, env, spec, key).await;
+        let result = self.build_template_in(&root, shared, env, spec, key).await;
         let marker = failure_marker(&root, key);
         match &result {
             Ok(_) => {
@@ -549,7 +559,15 @@ impl Pyro {
                 );
             }
             Err(e) => {
-                let _ = std::fs::write(&marker, e.to_string());
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&marker)
+                    .and_then(|mut f| f.write_all(e.to_string().as_bytes()));
             }
         }
         drop(lock);
@@ -559,6 +577,7 @@ impl Pyro {
     async fn build_template_in(
         &self,
         root: &Path,
+        shared: bool,
         env: &InstalledEnvironment,
         mut spec: BootSpec,
         key: &TemplateKey,
@@ -633,13 +652,15 @@ impl Pyro {
             &serde_json::to_vec_pretty(&record).expect("record serializes"),
         )
         .map_err(|e| Error::io("writing the template record", e))?;
-        // Read-only: no run may change a template; readable so a root-built cache serves
-        // unprivileged users (it holds a freshly booted guest, no user data).
+        // Read-only: no run may change a template. In a shared cache also readable by others
+        // (a root-built cache serves unprivileged users; it holds a freshly booted guest and
+        // no user data); under $PYRO_HOME owner-only.
+        let (file_mode, dir_mode) = if shared { (0o444, 0o555) } else { (0o400, 0o500) };
         for f in [out.memory_state(), out.memory_meta(), out.disk_overlay(), stage.join(RECORD_FILE)] {
-            chmod(&f, 0o444)?;
+            chmod(&f, file_mode)?;
             sync_path(&f)?;
         }
-        chmod(&stage, 0o555)?;
+        chmod(&stage, dir_mode)?;
         sync_path(&stage)?;
         let dest = root.join(&key.name);
         if dest.symlink_metadata().is_ok() {
