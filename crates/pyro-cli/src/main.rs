@@ -20,6 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one command in a fresh VM, then delete the VM.
+    ///
+    /// The VM is restored from its environment's template (a saved, booted guest; built on
+    /// first use of each VM shape) unless PYRO_WARM_RUN=off forces a cold boot.
     Run(RunArgs),
     /// Report what this host can do: backends, KVM, host tools, environments.
     Doctor(DoctorArgs),
