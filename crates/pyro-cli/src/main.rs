@@ -20,6 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one command in a fresh VM, then delete the VM.
+    ///
+    /// The VM is restored from its environment's template (a saved, booted guest; built on
+    /// first use of each VM shape) unless PYRO_WARM_RUN=off forces a cold boot.
     Run(RunArgs),
     /// Report what this host can do: backends, KVM, host tools, environments.
     Doctor(DoctorArgs),
@@ -259,9 +262,16 @@ async fn run(a: RunArgs) -> pyro::Result<u8> {
         eprintln!("[run] phase=create environment={}", a.environment);
         let vm = pyro.create_vm(opts).await?;
         eprintln!("[run] phase=start vm_id={}", vm.vm_id);
-        if let Err(e) = pyro.start_vm(&vm.vm_id).await {
-            pyro.delete_all_vms("run_vm_error_cleanup").await;
-            return Err(e);
+        let started = match pyro.start_vm(&vm.vm_id).await {
+            Ok(v) => v,
+            Err(e) => {
+                pyro.delete_all_vms("run_vm_error_cleanup").await;
+                return Err(e);
+            }
+        };
+        if let Some(mode) = started.metadata.get("start_mode") {
+            let reason = started.metadata.get("start_reason").map(String::as_str).unwrap_or("");
+            eprintln!("[run] phase=started vm_id={} start_mode={mode} start_reason={reason:?}", vm.vm_id);
         }
         eprintln!("[run] phase=execute vm_id={}", vm.vm_id);
         pyro.exec_vm(&vm.vm_id, &command, a.timeout_seconds).await

@@ -88,6 +88,36 @@ impl Pyro {
             .map_err(|e| Error::Io(format!("backend selection task: {e}")))?
     }
 
+    /// The [`BootSpec`] of `req` under `choice` (QEMU; TCG unless KVM was chosen): raw disk,
+    /// the environment's kernel and current initramfs.
+    pub(crate) fn boot_spec(
+        &self,
+        env: &InstalledEnvironment,
+        choice: &BackendChoice,
+        req: &BootRequest,
+    ) -> Result<BootSpec> {
+        Ok(BootSpec {
+            dir: req.dir.clone(),
+            vm_id: req.vm_id.clone(),
+            accel: choice.accel.unwrap_or(Accel::Tcg),
+            vcpu_count: req.vcpu_count,
+            mem_mib: req.mem_mib,
+            network: req.network,
+            kernel: env.kernel_image.clone(),
+            initramfs: initramfs(env, &self.paths().cache_dir)?,
+            disk: req.disk.clone(),
+            // Workspaces and ephemeral VMs boot raw images; warm runs and templates set
+            // their qcow2 overlay on the spec (crate::template).
+            disk_format: pyro_vmm::DiskFormat::Raw,
+            snapshot: req.snapshot,
+            owner_pid: req.owner_pid,
+            remove_dir_on_exit: req.remove_dir_on_exit,
+            supervisor_bin: find_own_binary("pyro-supervisor", "PYRO_SUPERVISOR_BIN")?,
+            idle_pause: None,
+            hostname: None,
+        })
+    }
+
     /// Boot `req` under the QEMU backend `choice` selected, and wait for its agent.
     pub(crate) async fn launch(
         &self,
@@ -102,27 +132,8 @@ impl Pyro {
                 choice.reason
             )));
         }
-        let accel = choice.accel.unwrap_or(Accel::Tcg);
-        let spec = BootSpec {
-            dir: req.dir,
-            vm_id: req.vm_id,
-            accel,
-            vcpu_count: req.vcpu_count,
-            mem_mib: req.mem_mib,
-            network: req.network,
-            kernel: env.kernel_image.clone(),
-            initramfs: initramfs(env, &self.paths().cache_dir)?,
-            disk: req.disk,
-            // Workspaces and ephemeral VMs boot raw images; the product's overlays, idle
-            // pause and hostnames come in through BootRequest when it carries them.
-            disk_format: pyro_vmm::DiskFormat::Raw,
-            snapshot: req.snapshot,
-            owner_pid: req.owner_pid,
-            remove_dir_on_exit: req.remove_dir_on_exit,
-            supervisor_bin: find_own_binary("pyro-supervisor", "PYRO_SUPERVISOR_BIN")?,
-            idle_pause: None,
-            hostname: None,
-        };
+        let spec = self.boot_spec(env, choice, &req)?;
+        let accel = spec.accel;
         let (machine, booted) = Machine::boot(spec).await?;
         let metadata = BTreeMap::from([
             ("backend_reason".to_string(), choice.reason.clone()),

@@ -29,12 +29,14 @@ pub mod workspace;
 // path from an environment to a booted `pyro_vmm::Machine`.
 mod boot;
 mod hostcompat;
+mod template;
 mod util;
 
 pub use config::Paths;
 pub use error::{Error, Result};
 pub use progress::{Progress, ProgressEvent};
 pub use state::{ExecutionMode, ServiceStatus, WorkspaceState};
+pub use template::WARM_RUN_VAR;
 pub use vm::{Cleanup, CreateVmOptions, DeleteVmResult, GuestNetwork, NetworkInfo, ReapResult, RunResult, VmInfo};
 
 use std::collections::HashMap;
@@ -91,16 +93,19 @@ impl Pyro {
         blocking(move || store.list_payload()).await
     }
 
-    /// Install an environment: from the configured OCI registry, else built locally.
+    /// Install an environment: from the configured OCI registry, else built locally. Then
+    /// make sure its warm-start template for the default VM shape exists (booted and saved
+    /// once, so `pyro run` restores instead of booting; best effort, reported as progress).
     pub async fn pull_environment(&self, name: &str) -> Result<env::PulledEnvironment> {
         let store = self.store();
         let progress = self.progress();
         let name = name.to_string();
-        blocking(move || {
-            store.pull(&name, &progress)?;
-            store.pull_payload(&name)
-        })
-        .await
+        let installed = {
+            let (store, name) = (store.clone(), name.clone());
+            blocking(move || store.pull(&name, &progress)).await?
+        };
+        self.prepare_default_template(&installed).await;
+        blocking(move || store.pull_payload(&name)).await
     }
 
     /// One catalog environment: description, packages, install state, cache and install

@@ -49,8 +49,10 @@ pub struct VmInfo {
     /// `qemu`, `firecracker` or `host-compat`; empty until started.
     pub backend: String,
     /// Backend details as strings, set at start: `backend_reason`, `vm_dir`, and for QEMU `accel`
-    /// (`kvm`/`tcg`), `agent_version`, `boot_ms`, `vmm_pid`, `supervisor_pid`, `agent_transport`.
-    /// Informational; keys may change.
+    /// (`kvm`/`tcg`), `agent_version`, `boot_ms`, `vmm_pid`, `supervisor_pid`, `agent_transport`,
+    /// `start_mode` (`warm`: restored from the environment's template; `cold`: booted),
+    /// `start_reason`, and for warm starts `template` and `restore_ms`. Informational; keys may
+    /// change.
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -134,6 +136,12 @@ pub struct RunResult {
     pub stderr_truncated: bool,
     /// How the VM was deleted after the command.
     pub cleanup: Cleanup,
+    /// Details of the VM the command ran in, as strings: the VM's `metadata` at start
+    /// (`start_mode` `warm` when it was restored from its environment's template, `cold`
+    /// when it booted; `start_reason` says why; `boot_ms`, `accel`, ...). Informational;
+    /// keys may change.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Payload of `delete_vm`.
@@ -233,8 +241,10 @@ impl crate::Pyro {
         }
         let env = self.ensure_environment(&info.environment).await?;
         let choice = self.choose_backend_for(&env, info.allow_host_compat).await?;
+        // The directory is created by whoever fills it (the host-compat work dir below, or the
+        // boot/restore that starts its supervisor at once), not earlier: building a template
+        // first can take seconds, and a `pyro run` killed meanwhile must leave no empty VM dir.
         let dir = self.vm_dir(vm_id);
-        dir.create()?;
         let result = match choice.kind {
             Backend::HostCompat => crate::util::create_private_dir(&dir.host_compat_workdir())
                 .map_err(|e| Error::io("creating the host-compat work dir", e))
@@ -253,8 +263,13 @@ impl crate::Pyro {
                     owner_pid: Some(std::process::id()),
                     remove_dir_on_exit: true,
                 };
-                self.launch(&env, &choice, req).await.map(|launched| {
+                self.launch_ephemeral(&env, &choice, req).await.map(|(launched, start)| {
                     let mut metadata = launched.metadata;
+                    metadata.insert("start_mode".into(), start.mode.to_string());
+                    metadata.insert("start_reason".into(), start.reason);
+                    if let Some(t) = start.template {
+                        metadata.insert("template".into(), t.display().to_string());
+                    }
                     metadata.insert("vmm_pid".into(), launched.booted.vmm_pid.to_string());
                     metadata.insert("supervisor_pid".into(), launched.booted.supervisor_pid.to_string());
                     (ExecutionMode::GuestVsock, metadata)
@@ -328,6 +343,7 @@ impl crate::Pyro {
             stdout_truncated: r.stdout_truncated,
             stderr_truncated: r.stderr_truncated,
             cleanup: Cleanup { vm_id: vm_id.to_string(), deleted: false, reason: String::new() },
+            metadata: info.metadata.clone(),
         })
     }
 

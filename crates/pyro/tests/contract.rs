@@ -91,6 +91,7 @@ fn run_payload_keys_are_pinned() {
         stdout_truncated: false,
         stderr_truncated: false,
         cleanup: pyro::Cleanup { vm_id: String::new(), deleted: true, reason: String::new() },
+        metadata: Default::default(),
     };
     assert_eq!(
         keys(&r),
@@ -109,6 +110,7 @@ fn run_payload_keys_are_pinned() {
             "truncated",
             "stdout_truncated",
             "stderr_truncated",
+            "metadata",
         ])
     );
 }
