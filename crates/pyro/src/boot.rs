@@ -22,6 +22,12 @@ pub(crate) struct BootRequest {
     pub(crate) snapshot: bool,
     pub(crate) owner_pid: Option<u32>,
     pub(crate) remove_dir_on_exit: bool,
+    /// How `disk` is stored (recorded by the host, never sniffed).
+    pub(crate) disk_format: pyro_vmm::DiskFormat,
+    /// Let the supervisor pause the VM after this long without a call.
+    pub(crate) idle_pause: Option<pyro_vmm::IdlePause>,
+    /// The guest's hostname (derived from the workspace id).
+    pub(crate) hostname: Option<String>,
 }
 
 /// A booted VM and what the payloads report about it.
@@ -88,13 +94,14 @@ impl Pyro {
             .map_err(|e| Error::Io(format!("backend selection task: {e}")))?
     }
 
-    /// Boot `req` under the QEMU backend `choice` selected, and wait for its agent.
-    pub(crate) async fn launch(
+    /// The [`BootSpec`] of `req` under the QEMU backend `choice` selected (also what a saved
+    /// memory state's fingerprint is computed from).
+    pub(crate) fn boot_spec(
         &self,
         env: &InstalledEnvironment,
         choice: &BackendChoice,
         req: BootRequest,
-    ) -> Result<Launched> {
+    ) -> Result<BootSpec> {
         if choice.kind != Backend::Qemu {
             return Err(Error::HostRequirement(format!(
                 "the {} backend cannot boot a VM in this build ({})",
@@ -103,7 +110,7 @@ impl Pyro {
             )));
         }
         let accel = choice.accel.unwrap_or(Accel::Tcg);
-        let spec = BootSpec {
+        Ok(BootSpec {
             dir: req.dir,
             vm_id: req.vm_id,
             accel,
@@ -117,8 +124,43 @@ impl Pyro {
             owner_pid: req.owner_pid,
             remove_dir_on_exit: req.remove_dir_on_exit,
             supervisor_bin: find_own_binary("pyro-supervisor", "PYRO_SUPERVISOR_BIN")?,
-        };
+            disk_format: req.disk_format,
+            idle_pause: req.idle_pause,
+            hostname: req.hostname,
+        })
+    }
+
+    /// Boot `req` under the QEMU backend `choice` selected, and wait for its agent.
+    pub(crate) async fn launch(
+        &self,
+        env: &InstalledEnvironment,
+        choice: &BackendChoice,
+        req: BootRequest,
+    ) -> Result<Launched> {
+        let spec = self.boot_spec(env, choice, req)?;
+        let accel = spec.accel;
         let (machine, booted) = Machine::boot(spec).await?;
+        Ok(launched(choice, accel, machine, booted))
+    }
+
+    /// [`Pyro::launch`], but from a saved memory state instead of a boot: the guest goes on
+    /// where it was saved.
+    pub(crate) async fn relaunch(
+        &self,
+        env: &InstalledEnvironment,
+        choice: &BackendChoice,
+        req: BootRequest,
+        state: &pyro_vmm::MemoryState,
+    ) -> Result<Launched> {
+        let spec = self.boot_spec(env, choice, req)?;
+        let accel = spec.accel;
+        let (machine, booted) = Machine::restore(spec, state).await?;
+        Ok(launched(choice, accel, machine, booted))
+    }
+}
+
+fn launched(choice: &BackendChoice, accel: Accel, machine: Machine, booted: pyro_vmm::Booted) -> Launched {
+    {
         let metadata = BTreeMap::from([
             ("backend_reason".to_string(), choice.reason.clone()),
             ("accel".to_string(), accel.as_str().to_string()),
@@ -126,6 +168,6 @@ impl Pyro {
             ("boot_ms".to_string(), booted.ready_ms.to_string()),
             ("agent_transport".to_string(), booted.transport.to_string()),
         ]);
-        Ok(Launched { machine, accel, booted, metadata })
+        Launched { machine, accel, booted, metadata }
     }
 }

@@ -177,6 +177,9 @@ impl From<pyro_vmm::Error> for Error {
                 Ok(own) => *own,
                 Err(other) => Error::Environment(other.to_string()),
             },
+            // A saved memory state that cannot be used (truncated, unreadable, made by a
+            // different VM shape): the workspace's state, not the caller's input.
+            Vmm::CorruptState(m) | Vmm::InvalidState(m) => Error::InvalidState(m),
             e @ Vmm::Io { .. } => Error::Io(e.to_string()),
         }
     }

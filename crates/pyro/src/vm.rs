@@ -252,6 +252,9 @@ impl crate::Pyro {
                     snapshot: true,
                     owner_pid: Some(std::process::id()),
                     remove_dir_on_exit: true,
+                    disk_format: pyro_vmm::DiskFormat::Raw,
+                    idle_pause: None,
+                    hostname: None,
                 };
                 self.launch(&env, &choice, req).await.map(|launched| {
                     let mut metadata = launched.metadata;

@@ -77,6 +77,13 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let life = dir.lock_lifecycle_shared()?;
         let record = super::refresh_liveness(&dir)?;
+        if record.state == WorkspaceState::Paused {
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' is paused (its guest's memory is saved and its disk may be behind it); stop it first \
+                 with `pyro workspace stop {}` (it resumes and shuts down cleanly), then use workspace_disk_{op}",
+                dir.id, dir.id
+            )));
+        }
         if record.state != WorkspaceState::Stopped {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' must be stopped before workspace_disk_{op}",
@@ -86,7 +93,7 @@ impl Pyro {
         if record.execution_mode == ExecutionMode::HostCompat {
             return Err(Error::InvalidState(format!("workspace_disk_{op} is unavailable for host_compat workspaces")));
         }
-        let image = dir.disk_image();
+        let image = dir.disk_path(&record);
         if !image.is_file() {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' rootfs image is unavailable at {}",
