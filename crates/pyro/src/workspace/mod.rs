@@ -821,7 +821,7 @@ impl Pyro {
         let _life = dir.lifecycle_exclusive().await?;
         // A paused workspace is resumed so it stops like a running one (or, when its state
         // is unusable, the state is discarded: it is stopped either way, disk kept).
-        self.resume_to_stop(dir).await;
+        let _ = self.resume_to_stop(dir).await;
         end_sessions_if_running(dir).await;
         dir.machine().shutdown(STOP_TIMEOUT).await?;
         dir.update(|r| {
@@ -966,7 +966,7 @@ impl Pyro {
         reset::recover(&dir).await?;
         // Paused: resume it first, so its services and shells end and its filesystems are
         // unmounted as in any stop. An unusable state is discarded (stopped, disk kept).
-        let resumed = self.resume_to_stop(&dir).await;
+        let (resumed, resume_error) = self.resume_to_stop(&dir).await;
         self.progress().report("sessions", "ending services (TERM, then KILL after 5 s) and shells", Some(0.1));
         end_sessions_if_running(&dir).await;
         self.progress().report("shutdown", "flushing and shutting the guest down", Some(0.5));
@@ -974,7 +974,7 @@ impl Pyro {
         let (record, _) = dir.update(|r| {
             forget_sessions(&dir, r);
             r.state = WorkspaceState::Stopped;
-            r.last_error = shut.as_ref().err().map(|e| e.to_string());
+            r.last_error = shut.as_ref().err().map(|e| e.to_string()).or_else(|| resume_error.clone());
             r.last_activity_at = now_f64();
             Ok(())
         })?;

@@ -433,20 +433,23 @@ impl Pyro {
     }
 
     /// A paused workspace about to be stopped (stop, TTL expiry): resume it so it stops
-    /// cleanly; if its state is unusable that already left it stopped. Returns how the
-    /// resume went, if there was one. The caller holds the exclusive lifecycle lock.
-    pub(crate) async fn resume_to_stop(&self, dir: &WorkspaceDir) -> Option<ResumeInfo> {
-        let record = super::refresh_liveness(dir).ok()?;
-        if record.state != WorkspaceState::Paused {
-            return None;
+    /// cleanly. When it cannot be resumed its state is discarded (the disk, synced at pause,
+    /// stays) and the reason is returned as the error, for `last_error`. The caller holds
+    /// the exclusive lifecycle lock.
+    pub(crate) async fn resume_to_stop(&self, dir: &WorkspaceDir) -> (Option<ResumeInfo>, Option<String>) {
+        match super::refresh_liveness(dir) {
+            Ok(r) if r.state == WorkspaceState::Paused => {}
+            _ => return (None, None),
         }
         match self.resume_locked(dir).await {
-            Ok((_, resumed)) => Some(resumed),
-            Err(_) => {
-                // Not resumable right now (e.g. a host tool missing): the state goes, the
-                // disk (synced at pause) stays; the caller's stop marks it stopped.
+            Ok((_, resumed)) => (Some(resumed), None),
+            Err(e) => {
                 MemoryState::discard(&dir.vm()).ok();
-                None
+                let message = match e {
+                    Error::InvalidState(m) => m,
+                    other => unusable_state_message(&dir.id, &other.to_string()),
+                };
+                (None, Some(message))
             }
         }
     }
