@@ -181,8 +181,16 @@ fn read_port(port: std::fs::File, tx: mpsc::Sender<io::Result<Received>>) {
         let n = unsafe { libc::read(port.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
         match n {
             // No host on the other end yet (or it went away): the port reads EOF until one
-            // connects, so poll gently instead of ending the stream.
-            0 => std::thread::sleep(Duration::from_millis(20)),
+            // connects, so poll gently instead of ending the stream. Whatever part of a frame
+            // the old host sent is dropped: a new host (a restored VM's supervisor) starts at
+            // a frame boundary.
+            0 => {
+                // (The codec may hold a length it already took off the buffer: reset both.)
+                codec = pyro_protocol::codec();
+                buf.clear();
+                frame_started = None;
+                std::thread::sleep(Duration::from_millis(20))
+            }
             n if n > 0 => {
                 frame_started.get_or_insert_with(Instant::now);
                 // SAFETY: the kernel initialised exactly `n` bytes of the spare capacity.
@@ -419,6 +427,9 @@ async fn handle(id: u64, request: Request, ctx: Ctx, receive: Duration) {
         Request::Service(req) => ctx.services.handle(req).await,
         Request::Supervisor(_) => Response::error("unsupported", "supervisor requests are handled on the host"),
         Request::Bench(req) => bench(req, id, &ctx, receive).await,
+        Request::Restored { host_unix_ms, entropy, hostname } => {
+            restored(host_unix_ms, entropy, hostname, ctx.power).await
+        }
     };
     send(&ctx.out, id, response);
 }
@@ -493,6 +504,44 @@ fn hello(host_protocol: u32) -> Response {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         kernel_release: sys::kernel_release(),
     })
+}
+
+/// The guest was restored from a memory state: take the host's time, fresh entropy and the
+/// new hostname, then answer with the agent's identity. In socket mode (the agent runs on a
+/// host, for tests) nothing of the host is touched.
+async fn restored(host_unix_ms: u64, entropy: Vec<u8>, hostname: Option<String>, power: PowerAction) -> Response {
+    use pyro_protocol::{MAX_RESTORE_ENTROPY_BYTES, MIN_RESTORE_ENTROPY_BYTES};
+    if !(MIN_RESTORE_ENTROPY_BYTES..=MAX_RESTORE_ENTROPY_BYTES).contains(&entropy.len()) {
+        return Response::error(
+            "bad_request",
+            format!("a restore carries {MIN_RESTORE_ENTROPY_BYTES}..={MAX_RESTORE_ENTROPY_BYTES} bytes of entropy"),
+        );
+    }
+    if let Some(name) = &hostname {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Response::error("bad_request", format!("{name:?} is not a valid hostname"));
+        }
+    }
+    if power == PowerAction::Machine {
+        let renewed = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            sys::add_entropy_and_reseed(&entropy)?;
+            sys::set_wall_clock(host_unix_ms)?;
+            if let Some(name) = &hostname {
+                sys::sethostname(name);
+            }
+            Ok(())
+        })
+        .await;
+        match renewed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Response::error("io", format!("taking the new machine identity: {e}")),
+            Err(e) => return Response::error("io", format!("taking the new machine identity: {e}")),
+        }
+    }
+    hello(PROTOCOL_VERSION)
 }
 
 async fn poweroff(id: u64, ctx: &Ctx) {

@@ -254,3 +254,37 @@ pub fn root_is_ram_fs() -> bool {
         t == RAMFS_MAGIC || t == TMPFS_MAGIC
     }
 }
+
+/// Set CLOCK_REALTIME to `unix_ms` (after a restore the guest's wall clock is as old as the
+/// saved state; its monotonic clock is not touched).
+pub fn set_wall_clock(unix_ms: u64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: (unix_ms / 1000) as libc::time_t,
+        tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_settime reads one valid timespec.
+    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) }, "clock_settime")
+}
+
+/// `RNDADDENTROPY` = `_IOW('R', 0x03, int[2])`.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+/// `RNDRESEEDCRNG` = `_IO('R', 0x07)`.
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Mix `bytes` into the kernel's entropy pool (credited in full: they come from the host
+/// kernel's `getrandom`) and force the CRNG to reseed from it at once, so two guests
+/// restored from one memory state part ways before anyone reads `/dev/urandom`.
+pub fn add_entropy_and_reseed(bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let random = std::fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(bytes);
+    // SAFETY: RNDADDENTROPY reads a rand_pool_info of 8 + buf_size bytes, which `info` holds;
+    // the fd is open for the call.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) }, "RNDADDENTROPY")?;
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG as _) }, "RNDRESEEDCRNG")
+}

@@ -405,7 +405,27 @@ pub enum Request {
     Service(session::ServiceRequest),
     /// Measurements of the channel and the guest itself (benchmarks, diagnostics).
     Bench(BenchRequest),
+    /// The guest was just restored from a memory state (a resume, a fork or a warm start):
+    /// it is a new machine now. The agent sets the wall clock from the host, mixes fresh host
+    /// entropy into the kernel RNG and forces a reseed (two guests restored from one state
+    /// never produce the same random bytes), and sets the hostname when one is given.
+    /// Answered with [`Response::Hello`] (the agent's identity) once all that is done.
+    Restored {
+        /// The host's wall clock (Unix time in milliseconds) when the request was sent.
+        host_unix_ms: u64,
+        /// Fresh bytes from the host's `getrandom` (at least [`MIN_RESTORE_ENTROPY_BYTES`],
+        /// at most [`MAX_RESTORE_ENTROPY_BYTES`]).
+        #[serde(with = "serde_bytes")]
+        entropy: Vec<u8>,
+        /// The new hostname, if the machine takes one (at most 64 bytes).
+        hostname: Option<String>,
+    },
 }
+
+/// Fewest entropy bytes a [`Request::Restored`] carries (256 bits: a full reseed).
+pub const MIN_RESTORE_ENTROPY_BYTES: usize = 32;
+/// Most entropy bytes the agent accepts in one [`Request::Restored`].
+pub const MAX_RESTORE_ENTROPY_BYTES: usize = 4096;
 
 /// Most filler bytes one [`BenchRequest::Blast`] may ask for.
 pub const MAX_BLAST_BYTES: u64 = 1024 * 1024 * 1024;
@@ -501,6 +521,15 @@ pub enum SupervisorRequest {
         /// The forwards to remove.
         ports: Vec<PortForward>,
     },
+    /// Save the guest's memory and device state into the VM directory (`memory.state`,
+    /// then `memory.json`) and end the VM. New guest requests are refused (`invalid_state`)
+    /// from now on; requests in flight get `timeout_ms` to finish, else the pause is
+    /// abandoned and the VM keeps running. Answered with [`Response::Paused`] just before
+    /// the supervisor exits, or with an `Error` (the VM still runs).
+    Pause {
+        /// How long requests in flight may take to finish.
+        timeout_ms: u64,
+    },
 }
 
 /// One published port: TCP on `host:host_port` of the host reaches `guest_port` in the guest.
@@ -570,6 +599,13 @@ pub enum Response {
     Bench(BenchResponse),
     /// The request failed; any request may be answered this way.
     Error(ErrorInfo),
+    /// Answer to [`SupervisorRequest::Pause`]: the state is saved and the VM ended.
+    Paused {
+        /// Size of the saved state file.
+        state_bytes: u64,
+        /// From the pause request to the state being durable, in milliseconds.
+        pause_ms: u64,
+    },
 }
 
 /// The agent's side of the version handshake.

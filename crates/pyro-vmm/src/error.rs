@@ -32,6 +32,14 @@ pub enum Error {
     /// The initramfs for a KVM probe guest could not be made (the caller's own error).
     #[error("{0}")]
     Initramfs(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The VM (or its saved state) is in the wrong state for the operation: a state saved
+    /// by a differently shaped machine, a pause while requests still run.
+    #[error("{0}")]
+    InvalidState(String),
+    /// A saved memory state is unreadable, truncated or damaged (the VM can still start cold
+    /// from its disk once the state is discarded).
+    #[error("{0}")]
+    CorruptState(String),
     /// Host-side I/O failed.
     #[error("{context}: {source}")]
     Io {

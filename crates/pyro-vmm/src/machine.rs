@@ -5,7 +5,7 @@
 
 use crate::backend::{self, qemu, Accel, Backend};
 use crate::supervisor::{client, LaunchSpec};
-use crate::{Error, NetworkPolicy, Result, VmDir};
+use crate::{Error, MemoryState, NetworkPolicy, Paused, Result, VmDir};
 use pyro_protocol::fs::{FileEntry, FsRequest, FsResponse, SecretFile, TRANSFER_CHUNK_BYTES};
 use pyro_protocol::session::{ServiceRequest, ServiceResponse, ShellRequest, ShellResponse};
 use pyro_protocol::{ErrorInfo, ExecRequest, ExecResult, PortForward, Request, Response, SupervisorRequest};
@@ -19,6 +19,10 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Timeout for one filesystem request; archive work on a big tree can take a while under TCG.
 const FS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long saving a state may take once the guest is quiet: 1 GiB of touched memory takes
+/// a few seconds here; a loaded host or slow disk many times that.
+const PAUSE_SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Timeout for a publish or unpublish (each rule is one QMP session, bounded at 10 s).
 const PORTS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,8 +55,10 @@ pub struct BootSpec {
     pub kernel: PathBuf,
     /// The initramfs (with the guest agent in it).
     pub initramfs: PathBuf,
-    /// The root disk (raw ext4).
+    /// The root disk (a raw ext4 image or a qcow2 overlay, see `disk_format`).
     pub disk: PathBuf,
+    /// How `disk` is laid out, as recorded when it was made (never probed).
+    pub disk_format: crate::DiskFormat,
     /// Discard every write when the VM ends (ephemeral VMs boot the environment's image
     /// directly this way; QEMU keeps the writes in an unlinked temp overlay).
     pub snapshot: bool,
@@ -62,6 +68,10 @@ pub struct BootSpec {
     pub remove_dir_on_exit: bool,
     /// The `pyro-supervisor` binary to run.
     pub supervisor_bin: PathBuf,
+    /// Pause the VM by itself after this much idle time (the supervisor does it).
+    pub idle_pause: Option<crate::IdlePause>,
+    /// The guest's hostname; applied through the agent (boot and restore alike).
+    pub hostname: Option<String>,
 }
 
 /// What a boot reports.
@@ -77,6 +87,8 @@ pub struct Booted {
     pub agent_version: String,
     /// The agent channel's transport (`virtio-serial`).
     pub transport: &'static str,
+    /// The VM came from a memory state ([`Machine::restore`]), not a cold boot.
+    pub restored: bool,
 }
 
 /// The transport between host and guest agent: a virtio-serial port (QEMU chardev socket).
@@ -108,6 +120,44 @@ impl Machine {
     /// agent is ready (and the guest network configured, for a VM with a NIC). On failure
     /// nothing of the VM keeps running.
     pub async fn boot(spec: BootSpec) -> Result<(Machine, Booted)> {
+        Self::launch(spec, None).await
+    }
+
+    /// Start QEMU with the same shape as `spec` and load `state` (`spec.dir` may differ from
+    /// the directory that saved it: forks and warm runs restore a state saved elsewhere;
+    /// `spec.disk` is the disk to use, and must hold exactly what the saved guest believes
+    /// it wrote). Refuses a fingerprint mismatch ([`Error::InvalidState`] saying what
+    /// differs). The agent is then told the host time, fresh entropy (kernel RNG reseeded)
+    /// and `spec.hostname` before [`Booted`] is returned. A restore into the directory that
+    /// saved the state re-applies the ports that were published then. A state QEMU cannot
+    /// load fails with [`Error::CorruptState`] naming the file; nothing keeps running.
+    pub async fn restore(spec: BootSpec, state: &MemoryState) -> Result<(Machine, Booted)> {
+        let now = crate::fingerprint(&spec);
+        if let Some(why) = crate::fingerprint_mismatch(&state.meta.fingerprint, &now) {
+            return Err(Error::InvalidState(format!(
+                "the memory state {} was saved by a differently shaped machine ({why}); start the VM cold instead",
+                state.path.display()
+            )));
+        }
+        let size = std::fs::metadata(&state.path)
+            .map_err(|e| Error::CorruptState(format!("cannot read the memory state {}: {e}", state.path.display())))?
+            .len();
+        if size != state.meta.state_bytes {
+            return Err(Error::CorruptState(format!(
+                "the memory state {} is damaged: it holds {size} bytes, {} were saved",
+                state.path.display(),
+                state.meta.state_bytes
+            )));
+        }
+        Self::launch(spec, Some(state)).await
+    }
+
+    async fn launch(spec: BootSpec, restore: Option<&MemoryState>) -> Result<(Machine, Booted)> {
+        if let Some(name) = &spec.hostname {
+            if !crate::snapshot::valid_hostname(name) {
+                return Err(Error::InvalidInput(format!("{name:?} is not a valid hostname")));
+            }
+        }
         let qemu_bin = backend::qemu_binary().ok_or_else(|| {
             Error::HostRequirement("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into())
         })?;
@@ -131,12 +181,21 @@ impl Machine {
             kernel: &spec.kernel,
             initramfs: &spec.initramfs,
             disk: &spec.disk,
-            disk_format: "raw",
+            disk_format: spec.disk_format,
             snapshot: spec.snapshot,
             agent_socket: &agent_socket,
             qmp_socket: &qmp_socket,
             network: spec.network.has_nic(),
             tsc_khz: qemu::host_tsc_khz(),
+            incoming: restore.is_some(),
+        };
+        // Ports come back only into the VM that published them: a fork or warm run restoring
+        // this state elsewhere is a new machine whose host ports are its own business.
+        let restore_ports = match restore {
+            Some(state) if state.path.parent() == Some(vm.path()) && spec.network.allows_published_ports() => {
+                state.meta.published.clone()
+            }
+            _ => Vec::new(),
         };
         let launch_spec = LaunchSpec {
             vm_id: spec.vm_id.clone(),
@@ -150,6 +209,16 @@ impl Machine {
             network: spec.network.has_nic(),
             allow_private_network,
             publish_ports: spec.network.allows_published_ports(),
+            restore_from: restore.map(|s| s.path.clone()),
+            restore_ports,
+            hostname: spec.hostname.clone(),
+            idle_pause_ms: spec.idle_pause.as_ref().map(|p| p.after.as_millis() as u64),
+            lock_path: spec.idle_pause.as_ref().map(|p| p.lock_path.clone()),
+            mem_mib: spec.mem_mib,
+            vcpu_count: spec.vcpu_count,
+            disk: spec.disk.clone(),
+            disk_format: spec.disk_format,
+            fingerprint: crate::fingerprint(&spec),
         };
         pyro_sys::write_atomic(
             &vm.launch_spec(),
@@ -158,7 +227,8 @@ impl Machine {
         .map_err(|e| Error::io("writing the launch spec", e))?;
         let ready = client::spawn(&spec.supervisor_bin, &vm, BOOT_TIMEOUT + Duration::from_secs(5)).await?;
         let machine = Machine { dir: vm };
-        if spec.network.has_nic() {
+        // A restored guest's network is configured already (it is part of its memory).
+        if spec.network.has_nic() && restore.is_none() {
             if let Err(e) = machine.configure_user_network().await {
                 machine.kill();
                 return Err(e);
@@ -170,6 +240,7 @@ impl Machine {
             ready_ms: ready.ready_ms,
             agent_version: ready.agent_version,
             transport: AGENT_TRANSPORT,
+            restored: ready.restored,
         };
         Ok((machine, booted))
     }
@@ -213,6 +284,30 @@ impl Machine {
         }
         self.kill();
         Ok(())
+    }
+
+    /// Quiesce (new guest requests are refused; those in flight get `timeout` to finish, else
+    /// the pause is abandoned), guest `sync`, save RAM and device state into
+    /// [`VmDir::memory_state`] (temp file, fsync, rename, then [`VmDir::memory_meta`]), end
+    /// QEMU and the supervisor. Free space is checked first ([`Error::HostRequirement`] with
+    /// the numbers). On any failure the VM keeps running.
+    pub async fn pause(&self, timeout: Duration) -> Result<Paused> {
+        let req = Request::Supervisor(SupervisorRequest::Pause { timeout_ms: timeout.as_millis() as u64 });
+        let answer = self.call(req, Some(timeout + PAUSE_SAVE_TIMEOUT)).await?;
+        match answer {
+            Response::Paused { state_bytes, pause_ms } => {
+                // The supervisor exits right after answering; a caller that sees `Paused`
+                // must find no process of the VM left.
+                client::wait_gone(&self.dir, Duration::from_secs(10)).await;
+                Ok(Paused { state_bytes, pause_ms })
+            }
+            Response::Error(e) => Err(match e.kind.as_str() {
+                "host_requirement" => Error::HostRequirement(e.message),
+                "invalid_state" => Error::InvalidState(e.message),
+                _ => guest_error(e),
+            }),
+            other => Err(Error::unexpected("pause", other)),
+        }
     }
 
     /// SIGKILL the VM's recorded processes (identity-checked) and remove its stale files.

@@ -18,6 +18,9 @@ pub(crate) struct PublishedRule {
     pub(crate) service: String,
     pub(crate) host: String,
     pub(crate) host_port: u16,
+    /// Absent in records of older pyro versions (0): such a rule cannot be re-applied.
+    #[serde(default)]
+    pub(crate) guest_port: u16,
 }
 
 /// The port registry of one VM, owned by its supervisor.
@@ -58,6 +61,7 @@ impl Ports {
                 service: service.to_string(),
                 host: p.host.clone(),
                 host_port: p.host_port,
+                guest_port: p.guest_port,
             }))
         })
     }
@@ -68,6 +72,49 @@ impl Ports {
         let known: Vec<PortForward> = ports.iter().filter(|p| check_forward(p).is_ok()).cloned().collect();
         self.remove(&known).await;
         self.edit(|rules| rules.retain(|r| !known.iter().any(|p| p.host == r.host && p.host_port == r.host_port)))
+    }
+
+    /// Hold the monitor: no publish, unpublish or cleanup runs a QMP session meanwhile (a
+    /// pause runs its own).
+    pub(crate) async fn lock_monitor(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.busy.lock().await
+    }
+
+    /// The recorded rules, for a saved memory state.
+    pub(crate) fn recorded_ports(&self) -> Vec<crate::PublishedPort> {
+        self.recorded()
+            .into_iter()
+            .filter(|r| r.guest_port != 0)
+            .map(|r| crate::PublishedPort {
+                service: r.service,
+                host: r.host,
+                host_port: r.host_port,
+                guest_port: r.guest_port,
+            })
+            .collect()
+    }
+
+    /// Publish the ports of a saved state again in a restored VM. Each rule is removed first,
+    /// so this holds whether or not QEMU kept it; a rule that cannot be added (its host port
+    /// taken meanwhile) is reported and the others still go in.
+    pub(crate) async fn republish(&self, ports: &[crate::PublishedPort]) -> Result<()> {
+        let mut failed = Vec::new();
+        for p in ports {
+            let forward = PortForward { host: p.host.clone(), host_port: p.host_port, guest_port: p.guest_port };
+            {
+                let _busy = self.busy.lock().await;
+                let _ = crate::qmp::human_command(&self.vm, &remove_command(&p.host, p.host_port)).await;
+                self.edit(|rules| rules.retain(|r| !(r.host == p.host && r.host_port == p.host_port)))?;
+            }
+            if let Err(e) = self.publish(&p.service, &[forward]).await {
+                failed.push(e.to_string());
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(failed.join("; ")))
+        }
     }
 
     /// The services that have rules recorded.
@@ -173,7 +220,12 @@ mod tests {
         ports
             .edit(|r| {
                 for (service, port) in [("web", 8080), ("db", 8081)] {
-                    r.push(PublishedRule { service: service.into(), host: "127.0.0.1".into(), host_port: port });
+                    r.push(PublishedRule {
+                        service: service.into(),
+                        host: "127.0.0.1".into(),
+                        host_port: port,
+                        guest_port: 80,
+                    });
                 }
             })
             .unwrap();

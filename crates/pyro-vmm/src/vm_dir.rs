@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 /// | `published.json` | supervisor | live published-port rules |
 /// | `rootfs.ext4` | product (disk clone) | the VM's root disk, for persistent VMs |
 /// | `rootfs.reset.ext4` | product (reset) | a replacement disk while it is being built |
+/// | `rootfs.qcow2` | product ([`create_overlay`](crate::create_overlay)) | the VM's root disk when it is a qcow2 overlay |
+/// | `memory.state` | supervisor (pause) | the guest's RAM and device state |
+/// | `memory.state.partial` | supervisor (pause) | the state while it is written (stale once the pause ended) |
+/// | `memory.json` | supervisor (pause) | the state's record; written last, it makes the state valid |
 /// | `workdir/` | product | host-compat mode's working directory |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmDir {
@@ -25,7 +29,7 @@ pub struct VmDir {
 }
 
 /// Files a VM's processes create and that mean nothing once they are gone.
-const STALE_FILES: [&str; 5] = [SOCKET, PID_RECORD, AGENT_SOCKET, QMP_SOCKET, PUBLISHED];
+const STALE_FILES: [&str; 6] = [SOCKET, PID_RECORD, AGENT_SOCKET, QMP_SOCKET, PUBLISHED, MEMORY_STATE_PARTIAL];
 
 const LAUNCH_SPEC: &str = "launch.json";
 const SOCKET: &str = "supervisor.sock";
@@ -39,6 +43,10 @@ const PUBLISHED: &str = "published.json";
 const DISK: &str = "rootfs.ext4";
 const STAGED_DISK: &str = "rootfs.reset.ext4";
 const HOST_COMPAT_WORKDIR: &str = "workdir";
+const DISK_OVERLAY: &str = "rootfs.qcow2";
+const MEMORY_STATE: &str = "memory.state";
+const MEMORY_STATE_PARTIAL: &str = "memory.state.partial";
+const MEMORY_META: &str = "memory.json";
 
 /// Longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -68,6 +76,26 @@ impl VmDir {
     /// Where a replacement root disk is built before it is renamed over [`VmDir::disk`].
     pub fn staged_disk(&self) -> PathBuf {
         self.root.join(STAGED_DISK)
+    }
+
+    /// The root disk of a persistent VM when it is a qcow2 overlay (`rootfs.qcow2`).
+    pub fn disk_overlay(&self) -> PathBuf {
+        self.root.join(DISK_OVERLAY)
+    }
+
+    /// A paused VM's saved RAM and device state (`memory.state`).
+    pub fn memory_state(&self) -> PathBuf {
+        self.root.join(MEMORY_STATE)
+    }
+
+    /// The record of [`VmDir::memory_state`] (`memory.json`), written last.
+    pub fn memory_meta(&self) -> PathBuf {
+        self.root.join(MEMORY_META)
+    }
+
+    /// Where a pause writes the state before it is complete and durable.
+    pub(crate) fn memory_state_partial(&self) -> PathBuf {
+        self.root.join(MEMORY_STATE_PARTIAL)
     }
 
     /// The working directory of a VM in host-compat mode (no guest).
@@ -212,6 +240,12 @@ mod tests {
         vm.clean_stale_files();
         assert!(!vm.supervisor_socket().exists() && !vm.pid_record().exists() && !vm.published().exists());
         assert!(vm.disk().exists() && vm.console_log().exists());
+        // A paused VM's state stays; a half-written one goes.
+        for p in [vm.memory_state(), vm.memory_meta(), vm.memory_state_partial()] {
+            std::fs::write(p, "x").unwrap();
+        }
+        vm.clean_stale_files();
+        assert!(vm.memory_state().exists() && vm.memory_meta().exists() && !vm.memory_state_partial().exists());
     }
 
     #[test]

@@ -108,13 +108,17 @@ async fn a_machine_attaches_serves_guest_rpc_publishes_ports_and_boots_again() {
         kernel: launch_arg(&vm, "-kernel"),
         initramfs: launch_arg(&vm, "-initrd"),
         disk: vm.disk(),
+        disk_format: pyro_vmm::DiskFormat::Raw,
         snapshot: false,
         owner_pid: None,
         remove_dir_on_exit: false,
         supervisor_bin: PathBuf::from(env!("CARGO_BIN_EXE_pyro-supervisor")),
+        idle_pause: None,
+        hostname: None,
     };
     let (machine, booted) = Machine::boot(spec).await.unwrap();
     assert_eq!(booted.transport, "virtio-serial");
+    assert!(!booted.restored);
     assert!(booted.vmm_pid > 0 && booted.supervisor_pid > 0);
     assert_eq!(machine.read_file("/workspace/a.txt", 10).await.unwrap().1, b"abc");
     let refused =

@@ -158,6 +158,7 @@ impl From<pyro_vmm::Error> for Error {
         use pyro_vmm::Error as Vmm;
         match e {
             Vmm::NotRunning(m) => Error::InvalidState(m),
+            Vmm::InvalidState(m) | Vmm::CorruptState(m) => Error::InvalidState(m),
             Vmm::Boot(m) => Error::Boot(m),
             Vmm::HostRequirement(m) => Error::HostRequirement(m),
             Vmm::InvalidInput(m) => Error::InvalidInput(m),
@@ -177,9 +178,6 @@ impl From<pyro_vmm::Error> for Error {
                 Ok(own) => *own,
                 Err(other) => Error::Environment(other.to_string()),
             },
-            // A saved memory state that cannot be used (truncated, unreadable, made by a
-            // different VM shape): the workspace's state, not the caller's input.
-            Vmm::CorruptState(m) | Vmm::InvalidState(m) => Error::InvalidState(m),
             e @ Vmm::Io { .. } => Error::Io(e.to_string()),
         }
     }

@@ -32,7 +32,8 @@ pub struct QemuLaunch<'a> {
     pub initramfs: &'a Path,
     /// qcow2 overlay (backed by the environment's raw rootfs) or a raw image.
     pub disk: &'a Path,
-    pub disk_format: &'a str,
+    /// Recorded by whoever made the disk; never probed from its bytes.
+    pub disk_format: crate::DiskFormat,
     /// Throw-away writes: QEMU keeps them in an unlinked temp overlay (ephemeral VMs), so
     /// no overlay file has to be made first.
     pub snapshot: bool,
@@ -43,6 +44,9 @@ pub struct QemuLaunch<'a> {
     /// Host MHz, passed as `tsc_early_khz`; without it microvm intermittently hangs in PIT
     /// calibration under TCG (measured: 1-2 hangs in 3 boots).
     pub tsc_khz: Option<u64>,
+    /// Wait for a migration stream (`-incoming defer`): the supervisor loads a saved memory
+    /// state through QMP `migrate-incoming` instead of booting the kernel.
+    pub incoming: bool,
 }
 
 /// Kernel command line. `quiet` keeps the serial console (slow under TCG) nearly silent
@@ -100,7 +104,7 @@ pub fn qemu_args(launch: &QemuLaunch<'_>) -> Vec<String> {
         format!(
             "if=none,id=d0,file={},format={},cache=writeback,discard=unmap{}",
             qemu_path(launch.disk),
-            launch.disk_format,
+            launch.disk_format.as_str(),
             if launch.snapshot { ",snapshot=on" } else { "" }
         ),
         "-device".into(),
@@ -131,6 +135,9 @@ pub fn qemu_args(launch: &QemuLaunch<'_>) -> Vec<String> {
             "-device".into(),
             "virtio-net-device,netdev=net0".into(),
         ]);
+    }
+    if launch.incoming {
+        a.extend(["-incoming".into(), "defer".into()]);
     }
     a
 }
@@ -176,12 +183,13 @@ mod tests {
             kernel: &k,
             initramfs: &i,
             disk: &d,
-            disk_format: "qcow2",
+            disk_format: crate::DiskFormat::Qcow2,
             snapshot: false,
             agent_socket: &s,
             qmp_socket: &q,
             network: false,
             tsc_khz: Some(2_000_000),
+            incoming: false,
         };
         let args = qemu_args(&l);
         let joined = args.join(" ");
@@ -192,6 +200,7 @@ mod tests {
         assert!(joined.contains("file=/state/vm/disk,,1.qcow2,format=qcow2"));
         assert!(joined.contains("name=org.pyro.agent"));
         assert!(!joined.contains("netdev"));
+        assert!(!joined.contains("-incoming"));
         assert!(joined.contains("-chardev file,id=con0,path=/dev/fdset/7,append=on -serial chardev:con0"));
         let cmdline = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
         assert!(cmdline.contains("tsc_early_khz=2000000"));
@@ -209,17 +218,20 @@ mod tests {
             kernel: &k,
             initramfs: &i,
             disk: &d,
-            disk_format: "raw",
+            disk_format: crate::DiskFormat::Raw,
             snapshot: true,
             agent_socket: &s,
             qmp_socket: &q,
             network: true,
             tsc_khz: None,
+            incoming: true,
         };
         let joined = qemu_args(&l).join(" ");
         assert!(joined.contains("-accel kvm"));
         assert!(joined.contains("user,id=net0,ipv6=off"));
         assert!(joined.contains("format=raw,cache=writeback,discard=unmap,snapshot=on"));
         assert!(joined.contains("virtio-net-device,netdev=net0"));
+        // A restore: the same machine, waiting for the state (loaded later through QMP).
+        assert!(joined.ends_with("-incoming defer"), "{joined}");
     }
 }

@@ -66,7 +66,11 @@ pub(crate) async fn spawn(supervisor_bin: &Path, vm: &VmDir, wait: Duration) -> 
             if ready.ok {
                 Ok(ready)
             } else {
-                Err(Error::Boot(ready.error.unwrap_or_else(|| "the VM did not start".into())))
+                let why = ready.error.unwrap_or_else(|| "the VM did not start".into());
+                Err(match ready.error_kind.as_deref() {
+                    Some("corrupt_state") => Error::CorruptState(why),
+                    _ => Error::Boot(why),
+                })
             }
         }
         Ok(Ok(None)) | Ok(Err(_)) => {
@@ -158,6 +162,18 @@ pub(crate) fn read_pids(vm: &VmDir) -> Option<PidRecord> {
 pub(crate) fn is_running(vm: &VmDir) -> bool {
     let vm_dir = vm.path();
     read_pids(vm).map(|p| p.supervisor_alive(vm_dir) && (p.vmm_pid == 0 || p.vmm_alive(vm_dir))).unwrap_or(false)
+}
+
+/// Wait (at most `timeout`) until the supervisor and VMM named in the pid record are gone
+/// (a supervisor that answered a pause is about to exit).
+pub(crate) async fn wait_gone(vm: &VmDir, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match read_pids(vm) {
+            Some(p) if !p.live_processes(vm.path()).is_empty() => tokio::time::sleep(Duration::from_millis(10)).await,
+            _ => return,
+        }
+    }
 }
 
 /// Last resort: SIGKILL the VMM and supervisor named in the pid file, each only if it is

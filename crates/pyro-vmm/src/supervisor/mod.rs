@@ -47,6 +47,33 @@ pub(crate) struct LaunchSpec {
     /// supervisor refuses every publish request.
     #[serde(default)]
     pub(crate) publish_ports: bool,
+    /// Load this memory state (QEMU was given `-incoming defer`) instead of booting.
+    #[serde(default)]
+    pub(crate) restore_from: Option<PathBuf>,
+    /// Ports to publish again once a restored guest answers.
+    #[serde(default)]
+    pub(crate) restore_ports: Vec<crate::PublishedPort>,
+    /// The guest's hostname, applied through the agent.
+    #[serde(default)]
+    pub(crate) hostname: Option<String>,
+    /// Pause by itself after this many ms without a client request.
+    #[serde(default)]
+    pub(crate) idle_pause_ms: Option<u64>,
+    /// The lock an idle pause takes (exclusive, without waiting).
+    #[serde(default)]
+    pub(crate) lock_path: Option<PathBuf>,
+    /// The machine's shape, recorded in `memory.json` by a pause.
+    #[serde(default)]
+    pub(crate) mem_mib: u32,
+    #[serde(default)]
+    pub(crate) vcpu_count: u32,
+    #[serde(default)]
+    pub(crate) disk: PathBuf,
+    #[serde(default)]
+    pub(crate) disk_format: crate::DiskFormat,
+    /// [`crate::fingerprint`] of the VM, recorded in `memory.json` by a pause.
+    #[serde(default)]
+    pub(crate) fingerprint: String,
 }
 
 /// The one line the supervisor prints on stdout at startup.
@@ -67,6 +94,12 @@ pub(crate) struct ReadyLine {
     /// Guest uptime when the agent sent Ready.
     #[serde(default)]
     pub(crate) guest_boot_ms: u64,
+    /// The guest came from a memory state.
+    #[serde(default)]
+    pub(crate) restored: bool,
+    /// `corrupt_state` when QEMU could not load the memory state.
+    #[serde(default)]
+    pub(crate) error_kind: Option<String>,
 }
 
 /// Pids of a running VM, for liveness checks and emergency kills, with who they were

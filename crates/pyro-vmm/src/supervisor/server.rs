@@ -13,7 +13,7 @@ use pyro_protocol::{
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
@@ -41,11 +41,25 @@ struct Shared {
     agent_version: String,
     ready_ms: u64,
     shutdown_tx: mpsc::UnboundedSender<ShutdownCause>,
+    /// A pause is under way: new guest requests are refused.
+    pausing: AtomicBool,
+    /// When the last client request arrived (idle pause).
+    last_request: Mutex<Instant>,
 }
 
 #[derive(Debug)]
 enum ShutdownCause {
-    Requested { timeout: Duration, reply: Option<(ClientTx, u64)> },
+    Requested {
+        timeout: Duration,
+        reply: Option<(ClientTx, u64)>,
+    },
+    /// Save the VM's state and end it; on failure it keeps running. `lock` is held (idle
+    /// pause) until the pause is over.
+    Pause {
+        timeout: Duration,
+        reply: Option<(ClientTx, u64)>,
+        lock: Option<pyro_sys::FileLock>,
+    },
     OwnerGone,
     Signal,
 }
@@ -80,7 +94,7 @@ async fn watch_ports(shared: Arc<Shared>) {
     use pyro_protocol::session::{ServiceRequest, ServiceResponse, ServiceStatus};
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if shared.ports.services().is_empty() {
+        if shared.ports.services().is_empty() || shared.pausing.load(Ordering::SeqCst) {
             continue;
         }
         let answer = shared.ask_guest(Request::Service(ServiceRequest::List), Duration::from_secs(5)).await;
@@ -124,6 +138,8 @@ impl ReadyLine {
             ready_ms: 0,
             agent_version: String::new(),
             guest_boot_ms: 0,
+            restored: false,
+            error_kind: None,
         }
     }
 }
@@ -169,7 +185,7 @@ async fn run(vm: VmDir) -> i32 {
         Ok(c) => c,
         Err(e) => {
             print_ready(&ReadyLine::failed(e));
-            finish(&vm, &spec);
+            finish(&vm, &spec, false);
             return 1;
         }
     };
@@ -180,10 +196,15 @@ async fn run(vm: VmDir) -> i32 {
     );
 
     let boot_timeout = Duration::from_millis(spec.boot_timeout_ms);
+    // Set while QEMU reads a memory state: a VMM that dies then could not load it.
+    let loading = std::cell::Cell::new(false);
     let connected = tokio::select! {
-        r = connect_agent(&vm, boot_timeout) => r,
-        st = vmm.wait() => Err(format!("the VMM exited during boot ({})", st.map(|s| s.to_string()).unwrap_or_default())),
+        r = start_guest(&vm, &spec, boot_timeout, &loading) => r,
+        st = vmm.wait() => Err(format!("the VMM exited during {} ({})",
+            if spec.restore_from.is_some() { "the restore" } else { "boot" },
+            st.map(|s| s.to_string()).unwrap_or_default())),
     };
+    let corrupt_state = loading.get();
     // QEMU made these with the supervisor's umask (0077) already; say it explicitly too.
     for socket in [vm.agent_socket(), vm.qmp_socket()] {
         let _ = pyro_sys::make_private(&socket);
@@ -209,8 +230,17 @@ async fn run(vm: VmDir) -> i32 {
             if !console.is_empty() {
                 msg.push_str(&format!("; last console lines:\n{console}"));
             }
-            print_ready(&ReadyLine::failed(msg));
-            finish(&vm, &spec);
+            let mut line = ReadyLine::failed(msg);
+            if let (true, Some(state)) = (corrupt_state, &spec.restore_from) {
+                line.error = Some(format!(
+                    "QEMU could not load the memory state {} (truncated or damaged?): {}",
+                    state.display(),
+                    line.error.unwrap_or_default()
+                ));
+                line.error_kind = Some("corrupt_state".into());
+            }
+            print_ready(&line);
+            finish(&vm, &spec, false);
             return 1;
         }
     };
@@ -230,6 +260,8 @@ async fn run(vm: VmDir) -> i32 {
         agent_version: agent_version.clone(),
         ready_ms,
         shutdown_tx,
+        pausing: AtomicBool::new(false),
+        last_request: Mutex::new(Instant::now()),
     });
 
     tokio::spawn(write_agent(agent_sink, agent_rx));
@@ -243,10 +275,17 @@ async fn run(vm: VmDir) -> i32 {
             let _ = vmm.start_kill();
             let _ = vmm.wait().await;
             print_ready(&ReadyLine::failed(format!("cannot listen on {}: {e}", vm.supervisor_socket().display())));
-            finish(&vm, &spec);
+            finish(&vm, &spec, false);
             return 1;
         }
     };
+    if !spec.restore_ports.is_empty() {
+        // QEMU's hostfwd rules are not in the migration stream: publish them again (each
+        // rule is removed first, so this holds whether or not one survived).
+        if let Err(e) = shared.ports.republish(&spec.restore_ports).await {
+            eprintln!("supervisor: publishing the restored VM's ports again: {e}");
+        }
+    }
     print_ready(&ReadyLine {
         ok: true,
         error: None,
@@ -255,6 +294,8 @@ async fn run(vm: VmDir) -> i32 {
         ready_ms,
         agent_version,
         guest_boot_ms,
+        restored: spec.restore_from.is_some(),
+        error_kind: None,
     });
     detach_stdout();
 
@@ -321,31 +362,68 @@ async fn run(vm: VmDir) -> i32 {
         });
     }
 
+    if let (Some(ms), Some(lock)) = (spec.idle_pause_ms, spec.lock_path.clone()) {
+        tokio::spawn(watch_idle(shared.clone(), Duration::from_millis(ms), lock));
+    }
+
     let mut reply_to: Option<(ClientTx, u64)> = None;
+    let mut paused: Option<crate::Paused> = None;
     let mut stop_reason = "the VM stopped".to_string();
-    tokio::select! {
-        st = vmm.wait() => {
-            eprintln!("supervisor: VMM exited: {st:?}");
-        }
-        why = router => {
-            let why = why.unwrap_or_else(|e| format!("the router failed: {e}"));
-            eprintln!("supervisor: {why}; stopping the VM");
-            stop_reason = why;
-            // The channel closes when the guest powers off; give QEMU a moment to exit.
-            if tokio::time::timeout(Duration::from_secs(3), vmm.wait()).await.is_err() {
-                let _ = vmm.start_kill();
-                let _ = vmm.wait().await;
+    let mut router = router;
+    loop {
+        tokio::select! {
+            st = vmm.wait() => {
+                eprintln!("supervisor: VMM exited: {st:?}");
+            }
+            why = &mut router => {
+                let why = why.unwrap_or_else(|e| format!("the router failed: {e}"));
+                eprintln!("supervisor: {why}; stopping the VM");
+                stop_reason = why;
+                // The channel closes when the guest powers off; give QEMU a moment to exit.
+                if tokio::time::timeout(Duration::from_secs(3), vmm.wait()).await.is_err() {
+                    let _ = vmm.start_kill();
+                    let _ = vmm.wait().await;
+                }
+            }
+            cause = shutdown_rx.recv() => {
+                if let Some(ShutdownCause::Pause { timeout, reply, lock }) = cause {
+                    let idle = lock.is_some();
+                    let result = pause_vm(&shared, &vm, &mut vmm, timeout).await;
+                    drop(lock);
+                    match result {
+                        Ok(p) => {
+                            eprintln!(
+                                "supervisor: {}paused: {} bytes of state in {} ms",
+                                if idle { "idle; " } else { "" },
+                                p.state_bytes,
+                                p.pause_ms
+                            );
+                            paused = Some(p);
+                            reply_to = reply;
+                            stop_reason = "the VM was paused".into();
+                        }
+                        Err(e) => {
+                            eprintln!("supervisor: pause failed, the VM keeps running: {}", e.message);
+                            if let Some((client, id)) = reply {
+                                if let Ok(b) = encode(&ResponseFrame { id, response: Response::error(e.kind, e.message) }) {
+                                    let _ = client.send(b);
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    eprintln!("supervisor: shutdown: {cause:?}");
+                    let timeout = match cause {
+                        Some(ShutdownCause::Requested { timeout, reply }) => { reply_to = reply; timeout }
+                        // Nobody is waiting for this VM's data: be quick.
+                        _ => Duration::from_millis(0),
+                    };
+                    clean_shutdown(&shared, &mut vmm, timeout).await;
+                }
             }
         }
-        cause = shutdown_rx.recv() => {
-            eprintln!("supervisor: shutdown: {cause:?}");
-            let timeout = match cause {
-                Some(ShutdownCause::Requested { timeout, reply }) => { reply_to = reply; timeout }
-                // Nobody is waiting for this VM's data: be quick.
-                Some(ShutdownCause::OwnerGone) | Some(ShutdownCause::Signal) | None => Duration::from_millis(0),
-            };
-            clean_shutdown(&shared, &mut vmm, timeout).await;
-        }
+        break;
     }
     accept.abort();
     if fail_all_pending(&shared, &stop_reason) > 0 {
@@ -353,13 +431,17 @@ async fn run(vm: VmDir) -> i32 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if let Some((client, id)) = reply_to {
-        if let Ok(bytes) = encode(&ResponseFrame { id, response: Response::Ok }) {
+        let response = match paused {
+            Some(p) => Response::Paused { state_bytes: p.state_bytes, pause_ms: p.pause_ms },
+            None => Response::Ok,
+        };
+        if let Ok(bytes) = encode(&ResponseFrame { id, response }) {
             let _ = client.send(bytes);
             // Let the connection task flush the answer before the process ends.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    finish(&vm, &spec);
+    finish(&vm, &spec, paused.is_some());
     0
 }
 
@@ -395,9 +477,11 @@ fn fail_all_pending(shared: &Arc<Shared>, why: &str) -> usize {
     count
 }
 
-fn finish(vm: &VmDir, spec: &LaunchSpec) {
+/// `paused`: the directory holds a saved state, which outlives this supervisor whatever
+/// `remove_dir_on_exit` says.
+fn finish(vm: &VmDir, spec: &LaunchSpec, paused: bool) {
     vm.clean_stale_files();
-    if spec.remove_dir_on_exit {
+    if spec.remove_dir_on_exit && !paused {
         let _ = std::fs::remove_dir_all(vm.path());
     }
 }
@@ -555,6 +639,10 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
         }
     });
     while let Some(Ok(mut buf)) = source.next().await {
+        let kind = buf.get(pyro_protocol::FRAME_ID_BYTES..).and_then(pyro_protocol::request_type);
+        if kind != Some("supervisor") || shared.pending.lock().unwrap().values().any(|p| p.local.is_none()) {
+            *shared.last_request.lock().unwrap() = Instant::now();
+        }
         // Requests for the guest go on as they came, only their id swapped: the agent decodes
         // (bounds-checked) and answers them, so a multi-MiB payload is not decoded and
         // encoded again here. Only the supervisor's own requests are decoded.
@@ -563,6 +651,10 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
             .and_then(pyro_protocol::request_type)
             .is_some_and(|kind| kind != "supervisor");
         if let (true, Some(client_id)) = (for_guest, pyro_protocol::frame_id(&buf)) {
+            if shared.pausing.load(Ordering::SeqCst) {
+                refuse_while_pausing(&client_tx, client_id);
+                continue;
+            }
             let id = shared.alloc_id();
             shared
                 .pending
@@ -601,6 +693,18 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                     let _ = client_tx.send(b);
                 }
             }
+            Request::Supervisor(SupervisorRequest::Pause { timeout_ms }) => {
+                let _ = shared.shutdown_tx.send(ShutdownCause::Pause {
+                    timeout: Duration::from_millis(timeout_ms),
+                    reply: Some((client_tx.clone(), frame.id)),
+                    lock: None,
+                });
+            }
+            Request::Supervisor(SupervisorRequest::Publish { .. } | SupervisorRequest::Unpublish { .. })
+                if shared.pausing.load(Ordering::SeqCst) =>
+            {
+                refuse_while_pausing(&client_tx, frame.id);
+            }
             Request::Supervisor(SupervisorRequest::Publish { service, ports }) => {
                 let answer = shared.ports.publish(&service, &ports).await;
                 reply(&client_tx, frame.id, answer);
@@ -615,6 +719,7 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                     reply: Some((client_tx.clone(), frame.id)),
                 });
             }
+            _ if shared.pausing.load(Ordering::SeqCst) => refuse_while_pausing(&client_tx, frame.id),
             other => {
                 let id = shared.alloc_id();
                 shared.pending.lock().unwrap().insert(
@@ -665,5 +770,367 @@ fn reply(client: &ClientTx, id: u64, answer: crate::Result<()>) {
     };
     if let Ok(b) = encode(&ResponseFrame { id, response }) {
         let _ = client.send(b);
+    }
+}
+
+/// The answer to a guest request that arrives while the VM is being paused.
+fn refuse_while_pausing(client: &ClientTx, id: u64) {
+    let response = Response::error(
+        "invalid_state",
+        "the VM is pausing: its memory is being saved, so it takes no new requests (resume it and retry)",
+    );
+    if let Ok(b) = encode(&ResponseFrame { id, response }) {
+        let _ = client.send(b);
+    }
+}
+
+/// Boot the guest (wait for the agent's Ready, handshake) or, for a restore, load the memory
+/// state and tell the agent it is a new machine. Either way a hostname in the launch spec is
+/// applied. Returns the agent channel, the agent's version and the guest's boot time.
+async fn start_guest(
+    vm: &VmDir,
+    spec: &LaunchSpec,
+    timeout: Duration,
+    loading: &std::cell::Cell<bool>,
+) -> std::result::Result<(AgentFramed, String, u64), String> {
+    let deadline = Instant::now() + timeout;
+    match &spec.restore_from {
+        None => {
+            let (mut framed, version, boot_ms) = connect_agent(vm, timeout).await?;
+            if spec.hostname.is_some() {
+                renew_identity(&mut framed, spec.hostname.clone(), deadline).await?;
+            }
+            Ok((framed, version, boot_ms))
+        }
+        Some(state) => {
+            load_state(vm, state, deadline, loading).await?;
+            loading.set(false);
+            let path = vm.agent_socket();
+            let stream =
+                UnixStream::connect(&path).await.map_err(|e| format!("cannot reach {}: {e}", path.display()))?;
+            // The agent sent its Ready frame to the host that booted it, long ago: no Ready
+            // comes now. The first exchange is the new-machine request.
+            let mut framed = Framed::new(stream, codec());
+            let info = renew_identity(&mut framed, spec.hostname.clone(), deadline).await?;
+            Ok((framed, info.agent_version, 0))
+        }
+    }
+}
+
+/// Tell the agent it is a new machine: host wall clock, fresh entropy (the kernel RNG is
+/// reseeded), hostname. Frames with other ids (answers a previous host never read) are
+/// skipped.
+async fn renew_identity(
+    framed: &mut AgentFramed,
+    hostname: Option<String>,
+    deadline: Instant,
+) -> std::result::Result<pyro_protocol::HelloInfo, String> {
+    const RENEW_ID: u64 = u64::MAX - 1;
+    let entropy = crate::snapshot::host_entropy(64).map_err(|e| format!("reading host entropy: {e}"))?;
+    let host_unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let frame = RequestFrame { id: RENEW_ID, request: Request::Restored { host_unix_ms, entropy, hostname } };
+    framed.send(encode(&frame).map_err(|e| e.to_string())?).await.map_err(|e| format!("agent channel: {e}"))?;
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5));
+    tokio::time::timeout(left, async {
+        while let Some(item) = framed.next().await {
+            let buf = item.map_err(|e| format!("agent channel: {e}"))?;
+            if pyro_protocol::frame_id(&buf) != Some(RENEW_ID) {
+                continue;
+            }
+            return match decode::<ResponseFrame>(&buf).map(|f| f.response) {
+                Ok(Response::Hello(info)) if info.protocol_version == pyro_protocol::PROTOCOL_VERSION => Ok(info),
+                Ok(Response::Hello(info)) => Err(format!(
+                    "guest agent speaks protocol {}, this host speaks {}",
+                    info.protocol_version,
+                    pyro_protocol::PROTOCOL_VERSION
+                )),
+                Ok(Response::Error(e)) => Err(format!("the guest agent refused the new identity: {}", e.message)),
+                other => Err(format!("unexpected answer to the new identity: {other:?}")),
+            };
+        }
+        Err("the agent channel closed before the guest took its new identity".to_string())
+    })
+    .await
+    .map_err(|_| "the guest agent did not answer after the restore".to_string())?
+}
+
+/// Load `state` into a QEMU started with `-incoming defer` and wait until the guest runs.
+async fn load_state(
+    vm: &VmDir,
+    state: &std::path::Path,
+    deadline: Instant,
+    loading: &std::cell::Cell<bool>,
+) -> std::result::Result<(), String> {
+    use crate::qmp::Session;
+    use std::os::fd::AsFd;
+    let file =
+        std::fs::File::open(state).map_err(|e| format!("cannot open the memory state {}: {e}", state.display()))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut qmp = Session::connect(&vm.qmp_socket(), left).await.map_err(|e| e.to_string())?;
+    qmp.send_fd("pyro-state", file.as_fd()).await.map_err(|e| e.to_string())?;
+    loading.set(true);
+    qmp.execute("migrate-incoming", serde_json::json!({ "uri": "fd:pyro-state" })).await.map_err(|e| e.to_string())?;
+    drop(file);
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("loading the memory state {} did not finish in time", state.display()));
+        }
+        let run_state = qmp.run_state().await.map_err(|e| e.to_string())?;
+        match run_state.as_str() {
+            "running" => return Ok(()),
+            "inmigrate" => tokio::time::sleep(Duration::from_millis(2)).await,
+            _ => {
+                let (status, why) = qmp.migration_status().await.map_err(|e| e.to_string())?;
+                match status.as_str() {
+                    "completed" => {
+                        qmp.execute("cont", serde_json::Value::Null).await.map_err(|e| e.to_string())?;
+                    }
+                    "failed" | "cancelled" => {
+                        return Err(format!(
+                            "loading the memory state {} failed: {}",
+                            state.display(),
+                            why.unwrap_or(status)
+                        ))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+        }
+    }
+}
+
+/// A pause that did not happen: its error kind on the wire and why.
+struct PauseError {
+    kind: &'static str,
+    message: String,
+}
+
+impl PauseError {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        PauseError { kind, message: message.into() }
+    }
+}
+
+/// How long the guest's `sync` before a pause may take.
+const PAUSE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long writing the state may take once the guest is stopped.
+const PAUSE_SAVE_TIMEOUT: Duration = Duration::from_secs(540);
+/// Migration bandwidth during a pause: unlimited in practice. QEMU 7.2 defaults to 32 MiB/s,
+/// which would make saving a 1 GiB guest take half a minute.
+const PAUSE_BANDWIDTH: u64 = 1 << 40;
+
+/// Quiesce, sync, save the state, commit its record and end QEMU. On any failure before the
+/// record is written, the guest runs again and no state is left.
+async fn pause_vm(
+    shared: &Arc<Shared>,
+    vm: &VmDir,
+    vmm: &mut tokio::process::Child,
+    timeout: Duration,
+) -> std::result::Result<crate::Paused, PauseError> {
+    let started = Instant::now();
+    shared.pausing.store(true, Ordering::SeqCst);
+    let result = pause_steps(shared, vm, vmm, timeout, started).await;
+    if result.is_err() {
+        shared.pausing.store(false, Ordering::SeqCst);
+        *shared.last_request.lock().unwrap() = Instant::now();
+    }
+    result
+}
+
+async fn pause_steps(
+    shared: &Arc<Shared>,
+    vm: &VmDir,
+    vmm: &mut tokio::process::Child,
+    timeout: Duration,
+    started: Instant,
+) -> std::result::Result<crate::Paused, PauseError> {
+    let spec = &shared.spec;
+    // 1. Requests in flight finish first (bounded); new ones are refused meanwhile.
+    let deadline = started + timeout;
+    loop {
+        let in_flight = shared.pending.lock().unwrap().len();
+        if in_flight == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(PauseError::new(
+                "invalid_state",
+                format!(
+                    "{in_flight} request(s) still running in the guest after {} ms; the pause was abandoned and the VM keeps running",
+                    timeout.as_millis()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 2. Room for the state: at most the guest's memory plus framing.
+    let need = u64::from(spec.mem_mib) * 1024 * 1024 + crate::PAUSE_SPACE_MARGIN_BYTES;
+    let free = crate::snapshot::free_bytes(vm.path())
+        .map_err(|e| PauseError::new("io", format!("checking free space in {}: {e}", vm.path().display())))?;
+    if free < need {
+        return Err(PauseError::new(
+            "host_requirement",
+            format!(
+                "pausing needs up to {} MiB free in {} (the guest's {} MiB of memory plus {} MiB), only {} MiB are free; the VM keeps running",
+                need / (1024 * 1024),
+                vm.path().display(),
+                spec.mem_mib,
+                crate::PAUSE_SPACE_MARGIN_BYTES / (1024 * 1024),
+                free / (1024 * 1024)
+            ),
+        ));
+    }
+    // 3. The guest's dirty page cache goes to the disk (the state would carry it anyway;
+    //    this keeps the disk alone as current as possible).
+    match shared.ask_guest(Request::Sync, PAUSE_SYNC_TIMEOUT).await {
+        Some(Response::Ok) => {}
+        other => return Err(PauseError::new("io", format!("the guest did not sync before the pause: {other:?}"))),
+    }
+    // 4. Stop, save, commit. No other monitor session meanwhile (ports take the same lock).
+    let _monitor = shared.ports.lock_monitor().await;
+    let mut qmp = crate::qmp::Session::connect(&vm.qmp_socket(), Duration::from_secs(10))
+        .await
+        .map_err(|e| PauseError::new("io", e.to_string()))?;
+    qmp.execute("stop", serde_json::Value::Null).await.map_err(|e| PauseError::new("io", e.to_string()))?;
+    let saved = save_state(&mut qmp, vm).await;
+    let committed = match saved {
+        Ok(state_bytes) => commit_state(shared, vm, state_bytes, started).await,
+        Err(e) => Err(e),
+    };
+    let paused = match committed {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(vm.memory_state_partial());
+            if vm.memory_meta().exists() {
+                // Never leave a record naming a state that is going away.
+                let _ = std::fs::remove_file(vm.memory_meta());
+            }
+            let _ = std::fs::remove_file(vm.memory_state());
+            if let Err(cont) = qmp.execute("cont", serde_json::Value::Null).await {
+                eprintln!("supervisor: resuming the guest after a failed pause: {cont}");
+            }
+            return Err(e);
+        }
+    };
+    // 5. The state is durable: end QEMU (its disk was flushed when the migration completed).
+    let _ = qmp.execute("quit", serde_json::Value::Null).await;
+    if tokio::time::timeout(Duration::from_secs(5), vmm.wait()).await.is_err() {
+        let _ = vmm.start_kill();
+        let _ = vmm.wait().await;
+    }
+    Ok(paused)
+}
+
+/// Migrate the stopped guest into `memory.state.partial` (a file QEMU receives as a
+/// descriptor) and make it durable. Returns its size.
+async fn save_state(qmp: &mut crate::qmp::Session, vm: &VmDir) -> std::result::Result<u64, PauseError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |what: &str, e: std::io::Error| PauseError::new("io", format!("{what}: {e}"));
+    let partial = vm.memory_state_partial();
+    let _ = std::fs::remove_file(&partial);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| io(&format!("creating {}", partial.display()), e))?;
+    let channel = |e: crate::Error| PauseError::new("io", format!("saving the memory state: {e}"));
+    qmp.execute("migrate-set-parameters", serde_json::json!({ "max-bandwidth": PAUSE_BANDWIDTH }))
+        .await
+        .map_err(channel)?;
+    qmp.send_fd("pyro-state", file.as_fd()).await.map_err(channel)?;
+    qmp.execute("migrate", serde_json::json!({ "uri": "fd:pyro-state" })).await.map_err(channel)?;
+    let deadline = Instant::now() + PAUSE_SAVE_TIMEOUT;
+    loop {
+        let (status, why) = qmp.migration_status().await.map_err(channel)?;
+        match status.as_str() {
+            "completed" => break,
+            "failed" | "cancelled" => {
+                return Err(PauseError::new(
+                    "io",
+                    format!("QEMU could not save the memory state: {}", why.unwrap_or(status)),
+                ))
+            }
+            _ if Instant::now() >= deadline => {
+                let _ = qmp.execute("migrate_cancel", serde_json::Value::Null).await;
+                return Err(PauseError::new(
+                    "io",
+                    format!("saving the memory state took over {} s; abandoned", PAUSE_SAVE_TIMEOUT.as_secs()),
+                ));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+    file.sync_all().map_err(|e| io("syncing the memory state", e))?;
+    let size = file.metadata().map_err(|e| io("reading the memory state's size", e))?.len();
+    std::fs::rename(&partial, vm.memory_state()).map_err(|e| io("placing the memory state", e))?;
+    crate::snapshot::fsync_dir(vm.path()).map_err(|e| PauseError::new("io", e.to_string()))?;
+    Ok(size)
+}
+
+/// Write `memory.json`, the record that makes the saved state valid.
+async fn commit_state(
+    shared: &Arc<Shared>,
+    vm: &VmDir,
+    state_bytes: u64,
+    started: Instant,
+) -> std::result::Result<crate::Paused, PauseError> {
+    let spec = &shared.spec;
+    let pause_ms = started.elapsed().as_millis() as u64;
+    let meta = crate::MemoryMeta {
+        format: crate::MEMORY_FORMAT,
+        fingerprint: spec.fingerprint.clone(),
+        state_bytes,
+        mem_mib: spec.mem_mib,
+        vcpu_count: spec.vcpu_count,
+        network: spec.network,
+        disk_format: spec.disk_format,
+        saved_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        pause_ms,
+        disk: spec.disk.clone(),
+        published: shared.ports.recorded_ports(),
+    };
+    let bytes = serde_json::to_vec_pretty(&meta).expect("memory meta serializes");
+    pyro_sys::write_atomic(&vm.memory_meta(), &bytes)
+        .map_err(|e| PauseError::new("io", format!("writing {}: {e}", vm.memory_meta().display())))?;
+    crate::snapshot::fsync_dir(vm.path()).map_err(|e| PauseError::new("io", e.to_string()))?;
+    Ok(crate::Paused { state_bytes, pause_ms })
+}
+
+/// Idle pause: once no client request has arrived for `after` (and none is in flight), take
+/// the VM's lock without waiting (held = a call is in progress: try again later) and pause.
+async fn watch_idle(shared: Arc<Shared>, after: Duration, lock_path: PathBuf) {
+    let tick = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        if shared.pausing.load(Ordering::SeqCst) {
+            continue;
+        }
+        if shared.pending.lock().unwrap().values().any(|p| p.local.is_none()) {
+            *shared.last_request.lock().unwrap() = Instant::now();
+            continue;
+        }
+        let idle = shared.last_request.lock().unwrap().elapsed();
+        if idle < after {
+            continue;
+        }
+        match pyro_sys::try_lock(&lock_path, pyro_sys::LockMode::Exclusive) {
+            Ok(Some(lock)) => {
+                eprintln!("supervisor: no request for {} ms; pausing the idle VM", idle.as_millis());
+                // Counted as activity: a pause that fails is tried again only after `after`.
+                *shared.last_request.lock().unwrap() = Instant::now();
+                let cause = ShutdownCause::Pause { timeout: Duration::from_secs(5), reply: None, lock: Some(lock) };
+                if shared.shutdown_tx.send(cause).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("supervisor: idle pause: cannot take {}: {e}", lock_path.display()),
+        }
     }
 }
