@@ -644,6 +644,7 @@ impl Pyro {
                 let spec = self.boot_spec(env, choice, self.request_for(parent, &record))?;
                 let mut meta = s.meta.clone();
                 meta.disk_format = DiskFormat::Qcow2;
+                meta.disk = parent.disk_path(&record);
                 meta.fingerprint = pyro_vmm::fingerprint(&spec);
                 crate::util::write_atomic(
                     &parent.vm().memory_meta(),
