@@ -164,6 +164,33 @@ fn pause_resume_keeps_shells_and_services_and_fork_makes_independent_children() 
     let o = home.run(&["workspace", "exec", &id, "--", "true"]);
     assert!(stderr(&o).contains("resumed_from_pause=yes"), "{}", stderr(&o));
 
+    // Concurrent pause + exec: the exec holds the lifecycle lock, the pause waits for it;
+    // both succeed and the command's output is not lost.
+    let slow =
+        home.cmd().args(["workspace", "exec", &id, "--json", "--", "sh", "-c", "sleep 2; echo slow-done"]).spawn();
+    let mut slow = slow.unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let p = ok(&home, &["workspace", "pause", &id, "--json"]);
+    assert_eq!(p["state"], "paused");
+    assert!(slow.wait().unwrap().success());
+    let logs = ok(&home, &["workspace", "logs", &id, "--json"]);
+    let last = logs["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["stdout"], "slow-done\n", "{last}");
+
+    // kill -9 of pyro mid-resume (the guest runs, its state not yet discarded) and right
+    // after a pause saved its state (record not yet updated): never broken.
+    let o = home.cmd().args(["workspace", "resume", &id]).env("PYRO_TEST_KILL_AT", "resume:restored").output().unwrap();
+    assert!(!o.status.success());
+    assert_eq!(state(&home, &id), "started", "an interrupted resume whose guest runs is started");
+    assert!(!runtime(&home, &id).join("memory.state").exists(), "the spent state was kept");
+    let (_, out, _) = exec(&home, &id, "echo after-kill");
+    assert_eq!(out, "after-kill\n");
+    let o = home.cmd().args(["workspace", "pause", &id]).env("PYRO_TEST_KILL_AT", "pause:saved").output().unwrap();
+    assert!(!o.status.success());
+    assert_eq!(state(&home, &id), "paused", "a pause killed after saving is paused");
+    let (_, out, payload) = exec(&home, &id, "echo after-pause-kill");
+    assert_eq!((out.as_str(), payload["resumed_from_pause"].as_bool()), ("after-pause-kill\n", Some(true)));
+
     // (c) Fork into 3 from the running workspace.
     let f = ok(&home, &["workspace", "fork", &id, "--count", "3", "--name", "first", "--json"]);
     assert_eq!((f["count"].as_u64(), f["memory_restored"].as_bool()), (Some(3), Some(true)), "{f}");
