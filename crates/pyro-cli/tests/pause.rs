@@ -226,6 +226,22 @@ fn pause_resume_keeps_shells_and_services_and_fork_makes_independent_children() 
         let (_, seen, _) = exec(&home, w, "test -e /workspace/only-in-first && echo seen || echo unseen");
         assert_eq!(seen, "unseen\n", "{w} sees the first child's write");
     }
+    // A paused child forks too (its state is re-paired with its new overlay, a base over a
+    // base) and stays paused; it resumes afterwards with its processes.
+    let first = &children[0];
+    ok(&home, &["workspace", "pause", first, "--json"]);
+    let g = ok(&home, &["workspace", "fork", first, "--json"]);
+    assert_eq!((g["source_state"].as_str(), g["memory_restored"].as_bool()), (Some("paused"), Some(true)), "{g}");
+    let grandchild = g["workspaces"][0]["workspace_id"].as_str().unwrap().to_string();
+    assert_eq!(state(&home, first), "paused");
+    let (_, seen, _) = exec(&home, &grandchild, "cat /workspace/only-in-first");
+    assert_eq!(seen, "mine\n");
+    let r = ok(&home, &["workspace", "resume", first, "--json"]);
+    assert_eq!(r["state"], "started", "{r}");
+    let (_, seen, _) = exec(&home, first, "cat /workspace/only-in-first; echo $((1+1))");
+    assert_eq!(seen, "mine\n2\n");
+    ok(&home, &["workspace", "delete", &grandchild, "--json"]);
+
     // The children outlive their parent; their shared base goes with the last of them.
     ok(&home, &["workspace", "delete", &id, "--json"]);
     for c in &children {

@@ -59,7 +59,7 @@ pub struct ResumeInfo {
 }
 
 /// Options of [`Pyro::fork_workspace`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ForkOptions {
     /// How many workspaces to make, 1..=8 (default 1).
@@ -79,6 +79,12 @@ impl ForkOptions {
     /// One child, no name.
     pub fn new() -> Self {
         ForkOptions { count: 1, names: Vec::new() }
+    }
+}
+
+impl Default for ForkOptions {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
