@@ -5,8 +5,9 @@
 #
 # usage: scripts/bench.sh [--check] [--no-build] [BENCH...]
 #   BENCH       workspace_path, mcp_roundtrip, disk_tools (the default three), guest_path
-#               (its TCG targets are known misses, see SPECIFICATION.md), workspace_snapshots
-#               (pause/resume/fork, opt-in: it boots and pauses many times)
+#               (its TCG targets are known misses, see SPECIFICATION.md), and opt-in:
+#               snapshot (pause, resume vs cold boot; pyro-vmm), workspace_snapshots
+#               (workspace pause/resume/fork through the SDK; boots and pauses many times)
 #   --check     exit 1 when any printed ratio misses its target (or a bench fails)
 #   --no-build  skip scripts/build.sh release (binaries already built)
 # Needs an installed debian:12 (PYRO_CACHE_DIR); see SPECIFICATION.md.
@@ -19,7 +20,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     -*) echo "[bench] unknown option $arg" >&2; exit 2 ;;
     *) benches+=("$arg") ;;
   esac
@@ -32,6 +33,7 @@ package_of() {
     mcp_roundtrip) echo pyro-mcp ;;
     workspace_path|guest_path|workspace_snapshots) echo pyro ;;
     disk_tools) echo pyro-diskimage ;;
+    snapshot) echo pyro-vmm ;;
     *) echo "[bench] unknown bench $1" >&2; return 1 ;;
   esac
 }

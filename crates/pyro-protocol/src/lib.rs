@@ -655,7 +655,8 @@ pub struct SupervisorStatus {
     pub agent_version: String,
     /// Supervisor start to agent ready.
     pub ready_ms: u64,
-    /// Always `running`: a supervisor that answers owns a running VM.
+    /// `running`, or `pausing` while its memory is being saved (a supervisor that answers
+    /// owns a live VM).
     pub state: String,
 }
 

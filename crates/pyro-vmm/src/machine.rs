@@ -128,9 +128,17 @@ impl Machine {
     /// `spec.disk` is the disk to use, and must hold exactly what the saved guest believes
     /// it wrote). Refuses a fingerprint mismatch ([`Error::InvalidState`] saying what
     /// differs). The agent is then told the host time, fresh entropy (kernel RNG reseeded)
-    /// and `spec.hostname` before [`Booted`] is returned. A restore into the directory that
-    /// saved the state re-applies the ports that were published then. A state QEMU cannot
-    /// load fails with [`Error::CorruptState`] naming the file; nothing keeps running.
+    /// and `spec.hostname` before [`Booted`] is returned. A state QEMU cannot load fails with
+    /// [`Error::CorruptState`] naming the file; nothing keeps running.
+    ///
+    /// A resume in place (the state is in `spec.dir`, `spec.snapshot` off) re-applies the
+    /// ports that were published when it paused and uses the state up: it is discarded once
+    /// loaded, before the guest runs an instruction, because from then on the disk moves past
+    /// what the saved page cache believes. Restores from elsewhere (forks, warm runs) leave
+    /// the state alone.
+    ///
+    /// [`Machine::boot`] (a cold boot, `snapshot` off) discards a state of the same VM
+    /// directory taken with the same disk, or a damaged one, for the same reason.
     pub async fn restore(spec: BootSpec, state: &MemoryState) -> Result<(Machine, Booted)> {
         let now = crate::fingerprint(&spec);
         if let Some(why) = crate::fingerprint_mismatch(&state.meta.fingerprint, &now) {
@@ -189,14 +197,26 @@ impl Machine {
             tsc_khz: qemu::host_tsc_khz(),
             incoming: restore.is_some(),
         };
-        // Ports come back only into the VM that published them: a fork or warm run restoring
-        // this state elsewhere is a new machine whose host ports are its own business.
+        // A resume in place: the state in this VM's own directory. Its ports come back (a
+        // fork or warm run restoring the state elsewhere is a new machine whose host ports
+        // are its own business), and the state is used up, since the guest moves its disk on.
+        let in_place = restore.is_some_and(|state| state.path.parent() == Some(vm.path()));
         let restore_ports = match restore {
-            Some(state) if state.path.parent() == Some(vm.path()) && spec.network.allows_published_ports() => {
-                state.meta.published.clone()
-            }
+            Some(state) if in_place && spec.network.allows_published_ports() => state.meta.published.clone(),
             _ => Vec::new(),
         };
+        if restore.is_none() && !spec.snapshot {
+            // A cold boot writes the disk a saved state of this VM was taken with: that state
+            // (or a damaged one) could never be resumed safely again.
+            let stale = match MemoryState::load(&vm) {
+                Ok(Some(state)) => state.meta.disk == spec.disk || state.meta.disk.as_os_str().is_empty(),
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            if stale {
+                MemoryState::discard(&vm)?;
+            }
+        }
         let launch_spec = LaunchSpec {
             vm_id: spec.vm_id.clone(),
             vmm_bin: qemu_bin,
@@ -210,6 +230,7 @@ impl Machine {
             allow_private_network,
             publish_ports: spec.network.allows_published_ports(),
             restore_from: restore.map(|s| s.path.clone()),
+            consume_state: in_place && !spec.snapshot,
             restore_ports,
             hostname: spec.hostname.clone(),
             idle_pause_ms: spec.idle_pause.as_ref().map(|p| p.after.as_millis() as u64),

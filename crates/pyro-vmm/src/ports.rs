@@ -98,6 +98,22 @@ impl Ports {
     /// so this holds whether or not QEMU kept it; a rule that cannot be added (its host port
     /// taken meanwhile) is reported and the others still go in.
     pub(crate) async fn republish(&self, ports: &[crate::PublishedPort]) -> Result<()> {
+        // For the log: does QEMU's user network still listen on them after the load?
+        if let Ok(table) = crate::qmp::human_command(&self.vm, "info usernet").await {
+            // Rows look like `TCP[HOST_FORWARD]  13  127.0.0.1  8080  10.0.2.15  8080  0  0`.
+            let listening = |p: &crate::PublishedPort| {
+                let port = p.host_port.to_string();
+                table.lines().filter(|l| l.contains("HOST_FORWARD")).any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.windows(2).any(|w| w[0] == p.host && w[1] == port)
+                })
+            };
+            let kept = ports.iter().filter(|p| listening(p)).count();
+            eprintln!(
+                "supervisor: {kept} of {} published port(s) survived the restore; publishing all again",
+                ports.len()
+            );
+        }
         let mut failed = Vec::new();
         for p in ports {
             let forward = PortForward { host: p.host.clone(), host_port: p.host_port, guest_port: p.guest_port };

@@ -45,7 +45,9 @@ pub struct QemuLaunch<'a> {
     /// calibration under TCG (measured: 1-2 hangs in 3 boots).
     pub tsc_khz: Option<u64>,
     /// Wait for a migration stream (`-incoming defer`): the supervisor loads a saved memory
-    /// state through QMP `migrate-incoming` instead of booting the kernel.
+    /// state through QMP `migrate-incoming` instead of booting the kernel. With `-S` the
+    /// loaded guest stays stopped until the supervisor says `cont` (it first retires a state
+    /// that is being resumed in place).
     pub incoming: bool,
 }
 
@@ -137,7 +139,7 @@ pub fn qemu_args(launch: &QemuLaunch<'_>) -> Vec<String> {
         ]);
     }
     if launch.incoming {
-        a.extend(["-incoming".into(), "defer".into()]);
+        a.extend(["-S".into(), "-incoming".into(), "defer".into()]);
     }
     a
 }
@@ -232,6 +234,6 @@ mod tests {
         assert!(joined.contains("format=raw,cache=writeback,discard=unmap,snapshot=on"));
         assert!(joined.contains("virtio-net-device,netdev=net0"));
         // A restore: the same machine, waiting for the state (loaded later through QMP).
-        assert!(joined.ends_with("-incoming defer"), "{joined}");
+        assert!(joined.ends_with("-S -incoming defer"), "{joined}");
     }
 }

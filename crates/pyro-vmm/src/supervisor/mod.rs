@@ -50,6 +50,10 @@ pub(crate) struct LaunchSpec {
     /// Load this memory state (QEMU was given `-incoming defer`) instead of booting.
     #[serde(default)]
     pub(crate) restore_from: Option<PathBuf>,
+    /// `restore_from` is this VM's own state (a resume in place): it is discarded once
+    /// loaded, before the guest runs.
+    #[serde(default)]
+    pub(crate) consume_state: bool,
     /// Ports to publish again once a restored guest answers.
     #[serde(default)]
     pub(crate) restore_ports: Vec<crate::PublishedPort>,
