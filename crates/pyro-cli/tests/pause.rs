@@ -255,6 +255,8 @@ fn pause_resume_keeps_shells_and_services_and_fork_makes_independent_children() 
             .unwrap_or(0)
     };
     assert!(base_files(&bases) > 0);
+    // Delete works on a paused workspace too.
+    ok(&home, &["workspace", "pause", &children[1], "--json"]);
     for c in &children {
         ok(&home, &["workspace", "delete", c, "--json"]);
     }
@@ -301,6 +303,9 @@ fn bad_input_cold_fork_truncated_state_and_idle_pause() {
     // A truncated state: a clear error, the workspace stopped with its disk, `start` boots cold.
     ok(&home, &["workspace", "start", &id, "--json"]);
     ok(&home, &["workspace", "pause", &id, "--json"]);
+    // Disk tools need a stopped workspace: a paused one is refused, saying what to do.
+    let e = fail(&home, &["workspace", "disk", "list", &id]);
+    assert!(e.contains("is paused") && e.contains("workspace stop"), "{e}");
     let state_file = runtime(&home, &id).join("memory.state");
     let len = std::fs::metadata(&state_file).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&state_file).unwrap().set_len(len / 2).unwrap();
