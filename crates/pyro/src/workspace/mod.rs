@@ -881,8 +881,14 @@ impl Pyro {
     pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
         self.sweep_orphans().await;
         self.reap_expired_workspaces().await;
-        let mut items: Vec<WorkspaceListItem> =
-            self.all_workspace_dirs().iter().filter_map(|d| d.load().ok()).map(|r| list_item_of(&r)).collect();
+        // `refresh_liveness`: a workspace the supervisor paused while idle (or whose VM
+        // died) is listed as it is, not as its record last said.
+        let mut items: Vec<WorkspaceListItem> = self
+            .all_workspace_dirs()
+            .iter()
+            .filter_map(|d| refresh_liveness(d).ok())
+            .map(|r| list_item_of(&r))
+            .collect();
         items.sort_by(|a, b| {
             b.last_activity_at
                 .total_cmp(&a.last_activity_at)
