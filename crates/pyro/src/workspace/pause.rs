@@ -661,25 +661,35 @@ impl Pyro {
             }
             None => None,
         };
-        let mut made: Vec<WorkspaceDir> = Vec::new();
-        let mut infos = Vec::new();
-        for i in 0..count as usize {
+        // The children are restored side by side: each reads the same state (never
+        // modified) onto its own overlay.
+        self.progress().report("fork", format!("making {count} workspaces"), Some(0.4));
+        let made = futures::future::join_all((0..count as usize).map(|i| {
             let name = names.get(i).cloned();
-            let fraction = 0.4 + 0.5 * (i as f64) / (count as f64);
-            self.progress().report("fork", format!("making workspace {} of {count}", i + 1), Some(fraction));
-            match self
-                .make_child(parent, &record, &base, base_format, state.as_ref(), env, choice, name, &mut made)
-                .await
-            {
-                Ok(info) => infos.push(info),
+            self.make_child(parent, &record, &base, base_format, state.as_ref(), env, choice, name)
+        }))
+        .await;
+        let mut infos = Vec::new();
+        let mut first_error = None;
+        let mut dirs = Vec::new();
+        for m in made {
+            match m {
+                Ok((dir, info)) => {
+                    dirs.push(dir);
+                    infos.push(info);
+                }
                 Err(e) => {
-                    for d in &made {
-                        super::reap_vm(&d.vm());
-                        super::remove_reaped_dir(&d.root);
-                    }
-                    return Err(e);
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        // All or nothing: a child that failed cleaned up after itself; the others go too.
+        if let Some(e) = first_error {
+            for d in &dirs {
+                super::reap_vm(&d.vm());
+                super::remove_reaped_dir(&d.root);
+            }
+            return Err(e);
         }
         Ok(infos)
     }
@@ -758,8 +768,7 @@ impl Pyro {
         env: &crate::env::InstalledEnvironment,
         choice: &pyro_vmm::BackendChoice,
         name: Option<String>,
-        made: &mut Vec<WorkspaceDir>,
-    ) -> Result<WorkspaceInfo> {
+    ) -> Result<(WorkspaceDir, WorkspaceInfo)> {
         let _ = env;
         let workspaces = self.paths().workspaces_dir();
         let id = new_id();
@@ -794,7 +803,6 @@ impl Pyro {
         copy_host_state(parent, &staging, &id, state.is_some())?;
         std::fs::rename(&staging.root, &child.root)
             .map_err(|e| Error::io(format!("placing {}", child.root.display()), e))?;
-        made.push(child.clone());
         for d in [child.vm().path().to_path_buf(), child.commands_dir()] {
             crate::util::create_private_dir(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
@@ -811,7 +819,8 @@ impl Pyro {
         r.creator = None;
         child.save(&r)?;
         cleanup.armed = false;
-        Ok(info_of(&r))
+        let info = info_of(&r);
+        Ok((child, info))
     }
 }
 
