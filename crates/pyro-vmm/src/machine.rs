@@ -118,7 +118,8 @@ pub struct Machine {
 impl Machine {
     /// Write the launch spec for `spec`, start the VM's supervisor and wait until the guest
     /// agent is ready (and the guest network configured, for a VM with a NIC). On failure
-    /// nothing of the VM keeps running.
+    /// nothing of the VM keeps running. Unless `spec.snapshot` is set, a memory state saved
+    /// in `spec.dir` is discarded first: a cold boot moves the disk past what it believes.
     pub async fn boot(spec: BootSpec) -> Result<(Machine, Booted)> {
         Self::launch(spec, None).await
     }
@@ -137,8 +138,8 @@ impl Machine {
     /// what the saved page cache believes. Restores from elsewhere (forks, warm runs) leave
     /// the state alone.
     ///
-    /// [`Machine::boot`] (a cold boot, `snapshot` off) discards a state of the same VM
-    /// directory taken with the same disk, or a damaged one, for the same reason.
+    /// [`Machine::boot`] (a cold boot, `snapshot` off) discards any state in its VM
+    /// directory, for the same reason.
     pub async fn restore(spec: BootSpec, state: &MemoryState) -> Result<(Machine, Booted)> {
         let now = crate::fingerprint(&spec);
         if let Some(why) = crate::fingerprint_mismatch(&state.meta.fingerprint, &now) {
@@ -205,17 +206,11 @@ impl Machine {
             Some(state) if in_place && spec.network.allows_published_ports() => state.meta.published.clone(),
             _ => Vec::new(),
         };
-        if restore.is_none() && !spec.snapshot {
-            // A cold boot writes the disk a saved state of this VM was taken with: that state
-            // (or a damaged one) could never be resumed safely again.
-            let stale = match MemoryState::load(&vm) {
-                Ok(Some(state)) => state.meta.disk == spec.disk || state.meta.disk.as_os_str().is_empty(),
-                Ok(None) => false,
-                Err(_) => true,
-            };
-            if stale {
-                MemoryState::discard(&vm)?;
-            }
+        if restore.is_none() && !spec.snapshot && vm.memory_meta().exists() {
+            // A cold boot of this VM moves its disk on (whether or not the disk file is the
+            // one the state was saved with: a fork puts a paused VM onto an overlay over its
+            // frozen disk): the state could never be resumed safely again.
+            MemoryState::discard(&vm)?;
         }
         let launch_spec = LaunchSpec {
             vm_id: spec.vm_id.clone(),
@@ -313,13 +308,15 @@ impl Machine {
     /// QEMU and the supervisor. Free space is checked first ([`Error::HostRequirement`] with
     /// the numbers). On any failure the VM keeps running.
     pub async fn pause(&self, timeout: Duration) -> Result<Paused> {
+        // Taken first: the supervisor removes its pid record before it exits.
+        let processes = client::live_processes(&self.dir);
         let req = Request::Supervisor(SupervisorRequest::Pause { timeout_ms: timeout.as_millis() as u64 });
         let answer = self.call(req, Some(timeout + PAUSE_SAVE_TIMEOUT)).await?;
         match answer {
             Response::Paused { state_bytes, pause_ms } => {
                 // The supervisor exits right after answering; a caller that sees `Paused`
                 // must find no process of the VM left.
-                client::wait_gone(&self.dir, Duration::from_secs(10)).await;
+                client::wait_gone(&processes, Duration::from_secs(10)).await;
                 Ok(Paused { state_bytes, pause_ms })
             }
             Response::Error(e) => Err(match e.kind.as_str() {

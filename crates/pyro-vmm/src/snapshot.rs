@@ -444,6 +444,31 @@ mod tests {
     }
 
     #[test]
+    fn an_overlay_is_owner_only_and_records_its_base_and_format() {
+        use std::os::unix::fs::PermissionsExt;
+        if crate::util::which("qemu-img").is_none() {
+            eprintln!("qemu-img is not installed; skipping");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("base.ext4");
+        std::fs::File::create(&base).unwrap().set_len(64 * 1024 * 1024).unwrap();
+        let dest = tmp.path().join("rootfs.qcow2");
+        create_overlay(&base, DiskFormat::Raw, &dest).unwrap();
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+        let info =
+            std::process::Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(&dest).output().unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["format"], "qcow2");
+        assert_eq!(info["backing-filename"], base.display().to_string());
+        assert_eq!(info["backing-filename-format"], "raw");
+        assert_eq!(info["virtual-size"], 64 * 1024 * 1024);
+        assert!(!tmp.path().join("rootfs.qcow2.partial").exists());
+        let e = create_overlay(Path::new("relative.ext4"), DiskFormat::Raw, &dest).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    }
+
+    #[test]
     fn hostnames_and_host_entropy() {
         assert!(valid_hostname("ws-1a2b") && valid_hostname("a.b-c"));
         for bad in ["", "-a", "a-", "a b", "a;b", "a..b", &"x".repeat(65)] {

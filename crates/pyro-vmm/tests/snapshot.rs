@@ -129,6 +129,12 @@ async fn a_paused_vm_comes_back_with_its_processes_and_as_a_new_machine() {
     )
     .await;
     let pids = recorded_pids(fx.vm());
+    let uptime = |m: Machine| async move {
+        let text = sh(&m, "cut -d' ' -f1 /proc/uptime").await;
+        text.parse::<f64>().unwrap()
+    };
+    let uptime_before = uptime(machine.clone()).await;
+    let paused_at = Instant::now();
     let paused = machine.pause(Duration::from_secs(10)).await.unwrap();
     println!(
         "pause of an idle {MEM_MIB} MiB guest: {} ms, state {} bytes ({:.1} MiB)",
@@ -185,6 +191,10 @@ async fn a_paused_vm_comes_back_with_its_processes_and_as_a_new_machine() {
     assert_eq!(sh(&machine, "hostname").await, "pyro");
     let guest_now: i64 = sh(&machine, "date +%s").await.parse().unwrap();
     assert!((guest_now - unix_now()).abs() <= 2, "guest clock {guest_now} vs host {}", unix_now());
+    // The guest's monotonic clock (what timers and timeouts run on) did not count the pause.
+    let (guest_gap, host_gap) = (uptime(machine.clone()).await - uptime_before, paused_at.elapsed().as_secs_f64());
+    println!("guest uptime advanced {guest_gap:.1} s over {host_gap:.1} s of host time around the pause");
+    assert!(guest_gap < host_gap - 1.5, "guest {guest_gap} s vs host {host_gap} s");
     // An exec timeout in flight measures guest time, which did not run while paused.
     let r = machine.exec("sleep 5", None, BTreeMap::new(), Duration::from_secs(1), 64).await.unwrap();
     assert!(r.timed_out && r.duration_ms < 4000, "{r:?}");

@@ -164,15 +164,17 @@ pub(crate) fn is_running(vm: &VmDir) -> bool {
     read_pids(vm).map(|p| p.supervisor_alive(vm_dir) && (p.vmm_pid == 0 || p.vmm_alive(vm_dir))).unwrap_or(false)
 }
 
-/// Wait (at most `timeout`) until the supervisor and VMM named in the pid record are gone
-/// (a supervisor that answered a pause is about to exit).
-pub(crate) async fn wait_gone(vm: &VmDir, timeout: Duration) {
+/// The VM's processes named in its pid record that are alive now (supervisor first).
+pub(crate) fn live_processes(vm: &VmDir) -> Vec<ProcessIdentity> {
+    read_pids(vm).map(|p| p.live_processes(vm.path())).unwrap_or_default()
+}
+
+/// Wait (at most `timeout`) until every process in `processes` has exited (a supervisor
+/// that answered a pause removes its pid record and then exits).
+pub(crate) async fn wait_gone(processes: &[ProcessIdentity], timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match read_pids(vm) {
-            Some(p) if !p.live_processes(vm.path()).is_empty() => tokio::time::sleep(Duration::from_millis(10)).await,
-            _ => return,
-        }
+    while processes.iter().any(ProcessIdentity::is_alive) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -693,7 +693,22 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                     let _ = client_tx.send(b);
                 }
             }
+            Request::Supervisor(SupervisorRequest::Pause { .. }) if shared.pausing.load(Ordering::SeqCst) => {
+                refuse_while_pausing(&client_tx, frame.id);
+            }
+            Request::Supervisor(SupervisorRequest::Pause { .. }) if shared.spec.fingerprint.is_empty() => {
+                let response = Response::error(
+                    "invalid_state",
+                    "this VM was started by an older pyro that cannot pause it; stop and start it first",
+                );
+                if let Ok(b) = encode(&ResponseFrame { id: frame.id, response }) {
+                    let _ = client_tx.send(b);
+                }
+            }
             Request::Supervisor(SupervisorRequest::Pause { timeout_ms }) => {
+                // Set here, not when the main loop gets to it: from this request on, nothing
+                // new reaches the guest.
+                shared.pausing.store(true, Ordering::SeqCst);
                 let _ = shared.shutdown_tx.send(ShutdownCause::Pause {
                     timeout: Duration::from_millis(timeout_ms),
                     reply: Some((client_tx.clone(), frame.id)),
@@ -1126,6 +1141,7 @@ async fn watch_idle(shared: Arc<Shared>, after: Duration, lock_path: PathBuf) {
                 eprintln!("supervisor: no request for {} ms; pausing the idle VM", idle.as_millis());
                 // Counted as activity: a pause that fails is tried again only after `after`.
                 *shared.last_request.lock().unwrap() = Instant::now();
+                shared.pausing.store(true, Ordering::SeqCst);
                 let cause = ShutdownCause::Pause { timeout: Duration::from_secs(5), reply: None, lock: Some(lock) };
                 if shared.shutdown_tx.send(cause).is_err() {
                     return;
