@@ -868,3 +868,91 @@ fn copy_host_state(parent: &WorkspaceDir, child: &WorkspaceDir, child_id: &str, 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::store::tests::sample;
+
+    fn engine(home: &Path) -> Pyro {
+        Pyro::with_paths(crate::Paths { home: home.to_path_buf(), cache_dir: home.join("cache") })
+    }
+
+    fn workspace(pyro: &Pyro, id: &str, base: Option<PathBuf>, state: WorkspaceState) -> WorkspaceDir {
+        let dir = WorkspaceDir::new(&pyro.paths().workspaces_dir(), id);
+        std::fs::create_dir_all(dir.vm().path()).unwrap();
+        let mut r = sample(id);
+        r.state = state;
+        r.disk_base = base;
+        dir.save(&r).unwrap();
+        dir
+    }
+
+    fn base(pyro: &Pyro, name: &str, backing: Option<PathBuf>) -> PathBuf {
+        let dir = pyro.bases_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, b"frozen").unwrap();
+        let info = BaseInfo { format: DiskFormat::Raw, backing, frozen_from: "x".into(), created_at: 0.0 };
+        std::fs::write(sidecar(&p), serde_json::to_vec(&info).unwrap()).unwrap();
+        p
+    }
+
+    /// A base stays while a workspace uses it, directly or as the backing of a base in use;
+    /// the last user's deletion removes it (with its sidecar).
+    #[test]
+    fn unused_bases_go_and_chains_in_use_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pyro = engine(tmp.path());
+        let first = base(&pyro, "a-1.ext4", None);
+        let second = base(&pyro, "b-2.qcow2", Some(first.clone()));
+        let orphan = base(&pyro, "c-3.ext4", None);
+        let user = workspace(&pyro, "aaaaaaaaaaaa", Some(second.clone()), WorkspaceState::Stopped);
+        pyro.remove_unused_bases();
+        assert!(first.exists() && second.exists(), "a chain in use was removed");
+        assert!(!orphan.exists() && !sidecar(&orphan).exists(), "an unused base was kept");
+        std::fs::remove_dir_all(&user.root).unwrap();
+        pyro.remove_unused_bases();
+        assert!(!first.exists() && !second.exists());
+        // A fork freezing a disk holds the bases lock: nothing is removed meanwhile.
+        let pending = base(&pyro, "d-4.ext4", None);
+        let _lock = pyro_sys::lock(&pyro.bases_lock(), pyro_sys::LockMode::Shared).unwrap();
+        pyro.remove_unused_bases();
+        assert!(pending.exists(), "a base being frozen was removed");
+    }
+
+    /// A resume whose process died with no VM running: the state is spent (a VM may have run
+    /// from it), the workspace is stopped with its disk and says why. A live resumer is
+    /// left alone.
+    #[test]
+    fn an_interrupted_resume_without_a_vm_leaves_a_stopped_workspace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pyro = engine(tmp.path());
+        let dir = workspace(&pyro, "bbbbbbbbbbbb", None, WorkspaceState::Paused);
+        // This process is alive: its resume is in progress.
+        write_resume_intent(&dir).unwrap();
+        settle_interrupted_resume(&dir).unwrap();
+        assert_eq!(dir.load().unwrap().state, WorkspaceState::Paused);
+        // A resumer that is gone.
+        let gone = ResumeIntent {
+            resumer: Some(crate::util::ProcessIdentity { pid: u32::MAX - 1, start_ticks: 1, boot_id: "x".into() }),
+        };
+        std::fs::write(dir.resume_intent(), serde_json::to_vec(&gone).unwrap()).unwrap();
+        settle_interrupted_resume(&dir).unwrap();
+        let r = dir.load().unwrap();
+        assert_eq!(r.state, WorkspaceState::Stopped);
+        assert!(r.last_error.unwrap().contains("a resume of workspace 'bbbbbbbbbbbb' was interrupted"));
+        assert!(!dir.resume_intent().exists());
+    }
+
+    #[test]
+    fn idle_pause_bounds_and_fork_defaults() {
+        assert!(validate_idle_pause(None).is_ok() && validate_idle_pause(Some(0)).is_ok());
+        assert!(validate_idle_pause(Some(MAX_IDLE_PAUSE_SECONDS)).is_ok());
+        let e = validate_idle_pause(Some(MAX_IDLE_PAUSE_SECONDS + 1)).unwrap_err();
+        assert_eq!(e.code(), "invalid_input");
+        assert_eq!(ForkOptions::default().count, 1);
+        assert_eq!(serde_json::from_str::<ForkOptions>("{}").unwrap(), ForkOptions::new());
+        assert_eq!(hostname_of("0123456789ab"), "pyro-0123456789ab");
+    }
+}
