@@ -187,8 +187,9 @@ pub struct WorkspaceInfo {
     /// Creation time, Unix seconds (fractional).
     pub created_at: f64,
     /// Last time the workspace was used, Unix seconds: bumped by exec, patch apply, sync push,
-    /// snapshot create/delete, reset, stop, start, update, shell open/write and service
-    /// start/stop. Reads, status, list, diff, export and disk tools leave it alone.
+    /// snapshot create/delete, reset, stop, start, pause, resume (also a call's transparent
+    /// resume), update, shell open/write and service start/stop. Reads, status, list, diff,
+    /// export, disk tools and the idle pause leave it alone.
     pub last_activity_at: f64,
     /// When the TTL runs out, Unix seconds. A workspace past it is stopped (disk kept) and refuses
     /// to start until its TTL is extended.

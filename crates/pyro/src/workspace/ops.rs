@@ -450,7 +450,8 @@ impl Pyro {
         Ok((life, record))
     }
 
-    /// Run a command in `/workspace`; recorded in the history.
+    /// Run a command in `/workspace`; recorded in the history. A paused workspace is resumed
+    /// first (`resumed_from_pause` in the result), as for every file, shell and service call.
     ///
     /// `secret_env` maps workspace secret names to environment variable names for this one
     /// command. Secret values are redacted from the result and the history.
