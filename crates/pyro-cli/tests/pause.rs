@@ -191,8 +191,13 @@ fn pause_resume_keeps_shells_and_services_and_fork_makes_independent_children() 
     let o = home.cmd().args(["workspace", "pause", &id]).env("PYRO_TEST_KILL_AT", "pause:saved").output().unwrap();
     assert!(!o.status.success());
     assert_eq!(state(&home, &id), "paused", "a pause killed after saving is paused");
-    let (_, out, payload) = exec(&home, &id, "echo after-pause-kill");
-    assert_eq!((out.as_str(), payload["resumed_from_pause"].as_bool()), ("after-pause-kill\n", Some(true)));
+    // Shell (and service) calls resume a paused workspace too, and say so.
+    let w = ok(&home, &["workspace", "shell", "write", &id, &shell, "--input", "echo after-$((40+2))", "--json"]);
+    assert_eq!(w["resumed_from_pause"], true, "{w}");
+    let out = shell_output_until(&home, &id, &shell, "after-42");
+    assert!(out.contains("after-42"), "{out}");
+    let s = ok(&home, &["workspace", "service", "status", &id, "web", "--json"]);
+    assert!(s.get("resumed_from_pause").is_none() && s["pid"].as_i64() == Some(pid), "{s}");
 
     // (c) Fork into 3 from the running workspace.
     let f = ok(&home, &["workspace", "fork", &id, "--count", "3", "--name", "first", "--json"]);

@@ -151,6 +151,8 @@ fn shell_payload_keys_are_pinned() {
         exit_code: None,
         execution_mode: pyro::ExecutionMode::GuestVsock,
         backend: "qemu".into(),
+        // Issue 12: present (true) only when the call resumed a paused workspace.
+        resumed_from_pause: false,
     };
     let base = [
         "workspace_id",
