@@ -295,6 +295,15 @@ fn bad_input_cold_fork_truncated_state_and_idle_pause() {
     assert_eq!(ok(&home, &["workspace", "list", "--json"])["count"], 1, "a refused fork created something");
     assert!(!home.path().join("bases").exists(), "a refused fork froze the disk");
 
+    // A fork killed right after the parent moved onto its overlay leaves no child and a
+    // parent that still works (checked below: it starts, pauses and boots cold).
+    let o =
+        home.cmd().args(["workspace", "fork", &id, "--count", "2"]).env("PYRO_TEST_KILL_AT", "fork:record").output();
+    assert!(!o.unwrap().status.success());
+    assert_eq!(ok(&home, &["workspace", "list", "--json"])["count"], 1, "a killed fork left a child");
+    let st = ok(&home, &["workspace", "status", &id, "--json"]);
+    assert_eq!((st["state"].as_str(), st["disk_format"].as_str()), (Some("stopped"), Some("qcow2")), "{st}");
+
     // A stopped parent forks from its disk alone: stopped children that boot.
     let f = ok(&home, &["workspace", "fork", &id, "--count", "2", "--json"]);
     assert_eq!((f["source_state"].as_str(), f["memory_restored"].as_bool()), (Some("stopped"), Some(false)), "{f}");

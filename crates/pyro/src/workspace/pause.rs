@@ -747,6 +747,8 @@ impl Pyro {
             DiskFormat::Qcow2 => {
                 // The old overlay lives on as the base; the new one takes its name.
                 std::fs::rename(&partial, &overlay).map_err(|e| Error::io("placing the disk overlay", e))?;
+                // A raw disk a fork killed after its record switched may have left behind.
+                let _ = std::fs::remove_file(parent.vm().disk());
             }
         }
         // Read-only from now on: every overlay on it depends on its bytes.
