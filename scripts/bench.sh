@@ -5,9 +5,10 @@
 #
 # usage: scripts/bench.sh [--check] [--no-build] [BENCH...]
 #   BENCH       workspace_path, mcp_roundtrip, disk_tools (the default three), guest_path
-#               (its TCG targets are known misses, see SPECIFICATION.md), snapshot (pause,
-#               resume vs cold boot; pyro-vmm), warm_run (warm vs cold `pyro run`; boots
-#               ~20 guests)
+#               (its TCG targets are known misses, see SPECIFICATION.md), and opt-in:
+#               snapshot (pause, resume vs cold boot; pyro-vmm), warm_run (warm vs cold
+#               `pyro run`; boots ~20 guests), workspace_snapshots (workspace
+#               pause/resume/fork through the SDK; boots and pauses many times)
 #   --check     exit 1 when any printed ratio misses its target (or a bench fails)
 #   --no-build  skip scripts/build.sh release (binaries already built)
 # Needs an installed debian:12 (PYRO_CACHE_DIR); see SPECIFICATION.md.
@@ -31,7 +32,7 @@ done
 package_of() {
   case "$1" in
     mcp_roundtrip) echo pyro-mcp ;;
-    workspace_path|guest_path|warm_run) echo pyro ;;
+    workspace_path|guest_path|warm_run|workspace_snapshots) echo pyro ;;
     disk_tools) echo pyro-diskimage ;;
     snapshot) echo pyro-vmm ;;
     *) echo "[bench] unknown bench $1" >&2; return 1 ;;

@@ -39,6 +39,7 @@ FULL = CORE | {
     "vm_reap_expired", "vm_start", "vm_status", "vm_stop",
     "workspace_disk_export", "workspace_disk_list", "workspace_disk_read",
     "workspace_start", "workspace_stop",
+    "workspace_pause", "workspace_resume", "workspace_fork",
 }
 PROFILES = {"vm-run": VM_RUN, "workspace-core": CORE, "workspace-full": FULL}
 

@@ -67,6 +67,10 @@ struct McpServeArgs {
     /// isolation when no VM backend works). Without it such calls are refused.
     #[arg(long)]
     allow_host_compat: bool,
+    /// Default `idle_pause_seconds` of workspaces clients create without one (0: off, the
+    /// default). Also from $PYRO_MCP_IDLE_PAUSE_SECONDS; the flag wins.
+    #[arg(long, value_name = "N")]
+    idle_pause_seconds: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -205,7 +209,13 @@ async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
     let pyro = Pyro::from_env()?;
     let profile: pyro_mcp::Profile = a.profile.into();
     let home = pyro.paths().home.clone();
-    let server = pyro_mcp::PyroMcp::new(pyro, profile).with_host_compat_allowed(a.allow_host_compat);
+    let idle_pause = match a.idle_pause_seconds {
+        Some(n) => Some(n),
+        None => pyro_mcp::idle_pause_default_from_env().map_err(pyro::Error::InvalidInput)?,
+    };
+    let server = pyro_mcp::PyroMcp::new(pyro, profile)
+        .with_host_compat_allowed(a.allow_host_compat)
+        .with_idle_pause_default(idle_pause)?;
     let served = match a.http {
         None => pyro_mcp::serve_stdio(server).await,
         Some(addr) => {

@@ -44,8 +44,15 @@ pub enum WorkspaceCommand {
     Reset(ResetArgs),
     /// Stop the workspace's VM (clean guest shutdown); the disk is kept.
     Stop(IdArgs),
-    /// Start a stopped workspace from the same disk.
+    /// Start a stopped workspace from the same disk (a paused one is resumed).
     Start(IdArgs),
+    /// Pause a running workspace: save its guest's memory and end its VM (processes kept).
+    Pause(IdArgs),
+    /// Resume a paused workspace where it was paused.
+    Resume(IdArgs),
+    /// Make new workspaces from this one: copy-on-write disks, and from a running or paused
+    /// workspace its memory too (processes, shells, services).
+    Fork(ForkArgs),
     /// Inspect a STOPPED workspace's disk without booting it (secondary to the live tools).
     #[command(subcommand)]
     Disk(DiskCommand),
@@ -139,11 +146,28 @@ pub struct CreateArgs {
     /// NAME=PATH (repeatable): a secret read from a host file (UTF-8, at most 64 KiB).
     #[arg(long = "secret-file", value_name = "NAME=PATH")]
     secret_files: Vec<String>,
+    /// Pause the workspace after N seconds without a call (0: never, the default); the next
+    /// call resumes it.
+    #[arg(long, value_name = "N")]
+    idle_pause_seconds: Option<u64>,
     #[arg(long, conflicts_with = "id_only")]
     json: bool,
     /// Print only the new workspace id.
     #[arg(long)]
     id_only: bool,
+}
+
+#[derive(Args)]
+pub struct ForkArgs {
+    workspace_id: String,
+    /// How many workspaces to make (1-8).
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Name of a new workspace (repeatable, in order; at most --count).
+    #[arg(long = "name", value_name = "NAME")]
+    names: Vec<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -160,6 +184,10 @@ pub struct UpdateArgs {
     /// Expire this many seconds from now (60-3600).
     #[arg(long)]
     ttl_seconds: Option<u64>,
+    /// Pause after N seconds without a call (0 turns it off); applies from the next start or
+    /// resume.
+    #[arg(long, value_name = "N")]
+    idle_pause_seconds: Option<u64>,
     #[arg(long)]
     json: bool,
 }
@@ -298,7 +326,8 @@ impl WorkspaceCommand {
             Create(a) => a.json,
             List(a) => a.json,
             Update(a) => a.json,
-            Status(a) | Logs(a) | Delete(a) | Diff(a) | Stop(a) | Start(a) => a.json,
+            Status(a) | Logs(a) | Delete(a) | Diff(a) | Stop(a) | Start(a) | Pause(a) | Resume(a) => a.json,
+            Fork(a) => a.json,
             Exec(a) => a.json,
             Sync(SyncCommand::Push(a)) => a.json,
             File(FileCommand::List(a)) => a.json,
@@ -414,6 +443,12 @@ fn summary(action: &str, w: &WorkspaceInfo) {
     println!("Execution mode: {}", w.execution_mode);
     println!("Backend: {}", w.backend);
     println!("Resources: {} vCPU / {} MiB", w.vcpu_count, w.mem_mib);
+    if let Some(s) = w.idle_pause_seconds {
+        println!("Idle pause: after {s} s without a call");
+    }
+    if w.disk_format != "raw" {
+        println!("Disk: {} (copy-on-write overlay)", w.disk_format);
+    }
     println!("Command count: {}", w.command_count);
     println!("Reset count: {}", w.reset_count);
     if let Some(t) = w.last_reset_at {
@@ -425,6 +460,13 @@ fn summary(action: &str, w: &WorkspaceInfo) {
     }
     if let Some(e) = &w.last_error {
         println!("Last error: {e}");
+    }
+}
+
+/// How a paused workspace was brought back, when the call did that.
+fn resume_line(w: &WorkspaceInfo) {
+    if let Some(r) = &w.workspace_resume {
+        println!("Resumed from pause: resume_ms={} state_bytes={}", r.resume_ms, r.state_bytes);
     }
 }
 
@@ -455,6 +497,7 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 name: a.name,
                 labels,
                 secrets,
+                idle_pause_seconds: a.idle_pause_seconds,
             };
             let w = pyro.create_workspace(opts).await?;
             if a.id_only {
@@ -496,6 +539,7 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 labels: parse_labels(&a.labels)?,
                 clear_labels: a.clear_labels,
                 ttl_seconds: a.ttl_seconds,
+                idle_pause_seconds: a.idle_pause_seconds,
             };
             let w = pyro.update_workspace(&a.workspace_id, opts).await?;
             if json {
@@ -554,8 +598,14 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 let _ = err.write_all(r.stderr.as_bytes());
                 let _ = writeln!(
                     err,
-                    "[workspace-exec] workspace_id={} sequence={} cwd={} execution_mode={} exit_code={} duration_ms={}",
-                    r.workspace_id, r.sequence, r.cwd, r.execution_mode, r.exit_code, r.duration_ms
+                    "[workspace-exec] workspace_id={} sequence={} cwd={} execution_mode={} exit_code={} duration_ms={}{}",
+                    r.workspace_id,
+                    r.sequence,
+                    r.cwd,
+                    r.execution_mode,
+                    r.exit_code,
+                    r.duration_ms,
+                    if r.resumed_from_pause { " resumed_from_pause=yes" } else { "" }
                 );
             }
             return Ok(crate::exit_code_byte(r.exit_code));
@@ -711,7 +761,8 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
             if json {
                 print_json(&w)
             } else {
-                summary("Stopped workspace", &w)
+                summary("Stopped workspace", &w);
+                resume_line(&w);
             }
         }
         WorkspaceCommand::Disk(DiskCommand::List(a)) => {
@@ -751,7 +802,54 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
             if json {
                 print_json(&w)
             } else {
-                summary("Started workspace", &w)
+                summary("Started workspace", &w);
+                resume_line(&w);
+            }
+        }
+        WorkspaceCommand::Pause(a) => {
+            let w = pyro.pause_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&w)
+            } else {
+                summary("Paused workspace", &w);
+                if let Some(p) = &w.workspace_pause {
+                    println!(
+                        "Pause: state_bytes={} ({} MiB of {} MiB guest memory) pause_ms={}",
+                        p.state_bytes,
+                        p.state_bytes / (1024 * 1024),
+                        p.mem_mib,
+                        p.pause_ms
+                    );
+                }
+            }
+        }
+        WorkspaceCommand::Resume(a) => {
+            let w = pyro.resume_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&w)
+            } else {
+                summary("Resumed workspace", &w);
+                resume_line(&w);
+            }
+        }
+        WorkspaceCommand::Fork(a) => {
+            let opts = pyro::workspace::ForkOptions { count: a.count, names: a.names };
+            let r = pyro.fork_workspace(&a.workspace_id, &opts).await?;
+            if json {
+                print_json(&r);
+            } else {
+                for w in &r.workspaces {
+                    let name = w.name.as_ref().map(|n| format!(" name='{n}'")).unwrap_or_default();
+                    println!("[workspace-fork] workspace_id={}{name} state={}", w.workspace_id, w.state);
+                }
+                println!(
+                    "Forked {} workspaces from {} (source_state={} memory_restored={} fork_ms={})",
+                    r.count,
+                    r.workspace_id,
+                    r.source_state,
+                    yes_no(r.memory_restored),
+                    r.fork_ms
+                );
             }
         }
     }

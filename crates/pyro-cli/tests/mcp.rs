@@ -93,6 +93,11 @@ fn shell_and_service_tools_work_end_to_end() {
 }
 
 #[test]
+fn pause_resume_fork_and_the_operators_idle_pause_default() {
+    run_script("pause.py", &[]);
+}
+
+#[test]
 fn a_client_vanishing_mid_call_leaves_nothing_running_and_the_workspace_usable() {
     run_script("disconnect.py", &[]);
 }

@@ -126,10 +126,13 @@ pub const WORKSPACE_FULL_TOOLS: &[&str] = &[
     "workspace_file_list",
     "workspace_file_read",
     "workspace_file_write",
+    "workspace_fork",
     "workspace_list",
     "workspace_logs",
     "workspace_patch_apply",
+    "workspace_pause",
     "workspace_reset",
+    "workspace_resume",
     "workspace_start",
     "workspace_status",
     "workspace_stop",
@@ -145,7 +148,23 @@ pub struct PyroMcp {
     /// Set only by the operator (`pyro mcp serve --allow-host-compat`); a client's
     /// `allow_host_compat: true` is refused without it.
     operator_allows_host_compat: bool,
+    /// The operator's default `idle_pause_seconds` for workspaces created without one
+    /// (`pyro mcp serve --idle-pause-seconds`, `$PYRO_MCP_IDLE_PAUSE_SECONDS`).
+    idle_pause_default: Option<u64>,
     router: ToolRouter<PyroMcp>,
+}
+
+/// Name of the environment variable with the operator's default idle pause.
+pub const IDLE_PAUSE_ENV: &str = "PYRO_MCP_IDLE_PAUSE_SECONDS";
+
+/// The operator's default idle pause from [`IDLE_PAUSE_ENV`]: `None` when unset or empty.
+pub fn idle_pause_default_from_env() -> Result<Option<u64>, String> {
+    match std::env::var(IDLE_PAUSE_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map(Some).map_err(|_| {
+            format!("{IDLE_PAUSE_ENV} must be a number of seconds (0 turns the idle pause off), got '{v}'")
+        }),
+        _ => Ok(None),
+    }
 }
 
 impl PyroMcp {
@@ -165,7 +184,7 @@ impl PyroMcp {
                 router.remove_route(&name);
             }
         }
-        PyroMcp { pyro, profile, operator_allows_host_compat: false, router }
+        PyroMcp { pyro, profile, operator_allows_host_compat: false, idle_pause_default: None, router }
     }
 
     /// Let clients ask for `allow_host_compat: true` (commands on the host, unsandboxed, when
@@ -174,6 +193,26 @@ impl PyroMcp {
     pub fn with_host_compat_allowed(mut self, allowed: bool) -> Self {
         self.operator_allows_host_compat = allowed;
         self
+    }
+
+    /// Pause workspaces that clients create without `idle_pause_seconds` after this many
+    /// seconds without a call (`None` or 0: off). Refused when out of range.
+    pub fn with_idle_pause_default(mut self, seconds: Option<u64>) -> pyro::Result<Self> {
+        if let Some(s) = seconds {
+            if s > pyro::workspace::MAX_IDLE_PAUSE_SECONDS {
+                return Err(pyro::Error::InvalidInput(format!(
+                    "the default idle pause must be between 0 and {} seconds",
+                    pyro::workspace::MAX_IDLE_PAUSE_SECONDS
+                )));
+            }
+        }
+        self.idle_pause_default = seconds.filter(|s| *s > 0);
+        Ok(self)
+    }
+
+    /// A client's `idle_pause_seconds`, or the operator's default when absent.
+    pub(crate) fn idle_pause_for(&self, requested: Option<u64>) -> Option<u64> {
+        requested.or(self.idle_pause_default)
     }
 
     /// A client's `allow_host_compat` as the engine should see it: `true` only when the
@@ -297,7 +336,7 @@ mod tests {
     fn profile_membership_counts() {
         assert_eq!(Profile::VmRun.tool_names().len(), 1);
         assert_eq!(Profile::WorkspaceCore.tool_names().len(), 16);
-        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 43);
+        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 46);
         for t in WORKSPACE_CORE_TOOLS {
             assert!(WORKSPACE_FULL_TOOLS.contains(t), "{t}");
         }

@@ -191,6 +191,10 @@ pub struct WorkspaceCreateFullParams {
     /// Labels: key matching `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` to a one-line value.
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Pause the workspace after this many seconds without a call (1..86400; 0: never); the
+    /// next call resumes it. Absent: the server's default (off unless the operator set one).
+    #[serde(default)]
+    pub idle_pause_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -217,6 +221,27 @@ pub struct WorkspaceUpdateParams {
     /// Label keys to remove.
     #[serde(default)]
     pub clear_labels: Option<Vec<String>>,
+    /// Pause the workspace after this many seconds without a call (1..86400; 0 turns it
+    /// off); applies from its next start or resume.
+    #[serde(default)]
+    pub idle_pause_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceForkParams {
+    /// The workspace id to fork (running, paused or stopped).
+    pub workspace_id: String,
+    /// How many workspaces to make, 1..8.
+    #[serde(default = "fork_count_default")]
+    pub count: u32,
+    /// Names of the new workspaces, in order (at most `count`).
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+}
+
+fn fork_count_default() -> u32 {
+    1
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

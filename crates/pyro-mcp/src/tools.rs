@@ -235,6 +235,7 @@ impl PyroMcp {
             labels: a.labels.unwrap_or_default(),
             clear_labels: a.clear_labels.unwrap_or_default(),
             ttl_seconds: None,
+            idle_pause_seconds: a.idle_pause_seconds,
         };
         self.call("workspace_update", &ctx, self.pyro.update_workspace(&a.workspace_id, opts)).await
     }
@@ -624,6 +625,7 @@ impl PyroMcp {
             seed_path: a.seed_path.map(Into::into),
             name: a.name,
             labels: a.labels.unwrap_or_default(),
+            idle_pause_seconds: self.idle_pause_for(None),
             ..CreateWorkspaceOptions::new(a.environment)
         };
         self.call("workspace_create", &ctx, self.pyro.create_workspace(opts)).await
@@ -693,6 +695,7 @@ impl PyroMcp {
             name: a.name,
             labels: a.labels.unwrap_or_default(),
             secrets: a.secrets.unwrap_or_default(),
+            idle_pause_seconds: self.idle_pause_for(a.idle_pause_seconds),
             ..CreateWorkspaceOptions::new(a.environment)
         };
         self.call("workspace_create", &ctx, self.pyro.create_workspace(opts)).await
@@ -728,9 +731,73 @@ impl PyroMcp {
     }
 }
 
-/// Shells (PTY sessions) and services (named background processes) of `workspace-full`.
+/// Shells (PTY sessions) and services (named background processes) of `workspace-full`,
+/// and pause, resume and fork.
 #[tool_router(router = shell_service_tools, vis = "pub(crate)")]
 impl PyroMcp {
+    /// Pause a running workspace: its guest's memory and device state are saved on the host
+    /// and its VM ends (no CPU or RAM used). Processes, shells, services, /run secrets and
+    /// published ports survive; workspace_resume, or any exec/file/shell/service call,
+    /// brings it back in about a second. Returns the workspace with workspace_pause
+    /// (state_bytes, pause_ms). Refused on a stopped workspace; a no-op when paused.
+    #[tool(annotations(
+        title = "Pause a workspace",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn workspace_pause(
+        &self,
+        Parameters(a): Parameters<Args<WorkspaceIdParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<WorkspaceInfo>, String> {
+        let a = args(a)?;
+        self.call("workspace_pause", &ctx, self.pyro.pause_workspace(&a.workspace_id)).await
+    }
+
+    /// Resume a paused workspace where it was paused (same processes and PIDs). Refused on a
+    /// running workspace (nothing to resume) and on a stopped one (use workspace_start).
+    /// Returns the workspace with workspace_resume (resume_ms).
+    #[tool(annotations(
+        title = "Resume a workspace",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn workspace_resume(
+        &self,
+        Parameters(a): Parameters<Args<WorkspaceIdParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<WorkspaceInfo>, String> {
+        let a = args(a)?;
+        self.call("workspace_resume", &ctx, self.pyro.resume_workspace(&a.workspace_id)).await
+    }
+
+    /// Fork a workspace into `count` (1..8) new, independent workspaces with copy-on-write
+    /// disks. From a running or paused workspace each child also gets a copy of its memory:
+    /// files, running processes, shells and services are as they were (each child has its
+    /// own id, hostname and fresh randomness). A running parent is paused for the fork and
+    /// resumed; a stopped one gives stopped children from its disk. Returns the new
+    /// workspaces.
+    #[tool(annotations(
+        title = "Fork a workspace",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn workspace_fork(
+        &self,
+        Parameters(a): Parameters<Args<WorkspaceForkParams>>,
+        ctx: Ctx,
+    ) -> Result<Json<ForkResult>, String> {
+        let a = args(a)?;
+        let opts = ForkOptions { count: a.count, names: a.names.unwrap_or_default() };
+        self.call("workspace_fork", &ctx, self.pyro.fork_workspace(&a.workspace_id, &opts)).await
+    }
+
     /// Open an interactive bash on a PTY in a started workspace, for stateful work (a REPL,
     /// a debugger, a long-running foreground program). Drive it with shell_write and
     /// shell_read; it lives until shell_close or the workspace stops. For single commands

@@ -22,6 +22,12 @@ pub(crate) struct BootRequest {
     pub(crate) snapshot: bool,
     pub(crate) owner_pid: Option<u32>,
     pub(crate) remove_dir_on_exit: bool,
+    /// How `disk` is stored (recorded by the host, never sniffed).
+    pub(crate) disk_format: pyro_vmm::DiskFormat,
+    /// Let the supervisor pause the VM after this long without a call.
+    pub(crate) idle_pause: Option<pyro_vmm::IdlePause>,
+    /// The guest's hostname (derived from the workspace id).
+    pub(crate) hostname: Option<String>,
 }
 
 /// A booted VM and what the payloads report about it.
@@ -88,14 +94,22 @@ impl Pyro {
             .map_err(|e| Error::Io(format!("backend selection task: {e}")))?
     }
 
-    /// The [`BootSpec`] of `req` under `choice` (QEMU; TCG unless KVM was chosen): raw disk,
-    /// the environment's kernel and current initramfs.
+    /// The [`BootSpec`] of `req` under `choice` (QEMU; TCG unless KVM was chosen): the
+    /// environment's kernel and current initramfs (also what a saved memory state's
+    /// fingerprint is computed from).
     pub(crate) fn boot_spec(
         &self,
         env: &InstalledEnvironment,
         choice: &BackendChoice,
         req: &BootRequest,
     ) -> Result<BootSpec> {
+        if choice.kind != Backend::Qemu {
+            return Err(Error::HostRequirement(format!(
+                "the {} backend cannot boot a VM in this build ({})",
+                choice.kind.as_str(),
+                choice.reason
+            )));
+        }
         Ok(BootSpec {
             dir: req.dir.clone(),
             vm_id: req.vm_id.clone(),
@@ -106,15 +120,13 @@ impl Pyro {
             kernel: env.kernel_image.clone(),
             initramfs: initramfs(env, &self.paths().cache_dir)?,
             disk: req.disk.clone(),
-            // Workspaces and ephemeral VMs boot raw images; warm runs and templates set
-            // their qcow2 overlay on the spec (crate::template).
-            disk_format: pyro_vmm::DiskFormat::Raw,
+            disk_format: req.disk_format,
             snapshot: req.snapshot,
             owner_pid: req.owner_pid,
             remove_dir_on_exit: req.remove_dir_on_exit,
             supervisor_bin: find_own_binary("pyro-supervisor", "PYRO_SUPERVISOR_BIN")?,
-            idle_pause: None,
-            hostname: None,
+            idle_pause: req.idle_pause.clone(),
+            hostname: req.hostname.clone(),
         })
     }
 
@@ -125,16 +137,30 @@ impl Pyro {
         choice: &BackendChoice,
         req: BootRequest,
     ) -> Result<Launched> {
-        if choice.kind != Backend::Qemu {
-            return Err(Error::HostRequirement(format!(
-                "the {} backend cannot boot a VM in this build ({})",
-                choice.kind.as_str(),
-                choice.reason
-            )));
-        }
         let spec = self.boot_spec(env, choice, &req)?;
         let accel = spec.accel;
         let (machine, booted) = Machine::boot(spec).await?;
+        Ok(launched(choice, accel, machine, booted))
+    }
+
+    /// [`Pyro::launch`], but from a saved memory state instead of a boot: the guest goes on
+    /// where it was saved.
+    pub(crate) async fn relaunch(
+        &self,
+        env: &InstalledEnvironment,
+        choice: &BackendChoice,
+        req: BootRequest,
+        state: &pyro_vmm::MemoryState,
+    ) -> Result<Launched> {
+        let spec = self.boot_spec(env, choice, &req)?;
+        let accel = spec.accel;
+        let (machine, booted) = Machine::restore(spec, state).await?;
+        Ok(launched(choice, accel, machine, booted))
+    }
+}
+
+fn launched(choice: &BackendChoice, accel: Accel, machine: Machine, booted: pyro_vmm::Booted) -> Launched {
+    {
         let metadata = BTreeMap::from([
             ("backend_reason".to_string(), choice.reason.clone()),
             ("accel".to_string(), accel.as_str().to_string()),
@@ -142,6 +168,6 @@ impl Pyro {
             ("boot_ms".to_string(), booted.ready_ms.to_string()),
             ("agent_transport".to_string(), booted.transport.to_string()),
         ]);
-        Ok(Launched { machine, accel, booted, metadata })
+        Launched { machine, accel, booted, metadata }
     }
 }

@@ -18,18 +18,24 @@ pub enum WorkspaceState {
     Started,
     /// No VM runs; the disk is kept and `start_workspace` boots it again.
     Stopped,
+    /// No VM runs, but the guest's memory and device state are saved on the host
+    /// (`pause_workspace`, or the idle pause): `resume_workspace`, or any call that needs
+    /// the guest, brings it back with its processes as they were.
+    Paused,
 }
 
 impl WorkspaceState {
     /// Every state.
-    pub const ALL: [WorkspaceState; 3] = [WorkspaceState::Creating, WorkspaceState::Started, WorkspaceState::Stopped];
+    pub const ALL: [WorkspaceState; 4] =
+        [WorkspaceState::Creating, WorkspaceState::Started, WorkspaceState::Stopped, WorkspaceState::Paused];
 
-    /// The contract name: `creating`, `started` or `stopped`.
+    /// The contract name: `creating`, `started`, `stopped` or `paused`.
     pub fn as_str(self) -> &'static str {
         match self {
             WorkspaceState::Creating => "creating",
             WorkspaceState::Started => "started",
             WorkspaceState::Stopped => "stopped",
+            WorkspaceState::Paused => "paused",
         }
     }
 }

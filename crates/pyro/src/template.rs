@@ -702,6 +702,9 @@ impl Pyro {
                 snapshot: true,
                 owner_pid: Some(std::process::id()),
                 remove_dir_on_exit: true,
+                disk_format: pyro_vmm::DiskFormat::Raw,
+                idle_pause: None,
+                hostname: None,
             };
             let spec = self.boot_spec(env, &choice, &req)?;
             let key = key_for(env, &spec)?;

@@ -262,6 +262,9 @@ impl crate::Pyro {
                     snapshot: true,
                     owner_pid: Some(std::process::id()),
                     remove_dir_on_exit: true,
+                    disk_format: pyro_vmm::DiskFormat::Raw,
+                    idle_pause: None,
+                    hostname: None,
                 };
                 self.launch_ephemeral(&env, &choice, req).await.map(|(launched, start)| {
                     let mut metadata = launched.metadata;

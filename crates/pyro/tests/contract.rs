@@ -52,6 +52,8 @@ fn sdk_method_names_exist() {
         Pyro::reset_workspace,
         Pyro::doctor,
     );
+    // Issue 12: pause, resume, fork.
+    let _ = (Pyro::pause_workspace, Pyro::resume_workspace, Pyro::fork_workspace);
     let _ = (
         Pyro::open_shell,
         Pyro::read_shell,
@@ -126,7 +128,9 @@ fn workspace_payload_keys_are_pinned() {
         "workspace_path": "/workspace",
         "workspace_seed": {"mode": "empty", "seed_path": null, "destination": "/workspace", "entry_count": 0, "bytes_written": 0},
         "secrets": [], "command_count": 0, "last_command": null, "reset_count": 0, "last_reset_at": null,
-        "service_count": 0, "running_service_count": 0, "last_error": null, "metadata": {}
+        "service_count": 0, "running_service_count": 0, "last_error": null, "metadata": {},
+        // pyro's additions (issue 12).
+        "idle_pause_seconds": null, "disk_format": "raw"
     });
     // Deserialising the reference-shaped payload and serialising it back keeps every key.
     let info: pyro::workspace::WorkspaceInfo = serde_json::from_value(json.clone()).unwrap();
@@ -149,6 +153,8 @@ fn shell_payload_keys_are_pinned() {
         exit_code: None,
         execution_mode: pyro::ExecutionMode::GuestVsock,
         backend: "qemu".into(),
+        // Issue 12: present (true) only when the call resumed a paused workspace.
+        resumed_from_pause: false,
     };
     let base = [
         "workspace_id",
@@ -282,4 +288,49 @@ fn network_info_keys_are_pinned() {
         let info: pyro::NetworkInfo = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(&info).unwrap(), json);
     }
+}
+
+/// Pause, resume and fork payloads (issue 12): the workspace payload plus `workspace_pause` /
+/// `workspace_resume` only when the call paused or resumed; `resumed_from_pause` on call
+/// payloads only when the call resumed the workspace.
+#[test]
+fn pause_resume_fork_payload_keys_are_pinned() {
+    use pyro::workspace::{ForkResult, PauseInfo, ResumeInfo, WorkspaceInfo};
+    let json = serde_json::json!({
+        "workspace_id": "a", "name": null, "labels": {}, "environment": "debian:12",
+        "environment_version": "1.0.0", "vcpu_count": 1, "mem_mib": 1024, "ttl_seconds": 600,
+        "created_at": 1.0, "last_activity_at": 1.0, "expires_at": 2.0, "state": "paused",
+        "network_policy": "off", "network_enabled": false, "allow_host_compat": false,
+        "guest_ip": null, "tap_name": null, "execution_mode": "guest_vsock", "backend": "qemu",
+        "workspace_path": "/workspace",
+        "workspace_seed": {"mode": "empty", "seed_path": null, "destination": "/workspace", "entry_count": 0, "bytes_written": 0},
+        "secrets": [], "command_count": 0, "last_command": null, "reset_count": 0, "last_reset_at": null,
+        "service_count": 0, "running_service_count": 0, "last_error": null, "metadata": {},
+        "idle_pause_seconds": 30, "disk_format": "qcow2"
+    });
+    let mut info: WorkspaceInfo = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(info.state, pyro::WorkspaceState::Paused);
+    let plain = keys(&info);
+    info.workspace_pause = Some(PauseInfo { state_bytes: 1, pause_ms: 2, mem_mib: 3 });
+    assert_eq!(keys(info.workspace_pause.as_ref().unwrap()), set(&["state_bytes", "pause_ms", "mem_mib"]));
+    let mut with_pause = plain.clone();
+    with_pause.insert("workspace_pause".into());
+    assert_eq!(keys(&info), with_pause);
+    info.workspace_pause = None;
+    info.workspace_resume = Some(ResumeInfo { resume_ms: 1, state_bytes: 2 });
+    assert_eq!(keys(info.workspace_resume.as_ref().unwrap()), set(&["resume_ms", "state_bytes"]));
+    let fork = ForkResult {
+        workspace_id: "a".into(),
+        source_state: pyro::WorkspaceState::Started,
+        memory_restored: true,
+        count: 1,
+        workspaces: vec![],
+        fork_ms: 1,
+    };
+    assert_eq!(
+        keys(&fork),
+        set(&["workspace_id", "source_state", "memory_restored", "count", "workspaces", "fork_ms"])
+    );
+    let fork_json = serde_json::to_value(&fork).unwrap();
+    assert_eq!(fork_json["source_state"], "started");
 }

@@ -7,7 +7,7 @@ use crate::{Error, ExecutionMode, Pyro, Result, WorkspaceState};
 use pyro_diskimage as diskimage;
 use pyro_diskimage::DiskImage;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One entry of [`DiskListResult::entries`].
 pub use pyro_diskimage::DiskEntry;
@@ -74,10 +74,17 @@ impl Pyro {
     /// Returns the shared lifecycle lock with the image: the caller holds it until it has
     /// finished with the image, so no `start` (exclusive) can boot the disk while it is read.
     /// Runs on the blocking pool only (it waits for the lock there).
-    fn disk_precheck(&self, workspace_id: &str, op: &str) -> Result<(WorkspaceDir, PathBuf, FileLock)> {
+    fn disk_precheck(&self, workspace_id: &str, op: &str) -> Result<(WorkspaceDir, DiskImage, FileLock)> {
         let dir = self.ws_dir(workspace_id)?;
         let life = dir.lock_lifecycle_shared()?;
         let record = super::refresh_liveness(&dir)?;
+        if record.state == WorkspaceState::Paused {
+            return Err(Error::InvalidState(format!(
+                "workspace '{}' is paused (its guest's memory is saved and its disk may be behind it); stop it first \
+                 with `pyro workspace stop {}` (it resumes and shuts down cleanly), then use workspace_disk_{op}",
+                dir.id, dir.id
+            )));
+        }
         if record.state != WorkspaceState::Stopped {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' must be stopped before workspace_disk_{op}",
@@ -87,7 +94,7 @@ impl Pyro {
         if record.execution_mode == ExecutionMode::HostCompat {
             return Err(Error::InvalidState(format!("workspace_disk_{op} is unavailable for host_compat workspaces")));
         }
-        let image = dir.disk_image();
+        let image = dir.disk_path(&record);
         if !image.is_file() {
             return Err(Error::InvalidState(format!(
                 "workspace '{}' rootfs image is unavailable at {}",
@@ -95,7 +102,13 @@ impl Pyro {
                 image.display()
             )));
         }
-        Ok((dir, image, life))
+        // The format is the one the host recorded when it made the disk, never guessed from
+        // the file's bytes (a guest writes its raw disk's first sector).
+        let format = match record.disk_format {
+            pyro_vmm::DiskFormat::Raw => diskimage::ImageFormat::Raw,
+            pyro_vmm::DiskFormat::Qcow2 => diskimage::ImageFormat::Qcow2,
+        };
+        Ok((dir, DiskImage::new(image, format), life))
     }
 
     /// List a stopped workspace's disk (`/workspace` by default; absolute paths anywhere).
@@ -105,7 +118,7 @@ impl Pyro {
         let id = workspace_id.to_string();
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "list")?;
-            let entries = diskimage::list(&DiskImage::raw(image), &path, recursive)?;
+            let entries = diskimage::list(&image, &path, recursive)?;
             Ok(DiskListResult { workspace_id: dir.id, path, recursive, entries })
         })
         .await
@@ -120,7 +133,7 @@ impl Pyro {
         let id = workspace_id.to_string();
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "read")?;
-            let (size, data) = diskimage::read(&DiskImage::raw(image), &path, max_bytes.saturating_add(3))?;
+            let (size, data) = diskimage::read(&image, &path, max_bytes.saturating_add(3))?;
             let (content, cut) = pyro_tree::text::truncate_utf8(&data, max_bytes as usize);
             Ok(DiskReadResult {
                 workspace_id: dir.id,
@@ -145,7 +158,7 @@ impl Pyro {
         crate::blocking(move || {
             let (dir, image, _life) = pyro.disk_precheck(&id, "export")?;
             progress.report("export", format!("copying the stopped disk to {}", output.display()), Some(0.1));
-            let bytes = diskimage::export(&DiskImage::raw(image), &output)?;
+            let bytes = diskimage::export(&image, &output)?;
             progress.report("export", format!("wrote {bytes} bytes"), Some(1.0));
             Ok(DiskExportResult {
                 workspace_id: dir.id,

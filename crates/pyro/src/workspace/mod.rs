@@ -8,6 +8,7 @@
 
 mod disk;
 mod ops;
+mod pause;
 mod reset;
 pub mod retention;
 pub mod secrets;
@@ -29,6 +30,7 @@ use store::{SeedInfo, WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
 
 pub use disk::*;
 pub use ops::*;
+pub use pause::*;
 pub use services::*;
 pub use shells::*;
 
@@ -114,6 +116,10 @@ pub struct CreateWorkspaceOptions {
     /// Secrets available to commands via `secret_env` and at `/run/pyro-secrets/<NAME>`.
     #[serde(default)]
     pub secrets: Vec<secrets::SecretSpec>,
+    /// Pause the workspace after this many seconds without a call (1..=86400; `None` or 0:
+    /// never). The next call resumes it. See [`Pyro::pause_workspace`].
+    #[serde(default)]
+    pub idle_pause_seconds: Option<u64>,
 }
 
 impl CreateWorkspaceOptions {
@@ -131,6 +137,7 @@ impl CreateWorkspaceOptions {
             name: None,
             labels: BTreeMap::new(),
             secrets: Vec::new(),
+            idle_pause_seconds: None,
         }
     }
 }
@@ -150,6 +157,10 @@ pub struct UpdateWorkspaceOptions {
     pub clear_labels: Vec<String>,
     /// Extend (or shorten) the expiry: the workspace now expires `ttl_seconds` from now.
     pub ttl_seconds: Option<u64>,
+    /// New idle pause delay in seconds (1..=86400), `Some(0)` turns it off, `None` keeps it.
+    /// A running workspace applies it from its next start or resume.
+    #[serde(default)]
+    pub idle_pause_seconds: Option<u64>,
 }
 
 /// Public workspace payload (keys pinned in crates/pyro/tests/contract.rs; `backend` and
@@ -176,13 +187,15 @@ pub struct WorkspaceInfo {
     /// Creation time, Unix seconds (fractional).
     pub created_at: f64,
     /// Last time the workspace was used, Unix seconds: bumped by exec, patch apply, sync push,
-    /// snapshot create/delete, reset, stop, start, update, shell open/write and service
-    /// start/stop. Reads, status, list, diff, export and disk tools leave it alone.
+    /// snapshot create/delete, reset, stop, start, pause, resume (also a call's transparent
+    /// resume), update, shell open/write and service start/stop. Reads, status, list, diff,
+    /// export, disk tools and the idle pause leave it alone.
     pub last_activity_at: f64,
     /// When the TTL runs out, Unix seconds. A workspace past it is stopped (disk kept) and refuses
     /// to start until its TTL is extended.
     pub expires_at: f64,
-    /// `started` (the VM runs), `stopped` (no VM; the disk is kept) or `creating` (a
+    /// `started` (the VM runs), `stopped` (no VM; the disk is kept), `paused` (no VM; memory
+    /// and device state saved on the host, the next call resumes it) or `creating` (a
     /// `create_workspace` call is still booting it; if that call dies, the next list, status
     /// or create removes the workspace).
     pub state: WorkspaceState,
@@ -228,6 +241,24 @@ pub struct WorkspaceInfo {
     /// Set only in the payload of `reset_workspace`: what was restored.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub workspace_reset: Option<ResetInfo>,
+    /// Seconds without a call after which the workspace is paused; `None` when off.
+    #[serde(default)]
+    pub idle_pause_seconds: Option<u64>,
+    /// How the root disk is stored: `raw`, or `qcow2` (a copy-on-write overlay on a frozen
+    /// base shared with the workspaces forked from the same point).
+    #[serde(default = "raw_disk_format")]
+    pub disk_format: String,
+    /// Set only in the payload of `pause_workspace`: what the pause saved.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workspace_pause: Option<PauseInfo>,
+    /// Set only in payloads of calls that resumed a paused workspace (`resume_workspace`,
+    /// `start_workspace`, `stop_workspace`): how the resume went.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workspace_resume: Option<ResumeInfo>,
+}
+
+fn raw_disk_format() -> String {
+    "raw".into()
 }
 
 /// What `reset_workspace` restored into `/workspace`.
@@ -258,7 +289,7 @@ pub struct WorkspaceListItem {
     pub labels: BTreeMap<String, String>,
     /// Environment the workspace was created from.
     pub environment: String,
-    /// `started`, `stopped` or `creating` (see [`WorkspaceInfo::state`]).
+    /// `started`, `stopped`, `paused` or `creating` (see [`WorkspaceInfo::state`]).
     pub state: WorkspaceState,
     /// Creation time, Unix seconds.
     pub created_at: f64,
@@ -328,21 +359,48 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
         last_error: r.last_error.clone(),
         metadata: r.metadata.clone(),
         workspace_reset: None,
+        idle_pause_seconds: r.idle_pause_seconds,
+        disk_format: r.disk_format.as_str().to_string(),
+        workspace_pause: None,
+        workspace_resume: None,
     }
 }
 
-/// The record, with a `started` workspace whose supervisor died turned `stopped` (the
-/// disk is intact; `start` recovers it).
+/// The record, with a `started` workspace whose supervisor is gone settled: a valid memory
+/// state left by it means the workspace was paused (the supervisor's idle pause, or a pause
+/// whose caller died before recording it): `paused`. Otherwise (no state, or one that is
+/// unusable: discarded) `stopped`, with `last_error` saying why; the disk is intact and
+/// `start` boots it. An interrupted resume is settled first (see `pause.rs`).
 pub(crate) fn refresh_liveness(dir: &WorkspaceDir) -> Result<WorkspaceRecord> {
+    pause::settle_interrupted_resume(dir)?;
     let record = dir.load()?;
     if record.state != WorkspaceState::Started || dir.vm().is_running() {
         return Ok(record);
     }
+    let saved = pyro_vmm::MemoryState::load(&dir.vm());
     let (record, _) = dir.update(|r| {
-        r.state = WorkspaceState::Stopped;
-        r.last_error = Some("backing guest process is no longer running".into());
+        if r.state != WorkspaceState::Started {
+            return Ok(());
+        }
+        match &saved {
+            Ok(Some(_)) => {
+                r.state = WorkspaceState::Paused;
+                r.last_error = None;
+            }
+            Ok(None) => {
+                r.state = WorkspaceState::Stopped;
+                r.last_error = Some("backing guest process is no longer running".into());
+            }
+            Err(e) => {
+                r.state = WorkspaceState::Stopped;
+                r.last_error = Some(pause::unusable_state_message(&dir.id, &e.to_string()));
+            }
+        }
         Ok(())
     })?;
+    if saved.is_err() {
+        pyro_vmm::MemoryState::discard(&dir.vm()).ok();
+    }
     dir.vm().clean_stale_files();
     Ok(record)
 }
@@ -549,6 +607,7 @@ impl Pyro {
             labels.insert(k, v);
         }
         let prepared_secrets = secrets::prepare(&opts.secrets)?;
+        pause::validate_idle_pause(opts.idle_pause_seconds)?;
         // Build the seed archive before anything exists, so a bad seed creates nothing.
         let (seed_mode, seed_path, seed_tar) = match &opts.seed_path {
             None => ("empty".to_string(), None, pyro_tree::archive::empty_tar()),
@@ -618,6 +677,7 @@ impl Pyro {
         // half-created workspace removed. A kill -9 skips it; the orphan sweep covers that.
         let mut cleanup = CreationCleanup { dirs: vec![staging.root.clone(), dir.root.clone()], armed: true };
         let now = now_f64();
+        let idle_pause_seconds = opts.idle_pause_seconds.filter(|s| *s > 0);
         let mut record = WorkspaceRecord {
             layout_version: LAYOUT_VERSION,
             workspace_id: dir.id.clone(),
@@ -653,6 +713,9 @@ impl Pyro {
             accel: None,
             execution_mode: ExecutionMode::Pending,
             metadata: BTreeMap::new(),
+            disk_format: pyro_vmm::DiskFormat::Raw,
+            disk_base: None,
+            idle_pause_seconds,
             creator: crate::util::ProcessIdentity::current(),
         };
         staging.save(&record)?;
@@ -686,7 +749,9 @@ impl Pyro {
         env: &crate::env::InstalledEnvironment,
         record: &mut WorkspaceRecord,
     ) -> Result<()> {
-        self.boot_workspace_disk(dir, env, record, &dir.disk_image()).await
+        let disk = dir.disk_path(record);
+        let format = record.disk_format;
+        self.boot_workspace_disk(dir, env, record, &disk, format).await
     }
 
     /// [`Pyro::boot_workspace`] on another disk image (a reset boots its new disk before it
@@ -697,8 +762,12 @@ impl Pyro {
         env: &crate::env::InstalledEnvironment,
         record: &mut WorkspaceRecord,
         disk: &std::path::Path,
+        disk_format: pyro_vmm::DiskFormat,
     ) -> Result<()> {
         self.progress().report("boot", "booting the workspace VM", Some(0.3));
+        // A cold boot: a memory state left behind belongs to a disk that is about to move on
+        // and must never be restored afterwards.
+        pyro_vmm::MemoryState::discard(&dir.vm())?;
         let choice = self.choose_backend_for(env, record.allow_host_compat).await?;
         if choice.kind != Backend::Qemu {
             return Err(Error::HostRequirement(format!(
@@ -717,6 +786,9 @@ impl Pyro {
             snapshot: false,
             owner_pid: None,
             remove_dir_on_exit: false,
+            disk_format,
+            idle_pause: pause::idle_pause_of(dir, record),
+            hostname: Some(pause::hostname_of(&dir.id)),
         };
         let launched = self.launch(env, &choice, req).await?;
         if !record.secrets.is_empty() {
@@ -738,7 +810,7 @@ impl Pyro {
         let mut stopped = Vec::new();
         for dir in self.all_workspace_dirs() {
             let Ok(r) = dir.load() else { continue };
-            let running = r.state == WorkspaceState::Started || dir.vm().is_running();
+            let running = matches!(r.state, WorkspaceState::Started | WorkspaceState::Paused) || dir.vm().is_running();
             if r.expires_at <= now && running && self.expire(&dir).await.is_ok() {
                 stopped.push(dir.id.clone());
             }
@@ -748,6 +820,9 @@ impl Pyro {
 
     async fn expire(&self, dir: &WorkspaceDir) -> Result<()> {
         let _life = dir.lifecycle_exclusive().await?;
+        // A paused workspace is resumed so it stops like a running one (or, when its state
+        // is unusable, the state is discarded: it is stopped either way, disk kept).
+        let _ = self.resume_to_stop(dir).await;
         end_sessions_if_running(dir).await;
         dir.machine().shutdown(STOP_TIMEOUT).await?;
         dir.update(|r| {
@@ -772,7 +847,7 @@ impl Pyro {
             reset::recover(dir).await?;
         }
         let record = dir.load()?;
-        if record.expires_at <= now_f64() && record.state == WorkspaceState::Started {
+        if record.expires_at <= now_f64() && matches!(record.state, WorkspaceState::Started | WorkspaceState::Paused) {
             self.expire(dir).await.ok();
         }
         dir.lifecycle_shared().await
@@ -807,8 +882,14 @@ impl Pyro {
     pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
         self.sweep_orphans().await;
         self.reap_expired_workspaces().await;
-        let mut items: Vec<WorkspaceListItem> =
-            self.all_workspace_dirs().iter().filter_map(|d| d.load().ok()).map(|r| list_item_of(&r)).collect();
+        // `refresh_liveness`: a workspace the supervisor paused while idle (or whose VM
+        // died) is listed as it is, not as its record last said.
+        let mut items: Vec<WorkspaceListItem> = self
+            .all_workspace_dirs()
+            .iter()
+            .filter_map(|d| refresh_liveness(d).ok())
+            .map(|r| list_item_of(&r))
+            .collect();
         items.sort_by(|a, b| {
             b.last_activity_at
                 .total_cmp(&a.last_activity_at)
@@ -842,6 +923,7 @@ impl Pyro {
         if let Some(ttl) = opts.ttl_seconds {
             validate_resources(1, 1024, ttl)?;
         }
+        pause::validate_idle_pause(opts.idle_pause_seconds)?;
         let (record, _) = dir.update(|r| {
             let before = r.clone();
             if let Some(n) = &name {
@@ -860,6 +942,9 @@ impl Pyro {
                 r.ttl_seconds = ttl;
                 r.expires_at = now_f64() + ttl as f64;
             }
+            if let Some(idle) = opts.idle_pause_seconds {
+                r.idle_pause_seconds = (idle > 0).then_some(idle);
+            }
             if *r == before {
                 return Err(Error::InvalidInput("workspace update requested no effective metadata change".into()));
             }
@@ -875,6 +960,8 @@ impl Pyro {
         let _life = dir.lifecycle_exclusive().await?;
         dir.machine().shutdown(Duration::ZERO).await?;
         std::fs::remove_dir_all(&dir.root).map_err(|e| Error::io(format!("removing {}", dir.root.display()), e))?;
+        // A base only this workspace used goes with it.
+        self.remove_unused_bases();
         Ok(DeleteWorkspaceResult { workspace_id: dir.id, deleted: true })
     }
 
@@ -884,6 +971,9 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lifecycle_exclusive().await?;
         reset::recover(&dir).await?;
+        // Paused: resume it first, so its services and shells end and its filesystems are
+        // unmounted as in any stop. An unusable state is discarded (stopped, disk kept).
+        let (resumed, resume_error) = self.resume_to_stop(&dir).await;
         self.progress().report("sessions", "ending services (TERM, then KILL after 5 s) and shells", Some(0.1));
         end_sessions_if_running(&dir).await;
         self.progress().report("shutdown", "flushing and shutting the guest down", Some(0.5));
@@ -891,20 +981,35 @@ impl Pyro {
         let (record, _) = dir.update(|r| {
             forget_sessions(&dir, r);
             r.state = WorkspaceState::Stopped;
-            r.last_error = shut.as_ref().err().map(|e| e.to_string());
+            r.last_error = shut.as_ref().err().map(|e| e.to_string()).or_else(|| resume_error.clone());
             r.last_activity_at = now_f64();
             Ok(())
         })?;
         shut?;
-        Ok(info_of(&record))
+        let mut info = info_of(&record);
+        info.workspace_resume = resumed;
+        Ok(info)
     }
 
-    /// Start: boot the same disk again (a no-op on a started workspace).
+    /// Start: boot the same disk again (a no-op on a started workspace). A paused workspace
+    /// is resumed; when its memory state is unusable it is discarded and the disk boots cold.
     pub async fn start_workspace(&self, workspace_id: &str) -> Result<WorkspaceInfo> {
         let dir = self.ws_dir(workspace_id)?;
         let _life = dir.lifecycle_exclusive().await?;
         reset::recover(&dir).await?;
-        let mut record = dir.load()?;
+        let mut record = refresh_liveness(&dir)?;
+        if record.state == WorkspaceState::Paused && record.expires_at > now_f64() {
+            match self.resume_locked(&dir).await {
+                Ok((record, resumed)) => {
+                    let mut info = info_of(&record);
+                    info.workspace_resume = Some(resumed);
+                    return Ok(info);
+                }
+                // The state was unusable and is gone now: boot the disk cold below.
+                Err(_) if dir.load()?.state == WorkspaceState::Stopped => record = dir.load()?,
+                Err(e) => return Err(e),
+            }
+        }
         if record.state == WorkspaceState::Started && dir.vm().is_running() {
             let (record, _) = dir.update(|r| {
                 r.last_activity_at = now_f64();

@@ -49,6 +49,10 @@ pub struct WorkspaceExecResult {
     pub stdout_truncated: bool,
     /// True when stderr hit the output cap.
     pub stderr_truncated: bool,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// Options of [`Pyro::exec_workspace_with`] ([`WorkspaceExecOptions::new`] gives the defaults).
@@ -141,6 +145,10 @@ pub struct SyncResult {
     pub execution_mode: ExecutionMode,
     /// What was copied.
     pub workspace_sync: SyncInfo,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// Payload of `export_workspace`.
@@ -161,6 +169,10 @@ pub struct ExportResult {
     pub bytes_written: u64,
     /// `guest_vsock`.
     pub execution_mode: ExecutionMode,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// One entry of `list_workspace_files`.
@@ -192,6 +204,10 @@ pub struct FileListResult {
     pub entries: Vec<FileListEntry>,
     /// `guest_vsock`.
     pub execution_mode: ExecutionMode,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// Payload of `read_workspace_file`.
@@ -213,6 +229,10 @@ pub struct FileReadResult {
     pub truncated: bool,
     /// `guest_vsock`.
     pub execution_mode: ExecutionMode,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// Payload of `write_workspace_file`.
@@ -229,6 +249,10 @@ pub struct FileWriteResult {
     pub bytes_written: u64,
     /// `guest_vsock`.
     pub execution_mode: ExecutionMode,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// Counts of files touched by `apply_workspace_patch`.
@@ -271,6 +295,10 @@ pub struct PatchResult {
     pub patch: String,
     /// `guest_vsock`.
     pub execution_mode: ExecutionMode,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// The comparison inside [`DiffResult`], defined with the diff rules in `pyro-tree`.
@@ -376,7 +404,22 @@ impl Pyro {
     /// record, loaded once under it: an interrupted reset is settled, a workspace past its TTL
     /// is stopped and refused, a dead VM turns the workspace `stopped`. The liveness check
     /// reloads the record only when the supervisor is gone, so the common path loads it once.
+    ///
+    /// A paused workspace is resumed first (see
+    /// [`enter_started_call_resuming`](Pyro::enter_started_call_resuming), which also says
+    /// whether it was).
     pub(crate) async fn enter_started_call(
+        &self,
+        dir: &WorkspaceDir,
+        op: &str,
+    ) -> Result<(super::store::FileLock, super::store::WorkspaceRecord)> {
+        let (life, record, _) = self.enter_started_call_resuming(dir, op).await?;
+        Ok((life, record))
+    }
+
+    /// [`enter_started_call`](Pyro::enter_started_call) without the resume: a paused
+    /// workspace comes back as it is, for the caller to resume.
+    pub(crate) async fn enter_started_call_inner(
         &self,
         dir: &WorkspaceDir,
         op: &str,
@@ -388,7 +431,7 @@ impl Pyro {
         let life = dir.lifecycle_shared().await?;
         let mut record = dir.load()?;
         if record.expires_at <= now_f64() {
-            if record.state == WorkspaceState::Started {
+            if matches!(record.state, WorkspaceState::Started | WorkspaceState::Paused) {
                 // Stopping takes the exclusive lock: let go of the shared one first.
                 drop(life);
                 self.expire(dir).await.ok();
@@ -401,13 +444,14 @@ impl Pyro {
         if record.state == WorkspaceState::Started && !dir.vm().is_running() {
             record = super::refresh_liveness(dir)?;
         }
-        if record.state != WorkspaceState::Started {
+        if record.state != WorkspaceState::Started && record.state != WorkspaceState::Paused {
             return Err(Error::InvalidState(format!("workspace {} must be in 'started' state before {op}", dir.id)));
         }
         Ok((life, record))
     }
 
-    /// Run a command in `/workspace`; recorded in the history.
+    /// Run a command in `/workspace`; recorded in the history. A paused workspace is resumed
+    /// first (`resumed_from_pause` in the result), as for every file, shell and service call.
     ///
     /// `secret_env` maps workspace secret names to environment variable names for this one
     /// command. Secret values are redacted from the result and the history.
@@ -443,7 +487,7 @@ impl Pyro {
             return Err(Error::InvalidInput("command must not be empty".into()));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "exec").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "exec").await?;
         let secret_values = super::secrets::load(&dir, &record.secrets)?;
         let env = match secret_env {
             Some(map) => super::secrets::env_for(map, &secret_values)?,
@@ -524,6 +568,7 @@ impl Pyro {
             truncated: r.stdout_truncated || r.stderr_truncated,
             stdout_truncated: r.stdout_truncated,
             stderr_truncated: r.stderr_truncated,
+            resumed_from_pause: resumed.is_some(),
         })
     }
 
@@ -564,7 +609,7 @@ impl Pyro {
     ) -> Result<FileListResult> {
         let path = pyro_tree::paths::normalize_workspace_path(path)?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "workspace_file_list").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_file_list").await?;
         let (_, mut entries) = dir.machine().list_files(&path, recursive).await?;
         // Guest-reported paths are shown to users and agents, who may act on them: only
         // plain absolute paths at or under the listed path are passed on.
@@ -589,6 +634,7 @@ impl Pyro {
                 })
                 .collect(),
             execution_mode: record.execution_mode,
+            resumed_from_pause: resumed.is_some(),
         })
     }
 
@@ -602,7 +648,7 @@ impl Pyro {
             return Err(Error::InvalidInput(format!("max_bytes must be at most {MAX_TEXT_BYTES} bytes")));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "workspace_file_read").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_file_read").await?;
         // Three bytes past the limit show whether the cut would split a character.
         let (size, data) = dir.machine().read_file(&path, max_bytes + 3).await?;
         let (content, cut) = pyro_tree::text::truncate_utf8(&data, max_bytes as usize);
@@ -614,6 +660,7 @@ impl Pyro {
             content,
             truncated: cut || size > max_bytes,
             execution_mode: record.execution_mode,
+            resumed_from_pause: resumed.is_some(),
         })
     }
 
@@ -630,7 +677,7 @@ impl Pyro {
             )));
         }
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "workspace_file_write").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_file_write").await?;
         let (size, written) = dir.machine().write_file(&path, text.as_bytes().to_vec()).await?;
         Ok(FileWriteResult {
             workspace_id: dir.id,
@@ -638,6 +685,7 @@ impl Pyro {
             size_bytes: size,
             bytes_written: written,
             execution_mode: record.execution_mode,
+            resumed_from_pause: resumed.is_some(),
         })
     }
 
@@ -649,7 +697,7 @@ impl Pyro {
         }
         let files = pyro_tree::patch::parse_patch(patch)?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "workspace_patch_apply").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_patch_apply").await?;
         let vm = dir.machine();
         // Preflight: compute every result in memory.
         let mut plan: Vec<(String, Option<String>, Option<String>, &'static str)> = Vec::new();
@@ -721,6 +769,7 @@ impl Pyro {
             entries: plan.iter().map(|p| PatchEntry { path: p.0.clone(), status: p.3.to_string() }).collect(),
             patch: patch.to_string(),
             execution_mode: record.execution_mode,
+            resumed_from_pause: resumed.is_some(),
         })
     }
 
@@ -730,12 +779,13 @@ impl Pyro {
         let source = pyro_tree::archive::SeedSource::classify(source_path)?;
         let dir = self.ws_dir(workspace_id)?;
         let tar = source.to_tar()?;
-        let (_life, record) = self.enter_started_call(&dir, "workspace_sync_push").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_sync_push").await?;
         let (entries, bytes) = dir.machine().push_archive(&tar[..], &destination).await?;
         touch_activity(&dir)?;
         Ok(SyncResult {
             workspace_id: dir.id,
             execution_mode: record.execution_mode,
+            resumed_from_pause: resumed.is_some(),
             workspace_sync: SyncInfo {
                 mode: source.mode().to_string(),
                 source_path: source.path().display().to_string(),
@@ -766,7 +816,7 @@ impl Pyro {
         let workspace_path = pyro_tree::paths::normalize_destination(path)?;
         let output = absolute_output(output_path)?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "workspace_export").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_export").await?;
         let exported = dir.machine().pull_archive(&workspace_path, &dir.root).await?;
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
@@ -785,6 +835,7 @@ impl Pyro {
             entry_count,
             bytes_written,
             execution_mode: record.execution_mode,
+            resumed_from_pause: resumed.is_some(),
         })
     }
 
@@ -926,6 +977,8 @@ impl Pyro {
         }
         self.progress().report("shutdown", "stopping the workspace VM", Some(0.1));
         dir.machine().shutdown(Duration::ZERO).await?;
+        // Whatever was paused is thrown away with the disk it belonged to.
+        pyro_vmm::MemoryState::discard(&dir.vm())?;
         let intent = super::reset::ResetIntent {
             phase: "building".into(),
             snapshot_name: snap_name.clone(),
@@ -958,6 +1011,7 @@ impl Pyro {
         super::reset::swap_in_new_disk(&dir)?;
         crash_point("reset:swap");
         let record = super::reset::finish(&dir, &intent, Some(&record))?;
+        self.remove_unused_bases();
         let mut info = info_of(&record);
         info.workspace_reset = Some(ResetInfo {
             snapshot_name: snap_name,
@@ -985,7 +1039,7 @@ impl Pyro {
         let (image, disk2) = (env.rootfs_image.clone(), new_disk.clone());
         crate::blocking(move || Ok(pyro_vmm::clone_disk(&image, &disk2)?)).await?;
         crash_point("reset:disk");
-        self.boot_workspace_disk(dir, &env, record, &new_disk).await?;
+        self.boot_workspace_disk(dir, &env, record, &new_disk, pyro_vmm::DiskFormat::Raw).await?;
         crash_point("reset:boot");
         self.progress().report("restore", format!("restoring /workspace from {snap_name}"), Some(0.8));
         let counts = dir.machine().push_archive(std::io::BufReader::new(tar), WORKSPACE_PATH).await?;

@@ -123,6 +123,9 @@ pub(crate) fn finish(
         r.reset_count = intent.reset_count;
         r.last_reset_at = Some(intent.reset_at);
         r.last_activity_at = now_f64();
+        // A reset always builds a fresh raw disk: a fork's overlay (and its base) is left.
+        r.disk_format = pyro_vmm::DiskFormat::Raw;
+        r.disk_base = None;
         match booted {
             Some(b) => super::mark_booted(r, b),
             None => {
@@ -136,6 +139,7 @@ pub(crate) fn finish(
         Ok(())
     })?;
     crate::workspace::ops::crash_point("reset:record");
+    let _ = std::fs::remove_file(dir.vm().disk_overlay());
     remove_intent(dir)?;
     Ok(record)
 }

@@ -169,6 +169,10 @@ pub struct ServiceInfo {
     pub stop_reason: Option<String>,
     /// Ports published on the host while the service runs; empty once it stopped.
     pub published_ports: Vec<PublishedPort>,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise; never stored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// Payload of `list_services`.
@@ -393,7 +397,7 @@ impl Pyro {
         }
         let readiness = opts.readiness.as_ref().map(validate_readiness).transpose()?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "starting a service").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "starting a service").await?;
         validate_ports(&opts.published_ports, record.network_policy)?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         let env = secrets::env_for(&opts.secret_env, &secret_values)?;
@@ -462,7 +466,7 @@ impl Pyro {
                 state.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
                 dir.id
             ))),
-            _ => Ok(info),
+            _ => Ok(ServiceInfo { resumed_from_pause: resumed.is_some(), ..info }),
         }
     }
 
@@ -484,18 +488,18 @@ impl Pyro {
     pub async fn status_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceInfo> {
         let name = validate_service_name(service_name)?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "reading a service").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "reading a service").await?;
         let state = guest_status(&dir, &name).await?;
         let info = mirror(&dir, &record, &state).await?;
         sync_counts(&dir)?;
-        Ok(info)
+        Ok(ServiceInfo { resumed_from_pause: resumed.is_some(), ..info })
     }
 
     /// Stop a service: TERM to its process group, KILL after 5 s; its published ports close.
     pub async fn stop_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceInfo> {
         let name = validate_service_name(service_name)?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "stopping a service").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "stopping a service").await?;
         let req = ServiceRequest::Stop { name: name.clone(), grace_ms: STOP_GRACE.as_millis() as u64 };
         let state = match dir
             .machine()
@@ -509,7 +513,7 @@ impl Pyro {
         let info = mirror(&dir, &record, &state).await?;
         sync_counts(&dir)?;
         super::ops::touch_activity(&dir)?;
-        Ok(info)
+        Ok(ServiceInfo { resumed_from_pause: resumed.is_some(), ..info })
     }
 
     /// A service's stdout and stderr: the last `tail_lines` lines of each, or everything
@@ -523,7 +527,7 @@ impl Pyro {
     ) -> Result<ServiceLogs> {
         let name = validate_service_name(service_name)?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "reading service logs").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "reading service logs").await?;
         let tail = (!all).then_some(tail_lines);
         let req = ServiceRequest::Logs { name: name.clone(), tail_lines: tail };
         let logs =
@@ -534,7 +538,7 @@ impl Pyro {
         let info = mirror(&dir, &record, &logs.state).await?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         Ok(ServiceLogs {
-            service: info,
+            service: ServiceInfo { resumed_from_pause: resumed.is_some(), ..info },
             stdout: secrets::redact(&String::from_utf8_lossy(&logs.stdout), &secret_values),
             stderr: secrets::redact(&String::from_utf8_lossy(&logs.stderr), &secret_values),
             tail_lines: tail,
@@ -623,6 +627,7 @@ fn service_info(
         ready_at: s.ready_at,
         stop_reason: s.stop_reason.clone(),
         published_ports,
+        resumed_from_pause: false,
     }
 }
 

@@ -107,6 +107,10 @@ pub struct ShellInfo {
     pub execution_mode: ExecutionMode,
     /// Backend that runs the VM: `qemu`.
     pub backend: String,
+    /// `true` when the workspace was paused and this call resumed it first (the key is
+    /// absent otherwise; never stored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_from_pause: bool,
 }
 
 /// Payload of `read_shell`: the shell's fields plus a slice of its output.
@@ -274,7 +278,7 @@ impl Pyro {
         validate_geometry(opts.cols, opts.rows)?;
         let cwd = normalize_destination(&opts.cwd)?;
         let dir = self.ws_dir(workspace_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "opening a shell").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "opening a shell").await?;
         let secret_values = secrets::load(&dir, &record.secrets)?;
         let env = secrets::env_for(&opts.secret_env, &secret_values)?;
         let shell_id = crate::util::new_id();
@@ -304,10 +308,11 @@ impl Pyro {
             exit_code: None,
             execution_mode: record.execution_mode,
             backend: record.backend.as_str().to_string(),
+            resumed_from_pause: false,
         };
         save(&dir, &info)?;
         super::ops::touch_activity(&dir)?;
-        Ok(info)
+        Ok(ShellInfo { resumed_from_pause: resumed.is_some(), ..info })
     }
 
     /// Read shell output from `cursor`; see [`ReadShellOptions`].
@@ -329,7 +334,7 @@ impl Pyro {
         }
         let dir = self.ws_dir(workspace_id)?;
         let info = load(&dir, shell_id)?;
-        let (_life, _record) = self.enter_started_call(&dir, "reading a shell").await?;
+        let (_life, _record, resumed) = self.enter_started_call_resuming(&dir, "reading a shell").await?;
         let req = ShellRequest::Read {
             shell_id: shell_id.to_string(),
             cursor: opts.cursor,
@@ -354,7 +359,7 @@ impl Pyro {
             (raw, raw_cut)
         };
         Ok(ShellReadResult {
-            shell: info,
+            shell: ShellInfo { resumed_from_pause: resumed.is_some(), ..info },
             cursor: out.cursor,
             next_cursor: out.next_cursor,
             output,
@@ -375,7 +380,7 @@ impl Pyro {
     ) -> Result<ShellWriteResult> {
         let dir = self.ws_dir(workspace_id)?;
         let info = load(&dir, shell_id)?;
-        let (_life, record) = self.enter_started_call(&dir, "writing to a shell").await?;
+        let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "writing to a shell").await?;
         let mut data = input.to_string();
         if append_newline {
             data.push('\n');
@@ -393,7 +398,11 @@ impl Pyro {
         };
         let info = apply_status(&dir, info, &status);
         super::ops::touch_activity(&dir)?;
-        Ok(ShellWriteResult { shell: info, input_length: input.chars().count(), append_newline })
+        Ok(ShellWriteResult {
+            shell: ShellInfo { resumed_from_pause: resumed.is_some(), ..info },
+            input_length: input.chars().count(),
+            append_newline,
+        })
     }
 
     /// Send `HUP`, `INT`, `TERM` or `KILL` to the shell's foreground job and the shell.
@@ -417,21 +426,21 @@ impl Pyro {
         };
         let dir = self.ws_dir(workspace_id)?;
         let info = load(&dir, shell_id)?;
-        let (_life, _record) = self.enter_started_call(&dir, "signalling a shell").await?;
+        let (_life, _record, resumed) = self.enter_started_call_resuming(&dir, "signalling a shell").await?;
         let req = ShellRequest::Signal { shell_id: shell_id.to_string(), signal };
         let status = match dir.machine().shell(req, SHELL_CALL_SLACK).await? {
             ShellResponse::Status(s) => s,
             other => return Err(Error::Guest(format!("unexpected answer to shell signal: {other:?}"))),
         };
         let info = apply_status(&dir, info, &status);
-        Ok(ShellSignalResult { shell: info, signal: name })
+        Ok(ShellSignalResult { shell: ShellInfo { resumed_from_pause: resumed.is_some(), ..info }, signal: name })
     }
 
     /// End the shell (HUP, then KILL after 2 s) and forget it.
     pub async fn close_shell(&self, workspace_id: &str, shell_id: &str) -> Result<ShellCloseResult> {
         let dir = self.ws_dir(workspace_id)?;
         let mut info = load(&dir, shell_id)?;
-        let (_life, _record) = self.enter_started_call(&dir, "closing a shell").await?;
+        let (_life, _record, resumed) = self.enter_started_call_resuming(&dir, "closing a shell").await?;
         let req = ShellRequest::Close { shell_id: shell_id.to_string() };
         match dir.machine().shell(req, SHELL_CALL_SLACK).await.map_err(Error::from) {
             Ok(_) | Err(Error::NotFound(_)) => {}
@@ -442,7 +451,7 @@ impl Pyro {
             info.state = "stopped".into();
             info.ended_at = Some(now_f64());
         }
-        Ok(ShellCloseResult { shell: info, closed: true })
+        Ok(ShellCloseResult { shell: ShellInfo { resumed_from_pause: resumed.is_some(), ..info }, closed: true })
     }
 }
 

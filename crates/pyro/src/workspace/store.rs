@@ -105,6 +105,20 @@ pub struct WorkspaceRecord {
     pub execution_mode: ExecutionMode,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// How the root disk is stored: `raw` (`rootfs.ext4`, the default for records written
+    /// before forks existed) or `qcow2` (`rootfs.qcow2`, a copy-on-write overlay on
+    /// `disk_base`). Always recorded by the host, never sniffed from the file: a guest
+    /// controls a raw disk's first sector.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub disk_format: pyro_vmm::DiskFormat,
+    /// The frozen, read-only base image in `$PYRO_HOME/bases/` a `qcow2` disk is backed by
+    /// (shared with the workspaces forked from the same point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_base: Option<PathBuf>,
+    /// Pause the workspace after this many seconds without a call (`None`: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_pause_seconds: Option<u64>,
     /// While `creating`: the process creating the workspace. It also holds the exclusive
     /// lifecycle lock; when that lock is free and this process is gone, the creation was
     /// interrupted (kill -9, crash) and the orphan sweep reaps the workspace.
@@ -168,6 +182,18 @@ impl WorkspaceDir {
     pub fn disk_image(&self) -> PathBuf {
         self.vm().disk()
     }
+    /// The root disk the record names: the raw image, or the qcow2 overlay of a fork.
+    pub fn disk_path(&self, record: &WorkspaceRecord) -> PathBuf {
+        match record.disk_format {
+            pyro_vmm::DiskFormat::Raw => self.vm().disk(),
+            pyro_vmm::DiskFormat::Qcow2 => self.vm().disk_overlay(),
+        }
+    }
+    /// Marker of a resume in progress (see `pause.rs`): present while a VM may be running
+    /// from the saved memory state that is about to be discarded.
+    pub fn resume_intent(&self) -> PathBuf {
+        self.root.join("resume.json")
+    }
 
     /// Does a record exist (the workspace was fully created)?
     pub fn exists(&self) -> bool {
@@ -179,7 +205,8 @@ impl WorkspaceDir {
         flock(&self.root.join("record.lock"), LockMode::Exclusive)
     }
 
-    fn lifecycle_lock_path(&self) -> PathBuf {
+    /// The lifecycle lock file (the supervisor's idle pause try-locks it too).
+    pub fn lifecycle_lock_path(&self) -> PathBuf {
         self.root.join("lifecycle.lock")
     }
 
@@ -282,6 +309,9 @@ pub(crate) mod tests {
             accel: Some("tcg".into()),
             execution_mode: ExecutionMode::GuestVsock,
             metadata: BTreeMap::new(),
+            disk_format: pyro_vmm::DiskFormat::Raw,
+            disk_base: None,
+            idle_pause_seconds: None,
             creator: None,
         }
     }
