@@ -13,35 +13,18 @@
 //! Needs: `cargo build --workspace --bins` in the bench's profile (`pyro`, `pyro-supervisor`),
 //! an installed debian:12 (`PYRO_CACHE_DIR`).
 
-use pyro_vmm::{Accel, BootSpec, DiskFormat, Machine, MemoryState, NetworkPolicy, VmDir};
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::target_bin;
+use pyro_vmm::{Machine, MemoryState};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MEM_MIB: u32 = 1024;
 const ROUNDS: usize = 3;
 const TOUCHED_MIB: [u32; 3] = [0, 200, 400];
-
-fn target_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(bin.is_file(), "{} is missing: build the workspace binaries first", bin.display());
-    bin
-}
-
-fn pyro(home: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(target_bin("pyro")).args(args).env("PYRO_HOME", home).output().unwrap();
-    assert!(out.status.success(), "pyro {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn launch_arg(vm: &VmDir, flag: &str) -> PathBuf {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vm.path().join("launch.json")).unwrap()).unwrap();
-    let args: Vec<&str> = spec["vmm_args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    PathBuf::from(args[args.iter().position(|a| *a == flag).unwrap() + 1])
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -64,29 +47,8 @@ fn main() {
 
 async fn run() {
     let home = tempfile::Builder::new().prefix("pyro-snap-bench-").tempdir_in("/tmp").unwrap();
-    let created = pyro(home.path(), &["workspace", "create", "debian:12", "--json"]);
-    let id = created["workspace_id"].as_str().unwrap().to_string();
-    let vm = VmDir::new(home.path().join("workspaces").join(&id).join("runtime"));
-    let (kernel, initramfs) = (launch_arg(&vm, "-kernel"), launch_arg(&vm, "-initrd"));
-    pyro(home.path(), &["workspace", "stop", &id, "--json"]);
-    let spec = BootSpec {
-        dir: vm.clone(),
-        vm_id: id.clone(),
-        accel: Accel::Tcg,
-        vcpu_count: 1,
-        mem_mib: MEM_MIB,
-        network: NetworkPolicy::Off,
-        kernel,
-        initramfs,
-        disk: vm.disk(),
-        disk_format: DiskFormat::Raw,
-        snapshot: false,
-        owner_pid: None,
-        remove_dir_on_exit: false,
-        supervisor_bin: target_bin("pyro-supervisor"),
-        idle_pause: None,
-        hostname: None,
-    };
+    let (id, spec) = common::stopped_workspace_spec(home.path(), MEM_MIB);
+    let vm = spec.dir.clone();
 
     let (mut cold, mut resume) = (Vec::new(), Vec::new());
     let mut pauses: BTreeMap<u32, Vec<(f64, f64)>> = BTreeMap::new();

@@ -6,36 +6,14 @@
 //!
 //! `PYRO_CACHE_DIR` must hold an installed `debian:12` (scripts/test.sh builds it).
 
+mod common;
+use common::{launch_arg, pyro};
 use pyro_protocol::{ErrorKind, PortForward};
 use pyro_vmm::{Accel, BootSpec, Error, Machine, NetworkPolicy, VmDir};
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn target_bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/machine-<hash> → target/<profile>/<name>
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(bin.is_file(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
-    bin
-}
-
-fn pyro(home: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(target_bin("pyro")).args(args).env("PYRO_HOME", home).output().unwrap();
-    assert!(out.status.success(), "pyro {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The value after `flag` in QEMU's arguments of the launch the engine wrote.
-fn launch_arg(vm: &VmDir, flag: &str) -> PathBuf {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vm.path().join("launch.json")).unwrap()).unwrap();
-    let args: Vec<&str> = spec["vmm_args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    let at = args.iter().position(|a| *a == flag).unwrap_or_else(|| panic!("{flag} not in {args:?}"));
-    PathBuf::from(args[at + 1])
-}
 
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()

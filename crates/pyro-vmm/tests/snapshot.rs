@@ -7,36 +7,14 @@
 //! `PYRO_CACHE_DIR` must hold an installed `debian:12` (scripts/test.sh builds it). Run with
 //! `--nocapture` to see the figures (pause time, state size, restore vs cold boot).
 
-use pyro_vmm::{Accel, BootSpec, DiskFormat, Error, IdlePause, Machine, MemoryState, NetworkPolicy, VmDir};
+mod common;
+use common::target_bin;
+use pyro_vmm::{BootSpec, DiskFormat, Error, IdlePause, Machine, MemoryState, NetworkPolicy, VmDir};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MEM_MIB: u32 = 1024;
-
-fn target_bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/snapshot-<hash> → target/<profile>/<name>
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(bin.is_file(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
-    bin
-}
-
-fn pyro(home: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(target_bin("pyro")).args(args).env("PYRO_HOME", home).output().unwrap();
-    assert!(out.status.success(), "pyro {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The value after `flag` in QEMU's arguments of the launch the engine wrote.
-fn launch_arg(vm: &VmDir, flag: &str) -> PathBuf {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vm.path().join("launch.json")).unwrap()).unwrap();
-    let args: Vec<&str> = spec["vmm_args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    let at = args.iter().position(|a| *a == flag).unwrap_or_else(|| panic!("{flag} not in {args:?}"));
-    PathBuf::from(args[at + 1])
-}
 
 /// A stopped workspace whose directory, kernel, initramfs and disk the test boots itself.
 struct Fixture {
@@ -48,29 +26,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let home = tempfile::Builder::new().prefix("pyro-snap-").tempdir_in("/tmp").unwrap();
-        let created = pyro(home.path(), &["workspace", "create", "debian:12", "--json"]);
-        let id = created["workspace_id"].as_str().unwrap().to_string();
-        let vm = VmDir::new(home.path().join("workspaces").join(&id).join("runtime"));
-        let (kernel, initramfs) = (launch_arg(&vm, "-kernel"), launch_arg(&vm, "-initrd"));
-        pyro(home.path(), &["workspace", "stop", &id, "--json"]);
-        let spec = BootSpec {
-            dir: vm.clone(),
-            vm_id: id.clone(),
-            accel: Accel::Tcg,
-            vcpu_count: 1,
-            mem_mib: MEM_MIB,
-            network: NetworkPolicy::Off,
-            kernel,
-            initramfs,
-            disk: vm.disk(),
-            disk_format: DiskFormat::Raw,
-            snapshot: false,
-            owner_pid: None,
-            remove_dir_on_exit: false,
-            supervisor_bin: PathBuf::from(env!("CARGO_BIN_EXE_pyro-supervisor")),
-            idle_pause: None,
-            hostname: None,
-        };
+        let (id, spec) = common::stopped_workspace_spec(home.path(), MEM_MIB);
         Fixture { home, id, spec }
     }
 
