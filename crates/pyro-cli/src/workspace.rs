@@ -184,8 +184,8 @@ pub struct UpdateArgs {
     /// Expire this many seconds from now (60-3600).
     #[arg(long)]
     ttl_seconds: Option<u64>,
-    /// Pause after N seconds without a call (0 turns it off); applies from the next start or
-    /// resume.
+    /// Pause after N seconds without a call (0 turns it off); a running workspace applies it
+    /// at once, counting from now.
     #[arg(long, value_name = "N")]
     idle_pause_seconds: Option<u64>,
     #[arg(long)]

@@ -350,6 +350,12 @@ fn bad_input_cold_fork_truncated_state_and_idle_pause() {
     let (code, out, payload) = exec(&home, &id, "cat /workspace/note");
     assert_eq!((code, out.as_str()), (0, "kept\n"));
     assert_eq!(payload["resumed_from_pause"], true, "{payload}");
+    // A running workspace takes an update of its idle pause at once: turned off, it stays
+    // up well past the old 3 s; turned on again, it pauses (the wait below).
+    ok(&home, &["workspace", "update", &id, "--idle-pause-seconds", "0", "--json"]);
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(state(&home, &id), "started", "paused although its idle pause was turned off");
+    ok(&home, &["workspace", "update", &id, "--idle-pause-seconds", "2", "--json"]);
     // Stop of a paused workspace resumes it and shuts it down cleanly.
     let deadline = Instant::now() + Duration::from_secs(90);
     while state(&home, &id) != "paused" {

@@ -222,7 +222,7 @@ pub struct WorkspaceUpdateParams {
     #[serde(default)]
     pub clear_labels: Option<Vec<String>>,
     /// Pause the workspace after this many seconds without a call (1..86400; 0 turns it
-    /// off); applies from its next start or resume.
+    /// off); a running workspace applies it at once, counting from now.
     #[serde(default)]
     pub idle_pause_seconds: Option<u64>,
 }

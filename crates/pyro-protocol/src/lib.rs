@@ -530,6 +530,15 @@ pub enum SupervisorRequest {
         /// How long requests in flight may take to finish.
         timeout_ms: u64,
     },
+    /// Change the idle pause of a running VM (a workspace update): from now on the
+    /// supervisor pauses the VM once no request has arrived for `after_ms` (0 = never),
+    /// taking `lock_path` without waiting first, as at boot.
+    SetIdlePause {
+        /// Idle time before the pause, in milliseconds; 0 turns the idle pause off.
+        after_ms: u64,
+        /// The lock a call in progress holds (shared); the pause takes it exclusively.
+        lock_path: String,
+    },
 }
 
 /// One published port: TCP on `host:host_port` of the host reaches `guest_port` in the guest.

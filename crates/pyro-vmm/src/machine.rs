@@ -576,6 +576,20 @@ impl Machine {
             other => Err(Error::unexpected("unpublish", other)),
         }
     }
+
+    /// Change the running VM's idle pause (`None` turns it off); the idle time counts from
+    /// now. What a later boot or restore uses comes from its [`BootSpec`] again.
+    pub async fn set_idle_pause(&self, idle_pause: Option<&crate::IdlePause>) -> Result<()> {
+        let (after_ms, lock_path) = match idle_pause {
+            Some(p) => (p.after.as_millis().max(1) as u64, p.lock_path.display().to_string()),
+            None => (0, String::new()),
+        };
+        let req = Request::Supervisor(SupervisorRequest::SetIdlePause { after_ms, lock_path });
+        match self.guest_call(req, PORTS_TIMEOUT).await? {
+            Response::Ok => Ok(()),
+            other => Err(Error::unexpected("set_idle_pause", other)),
+        }
+    }
 }
 
 /// The one mapping of an error answer from the guest (or the supervisor): its kind and

@@ -45,6 +45,9 @@ struct Shared {
     pausing: AtomicBool,
     /// When the last client request arrived (idle pause).
     last_request: Mutex<Instant>,
+    /// The idle pause in force: after how long without a request, and the lock a call in
+    /// progress holds. Set at launch, changed by `SetIdlePause`.
+    idle_pause: Mutex<Option<(Duration, PathBuf)>>,
 }
 
 #[derive(Debug)]
@@ -262,6 +265,10 @@ async fn run(vm: VmDir) -> i32 {
         shutdown_tx,
         pausing: AtomicBool::new(false),
         last_request: Mutex::new(Instant::now()),
+        idle_pause: Mutex::new(match (spec.idle_pause_ms, spec.lock_path.clone()) {
+            (Some(ms), Some(lock)) if ms > 0 => Some((Duration::from_millis(ms), lock)),
+            _ => None,
+        }),
     });
 
     tokio::spawn(write_agent(agent_sink, agent_rx));
@@ -362,9 +369,7 @@ async fn run(vm: VmDir) -> i32 {
         });
     }
 
-    if let (Some(ms), Some(lock)) = (spec.idle_pause_ms, spec.lock_path.clone()) {
-        tokio::spawn(watch_idle(shared.clone(), Duration::from_millis(ms), lock));
-    }
+    tokio::spawn(watch_idle(shared.clone()));
 
     let mut reply_to: Option<(ClientTx, u64)> = None;
     let mut paused: Option<crate::Paused> = None;
@@ -714,6 +719,14 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                     reply: Some((client_tx.clone(), frame.id)),
                     lock: None,
                 });
+            }
+            Request::Supervisor(SupervisorRequest::SetIdlePause { after_ms, lock_path }) => {
+                let setting = (after_ms > 0).then(|| (Duration::from_millis(after_ms), PathBuf::from(lock_path)));
+                eprintln!("supervisor: idle pause set to {after_ms} ms");
+                *shared.idle_pause.lock().unwrap() = setting;
+                // The new idle time counts from now, not from the last request.
+                *shared.last_request.lock().unwrap() = Instant::now();
+                reply(&client_tx, frame.id, Ok(()));
             }
             Request::Supervisor(SupervisorRequest::Publish { .. } | SupervisorRequest::Unpublish { .. })
                 if shared.pausing.load(Ordering::SeqCst) =>
@@ -1119,12 +1132,18 @@ async fn commit_state(
     Ok(crate::Paused { state_bytes, pause_ms })
 }
 
-/// Idle pause: once no client request has arrived for `after` (and none is in flight), take
-/// the VM's lock without waiting (held = a call is in progress: try again later) and pause.
-async fn watch_idle(shared: Arc<Shared>, after: Duration, lock_path: PathBuf) {
-    let tick = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+/// Idle pause: once no client request has arrived for the idle time in force (and none is
+/// in flight), take the VM's lock without waiting (held = a call is in progress: try again
+/// later) and pause. With no idle pause in force it only looks again each second (a
+/// `SetIdlePause` may turn it on).
+async fn watch_idle(shared: Arc<Shared>) {
     loop {
-        tokio::time::sleep(tick).await;
+        let current = shared.idle_pause.lock().unwrap().clone();
+        let Some((after, lock_path)) = current else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        tokio::time::sleep((after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))).await;
         if shared.pausing.load(Ordering::SeqCst) {
             continue;
         }

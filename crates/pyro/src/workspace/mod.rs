@@ -158,7 +158,7 @@ pub struct UpdateWorkspaceOptions {
     /// Extend (or shorten) the expiry: the workspace now expires `ttl_seconds` from now.
     pub ttl_seconds: Option<u64>,
     /// New idle pause delay in seconds (1..=86400), `Some(0)` turns it off, `None` keeps it.
-    /// A running workspace applies it from its next start or resume.
+    /// A running workspace applies it at once (its supervisor is told), counting from now.
     #[serde(default)]
     pub idle_pause_seconds: Option<u64>,
 }
@@ -951,6 +951,12 @@ impl Pyro {
             r.last_activity_at = now_f64();
             Ok(())
         })?;
+        if opts.idle_pause_seconds.is_some() && record.state == WorkspaceState::Started {
+            // A running VM's supervisor takes the new idle time at once. Best effort: a VM
+            // that just went away (stopped, paused) gets it from the record at its next
+            // start or resume anyway.
+            let _ = dir.machine().set_idle_pause(pause::idle_pause_of(&dir, &record).as_ref()).await;
+        }
         Ok(info_of(&record))
     }
 
