@@ -365,6 +365,26 @@ fn bad_input_cold_fork_truncated_state_and_idle_pause() {
     let s = ok(&home, &["workspace", "stop", &id, "--json"]);
     assert_eq!((s["state"].as_str(), s["last_error"].as_str()), (Some("stopped"), None), "{s}");
     assert!(s["workspace_resume"]["resume_ms"].as_u64().is_some(), "{s}");
+    // TTL expiry of a paused workspace stops it as today (resumed, shut down cleanly, disk
+    // kept). Time passing is simulated by moving `expires_at` back, as in workspace.rs.
+    ok(&home, &["workspace", "update", &id, "--idle-pause-seconds", "0", "--json"]);
+    ok(&home, &["workspace", "start", &id, "--json"]);
+    ok(&home, &["workspace", "pause", &id, "--json"]);
+    let record_path = home.path().join("workspaces").join(&id).join("workspace.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    r["expires_at"] = serde_json::json!(r["created_at"].as_f64().unwrap() - 1.0);
+    std::fs::write(&record_path, serde_json::to_vec(&r).unwrap()).unwrap();
+    let e = fail(&home, &["workspace", "exec", &id, "--", "true"]);
+    assert!(e.contains("expired"), "{e}");
+    let st = ok(&home, &["workspace", "status", &id, "--json"]);
+    assert_eq!(st["state"], "stopped", "{st}");
+    assert!(st["last_error"].as_str().unwrap().contains("expired"), "{st}");
+    assert!(!runtime(&home, &id).join("memory.state").exists(), "an expired paused workspace kept its memory state");
+    assert_eq!(processes_mentioning(&vm_dir), Vec::<String>::new(), "an expired paused workspace still runs");
+    ok(&home, &["workspace", "update", &id, "--ttl-seconds", "600", "--json"]);
+    ok(&home, &["workspace", "start", &id, "--json"]);
+    let (_, out, _) = exec(&home, &id, "cat /workspace/note");
+    assert_eq!(out, "kept\n", "the disk of an expired paused workspace lost its files");
     let o = home.run(&["workspace", "delete", &id]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
