@@ -319,6 +319,34 @@ pub(crate) fn valid_hostname(name: &str) -> bool {
         })
 }
 
+/// Why a pause may not start for lack of room.
+#[derive(Debug)]
+pub(crate) enum SpaceCheck {
+    /// Not enough free space (the message has the numbers).
+    Short(String),
+    /// Free space could not be read.
+    Unknown(String),
+}
+
+/// Room for a pause's state in `dir`: at most the guest's memory plus framing
+/// ([`crate::PAUSE_SPACE_MARGIN_BYTES`]), checked before anything is written.
+pub(crate) fn check_pause_space(dir: &Path, mem_mib: u32) -> std::result::Result<(), SpaceCheck> {
+    let need = u64::from(mem_mib) * 1024 * 1024 + crate::PAUSE_SPACE_MARGIN_BYTES;
+    let free =
+        free_bytes(dir).map_err(|e| SpaceCheck::Unknown(format!("checking free space in {}: {e}", dir.display())))?;
+    if free < need {
+        return Err(SpaceCheck::Short(format!(
+            "pausing needs up to {} MiB free in {} (the guest's {} MiB of memory plus {} MiB), only {} MiB are free; the VM keeps running",
+            need / (1024 * 1024),
+            dir.display(),
+            mem_mib,
+            crate::PAUSE_SPACE_MARGIN_BYTES / (1024 * 1024),
+            free / (1024 * 1024)
+        )));
+    }
+    Ok(())
+}
+
 /// Free bytes for an unprivileged writer on the filesystem of `dir`.
 pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -335,6 +363,20 @@ pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_needs_room_for_the_guest_memory_first() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_pause_space(dir.path(), 1).is_ok(), "1 MiB of guest memory should fit");
+        // No filesystem here has 4 PiB free: refused with the numbers, before anything is written.
+        match check_pause_space(dir.path(), u32::MAX) {
+            Err(SpaceCheck::Short(why)) => {
+                assert!(why.contains(&format!("the guest's {} MiB", u32::MAX)) && why.contains("MiB are free"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(matches!(check_pause_space(&dir.path().join("missing"), 1), Err(SpaceCheck::Unknown(_))));
+    }
 
     fn meta(state_bytes: u64) -> MemoryMeta {
         MemoryMeta {

@@ -994,21 +994,10 @@ async fn pause_steps(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // 2. Room for the state: at most the guest's memory plus framing.
-    let need = u64::from(spec.mem_mib) * 1024 * 1024 + crate::PAUSE_SPACE_MARGIN_BYTES;
-    let free = crate::snapshot::free_bytes(vm.path())
-        .map_err(|e| PauseError::new("io", format!("checking free space in {}: {e}", vm.path().display())))?;
-    if free < need {
-        return Err(PauseError::new(
-            "host_requirement",
-            format!(
-                "pausing needs up to {} MiB free in {} (the guest's {} MiB of memory plus {} MiB), only {} MiB are free; the VM keeps running",
-                need / (1024 * 1024),
-                vm.path().display(),
-                spec.mem_mib,
-                crate::PAUSE_SPACE_MARGIN_BYTES / (1024 * 1024),
-                free / (1024 * 1024)
-            ),
-        ));
+    match crate::snapshot::check_pause_space(vm.path(), spec.mem_mib) {
+        Ok(()) => {}
+        Err(crate::snapshot::SpaceCheck::Short(why)) => return Err(PauseError::new("host_requirement", why)),
+        Err(crate::snapshot::SpaceCheck::Unknown(why)) => return Err(PauseError::new("io", why)),
     }
     // 3. The guest's dirty page cache goes to the disk. Best effort: the state carries the
     //    page cache anyway, so a guest that does not answer (hung, hostile) cannot keep
