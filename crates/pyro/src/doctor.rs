@@ -113,6 +113,8 @@ pub struct NetworkingReport {
 /// Host tools pyro uses, with the Debian package that provides each.
 pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
+    // qcow2 overlays: forks and warm-run templates (without it, runs boot cold and forks fail).
+    ("qemu-img", "qemu-utils"),
     ("debootstrap", "debootstrap"),
     ("mkfs.ext4", "e2fsprogs"),
     ("e2fsck", "e2fsprogs"),
