@@ -219,11 +219,18 @@ fn pause_resume_keeps_shells_and_services_and_fork_makes_independent_children() 
         assert!(out.contains("child at=/tmp x=1"), "child {c} shell state: {out}");
         let (_, host, _) = exec(&home, c, "hostname");
         assert_eq!(host.trim(), format!("pyro-{c}"));
+        // The parent's service runs on in the child (same pid in its own guest), but the
+        // host port stays the parent's: the child's record claims none.
+        let s = ok(&home, &["workspace", "service", "status", c, "web", "--json"]);
+        assert_eq!((s["state"].as_str(), s["pid"].as_i64()), (Some("running"), Some(pid)), "{s}");
+        assert_eq!(s["published_ports"], serde_json::json!([]), "a child claims the parent's host port: {s}");
         let (_, r, _) = exec(&home, c, "head -c 16 /dev/urandom | od -An -tx1");
         randoms.push(r);
     }
     let (_, r, _) = exec(&home, &id, "head -c 16 /dev/urandom | od -An -tx1");
     randoms.push(r);
+    let page = http_get(port, "/index.html").unwrap();
+    assert!(page.contains("page from before the pause"), "the parent's published port after the fork: {page}");
     let distinct: std::collections::BTreeSet<&String> = randoms.iter().collect();
     assert_eq!(distinct.len(), randoms.len(), "random bytes repeat across forks: {randoms:?}");
     // A write in one child is invisible in the others and in the parent.

@@ -855,6 +855,11 @@ fn copy_host_state(parent: &WorkspaceDir, child: &WorkspaceDir, child_id: &str, 
                             return None;
                         }
                         obj.insert("workspace_id".into(), child_id.into());
+                        // Host ports stay with the parent (its supervisor holds the
+                        // forwards); the child's service runs on without any.
+                        if d == "services" && obj.contains_key("published_ports") {
+                            obj.insert("published_ports".into(), serde_json::Value::Array(Vec::new()));
+                        }
                         Some(v)
                     },
                 )
