@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fail, free_port, http_get, ok, processes_mentioning, stderr, stdout, TestHome};
+use common::{fail, free_port, http_get, ok, processes_mentioning, start_site_service, stderr, stdout, TestHome};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -83,29 +83,7 @@ fn pause_resume_keeps_shells_and_services_and_fork_makes_independent_children() 
         &["workspace", "file", "write", &id, "site/index.html", "--text", "page from before the pause", "--json"],
     );
     let port = free_port();
-    let publish = format!("{port}:8000");
-    let svc = ok(
-        &home,
-        &[
-            "workspace",
-            "service",
-            "start",
-            &id,
-            "web",
-            "--cwd",
-            "site",
-            "--ready-http",
-            "http://127.0.0.1:8000/",
-            "--publish",
-            &publish,
-            "--json",
-            "--",
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-        ],
-    );
+    let svc = start_site_service(&home, &id, port);
     assert_eq!(svc["state"], "running", "{svc}");
     let pid = svc["pid"].as_i64().expect("service pid");
     let shell = ok(&home, &["workspace", "shell", "open", &id, "--json"])["shell_id"].as_str().unwrap().to_string();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fail, file_contains, free_port, http_get, ok, stderr, stdout, TestHome};
+use common::{fail, file_contains, free_port, http_get, ok, start_site_service, stderr, stdout, TestHome};
 use std::time::{Duration, Instant};
 
 fn create(home: &TestHome, args: &[&str]) -> String {
@@ -138,29 +138,7 @@ fn service_becomes_ready_is_published_on_loopback_and_never_blocks_other_calls()
     let id = create(&home, &["debian:12-build", "--network-policy", "egress+published-ports"]);
     ok(&home, &["workspace", "file", "write", &id, "site/index.html", "--text", "hello from the guest", "--json"]);
     let port = free_port();
-    let publish = format!("{port}:8000");
-    let s = ok(
-        &home,
-        &[
-            "workspace",
-            "service",
-            "start",
-            &id,
-            "web",
-            "--cwd",
-            "site",
-            "--ready-http",
-            "http://127.0.0.1:8000/",
-            "--publish",
-            &publish,
-            "--json",
-            "--",
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-        ],
-    );
+    let s = start_site_service(&home, &id, port);
     assert_eq!(s["state"], "running", "{s}");
     assert!(s["ready_at"].as_f64().is_some());
     assert_eq!(s["readiness"], serde_json::json!({"type": "http", "url": "http://127.0.0.1:8000/"}));

@@ -183,3 +183,14 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     s.read_to_string(&mut body)?;
     Ok(body)
 }
+
+/// Start service `web` in workspace `id`: `python3 -m http.server 8000` serving the
+/// workspace's `site/` directory, ready when it answers HTTP, published on host port `port`
+/// (the workspace needs `egress+published-ports` and python3, e.g. debian:12-build).
+pub fn start_site_service(home: &TestHome, id: &str, port: u16) -> serde_json::Value {
+    let publish = format!("{port}:8000");
+    let args = ["workspace", "service", "start", id, "web", "--cwd", "site", "--ready-http", "http://127.0.0.1:8000/"];
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--publish", &publish, "--json", "--", "python3", "-m", "http.server", "8000"]);
+    ok(home, &all)
+}
