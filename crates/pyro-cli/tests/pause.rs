@@ -302,6 +302,27 @@ fn bad_input_cold_fork_truncated_state_and_idle_pause() {
     ok(&home, &["workspace", "delete", &child, "--json"]);
     ok(&home, &["workspace", "delete", f["workspaces"][1]["workspace_id"].as_str().unwrap(), "--json"]);
 
+    // Every fork puts the parent one frozen base deeper; 17 more (past the 16 backing files
+    // the offline disk tools read) and the chain is flattened on the way instead, so the
+    // parent's and the last child's disks stay readable and bootable.
+    let mut last = String::new();
+    for _ in 0..17 {
+        let f = ok(&home, &["workspace", "fork", &id, "--json"]);
+        let c = f["workspaces"][0]["workspace_id"].as_str().unwrap().to_string();
+        if !last.is_empty() {
+            ok(&home, &["workspace", "delete", &last, "--json"]);
+        }
+        last = c;
+    }
+    for w in [&id, &last] {
+        let l = ok(&home, &["workspace", "disk", "list", w, "--json"]);
+        let names: Vec<&str> = l["entries"].as_array().unwrap().iter().filter_map(|e| e["path"].as_str()).collect();
+        assert!(names.iter().any(|n| n.ends_with("/note")), "{w}: /workspace/note missing from {names:?}");
+    }
+    let r = ok(&home, &["workspace", "disk", "read", &last, "note", "--json"]);
+    assert_eq!(r["content"], "kept\n");
+    ok(&home, &["workspace", "delete", &last, "--json"]);
+
     // A truncated state: a clear error, the workspace stopped with its disk, `start` boots cold.
     ok(&home, &["workspace", "start", &id, "--json"]);
     ok(&home, &["workspace", "pause", &id, "--json"]);

@@ -35,8 +35,8 @@ pub use machine::{BootSpec, Booted, Exported, Machine, AGENT_TRANSPORT, BOOT_TIM
 pub use netfilter::available as egress_filter_available;
 pub use network::{NetworkPolicy, USER_NET_DNS, USER_NET_GATEWAY, USER_NET_GUEST_IP, USER_NET_SUBNET};
 pub use snapshot::{
-    create_overlay, fingerprint, fingerprint_mismatch, DiskFormat, IdlePause, MemoryMeta, MemoryState, Paused,
-    PublishedPort, MEMORY_FORMAT, PAUSE_SPACE_MARGIN_BYTES,
+    create_overlay, fingerprint, fingerprint_mismatch, flatten_disk, DiskFormat, IdlePause, MemoryMeta, MemoryState,
+    Paused, PublishedPort, MEMORY_FORMAT, PAUSE_SPACE_MARGIN_BYTES,
 };
 pub use util::{tail_lines, which};
 pub use vm_dir::{clone_disk, supervisors_under, VmDir};

@@ -287,6 +287,43 @@ pub fn create_overlay(base: &Path, base_format: DiskFormat, dest: &Path) -> Resu
     Ok(())
 }
 
+/// Write the whole disk `source` (a qcow2 overlay with its backing chain, or a raw image)
+/// as one standalone raw image `dest` (owner-only, sparse: zero blocks stay holes, fsynced,
+/// placed by rename so `dest` is never partial). Used to cap a chain of forks' overlays.
+pub fn flatten_disk(source: &Path, source_format: DiskFormat, dest: &Path) -> Result<()> {
+    let qemu_img = crate::util::which("qemu-img")
+        .ok_or_else(|| Error::HostRequirement("qemu-img is not installed (apt-get install qemu-utils)".into()))?;
+    let mut tmp = dest.as_os_str().to_os_string();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let out = std::process::Command::new(qemu_img)
+        .args(["convert", "-q", "-f", source_format.as_str(), "-O", "raw", "-S", "4k"])
+        .arg(source)
+        .arg(&tmp)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io("running qemu-img", e))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(
+            format!("flattening {} into {}", source.display(), dest.display()),
+            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        ));
+    }
+    let placed = pyro_sys::make_private(&tmp)
+        .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, dest));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("placing the flattened disk {}", dest.display()), e));
+    }
+    if let Some(parent) = dest.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// Fresh bytes from the host kernel's `getrandom`.
 pub(crate) fn host_entropy(len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];

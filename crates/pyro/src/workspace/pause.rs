@@ -201,6 +201,29 @@ struct BaseInfo {
     created_at: f64,
 }
 
+/// Most frozen bases under one disk. Every fork of a workspace puts its disk one base
+/// deeper; past this the chain is first flattened into one raw disk (a copy, but only once
+/// every so many forks), so reads never walk a long chain and the offline disk tools (16
+/// backing files at most) can always read it.
+pub(crate) const MAX_BASE_CHAIN: usize = 8;
+
+/// How many bases lie under a disk whose record names `base` (following the sidecars).
+fn chain_depth(base: Option<&Path>) -> usize {
+    let mut depth = 0;
+    let mut next = base.map(Path::to_path_buf);
+    while let Some(b) = next {
+        depth += 1;
+        if depth > 64 {
+            break;
+        }
+        next = std::fs::read(sidecar(&b))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<BaseInfo>(&t).ok())
+            .and_then(|i| i.backing);
+    }
+    depth
+}
+
 fn sidecar(base: &Path) -> PathBuf {
     let mut s = base.as_os_str().to_owned();
     s.push(".json");
@@ -641,6 +664,12 @@ impl Pyro {
                 )));
             }
         }
+        let record = if chain_depth(record.disk_base.as_deref()) >= MAX_BASE_CHAIN {
+            self.progress().report("flatten", "flattening a long chain of forks into one disk", Some(0.2));
+            self.flatten_chain(parent, record)?
+        } else {
+            record
+        };
         self.progress().report("freeze", "freezing the disk as a shared read-only base", Some(0.3));
         let (record, base, base_format) = self.freeze_disk(parent, record)?;
         // The parent's state now pairs with the overlay: same bytes for the guest, another
@@ -692,6 +721,24 @@ impl Pyro {
             return Err(e);
         }
         Ok(infos)
+    }
+
+    /// Put the parent back on one standalone raw disk (its overlay and whole chain written
+    /// out as `rootfs.ext4`), so the next freeze starts a new, short chain. Crash-safe: the
+    /// raw disk is complete before the record names it, and the old overlay goes only after.
+    fn flatten_chain(&self, parent: &WorkspaceDir, record: WorkspaceRecord) -> Result<WorkspaceRecord> {
+        let current = parent.disk_path(&record);
+        pyro_vmm::flatten_disk(&current, record.disk_format, &parent.vm().disk())?;
+        crate::workspace::ops::crash_point("fork:flattened");
+        let (record, _) = parent.update(|r| {
+            r.disk_format = DiskFormat::Raw;
+            r.disk_base = None;
+            Ok(())
+        })?;
+        if current != parent.vm().disk() {
+            let _ = std::fs::remove_file(&current);
+        }
+        Ok(record)
     }
 
     /// Freeze the parent's current disk as a base and put the parent on a qcow2 overlay of
