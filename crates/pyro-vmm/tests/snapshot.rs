@@ -271,8 +271,16 @@ async fn an_idle_vm_pauses_itself_but_not_while_its_lock_is_held() {
     assert!(!machine.is_running(), "the idle VM did not pause");
     println!("idle pause {} ms after the last request", released.elapsed().as_millis() + 1000);
     let state = MemoryState::load(fx.vm()).unwrap().expect("the idle pause saved a state");
-    let log = std::fs::read_to_string(fx.vm().path().join("supervisor.log")).unwrap();
-    assert!(log.contains("pausing the idle VM") && log.contains("idle; paused"), "{log}");
+    // QEMU is gone before the supervisor writes its last line: give it a moment to exit.
+    let log_path = fx.vm().path().join("supervisor.log");
+    let said = |log: &str| log.contains("pausing the idle VM") && log.contains("idle; paused");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut log = std::fs::read_to_string(&log_path).unwrap();
+    while !said(&log) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log = std::fs::read_to_string(&log_path).unwrap();
+    }
+    assert!(said(&log), "{log}");
     let (machine, booted) = Machine::restore(fx.spec.clone(), &state).await.unwrap();
     assert!(booted.restored);
     assert_eq!(sh(&machine, "echo back").await, "back");
