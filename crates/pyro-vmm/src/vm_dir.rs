@@ -155,6 +155,13 @@ impl VmDir {
         crate::supervisor::client::is_running(self)
     }
 
+    /// Is any process of this VM (its supervisor or its VMM, as recorded and still the same
+    /// process) alive? Unlike [`VmDir::is_running`], true while a supervisor whose QEMU is
+    /// gone (after a pause, or a crash) is still cleaning up.
+    pub fn has_live_processes(&self) -> bool {
+        !crate::supervisor::client::live_processes(self).is_empty()
+    }
+
     /// Last resort: SIGKILL the VMM and supervisor named in the pid record, each only if
     /// it is still the process that was recorded.
     pub fn kill(&self) {

@@ -372,6 +372,10 @@ async fn run(vm: VmDir) -> i32 {
     tokio::spawn(watch_idle(shared.clone()));
 
     let mut reply_to: Option<(ClientTx, u64)> = None;
+    // The lock an idle pause took: held until this process exits, so no call (which holds
+    // the lock while it works) can start a new VM in this directory while this supervisor
+    // is still cleaning it up after the pause.
+    let mut _held_idle_lock: Option<pyro_sys::FileLock> = None;
     let mut paused: Option<crate::Paused> = None;
     let mut stop_reason = "the VM stopped".to_string();
     let mut router = router;
@@ -394,9 +398,9 @@ async fn run(vm: VmDir) -> i32 {
                 if let Some(ShutdownCause::Pause { timeout, reply, lock }) = cause {
                     let idle = lock.is_some();
                     let result = pause_vm(&shared, &vm, &mut vmm, timeout).await;
-                    drop(lock);
                     match result {
                         Ok(p) => {
+                            _held_idle_lock = lock;
                             eprintln!(
                                 "supervisor: {}paused: {} bytes of state in {} ms",
                                 if idle { "idle; " } else { "" },

@@ -378,6 +378,12 @@ pub(crate) fn refresh_liveness(dir: &WorkspaceDir) -> Result<WorkspaceRecord> {
         return Ok(record);
     }
     let saved = pyro_vmm::MemoryState::load(&dir.vm());
+    if matches!(saved, Ok(Some(_))) && dir.vm().has_live_processes() {
+        // The supervisor's idle pause saved the state and ended QEMU, and is finishing (it
+        // holds the lifecycle lock until it exits, so no call gets here meanwhile): `paused`
+        // once no process of it is left.
+        return Ok(record);
+    }
     let (record, _) = dir.update(|r| {
         if r.state != WorkspaceState::Started {
             return Ok(());
