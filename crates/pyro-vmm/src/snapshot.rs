@@ -254,43 +254,25 @@ pub fn create_overlay(base: &Path, base_format: DiskFormat, dest: &Path) -> Resu
             base.display()
         )));
     }
-    let qemu_img = crate::util::which("qemu-img")
-        .ok_or_else(|| Error::HostRequirement("qemu-img is not installed (apt-get install qemu-utils)".into()))?;
-    let mut tmp = dest.as_os_str().to_os_string();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let out = std::process::Command::new(qemu_img)
-        .args(["create", "-q", "-f", "qcow2", "-F", base_format.as_str(), "-b"])
-        .arg(base)
-        .arg(&tmp)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Error::io("running qemu-img", e))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(
-            format!("creating the overlay {} over {}", dest.display(), base.display()),
-            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        ));
-    }
-    let placed = pyro_sys::make_private(&tmp)
-        .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, dest));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("placing the overlay {}", dest.display()), e));
-    }
-    if let Some(parent) = dest.parent() {
-        fsync_dir(parent)?;
-    }
-    Ok(())
+    let mut args: Vec<std::ffi::OsString> =
+        ["create", "-q", "-f", "qcow2", "-F", base_format.as_str(), "-b"].iter().map(Into::into).collect();
+    args.push(base.into());
+    qemu_img_into(args, dest, &format!("creating the overlay {} over {}", dest.display(), base.display()))
 }
 
 /// Write the whole disk `source` (a qcow2 overlay with its backing chain, or a raw image)
 /// as one standalone raw image `dest` (owner-only, sparse: zero blocks stay holes, fsynced,
 /// placed by rename so `dest` is never partial). Used to cap a chain of forks' overlays.
 pub fn flatten_disk(source: &Path, source_format: DiskFormat, dest: &Path) -> Result<()> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["convert", "-q", "-f", source_format.as_str(), "-O", "raw", "-S", "4k"].iter().map(Into::into).collect();
+    args.push(source.into());
+    qemu_img_into(args, dest, &format!("flattening {} into {}", source.display(), dest.display()))
+}
+
+/// Run `qemu-img ARGS <dest>.partial`, then make the output owner-only, fsync it and rename
+/// it to `dest` (fsyncing the directory): `dest` is whole or absent, never partial.
+fn qemu_img_into(args: Vec<std::ffi::OsString>, dest: &Path, what: &str) -> Result<()> {
     let qemu_img = crate::util::which("qemu-img")
         .ok_or_else(|| Error::HostRequirement("qemu-img is not installed (apt-get install qemu-utils)".into()))?;
     let mut tmp = dest.as_os_str().to_os_string();
@@ -298,25 +280,21 @@ pub fn flatten_disk(source: &Path, source_format: DiskFormat, dest: &Path) -> Re
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let out = std::process::Command::new(qemu_img)
-        .args(["convert", "-q", "-f", source_format.as_str(), "-O", "raw", "-S", "4k"])
-        .arg(source)
+        .args(args)
         .arg(&tmp)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| Error::io("running qemu-img", e))?;
     if !out.status.success() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(
-            format!("flattening {} into {}", source.display(), dest.display()),
-            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        ));
+        return Err(Error::io(what, std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string())));
     }
     let placed = pyro_sys::make_private(&tmp)
         .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()))
         .and_then(|()| std::fs::rename(&tmp, dest));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("placing the flattened disk {}", dest.display()), e));
+        return Err(Error::io(format!("placing {}", dest.display()), e));
     }
     if let Some(parent) = dest.parent() {
         fsync_dir(parent)?;
