@@ -50,10 +50,22 @@ fn user_home() -> Result<PathBuf> {
 /// `pyro-agent`: that is where cargo puts its own (dynamically linked) build of the crate.
 pub const GUEST_AGENT_BIN: &str = "pyro-guest-agent";
 
+/// The directory of binaries a host program carries with it, set once per process (the
+/// Python package extracts the supervisor and guest agent it embeds and registers them here,
+/// because its running executable is the Python interpreter, not a pyro build).
+static BUNDLED_BINARIES_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Register the directory holding this process's own copies of `pyro-supervisor` and the guest
+/// agent. The first registration wins; returns the directory in effect.
+pub fn set_bundled_binaries_dir(dir: PathBuf) -> &'static std::path::Path {
+    BUNDLED_BINARIES_DIR.get_or_init(|| dir)
+}
+
 /// Find one of pyro's own binaries (`pyro-agent`, `pyro-supervisor`).
 ///
-/// Order: the explicit override variable, then next to the running executable (and its
-/// parent, which covers cargo's `target/<profile>/deps/` test binaries), then `$PATH`.
+/// Order: the explicit override variable, then the process's bundled binaries
+/// ([`set_bundled_binaries_dir`]), then next to the running executable (and its parent, which
+/// covers cargo's `target/<profile>/deps/` test binaries), then `$PATH`.
 pub fn find_own_binary(name: &str, override_var: &str) -> Result<PathBuf> {
     if let Some(v) = std::env::var_os(override_var) {
         let p = PathBuf::from(v);
@@ -63,6 +75,9 @@ pub fn find_own_binary(name: &str, override_var: &str) -> Result<PathBuf> {
         return Err(Error::HostRequirement(format!("{override_var} points at {} which is not a file", p.display())));
     }
     let mut candidates = Vec::new();
+    if let Some(dir) = BUNDLED_BINARIES_DIR.get() {
+        candidates.push(dir.join(name));
+    }
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
             candidates.push(dir.join(name));

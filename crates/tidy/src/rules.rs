@@ -101,6 +101,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("pyro-mcp", &["pyro"]),
     // `pyro mcp serve` hands over to the MCP server.
     ("pyro-cli", &["pyro", "pyro-mcp"]),
+    // The Python SDK: the engine in-process, and `create_server` hands over to the MCP server.
+    ("pyro-py", &["pyro", "pyro-mcp"]),
     ("pyro-agent", &["pyro-sys", "pyro-protocol", "pyro-tree"]),
     ("tidy", &[]),
 ];
