@@ -14,6 +14,8 @@ export PYRO_MCP_PYTHON
 # CI must never skip the MCP acceptance tests for want of the client.
 export PYRO_REQUIRE_MCP_CLIENT=1
 scripts/build.sh debug
+# The Python SDK, built and installed the way a user installs it (see the script).
+PYRO_SDK_PYTHON="$(scripts/python-sdk-venv.sh)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 for env in debian:12 debian:12-build; do
@@ -27,5 +29,7 @@ done
 # TIDY_STRICT: a tidy rule about a crate that does not exist, or an allow-list entry that
 # excuses nothing, fails instead of being skipped.
 TIDY_STRICT=1 cargo test --workspace -- --test-threads=2
+# The Python SDK's tests (real guests, through the installed wheel).
+"$PYRO_SDK_PYTHON" -m pytest crates/pyro-py/tests -q
 # Fuzz smoke test: every cargo-fuzz target builds and runs a few seconds over its corpus.
 scripts/fuzz.sh 5
