@@ -2,7 +2,7 @@
 //! `pyro` SDK, like the CLI and the MCP server: it converts arguments and payloads and
 //! holds no engine logic.
 //!
-//! - `sdk.rs`: the `Pyro` class, one method per SDK call (REFERENCE.md §4 plus pyro's own).
+//! - `sdk.rs`: the `Pyro` class, one method per SDK call (the reference SDK's methods plus pyro's own).
 //! - `mcp.rs`: `McpServer` (`Pyro.create_server`), served on stdio by `pyro_mcp`.
 //! - `convert.rs`: arguments in and payloads out through serde (`pythonize`).
 //! - `runtime.rs`: the process-wide tokio runtime; calls release the GIL and poll Ctrl-C.

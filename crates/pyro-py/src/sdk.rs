@@ -1,4 +1,4 @@
-//! The `Pyro` class: every method of the reference SDK (REFERENCE.md §4) plus pyro's
+//! The `Pyro` class: every method of the reference Python SDK plus pyro's
 //! additions, each one SDK call. Arguments are converted (see `convert.rs`), the call runs
 //! with the GIL released (see `runtime.rs`), the payload comes back as plain Python data.
 //!
