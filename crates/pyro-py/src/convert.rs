@@ -59,23 +59,24 @@ pub(crate) fn from_py<T: DeserializeOwned>(
     })
 }
 
-/// An integer argument as the engine's unsigned type. Negative values are refused here
-/// (`InvalidInputError`, the engine's types cannot hold them); values beyond the type's
-/// maximum become the maximum, so the engine's own range check reports them with its message.
+/// An integer argument as the engine's unsigned type. Values the type cannot hold (negative,
+/// or beyond its maximum) raise `InvalidInputError` naming the parameter; the engine checks
+/// the actual range of what it can hold, with its own message.
 pub(crate) fn unsigned<T>(py: Python<'_>, value: i64, name: &str) -> PyResult<T>
 where
-    T: TryFrom<i64> + Bounded,
+    T: TryFrom<i64> + Bounded + std::fmt::Display,
 {
     if value < 0 {
         return Err(crate::errors::invalid_input(py, format!("{name} must not be negative, got {value}")));
     }
-    Ok(T::try_from(value).unwrap_or(T::MAX))
+    T::try_from(value)
+        .map_err(|_| crate::errors::invalid_input(py, format!("{name} must be at most {}, got {value}", T::MAX)))
 }
 
 /// [`unsigned`] for an optional argument.
 pub(crate) fn unsigned_opt<T>(py: Python<'_>, value: Option<i64>, name: &str) -> PyResult<Option<T>>
 where
-    T: TryFrom<i64> + Bounded,
+    T: TryFrom<i64> + Bounded + std::fmt::Display,
 {
     value.map(|v| unsigned(py, v, name)).transpose()
 }
