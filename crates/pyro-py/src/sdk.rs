@@ -75,8 +75,6 @@ const PORTS: &str = "a list of {\"guest_port\": int, \"host_port\": int or None}
 
 /// The pyro engine in this process: disposable, persistent Linux microVM workspaces.
 ///
-/// Pyro(manager=None, *, backend_name=None, base_dir=None, cache_dir=None, max_active_vms=4)
-///
 /// base_dir is the engine's state directory (workspaces, VM run directories; default
 /// $PYRO_HOME, else ~/.local/share/pyro); cache_dir holds environments and runtime files
 /// (default $PYRO_CACHE_DIR, else ~/.cache/pyro). manager must be None (pyro has no separate
