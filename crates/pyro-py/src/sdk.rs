@@ -831,11 +831,3 @@ impl PyPyro {
         crate::mcp::McpServer::new(self.pyro.clone(), &profile)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn default_profile_is_the_full_one() {
-        assert_eq!(pyro_mcp::Profile::parse(super::DEFAULT_PROFILE), Ok(pyro_mcp::Profile::WorkspaceFull));
-    }
-}
