@@ -1,0 +1,5 @@
+//! Placeholder (the `stubs` branch provides `_return_schemas`).
+use pyo3::prelude::*;
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
