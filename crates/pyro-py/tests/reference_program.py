@@ -22,14 +22,14 @@ def check(cond, what):
         raise SystemExit(f"FAILED: {what}")
 
 
-def call(name, fn, *args, **kwargs):
+def call(method, fn, /, *args, **kwargs):
     result = fn(*args, **kwargs)
-    CALLED.append(name)
-    print(f"ok {name}", flush=True)
+    CALLED.append(method)
+    print(f"ok {method}", flush=True)
     return result
 
 
-def expect_error(name, exc_type, text, fn, *args, **kwargs):
+def expect_error(name, exc_type, text, fn, /, *args, **kwargs):
     try:
         fn(*args, **kwargs)
     except exc_type as e:
@@ -147,6 +147,9 @@ def workspace_steps(pyro, scratch, ws, wid):
     check((r["exit_code"], r["stdout"]) == (0, "[REDACTED]\nhello\n"), f"exec_workspace {r}")
     r = pyro.exec_workspace(wid, command="sleep 5", timeout_seconds=1)
     check(r["exit_code"] == 124, f"exec timeout {r}")
+    expect_error(
+        "exec timeout 0", ValueError, "timeout_seconds must be positive", pyro.exec_workspace, wid, command="true", timeout_seconds=0
+    )
 
     w = call("write_workspace_file", pyro.write_workspace_file, wid, "notes.txt", text="one\n")
     check(w["path"] == "/workspace/notes.txt" and w["bytes_written"] == 4, f"write_workspace_file {w}")
@@ -180,7 +183,7 @@ def workspace_steps(pyro, scratch, ws, wid):
     check(snaps["count"] == 3 and snaps["snapshots"][0]["snapshot_name"] == "baseline", f"list_snapshots {snaps}")
     dl = call("delete_snapshot", pyro.delete_snapshot, wid, "scratch")
     check(dl == {"workspace_id": wid, "snapshot_name": "scratch", "deleted": True}, f"delete_snapshot {dl}")
-    expect_error("delete baseline", ValueError, "baseline", pyro.delete_snapshot, wid, "baseline")
+    expect_error("delete baseline", ValueError, "cannot delete the baseline snapshot", pyro.delete_snapshot, wid, "baseline")
 
     pyro.exec_workspace(wid, command="rm notes.txt")
     rs = call("reset_workspace", pyro.reset_workspace, wid, snapshot="before-reset")
@@ -188,7 +191,14 @@ def workspace_steps(pyro, scratch, ws, wid):
     check(pyro.read_workspace_file(wid, "notes.txt")["content"] == "one\ntwo\n", "reset restored notes.txt")
     rs = pyro.reset_workspace(wid)  # default: baseline
     check(rs["reset_count"] == 2 and rs["workspace_reset"]["snapshot_name"] == "baseline", f"reset baseline {rs}")
-    expect_error("read after baseline reset", ValueError, "", pyro.read_workspace_file, wid, "notes.txt")
+    expect_error(
+        "read after baseline reset",
+        ValueError,
+        "workspace path does not exist: /workspace/notes.txt",
+        pyro.read_workspace_file,
+        wid,
+        "notes.txt",
+    )
 
     out = os.path.join(scratch, "export")
     x = call("export_workspace", pyro.export_workspace, wid, "/workspace", output_path=out)
