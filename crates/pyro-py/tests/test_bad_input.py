@@ -9,7 +9,9 @@ No case here boots a VM: every call is refused before anything starts.
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,14 +30,15 @@ from pyro_sdk import (
     Pyro,
     PyroError,
 )
+from support import REPO_ROOT
 
 GHOST = "ffffffffffff"  # well-formed, never created
 GHOST_SHELL = "0123456789ab"
 CALL_TIMEOUT = 60
 
 
-def outcome(fn, *args, **kwargs) -> BaseException:
-    """The exception ``fn(*args, **kwargs)`` raises, within CALL_TIMEOUT (hang = failure)."""
+def outcome(fn, *args, _timeout: float = CALL_TIMEOUT, **kwargs) -> BaseException:
+    """The exception ``fn(*args, **kwargs)`` raises, within ``_timeout`` s (hang = failure)."""
     box: dict = {}
 
     def target():
@@ -46,8 +49,8 @@ def outcome(fn, *args, **kwargs) -> BaseException:
 
     t = threading.Thread(target=target, daemon=True)
     t.start()
-    t.join(CALL_TIMEOUT)
-    assert not t.is_alive(), f"{getattr(fn, '__name__', fn)} hung for {CALL_TIMEOUT}s"
+    t.join(_timeout)
+    assert not t.is_alive(), f"{getattr(fn, '__name__', fn)} hung for {_timeout}s"
     assert "error" in box, f"{getattr(fn, '__name__', fn)}{args}{kwargs} returned {box.get('result')!r}"
     e = box["error"]
     assert type(e).__name__ != "PanicException", f"a Rust panic reached Python: {e!r}"
@@ -64,6 +67,23 @@ def expect(exc_type, fn, *args, **kwargs) -> BaseException:
     return e
 
 
+def test_the_watchdog_flags_panics_and_hangs():
+    # What a Rust panic looks like in Python: pyo3's PanicException derives from BaseException,
+    # so ``except Exception`` misses it; outcome() must turn it into a failure.
+    class PanicException(BaseException):
+        pass
+
+    def panics():
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    with pytest.raises(AssertionError, match="a Rust panic reached Python"):
+        outcome(panics)
+    with pytest.raises(AssertionError, match="hung"):
+        outcome(time.sleep, 2, _timeout=0.2)
+    with pytest.raises(AssertionError, match="returned"):
+        outcome(len, "abc")
+
+
 def test_error_classes():
     table = {
         InvalidInputError: ("invalid_input", ValueError),
@@ -78,7 +98,14 @@ def test_error_classes():
     }
     for cls, (code, base) in table.items():
         assert issubclass(cls, PyroError) and issubclass(cls, base), cls
-        assert issubclass(PyroError, Exception)
+        e = cls("some message")
+        assert (e.code, e.message, str(e)) == (code, "some message", "some message")
+    assert issubclass(PyroError, Exception)
+    # One class per code the engine has (pyro::Error::code()).
+    engine = (REPO_ROOT / "crates" / "pyro" / "src" / "error.rs").read_text()
+    body = engine[engine.index("pub fn code(&self)") :]
+    body = body[: body.index("\n    }\n")]
+    assert set(re.findall(r'=> "([a-z_]+)"', body)) == {code for code, _ in table.values()}
     # The package exports exactly these names.
     for name in ("Pyro", "McpServer", "PyroError", "__version__"):
         assert hasattr(pyro_sdk, name), name
