@@ -7,6 +7,7 @@
 //! - `convert.rs`: arguments in and payloads out through serde (`pythonize`).
 //! - `runtime.rs`: the process-wide tokio runtime; calls release the GIL and poll Ctrl-C.
 //! - `errors.rs`: engine errors as `pyro_sdk.errors` classes, one per stable code.
+//! - `progress.rs`: progress of long calls on `sys.stderr` or to a callable.
 //! - `bundle.rs`: the runtime binaries a wheel embeds, written out once.
 
 mod bench;
@@ -14,6 +15,7 @@ mod bundle;
 mod convert;
 mod errors;
 mod mcp;
+mod progress;
 mod runtime;
 mod schema;
 mod sdk;

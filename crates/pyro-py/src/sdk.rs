@@ -60,8 +60,8 @@ const _: () = {
     assert!(same(pyro::workspace::WORKSPACE_PATH, "/workspace"));
 };
 
-/// Default `profile` of `create_server`: the reference's, every tool (pinned against
-/// `pyro_mcp::Profile` by a test below).
+/// Default `profile` of `create_server`: the reference's, every tool (pinned by
+/// crates/pyro-py/tests/test_surface.py).
 const DEFAULT_PROFILE: &str = "workspace-full";
 
 const SECRETS: &str = "a list of {\"name\", \"value\"} or {\"name\", \"file_path\"} dicts";
@@ -79,8 +79,12 @@ const PORTS: &str = "a list of {\"guest_port\": int, \"host_port\": int or None}
 /// $PYRO_HOME, else ~/.local/share/pyro); cache_dir holds environments and runtime files
 /// (default $PYRO_CACHE_DIR, else ~/.cache/pyro). manager must be None (pyro has no separate
 /// manager object) and backend_name None or "qemu" (the only backend). max_active_vms is
-/// accepted for compatibility and must be at least 1; pyro does not cap the number of VMs
-/// and workspaces (each is its own process tree, bounded by host memory).
+/// accepted for compatibility and must be at least 1, but limits nothing: pyro caps running
+/// VMs host-wide, across processes (one per 512 MiB of host memory, at most 64;
+/// $PYRO_MAX_RUNNING_VMS overrides). progress: long work (environment builds and pulls)
+/// reports "[pyro] stage: message" lines on sys.stderr when it is a terminal (None, the
+/// default), always (True) or never (False); a callable gets each event as a dict
+/// {"stage", "message", "fraction"} instead.
 ///
 /// Every method returns plain dicts (a list for list_environments), releases the GIL while it
 /// waits, and can be interrupted with Ctrl-C (KeyboardInterrupt), which cancels its work
@@ -132,7 +136,10 @@ fn vm_options(
 #[pymethods]
 impl PyPyro {
     #[new]
-    #[pyo3(signature = (manager=None, *, backend_name=None, base_dir=None, cache_dir=None, max_active_vms=4))]
+    #[pyo3(
+        signature = (manager=None, *, backend_name=None, base_dir=None, cache_dir=None, max_active_vms=4, progress=None)
+    )]
+    #[allow(clippy::too_many_arguments, reason = "the Python constructor's keyword arguments")]
     fn new(
         py: Python<'_>,
         manager: Option<&Bound<'_, PyAny>>,
@@ -140,6 +147,7 @@ impl PyPyro {
         base_dir: Option<PathBuf>,
         cache_dir: Option<PathBuf>,
         max_active_vms: i64,
+        progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         if manager.is_some_and(|m| !m.is_none()) {
             return Err(PyTypeError::new_err(
@@ -166,8 +174,11 @@ impl PyPyro {
                 pyro::Paths { home: home.unwrap_or(env.home), cache_dir: cache_dir.unwrap_or(env.cache_dir) }
             }
         };
+        let progress = crate::progress::sink(py, progress)?;
         crate::install_bundle(&paths.cache_dir).map_err(|e| to_pyerr(py, &e))?;
-        Ok(PyPyro { pyro: pyro::Pyro::with_paths(paths) })
+        let pyro = pyro::Pyro::with_paths(paths);
+        pyro.set_progress(progress);
+        Ok(PyPyro { pyro })
     }
 
     fn __repr__(&self) -> String {

@@ -62,7 +62,9 @@ PYRO_METHODS = {
     'write_workspace_file': '(self, /, workspace_id, path, *, text)',
 }
 
-PYRO_CONSTRUCTOR = "(manager=None, *, backend_name=None, base_dir=None, cache_dir=None, max_active_vms=4)"
+PYRO_CONSTRUCTOR = (
+    "(manager=None, *, backend_name=None, base_dir=None, cache_dir=None, max_active_vms=4, progress=None)"
+)
 
 # pyro's additions beyond the reference's `Pyro` (REFERENCE section 4 has the other 47).
 PYRO_ADDITIONS = {"pause_workspace", "resume_workspace", "fork_workspace", "doctor"}
