@@ -2,7 +2,9 @@
 //! `pyro` SDK, like the CLI and the MCP server: it converts arguments and payloads and
 //! holds no engine logic.
 
+mod bench;
 mod bundle;
+mod schema;
 
 use pyo3::prelude::*;
 
@@ -19,5 +21,7 @@ fn _runtime_dir() -> PyResult<Option<String>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(_runtime_dir, m)?)?;
+    schema::register(m)?;
+    bench::register(m)?;
     Ok(())
 }
