@@ -10,18 +10,17 @@ use pyro::env::{EnvironmentInfo, PruneResult, PulledEnvironment};
 use pyro::vm::{DeleteVmResult, NetworkInfo, ReapResult, RunResult, VmInfo};
 use pyro::workspace::*;
 use schemars::generate::SchemaSettings;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema};
 
 /// The schema of `T` as a serialized payload (draft 2020-12, nested types under `$defs`).
-fn schema_of<T: JsonSchema>() -> serde_json::Value {
-    let generator = SchemaSettings::draft2020_12().for_serialize().into_generator();
-    generator.into_root_schema_for::<T>().to_value()
+fn schema_of<T: JsonSchema>() -> Schema {
+    SchemaSettings::draft2020_12().for_serialize().into_generator().into_root_schema_for::<T>()
 }
 
 /// Every Python `Pyro` method that returns a payload, with its payload's schema. Methods that
 /// return something else (`create_server` returns an `McpServer`) are not here; the stub
 /// test fails when this table and the runtime class disagree.
-pub fn return_schemas() -> Vec<(&'static str, serde_json::Value)> {
+pub fn return_schemas() -> Vec<(&'static str, Schema)> {
     vec![
         ("list_environments", schema_of::<Vec<EnvironmentInfo>>()),
         ("pull_environment", schema_of::<PulledEnvironment>()),
@@ -103,10 +102,10 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), all.len(), "a method is listed twice");
         for (name, schema) in &all {
-            let ty = schema["type"].as_str().unwrap_or_default();
-            assert!(ty == "object" || ty == "array", "{name}: {schema}");
+            let ty = schema.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+            assert!(ty == "object" || ty == "array", "{name}: {schema:?}");
         }
         let list = &all.iter().find(|(n, _)| *n == "list_environments").unwrap().1;
-        assert_eq!(list["items"]["$ref"], "#/$defs/EnvironmentInfo");
+        assert_eq!(list.as_value()["items"]["$ref"], "#/$defs/EnvironmentInfo");
     }
 }
