@@ -45,7 +45,7 @@ PARAM_TYPES: Dict[str, str] = {
     "snapshot_name": "str",
     "environment": "str",
     "name": "str",
-    "names": "List[str]",
+    "names": "StrList",
     # command and content
     "command": "str",
     "text": "str",
@@ -58,13 +58,14 @@ PARAM_TYPES: Dict[str, str] = {
     "seed_path": "Union[str, os.PathLike[str]]",
     "base_dir": "Union[str, os.PathLike[str]]",
     "cache_dir": "Union[str, os.PathLike[str]]",
-    # structured inputs (the TypedDicts of INPUT_TYPES)
-    "secrets": "Sequence[SecretSpec]",
+    # structured inputs (the TypedDicts of INPUT_TYPES; a list argument is a list or a tuple,
+    # a dict argument any mapping)
+    "secrets": "Union[List[SecretSpec], Tuple[SecretSpec, ...]]",
     "secret_env": "Mapping[str, str]",
     "labels": "Mapping[str, str]",
-    "clear_labels": "Sequence[str]",
+    "clear_labels": "StrList",
     "readiness": "Readiness",
-    "published_ports": "Sequence[PublishedPortSpec]",
+    "published_ports": "Union[List[PublishedPortSpec], Tuple[PublishedPortSpec, ...]]",
     # numbers that default to None
     "wait_for_idle_ms": "int",
     "ttl_seconds": "int",
@@ -80,8 +81,17 @@ RETURN_TYPES: Dict[Tuple[str, str], str] = {
     ("McpServer", "run"): "None",
 }
 
+# Types of read-only attributes (PyO3 getters), which have no signature to read.
+ATTRIBUTE_TYPES: Dict[Tuple[str, str], str] = {
+    ("McpServer", "profile"): 'Literal["vm-run", "workspace-core", "workspace-full"]',
+    ("McpServer", "tool_names"): "List[str]",
+}
+
 # TypedDicts of the dict parameters (the shapes the reference SDK documents).
 INPUT_TYPES = '''\
+StrList = Union[List[str], Tuple[str, ...]]
+"""A list argument of strings: a ``list`` or a ``tuple`` (not a ``str``)."""
+
 class SecretValue(TypedDict):
     """A secret given by value (``secrets`` of ``create_workspace``)."""
 
@@ -95,7 +105,7 @@ class SecretFile(TypedDict):
 
     name: str
     """Secret name, ``[A-Za-z_][A-Za-z0-9_]{0,63}``; the guest file is ``/run/pyro-secrets/<name>``."""
-    file_path: Union[str, os.PathLike[str]]
+    file_path: str
     """A regular UTF-8 host file, non-empty, at most 64 KiB."""
 
 SecretSpec = Union[SecretValue, SecretFile]
@@ -109,7 +119,7 @@ class PublishedPortSpec(TypedDict):
     host_port: NotRequired[Optional[int]]
     """Port to bind on host ``127.0.0.1``, 1025..=65535; ``None`` or absent picks a free one."""
 '''
-INPUT_NAMES = ["SecretValue", "SecretFile", "SecretSpec", "PublishedPortSpec"]
+INPUT_NAMES = ["StrList", "SecretValue", "SecretFile", "SecretSpec", "PublishedPortSpec"]
 
 
 def camel(s: str) -> str:
@@ -314,20 +324,29 @@ def public_members(cls: type) -> List[str]:
 
 
 def class_stub(cls: type, name: str, tds: Optional[TypedDicts], schemas: Dict[str, Any]) -> List[str]:
-    lines = [f"class {name}:"]
+    # A PyO3 class without `subclass` cannot be subclassed: @final tells the type checker.
+    lines = [] if cls.__flags__ & (1 << 10) else ["@final"]  # Py_TPFLAGS_BASETYPE
+    lines.append(f"class {name}:")
     body = doc_block(rust_doc(cls.__doc__), "    ")
-    members: List[Tuple[str, Any]] = [("__init__", None)] + [(m, getattr(cls, m)) for m in public_members(cls)]
+    members: List[Tuple[str, Any]] = [("__new__", None)] + [(m, getattr(cls, m)) for m in public_members(cls)]
     for meth, obj in members:
-        if meth == "__init__":
+        if meth == "__new__":
+            # PyO3's constructor is `__new__` (`#[new]`); a class without one (McpServer) has
+            # no signature and gets no constructor in the stub.
             try:
                 sig = inspect.signature(cls)
             except (TypeError, ValueError):
                 continue
-            body.append("")
-            body.append("    " + render_signature(name, "__init__", sig, "None") + " ...")
+            text = render_signature(name, "__new__", sig, name).replace("def __new__(self", "def __new__(cls", 1)
+            body += ["", "    " + text + " ..."]
             continue
         if not callable(obj):
-            raise SystemExit(f"stubgen: {name}.{meth} is not a method; add attribute support to stubgen")
+            if (name, meth) not in ATTRIBUTE_TYPES:
+                raise SystemExit(f"stubgen: no type for the attribute {name}.{meth}; add it to ATTRIBUTE_TYPES")
+            body += ["", "    @property", f"    def {meth}(self) -> {ATTRIBUTE_TYPES[(name, meth)]}:"]
+            doc = doc_block(rust_doc(obj.__doc__), "        ")
+            body += doc if doc else ["        ..."]
+            continue
         sig = inspect.signature(obj)
         if (name, meth) in RETURN_TYPES:
             ret = RETURN_TYPES[(name, meth)]
@@ -364,7 +383,7 @@ def generate() -> str:
         "# The TypedDicts below exist only for type checkers: import them under `if TYPE_CHECKING:`.",
         "",
         "import os",
-        "from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union",
+        "from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union, final",
         "",
         "from typing_extensions import NotRequired, TypedDict",
         "",
@@ -372,6 +391,7 @@ def generate() -> str:
     ]
     out += [f"    {e} as {e}," for e in sorted(errors.__all__)]
     out += [")", "", "__version__: str", ""]
+    out += ["__all__ = ["] + [f"    {n!r}," for n in pyro_sdk.__all__] + ["]", ""]
     out += ["# Parameters", "", INPUT_TYPES.rstrip("\n"), "", "# Payloads", ""]
     for cname in sorted(tds.classes):
         out += tds.classes[cname]
