@@ -209,3 +209,36 @@ def test_mypy_stubtest_finds_nothing_but_the_stub_only_types(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _shape_check():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import shape_check
+
+    return shape_check
+
+
+def test_shape_check_accepts_real_payloads_and_names_the_path_of_a_mismatch(tmp_path):
+    check_shape = _shape_check().check_shape
+    pyro = pyro_sdk.Pyro(base_dir=str(tmp_path))
+    envs = pyro.list_environments()
+    check_shape("list_environments", envs)
+    check_shape("inspect_environment", pyro.inspect_environment(envs[0]["name"]))
+    check_shape("list_workspaces", pyro.list_workspaces())
+    check_shape("reap_expired", pyro.reap_expired())
+
+    bad = [dict(envs[0])]
+    bad[0]["installed"] = "yes"
+    with pytest.raises(AssertionError, match=r"list_environments: \$\[0\]\.installed: expected boolean, got str"):
+        check_shape("list_environments", bad)
+    del bad[0]["installed"]
+    with pytest.raises(AssertionError, match=r"\$\[0\]: missing key 'installed'"):
+        check_shape("list_environments", bad)
+    with pytest.raises(AssertionError, match=r"\$\.deleted_vm_idz: key not in the schema"):
+        check_shape("reap_expired", {"deleted_vm_ids": [], "count": 0, "deleted_vm_idz": []})
+    with pytest.raises(AssertionError, match=r"\$\.count: -1 is below the minimum 0"):
+        check_shape("reap_expired", {"deleted_vm_ids": [], "count": -1})
+    with pytest.raises(AssertionError, match=r"\$\.count: expected integer, got bool"):
+        check_shape("reap_expired", {"deleted_vm_ids": [], "count": True})
+    with pytest.raises(AssertionError, match="no payload schema"):
+        check_shape("create_server", {})
