@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 /// Payload of [`Pyro::doctor`](crate::Pyro::doctor): what this host can run, and what is missing.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DoctorReport {
     /// Guest platform pyro builds for, e.g. `linux-x86_64`.
     pub platform: String,
@@ -41,6 +42,7 @@ pub struct DoctorReport {
 
 /// Facts about `/dev/kvm`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct KvmReport {
     /// `/dev/kvm` exists.
     pub exists: bool,
@@ -56,6 +58,7 @@ pub struct KvmReport {
 
 /// The backend selection for new VMs.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BackendReport {
     /// The backend `pyro run` would use now, or null when none can run.
     pub selected: Option<String>,
@@ -68,6 +71,7 @@ pub struct BackendReport {
 
 /// Availability of one backend.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BackendAvailability {
     /// Whether the backend can be used on this host.
     pub available: bool,
@@ -81,6 +85,7 @@ pub struct BackendAvailability {
 
 /// Install state of one catalog environment.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EnvironmentState {
     /// Environment name, e.g. `debian:12`.
     pub name: String,
@@ -92,6 +97,7 @@ pub struct EnvironmentState {
 
 /// Host facilities for guest networking.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NetworkingReport {
     /// QEMU user-mode networking: unprivileged, always available with QEMU.
     pub qemu_user_net: bool,
