@@ -8,7 +8,9 @@
 #               (its TCG targets are known misses, see SPECIFICATION.md), and opt-in:
 #               snapshot (pause, resume vs cold boot; pyro-vmm), warm_run (warm vs cold
 #               `pyro run`; boots ~20 guests), workspace_snapshots (workspace
-#               pause/resume/fork through the SDK; boots and pauses many times)
+#               pause/resume/fork through the SDK; boots and pauses many times),
+#               python_sdk (per-call overhead of the Python SDK over the Rust SDK; builds
+#               and installs the release wheel with scripts/python-sdk-venv.sh)
 #   --check     exit 1 when any printed ratio misses its target (or a bench fails)
 #   --no-build  skip scripts/build.sh release (binaries already built)
 # Needs an installed debian:12 (PYRO_CACHE_DIR); see SPECIFICATION.md.
@@ -21,7 +23,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) echo "[bench] unknown option $arg" >&2; exit 2 ;;
     *) benches+=("$arg") ;;
   esac
@@ -42,11 +44,23 @@ package_of() {
 ratios=$(mktemp)
 trap 'rm -f "$ratios"' EXIT
 failed=0
+run_bench() {
+  if [ "$1" = python_sdk ]; then
+    local python
+    python=$(scripts/python-sdk-venv.sh)
+    echo "[bench] $python crates/pyro-py/bench/status_overhead.py"
+    "$python" crates/pyro-py/bench/status_overhead.py
+    return
+  fi
+  local package
+  package=$(package_of "$1")
+  echo "[bench] cargo bench -p $package --bench $1"
+  cargo bench -p "$package" --bench "$1"
+}
+
 for bench in "${benches[@]}"; do
-  package=$(package_of "$bench")
-  echo "[bench] cargo bench -p $package --bench $bench"
   log=$(mktemp)
-  if cargo bench -p "$package" --bench "$bench" 2>&1 | tee "$log"; then
+  if run_bench "$bench" 2>&1 | tee "$log"; then
     grep '^RATIO ' "$log" | sed "s/^RATIO /$bench /" >> "$ratios" || true
   else
     echo "[bench] $bench failed" >&2

@@ -73,6 +73,7 @@ PARAM_TYPES: Dict[str, str] = {
     # constructor
     "manager": "None",
     "backend_name": "str",
+    "progress": "Union[bool, Callable[[ProgressEvent], object]]",
 }
 
 # Return types of methods that return something other than a payload dict.
@@ -108,6 +109,16 @@ class SecretFile(TypedDict):
     file_path: str
     """A regular UTF-8 host file, non-empty, at most 64 KiB."""
 
+class ProgressEvent(TypedDict):
+    """One step of long work, given to the ``progress`` callable of ``Pyro()``."""
+
+    stage: str
+    """Short machine-friendly stage name, e.g. ``debootstrap``, ``boot``, ``ready``."""
+    message: str
+    """Human sentence describing the step."""
+    fraction: Optional[float]
+    """Overall completion in 0.0..=1.0 when known."""
+
 SecretSpec = Union[SecretValue, SecretFile]
 """One secret of ``create_workspace``: exactly one of ``value`` / ``file_path``."""
 
@@ -119,7 +130,7 @@ class PublishedPortSpec(TypedDict):
     host_port: NotRequired[Optional[int]]
     """Port to bind on host ``127.0.0.1``, 1025..=65535; ``None`` or absent picks a free one."""
 '''
-INPUT_NAMES = ["StrList", "SecretValue", "SecretFile", "SecretSpec", "PublishedPortSpec"]
+INPUT_NAMES = ["StrList", "SecretValue", "SecretFile", "ProgressEvent", "SecretSpec", "PublishedPortSpec"]
 
 
 def camel(s: str) -> str:
@@ -383,7 +394,7 @@ def generate() -> str:
         "# The TypedDicts below exist only for type checkers: import them under `if TYPE_CHECKING:`.",
         "",
         "import os",
-        "from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union, final",
+        "from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union, final",
         "",
         "from typing_extensions import NotRequired, TypedDict",
         "",

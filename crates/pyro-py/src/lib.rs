@@ -34,8 +34,7 @@ pub(crate) fn install_bundle(cache_dir: &Path) -> pyro::Result<Option<PathBuf>> 
     if let Some(dir) = installed.as_ref() {
         return Ok(dir.clone());
     }
-    let dir = bundle::install(cache_dir)
-        .map_err(|e| pyro::Error::io(format!("writing the runtime binaries under {}", cache_dir.display()), e))?;
+    let dir = bundle::install(cache_dir)?;
     *installed = Some(dir.clone());
     Ok(dir)
 }

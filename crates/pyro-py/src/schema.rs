@@ -89,23 +89,3 @@ fn _return_schemas(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_return_schemas, m)?)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_unique_and_schemas_are_objects_or_arrays() {
-        let all = return_schemas();
-        let mut names: Vec<_> = all.iter().map(|(n, _)| *n).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), all.len(), "a method is listed twice");
-        for (name, schema) in &all {
-            let ty = schema.get("type").and_then(|t| t.as_str()).unwrap_or_default();
-            assert!(ty == "object" || ty == "array", "{name}: {schema:?}");
-        }
-        let list = &all.iter().find(|(n, _)| *n == "list_environments").unwrap().1;
-        assert_eq!(list.as_value()["items"]["$ref"], "#/$defs/EnvironmentInfo");
-    }
-}

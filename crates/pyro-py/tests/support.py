@@ -118,14 +118,38 @@ def delete_all_workspaces(pyro) -> list[str]:
     return errors
 
 
+class ShapeCheckedPyro:
+    """A ``Pyro`` whose every method result is checked against the method's payload schema
+    (``shape_check``), so each call any test makes also proves the stubs' ``TypedDict``s
+    describe what really comes back."""
+
+    def __init__(self, pyro):
+        self._pyro = pyro
+
+    def __getattr__(self, name):
+        attr = getattr(self._pyro, name)
+        if name.startswith("_") or not callable(attr) or name == "create_server":
+            return attr
+
+        def checked(*args, **kwargs):
+            from shape_check import check_shape
+
+            result = attr(*args, **kwargs)
+            check_shape(name, result)
+            return result
+
+        return checked
+
+
 class Home:
-    """A private state dir and a Pyro bound to it; ``close()`` cleans up everything in it."""
+    """A private state dir and a Pyro bound to it (results shape-checked); ``close()`` cleans
+    up everything in it."""
 
     def __init__(self, tag: str):
         from pyro_sdk import Pyro
 
         self.path = new_home(tag)
-        self.pyro = Pyro(base_dir=self.path, cache_dir=cache_dir())
+        self.pyro = ShapeCheckedPyro(Pyro(base_dir=self.path, cache_dir=cache_dir()))
 
     def close(self) -> list[str]:
         problems = delete_all_workspaces(self.pyro)

@@ -15,4 +15,4 @@ pub use fs::{create_private_dir, link_anonymous_noreplace, make_private, rename_
 #[cfg(feature = "async")]
 pub use lock::lock_async;
 pub use lock::{lock, try_lock, FileLock, LockMode};
-pub use process::{boot_id, pid_alive, process_start_ticks, signal_process_group, ProcessIdentity};
+pub use process::{boot_id, effective_uid, pid_alive, process_start_ticks, signal_process_group, ProcessIdentity};

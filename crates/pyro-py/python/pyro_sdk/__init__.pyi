@@ -16,7 +16,7 @@ waits on a VM, and Ctrl-C (KeyboardInterrupt) cancels the call as the Rust SDK d
 # The TypedDicts below exist only for type checkers: import them under `if TYPE_CHECKING:`.
 
 import os
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union, final
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union, final
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -71,6 +71,16 @@ class SecretFile(TypedDict):
     """Secret name, ``[A-Za-z_][A-Za-z0-9_]{0,63}``; the guest file is ``/run/pyro-secrets/<name>``."""
     file_path: str
     """A regular UTF-8 host file, non-empty, at most 64 KiB."""
+
+class ProgressEvent(TypedDict):
+    """One step of long work, given to the ``progress`` callable of ``Pyro()``."""
+
+    stage: str
+    """Short machine-friendly stage name, e.g. ``debootstrap``, ``boot``, ``ready``."""
+    message: str
+    """Human sentence describing the step."""
+    fraction: Optional[float]
+    """Overall completion in 0.0..=1.0 when known."""
 
 SecretSpec = Union[SecretValue, SecretFile]
 """One secret of ``create_workspace``: exactly one of ``value`` / ``file_path``."""
@@ -1387,15 +1397,19 @@ class Pyro:
     $PYRO_HOME, else ~/.local/share/pyro); cache_dir holds environments and runtime files
     (default $PYRO_CACHE_DIR, else ~/.cache/pyro). manager must be None (pyro has no separate
     manager object) and backend_name None or "qemu" (the only backend). max_active_vms is
-    accepted for compatibility and must be at least 1; pyro does not cap the number of VMs
-    and workspaces (each is its own process tree, bounded by host memory).
+    accepted for compatibility and must be at least 1, but limits nothing: pyro caps running
+    VMs host-wide, across processes (one per 512 MiB of host memory, at most 64;
+    $PYRO_MAX_RUNNING_VMS overrides). progress: long work (environment builds and pulls)
+    reports "[pyro] stage: message" lines on sys.stderr when it is a terminal (None, the
+    default), always (True) or never (False); a callable gets each event as a dict
+    {"stage", "message", "fraction"} instead.
 
     Every method returns plain dicts (a list for list_environments), releases the GIL while it
     waits, and can be interrupted with Ctrl-C (KeyboardInterrupt), which cancels its work
     like dropping the Rust SDK's future. Engine errors raise PyroError subclasses.
     """
 
-    def __new__(cls, manager: None = None, *, backend_name: Optional[str] = None, base_dir: Optional[Union[str, os.PathLike[str]]] = None, cache_dir: Optional[Union[str, os.PathLike[str]]] = None, max_active_vms: int = 4) -> Pyro: ...
+    def __new__(cls, manager: None = None, *, backend_name: Optional[str] = None, base_dir: Optional[Union[str, os.PathLike[str]]] = None, cache_dir: Optional[Union[str, os.PathLike[str]]] = None, max_active_vms: int = 4, progress: Optional[Union[bool, Callable[[ProgressEvent], object]]] = None) -> Pyro: ...
 
     def apply_workspace_patch(self, /, workspace_id: str, *, patch: str) -> PatchResult:
         """Apply a unified/git diff (paths relative to /workspace, at most 1 MiB) to /workspace.
