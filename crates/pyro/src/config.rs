@@ -67,17 +67,26 @@ pub fn set_bundled_binaries_dir(dir: PathBuf) -> &'static std::path::Path {
 ///
 /// pyro executes these files (the supervisor on the host, the agent in every guest), so they
 /// are trusted only in directories no other user can change: `runtime/` and the digest
-/// directory must be owned by this user and not group- or world-writable (a
+/// directory must be owned by this user or root and not group- or world-writable (a
 /// [`Error::HostRequirement`] says so otherwise), and a file already there is used only when
-/// it is owned by this user, not group- or world-writable and byte-for-byte the embedded one;
-/// anything else is replaced (temporary file, fsync, rename: no process ever runs a half-written
-/// binary).
+/// it is owned by this user or root, not group- or world-writable and byte-for-byte the
+/// embedded one; anything else is replaced (temporary file, fsync, rename: no process ever runs
+/// a half-written binary). When that fails in `cache_dir` (a cache shared read-only, without
+/// this build's binaries), the user's own `~/.cache/pyro` is tried before giving up.
 pub fn install_bundled_binaries(
     cache_dir: &std::path::Path,
     digest: &str,
     binaries: &[(&str, &[u8])],
 ) -> Result<PathBuf> {
-    let dir = write_bundled_binaries(cache_dir, digest, binaries)?;
+    let dir = match write_bundled_binaries(cache_dir, digest, binaries) {
+        Ok(dir) => dir,
+        // A cache shared read-only (root's /var/cache/pyro, say) without this build's binaries:
+        // this user's own cache directory holds them instead.
+        Err(first) => match user_home().map(|h| h.join(".cache/pyro")) {
+            Ok(own) if own != cache_dir => write_bundled_binaries(&own, digest, binaries).map_err(|_| first)?,
+            _ => return Err(first),
+        },
+    };
     Ok(set_bundled_binaries_dir(dir).to_path_buf())
 }
 
@@ -101,10 +110,11 @@ fn write_bundled_binaries(cache_dir: &std::path::Path, digest: &str, binaries: &
     Ok(dir)
 }
 
-/// Owned by this user and writable by nobody else (else another user could swap what pyro runs).
+/// Owned by this user (or root, who can change anything anyway) and writable by nobody else:
+/// else another user could swap what pyro runs.
 fn owned_and_not_shared(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    meta.uid() == pyro_sys::effective_uid() && meta.mode() & 0o022 == 0
+    (meta.uid() == pyro_sys::effective_uid() || meta.uid() == 0) && meta.mode() & 0o022 == 0
 }
 
 fn check_private_to_us(dir: &std::path::Path) -> Result<()> {
@@ -114,8 +124,8 @@ fn check_private_to_us(dir: &std::path::Path) -> Result<()> {
         return Ok(());
     }
     Err(Error::HostRequirement(format!(
-        "refusing to run pyro's binaries from {}: it must be a directory owned by you (uid {}) and not \
-         writable by group or others (it is owned by uid {}, mode {:o}); use a cache directory of your own \
+        "refusing to run pyro's binaries from {}: it must be a directory owned by you (uid {}) or root and \
+         not writable by group or others (it is owned by uid {}, mode {:o}); use a cache directory of your own \
          (cache_dir, or PYRO_CACHE_DIR)",
         dir.display(),
         pyro_sys::effective_uid(),
