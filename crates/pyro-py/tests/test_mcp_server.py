@@ -1,5 +1,5 @@
 """``Pyro.create_server(profile=...).run()`` serves MCP on stdio: a client initializes, lists
-exactly the profile's tools (REFERENCE 5.2), calls one, gets an engine error as an ``isError``
+exactly the profile's tools, calls one, gets an engine error as an ``isError``
 result; closing stdin ends the server, and so does Ctrl-C. No VM is booted.
 """
 

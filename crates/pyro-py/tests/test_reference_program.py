@@ -1,4 +1,4 @@
-"""reference_program.py (every REFERENCE section 4 method, called as the reference documents
+"""reference_program.py (every method of the reference Python SDK, called as the reference documents
 them, with only the import line changed) runs to completion against real guests."""
 
 from __future__ import annotations

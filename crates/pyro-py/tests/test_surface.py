@@ -66,7 +66,7 @@ PYRO_CONSTRUCTOR = (
     "(manager=None, *, backend_name=None, base_dir=None, cache_dir=None, max_active_vms=4, progress=None)"
 )
 
-# pyro's additions beyond the reference's `Pyro` (REFERENCE section 4 has the other 47).
+# pyro's additions beyond the reference Python SDK's `Pyro` (which has the other 47).
 PYRO_ADDITIONS = {"pause_workspace", "resume_workspace", "fork_workspace", "doctor"}
 
 # Exceptions: one per stable engine error code; the reference's programs catch ValueError and
