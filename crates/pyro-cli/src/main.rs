@@ -26,6 +26,9 @@ enum Command {
     Run(RunArgs),
     /// Report what this host can do: backends, KVM, host tools, environments.
     Doctor(DoctorArgs),
+    /// Make the first real call of an environment fast: install it, probe KVM, build the
+    /// initramfs and the warm-run template (skipping what is already done).
+    Prepare(PrepareArgs),
     /// Manage guest environments (kernel + rootfs).
     #[command(subcommand)]
     Env(EnvCommand),
@@ -122,6 +125,26 @@ struct RunArgs {
 struct DoctorArgs {
     #[arg(long, default_value = pyro::env::PLATFORM)]
     platform: String,
+    /// Also report how ready this environment is (`warm`, `cold`, `stale`,
+    /// `not_installed`) and what `pyro prepare` would do.
+    #[arg(long, value_name = "ENV")]
+    environment: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    /// Environment name.
+    #[arg(default_value = "debian:12")]
+    environment: String,
+    /// Also prepare the template of `pyro run --network` (a NIC is part of the VM shape).
+    #[arg(long)]
+    network: bool,
+    /// Rebuild the initramfs and templates even when they exist (an installed environment
+    /// is kept).
+    #[arg(long)]
+    force: bool,
     #[arg(long)]
     json: bool,
 }
@@ -170,6 +193,7 @@ async fn dispatch(cli: Cli) -> u8 {
     let (mode, result) = match cli.command {
         Command::Run(a) => (Mode::from_json(a.json), run(a).await),
         Command::Doctor(a) => (Mode::from_json(a.json), doctor(a).await),
+        Command::Prepare(a) => (Mode::from_json(a.json), prepare(a).await),
         Command::Env(c) => env(c).await,
         Command::Mcp(McpCommand::Serve(a)) => (Mode::Human, mcp_serve(a).await),
         Command::Mcp(McpCommand::Token) => (Mode::Human, mcp_token()),
@@ -341,12 +365,30 @@ async fn doctor(a: DoctorArgs) -> pyro::Result<u8> {
         )));
     }
     let pyro = Pyro::from_env()?;
-    let report = pyro.doctor().await?;
+    let report = match &a.environment {
+        Some(name) => pyro.doctor_environment(name).await?,
+        None => pyro.doctor().await?,
+    };
     match mode {
         Mode::Json => print_json(&report),
         Mode::Human => output::print_doctor(&report),
     }
     Ok(0)
+}
+
+async fn prepare(a: PrepareArgs) -> pyro::Result<u8> {
+    let mode = Mode::from_json(a.json);
+    let pyro = engine(mode, "prepare")?;
+    let opts = pyro::PrepareOptions { network: a.network, force: a.force };
+    let result = tokio::select! {
+        r = pyro.prepare_environment(&a.environment, &opts) => r?,
+        _ = tokio::signal::ctrl_c() => return Err(pyro::Error::Cancelled("interrupted (Ctrl-C)".into())),
+    };
+    match mode {
+        Mode::Json => print_json(&result),
+        Mode::Human => output::print_prepare(&result),
+    }
+    Ok(if result.ok { 0 } else { 1 })
 }
 
 async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {

@@ -131,6 +131,17 @@ pub fn print_doctor(r: &pyro::doctor::DoctorReport) {
     if let Some(hint) = &r.install_hint {
         println!("Install: {hint}");
     }
+    if let Some(e) = &r.readiness {
+        println!("Environment {}: {} ({})", e.environment, e.state, e.detail);
+        if e.prepare_steps.is_empty() {
+            println!("  `pyro prepare {}` has nothing to do", e.environment);
+        } else {
+            println!("  `pyro prepare {}` would:", e.environment);
+            for s in &e.prepare_steps {
+                println!("  - {}: {}", s.step, s.reason);
+            }
+        }
+    }
     println!("Issues:");
     if r.issues.is_empty() {
         println!("- none");
@@ -138,4 +149,12 @@ pub fn print_doctor(r: &pyro::doctor::DoctorReport) {
     for i in &r.issues {
         println!("- {i}");
     }
+}
+
+/// `pyro prepare`: one line per step, then the readiness.
+pub fn print_prepare(r: &pyro::PrepareResult) {
+    for s in &r.steps {
+        println!("{:<17} {:<8} {:>7} ms  {}", s.step, s.status, s.duration_ms, s.detail);
+    }
+    println!("{}: {} ({} ms)", r.environment, r.state, r.duration_ms);
 }

@@ -103,6 +103,18 @@ impl Pyro {
         choice: &BackendChoice,
         req: &BootRequest,
     ) -> Result<BootSpec> {
+        self.boot_spec_with(env, choice, req, initramfs(env, &self.paths().cache_dir)?)
+    }
+
+    /// [`Pyro::boot_spec`] with a given initramfs path, built or not: `pyro doctor
+    /// --environment` computes a template's key without building anything.
+    pub(crate) fn boot_spec_with(
+        &self,
+        env: &InstalledEnvironment,
+        choice: &BackendChoice,
+        req: &BootRequest,
+        initramfs: PathBuf,
+    ) -> Result<BootSpec> {
         if choice.kind != Backend::Qemu {
             return Err(Error::HostRequirement(format!(
                 "the {} backend cannot boot a VM in this build ({})",
@@ -118,7 +130,7 @@ impl Pyro {
             mem_mib: req.mem_mib,
             network: req.network,
             kernel: env.kernel_image.clone(),
-            initramfs: initramfs(env, &self.paths().cache_dir)?,
+            initramfs,
             disk: req.disk.clone(),
             disk_format: req.disk_format,
             snapshot: req.snapshot,

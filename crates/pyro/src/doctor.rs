@@ -38,6 +38,9 @@ pub struct DoctorReport {
     pub networking: NetworkingReport,
     /// One apt command that installs every missing host package.
     pub install_hint: Option<String>,
+    /// How ready one environment is for a fast first call (`pyro doctor --environment ENV`,
+    /// [`Pyro::doctor_environment`](crate::Pyro::doctor_environment)); `None` otherwise.
+    pub readiness: Option<crate::prepare::EnvironmentReadiness>,
 }
 
 /// Facts about `/dev/kvm`.
@@ -281,5 +284,6 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
         networking,
         install_hint: (!missing_pkgs.is_empty())
             .then(|| format!("sudo apt-get install --no-install-recommends {}", missing_pkgs.join(" "))),
+        readiness: None,
     }
 }

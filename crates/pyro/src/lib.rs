@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod env;
 pub mod error;
 pub mod limits;
+pub mod prepare;
 pub mod progress;
 pub mod state;
 pub mod vm;
@@ -34,6 +35,7 @@ mod util;
 
 pub use config::Paths;
 pub use error::{Error, Result};
+pub use prepare::{EnvironmentReadiness, PrepareOptions, PrepareResult, PrepareStep};
 pub use progress::{Progress, ProgressEvent};
 pub use state::{ExecutionMode, ServiceStatus, WorkspaceState};
 pub use template::WARM_RUN_VAR;

@@ -244,6 +244,65 @@ fn lookup_at(dir: &Path, key: &TemplateKey) -> Lookup {
     }
 }
 
+/// What `pyro doctor --environment` reports about the template of one key, without
+/// changing anything (unlike [`lookup`], nothing is removed).
+pub(crate) enum TemplateStatus {
+    /// A complete template for this key.
+    Valid(PathBuf),
+    /// No template of this environment for this VM shape.
+    Missing,
+    /// There is one for this shape, but it cannot be used (why): built for another
+    /// install of the environment, another agent (initramfs), kernel or QEMU, or damaged.
+    Stale(String),
+}
+
+/// The [`TemplateStatus`] of `key` in `roots`.
+pub(crate) fn template_status(roots: &[PathBuf], key: &TemplateKey) -> TemplateStatus {
+    for root in roots {
+        match lookup_at(&root.join(&key.name), key) {
+            Lookup::Valid(t) => return TemplateStatus::Valid(t.dir),
+            Lookup::Invalid(why) => return TemplateStatus::Stale(format!("its template is unusable: {why}")),
+            Lookup::Missing => {}
+        }
+    }
+    // Another template of this environment with the same shape: the key changed under it.
+    for root in roots {
+        let Ok(rd) = std::fs::read_dir(root) else { continue };
+        let mut names: Vec<(String, PathBuf)> = rd
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .filter(|(n, _)| n.starts_with(&key.env_prefix))
+            .collect();
+        names.sort();
+        for (_, path) in names {
+            let Ok(record) = read_record(&path) else { continue };
+            if Shape::of(&record) != key.shape {
+                continue;
+            }
+            if record.env_identity != key.env_identity {
+                return TemplateStatus::Stale(format!(
+                    "its template was built for another install of {} (version {})",
+                    record.environment, record.environment_version
+                ));
+            }
+            let what = pyro_vmm::fingerprint_mismatch(&record.fingerprint, &key.fingerprint)
+                .unwrap_or_else(|| "another key".into());
+            return TemplateStatus::Stale(format!("its template was built for another agent, kernel or QEMU ({what})"));
+        }
+    }
+    TemplateStatus::Missing
+}
+
+/// What [`Pyro::prepare_template`] did.
+pub(crate) enum Prepared {
+    /// A valid template was there already.
+    Already(PathBuf),
+    /// Built now; `replaced` when a template (valid under `force`, or unusable) was there.
+    Built { dir: PathBuf, replaced: bool },
+    /// Warm runs do not apply (why): turned off, or no QEMU backend.
+    NotApplicable(String),
+}
+
 /// Find the template for `key` in any root. An invalid one is removed (when this user can)
 /// and reported.
 fn lookup(roots: &[PathBuf], key: &TemplateKey) -> Lookup {
@@ -491,7 +550,7 @@ impl Pyro {
         if let Some(why) = recent_failure(&roots, &key) {
             return Err(format!("building the template failed recently ({why})"));
         }
-        match self.build_template(env, spec, &key).await {
+        match self.build_template(env, spec, &key, false).await {
             Ok(Some(t)) => Ok((t, true)),
             Ok(None) => Err("the template is being built by another run".into()),
             Err(e) => Err(format!("building the template failed ({e})")),
@@ -529,15 +588,19 @@ impl Pyro {
         env: &InstalledEnvironment,
         spec: BootSpec,
         key: &TemplateKey,
+        force: bool,
     ) -> Result<Option<Template>> {
         let roots = roots(self.paths());
         let (root, shared) = writable_root(&roots, &self.paths().home)?;
         let Some(lock) = crate::env::try_lock_file(&lock_path(&root, key))? else {
             return Ok(None);
         };
-        // Built meanwhile by the holder of the lock we just got.
+        // Built meanwhile by the holder of the lock we just got (unless a rebuild is asked
+        // for: the valid one is replaced when the new one is complete).
         if let Lookup::Valid(t) = lookup(&roots, key) {
-            return Ok(Some(t));
+            if !force {
+                return Ok(Some(t));
+            }
         }
         remove_build_leftovers(&root, key);
         self.progress().report(
@@ -675,37 +738,84 @@ impl Pyro {
         })
     }
 
+    /// The request of an ephemeral VM of the default shape (`pyro run ENV` with no flags;
+    /// `network` as `--network`): the shape templates are prepared for.
+    pub(crate) fn default_request(&self, env: &InstalledEnvironment, network: bool) -> BootRequest {
+        BootRequest {
+            dir: VmDir::new(self.paths().vms_dir().join("template-probe")),
+            vm_id: "template".into(),
+            vcpu_count: crate::defaults::VCPU_COUNT,
+            mem_mib: crate::defaults::MEM_MIB,
+            network: if network { pyro_vmm::NetworkPolicy::Egress } else { pyro_vmm::NetworkPolicy::Off },
+            disk: env.rootfs_image.clone(),
+            snapshot: true,
+            owner_pid: Some(std::process::id()),
+            remove_dir_on_exit: true,
+            disk_format: pyro_vmm::DiskFormat::Raw,
+            idle_pause: None,
+            hostname: None,
+        }
+    }
+
+    /// Make sure the template of `env` for the default VM shape (with a NIC when `network`)
+    /// exists: built unless a valid one is there, or rebuilt anyway with `force`. Unlike a
+    /// run, it ignores the back-off after a failed build (it was asked for) and waits for
+    /// another process building the same template instead of giving up.
+    pub(crate) async fn prepare_template(
+        &self,
+        env: &InstalledEnvironment,
+        network: bool,
+        force: bool,
+    ) -> Result<Prepared> {
+        if warm_runs_disabled() {
+            return Ok(Prepared::NotApplicable(format!("warm runs are off ({WARM_RUN_VAR})")));
+        }
+        let choice = self.choose_backend_for(env, false).await?;
+        if choice.kind != pyro_vmm::Backend::Qemu {
+            return Ok(Prepared::NotApplicable(format!(
+                "no VM backend: warm runs are not available ({})",
+                choice.reason
+            )));
+        }
+        let req = self.default_request(env, network);
+        let spec = self.boot_spec(env, &choice, &req)?;
+        let key = key_for(env, &spec)?;
+        let roots = roots(self.paths());
+        let (r, k) = (roots.clone(), key.clone());
+        let found = tokio::task::spawn_blocking(move || (template_status(&r, &k), lookup(&r, &k)))
+            .await
+            .map_err(|e| Error::Io(format!("template lookup task: {e}")))?;
+        let replaced = match found {
+            (_, Lookup::Valid(t)) if !force => return Ok(Prepared::Already(t.dir)),
+            (_, Lookup::Valid(_)) => true,
+            (TemplateStatus::Stale(_), _) | (_, Lookup::Invalid(_)) => true,
+            _ => false,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30 * 60);
+        loop {
+            match self.build_template(env, spec.clone(), &key, force).await? {
+                Some(t) => return Ok(Prepared::Built { dir: t.dir, replaced }),
+                // Another process holds the lock: it builds the same template. Wait for it
+                // (a forced rebuild still rebuilds once that one is done).
+                None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                None => return Err(Error::Io("another process has been building this template for 30 minutes".into())),
+            }
+        }
+    }
+
     /// Build the template of `env` for the default VM shape unless a valid one exists
     /// (`pyro env pull`). Best effort: a failure is reported as progress, never an error,
     /// since the environment itself is installed.
     pub(crate) async fn prepare_default_template(&self, env: &InstalledEnvironment) {
-        if warm_runs_disabled() {
-            return;
-        }
         let outcome = async {
+            if warm_runs_disabled() {
+                return Ok(None);
+            }
             let choice = self.choose_backend_for(env, false).await?;
             if choice.kind != pyro_vmm::Backend::Qemu {
-                return Ok::<String, Error>("no VM backend: warm runs are not available".to_string());
+                return Ok::<Option<String>, Error>(Some("no VM backend: warm runs are not available".to_string()));
             }
-            let home = self.paths().vms_dir();
-            let req = BootRequest {
-                dir: VmDir::new(home.join("template-probe")),
-                vm_id: "template".into(),
-                vcpu_count: crate::defaults::VCPU_COUNT,
-                mem_mib: crate::defaults::MEM_MIB,
-                network: if crate::defaults::NETWORK {
-                    pyro_vmm::NetworkPolicy::Egress
-                } else {
-                    pyro_vmm::NetworkPolicy::Off
-                },
-                disk: env.rootfs_image.clone(),
-                snapshot: true,
-                owner_pid: Some(std::process::id()),
-                remove_dir_on_exit: true,
-                disk_format: pyro_vmm::DiskFormat::Raw,
-                idle_pause: None,
-                hostname: None,
-            };
+            let req = self.default_request(env, crate::defaults::NETWORK);
             let spec = self.boot_spec(env, &choice, &req)?;
             let key = key_for(env, &spec)?;
             let roots = roots(self.paths());
@@ -714,16 +824,17 @@ impl Pyro {
                 .await
                 .map_err(|e| Error::Io(format!("template lookup task: {e}")))?;
             if let Lookup::Valid(_) = found {
-                return Ok(format!("the {} template is ready", env.name));
+                return Ok(Some(format!("the {} template is ready", env.name)));
             }
-            match self.build_template(env, spec, &key).await? {
-                Some(_) => Ok(format!("the {} template is ready (warm `pyro run`)", env.name)),
-                None => Ok(format!("the {} template is being built by another process", env.name)),
+            match self.build_template(env, spec, &key, false).await? {
+                Some(_) => Ok(Some(format!("the {} template is ready (warm `pyro run`)", env.name))),
+                None => Ok(Some(format!("the {} template is being built by another process", env.name))),
             }
         }
         .await;
         match outcome {
-            Ok(msg) => self.progress().report("template", msg, Some(1.0)),
+            Ok(None) => {}
+            Ok(Some(msg)) => self.progress().report("template", msg, Some(1.0)),
             Err(e) => self.progress().report("template", format!("no template (runs will boot cold): {e}"), None),
         }
     }

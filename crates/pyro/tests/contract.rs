@@ -54,6 +54,8 @@ fn sdk_method_names_exist() {
     );
     // Issue 12: pause, resume, fork.
     let _ = (Pyro::pause_workspace, Pyro::resume_workspace, Pyro::fork_workspace);
+    // Issue 14: prepare, readiness.
+    let _ = (Pyro::prepare_environment, Pyro::environment_readiness, Pyro::doctor_environment);
     let _ = (
         Pyro::open_shell,
         Pyro::read_shell,
@@ -333,4 +335,53 @@ fn pause_resume_fork_payload_keys_are_pinned() {
     );
     let fork_json = serde_json::to_value(&fork).unwrap();
     assert_eq!(fork_json["source_state"], "started");
+}
+
+/// `pyro prepare --json` and the `readiness` key of `pyro doctor --environment --json`.
+#[test]
+fn prepare_and_readiness_payload_keys_are_pinned() {
+    let step =
+        pyro::PrepareStep { step: "template".into(), status: "done".into(), duration_ms: 1, detail: String::new() };
+    assert_eq!(keys(&step), set(&["step", "status", "duration_ms", "detail"]));
+    let r = pyro::PrepareResult {
+        environment: "debian:12".into(),
+        ok: true,
+        state: "warm".into(),
+        network: false,
+        force: false,
+        steps: vec![step],
+        duration_ms: 1,
+    };
+    assert_eq!(keys(&r), set(&["environment", "ok", "state", "network", "force", "steps", "duration_ms"]));
+    let opts: pyro::PrepareOptions = serde_json::from_str("{}").unwrap();
+    assert!(!opts.network && !opts.force, "both default to false");
+    let readiness = pyro::EnvironmentReadiness {
+        environment: "debian:12".into(),
+        state: "cold".into(),
+        detail: String::new(),
+        installed: true,
+        kvm_probed: true,
+        accel: None,
+        initramfs: None,
+        template: "missing".into(),
+        template_path: None,
+        prepare_steps: vec![pyro::prepare::PlannedStep { step: "template".into(), reason: String::new() }],
+    };
+    assert_eq!(
+        keys(&readiness),
+        set(&[
+            "environment",
+            "state",
+            "detail",
+            "installed",
+            "kvm_probed",
+            "accel",
+            "initramfs",
+            "template",
+            "template_path",
+            "prepare_steps",
+        ])
+    );
+    let planned = serde_json::to_value(&readiness).unwrap()["prepare_steps"][0].clone();
+    assert_eq!(keys(&planned), set(&["step", "reason"]));
 }

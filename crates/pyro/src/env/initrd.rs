@@ -18,39 +18,75 @@ const MODULE_DIR: &str = "lib/pyro-modules";
 
 /// Path of the cached initramfs for this agent and environment, built when missing.
 pub fn initramfs_for(env: &InstalledEnvironment, agent_bin: &Path, cache_dir: &Path) -> Result<PathBuf> {
-    let agent = std::fs::read(agent_bin).map_err(|e| Error::io(format!("reading {}", agent_bin.display()), e))?;
-    check_static_elf(&agent).map_err(|why| {
-        Error::HostRequirement(format!(
-            "{} cannot be the guest's /init: {why}; build the static agent with scripts/build-agent.sh",
-            agent_bin.display()
-        ))
-    })?;
-    let order = std::fs::read_to_string(env.modules_dir.join("order"))
-        .map_err(|e| Error::io(format!("reading {}/order", env.modules_dir.display()), e))?;
-    let mut modules = Vec::new();
-    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if name.contains('/') || name.starts_with('.') {
-            return Err(Error::Environment(format!("bad module name '{name}' in {}/order", env.modules_dir.display())));
-        }
-        let data = std::fs::read(env.modules_dir.join(name))
-            .map_err(|e| Error::io(format!("reading module {name} of {}", env.name), e))?;
-        modules.push((name.to_string(), data));
-    }
+    build(env, agent_bin, cache_dir, false)
+}
 
-    let mut h = Sha256::new();
-    h.update(LAYOUT);
-    h.update((agent.len() as u64).to_le_bytes());
-    h.update(&agent);
-    for (name, data) in &modules {
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name);
-        h.update((data.len() as u64).to_le_bytes());
-        h.update(data);
+/// Where the initramfs for this agent and environment is (or would be) cached in
+/// `cache_dir`, without building it: `pyro doctor --environment` reports whether it exists.
+pub(crate) fn initramfs_path(env: &InstalledEnvironment, agent_bin: &Path, cache_dir: &Path) -> Result<PathBuf> {
+    Ok(out_path(cache_dir, &Contents::read(env, agent_bin)?.digest))
+}
+
+/// Build it again even when cached (`pyro prepare --force`): written to a temp file and
+/// renamed over the old one, so a concurrent boot reads either the old or the new archive
+/// (the same bytes), never a partial one.
+pub(crate) fn rebuild_initramfs(env: &InstalledEnvironment, agent_bin: &Path, cache_dir: &Path) -> Result<PathBuf> {
+    build(env, agent_bin, cache_dir, true)
+}
+
+/// What goes into the archive, and its content hash.
+struct Contents {
+    agent: Vec<u8>,
+    modules: Vec<(String, Vec<u8>)>,
+    digest: String,
+}
+
+impl Contents {
+    fn read(env: &InstalledEnvironment, agent_bin: &Path) -> Result<Contents> {
+        let agent = std::fs::read(agent_bin).map_err(|e| Error::io(format!("reading {}", agent_bin.display()), e))?;
+        check_static_elf(&agent).map_err(|why| {
+            Error::HostRequirement(format!(
+                "{} cannot be the guest's /init: {why}; build the static agent with scripts/build-agent.sh",
+                agent_bin.display()
+            ))
+        })?;
+        let order = std::fs::read_to_string(env.modules_dir.join("order"))
+            .map_err(|e| Error::io(format!("reading {}/order", env.modules_dir.display()), e))?;
+        let mut modules = Vec::new();
+        for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if name.contains('/') || name.starts_with('.') {
+                return Err(Error::Environment(format!(
+                    "bad module name '{name}' in {}/order",
+                    env.modules_dir.display()
+                )));
+            }
+            let data = std::fs::read(env.modules_dir.join(name))
+                .map_err(|e| Error::io(format!("reading module {name} of {}", env.name), e))?;
+            modules.push((name.to_string(), data));
+        }
+        let mut h = Sha256::new();
+        h.update(LAYOUT);
+        h.update((agent.len() as u64).to_le_bytes());
+        h.update(&agent);
+        for (name, data) in &modules {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name);
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(data);
+        }
+        Ok(Contents { agent, modules, digest: hex::encode(h.finalize()) })
     }
-    let digest = hex::encode(h.finalize());
+}
+
+fn out_path(cache_dir: &Path, digest: &str) -> PathBuf {
+    cache_dir.join("initramfs").join(format!("{}.cpio", &digest[..32]))
+}
+
+fn build(env: &InstalledEnvironment, agent_bin: &Path, cache_dir: &Path, force: bool) -> Result<PathBuf> {
+    let Contents { agent, modules, digest } = Contents::read(env, agent_bin)?;
+    let out = out_path(cache_dir, &digest);
     let dir = cache_dir.join("initramfs");
-    let out = dir.join(format!("{}.cpio", &digest[..32]));
-    if out.is_file() {
+    if !force && out.is_file() {
         return Ok(out);
     }
 

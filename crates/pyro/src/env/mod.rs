@@ -19,6 +19,7 @@ mod payload;
 pub use build::extract_vmlinux;
 pub use error::{DebootstrapError, EnvError, InstallDefect};
 pub use initrd::initramfs_for;
+pub(crate) use initrd::{initramfs_path, rebuild_initramfs};
 pub use payload::{EnvironmentInfo, EnvironmentList, PruneResult, PulledEnvironment};
 
 use crate::{Error, Progress, Result};
