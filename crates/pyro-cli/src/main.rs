@@ -1,6 +1,7 @@
 //! `pyro`: the command line. A thin adapter: parse arguments, call the `pyro` SDK, render
 //! the payload (human text or `--json`). No engine logic lives here.
 
+mod host;
 mod output;
 mod sessions;
 mod workspace;
@@ -38,6 +39,10 @@ enum Command {
     /// Serve pyro's tools to MCP clients (Claude Code, Codex, OpenCode, ...).
     #[command(subcommand)]
     Mcp(McpCommand),
+    /// Connect agent clients (Claude Code, Codex, OpenCode, generic mcpServers JSON) to
+    /// `pyro mcp serve`: print, write, check and repair their config entry.
+    #[command(subcommand)]
+    Host(host::HostCommand),
 }
 
 #[derive(Subcommand)]
@@ -77,7 +82,7 @@ struct McpServeArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum McpProfile {
+pub(crate) enum McpProfile {
     /// Only vm_run.
     VmRun,
     /// The 16 everyday workspace tools.
@@ -197,6 +202,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Env(c) => env(c).await,
         Command::Mcp(McpCommand::Serve(a)) => (Mode::Human, mcp_serve(a).await),
         Command::Mcp(McpCommand::Token) => (Mode::Human, mcp_token()),
+        Command::Host(c) => (c.mode(), host::run(c).await),
         Command::Workspace(c) => {
             let mode = c.mode();
             let result = match engine(mode, "workspace") {

@@ -99,8 +99,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("pyro-vmm", &["pyro-sys", "pyro-protocol", "pyro-tree"]),
     ("pyro", &["pyro-sys", "pyro-protocol", "pyro-tree", "pyro-diskimage", "pyro-vmm"]),
     ("pyro-mcp", &["pyro"]),
-    // `pyro mcp serve` hands over to the MCP server.
-    ("pyro-cli", &["pyro", "pyro-mcp"]),
+    // Client config for `pyro mcp serve`: the profile names from the MCP server, atomic writes.
+    ("pyro-host", &["pyro-sys", "pyro-mcp"]),
+    // `pyro mcp serve` hands over to the MCP server; `pyro host` to pyro-host.
+    ("pyro-cli", &["pyro", "pyro-mcp", "pyro-host"]),
     // The Python SDK: the engine in-process, and `create_server` hands over to the MCP server.
     ("pyro-py", &["pyro", "pyro-mcp"]),
     ("pyro-agent", &["pyro-sys", "pyro-protocol", "pyro-tree"]),
