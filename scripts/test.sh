@@ -13,6 +13,10 @@ PYRO_MCP_PYTHON="$(scripts/mcp-client-venv.sh)"
 export PYRO_MCP_PYTHON
 # CI must never skip the MCP acceptance tests for want of the client.
 export PYRO_REQUIRE_MCP_CLIENT=1
+# The real agent clients (Claude Code, Codex, OpenCode, from npm) that `pyro host` is tested with.
+PYRO_HOST_CLIENTS_BIN="$(scripts/host-clients.sh)"
+export PYRO_HOST_CLIENTS_BIN
+export PYRO_REQUIRE_HOST_CLIENTS=1
 scripts/build.sh debug
 # The Python SDK, built and installed the way a user installs it (see the script).
 PYRO_SDK_PYTHON="$(scripts/python-sdk-venv.sh)"

@@ -85,9 +85,9 @@ struct McpServeArgs {
 pub(crate) enum McpProfile {
     /// Only vm_run.
     VmRun,
-    /// The 16 everyday workspace tools.
+    /// The everyday workspace tools.
     WorkspaceCore,
-    /// All 43 tools: lifecycle, snapshots, disk tools, shells, services, secrets, VMs.
+    /// Every tool: lifecycle, pause and fork, snapshots, disk tools, shells, services, secrets, VMs.
     WorkspaceFull,
 }
 
