@@ -21,6 +21,7 @@ pub mod env;
 pub mod error;
 pub mod limits;
 pub mod progress;
+pub mod project;
 pub mod state;
 pub mod vm;
 pub mod workspace;
