@@ -253,7 +253,7 @@ mod tests {
         // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         fs::write(r.join("secret"), "x").unwrap();
-        fs::set_permissions(r.join("secret"), fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(r.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
         std::os::unix::fs::symlink("elsewhere", r.join("dirlink")).unwrap();
         fs::create_dir(r.join("sub")).unwrap();
         let list = paths(&["ok", "sock", "fifo", "secret", "gone", "dirlink/x", "sub", "/abs", "a/../b"]);

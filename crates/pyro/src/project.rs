@@ -352,7 +352,9 @@ fn git(dir: Option<&Path>, args: &[&OsStr]) -> std::result::Result<Vec<u8>, GitE
         Err(e) => Err(GitError::Failed(format!("running git: {e}"))),
         Ok(out) if out.status.success() => Ok(out.stdout),
         Ok(out) => {
-            let err = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let err: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let err = err.join(" ");
             Err(GitError::Failed(if err.is_empty() { format!("git exited with {}", out.status) } else { err }))
         }
     }

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-pub use store::SeedSkip;
-use store::{SeedInfo, WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
+pub use store::{SeedInfo, SeedSkip};
+use store::{WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
 
 pub use disk::*;
 pub use ops::*;

@@ -359,6 +359,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn seeds_recorded_before_origin_kind_get_one_from_their_mode() {
+        for (mode, kind) in [("empty", "empty"), ("directory", "path"), ("tar_archive", "path")] {
+            let old = serde_json::json!({"mode": mode, "seed_path": null, "destination": "/workspace",
+                "entry_count": 0, "bytes_written": 0});
+            let seed: SeedInfo = serde_json::from_value(old).unwrap();
+            assert_eq!(seed.normalized().origin_kind, kind, "{mode}");
+        }
+        let mut git = sample("a").workspace_seed;
+        git.origin_kind = "git_checkout".into();
+        assert_eq!(git.clone().normalized(), git, "a recorded kind is kept");
+    }
+
+    #[test]
     fn concurrent_updates_from_many_threads_lose_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = WorkspaceDir::new(tmp.path(), "abc123def456");
