@@ -79,6 +79,24 @@ struct McpServeArgs {
     /// default). Also from $PYRO_MCP_IDLE_PAUSE_SECONDS; the flag wins.
     #[arg(long, value_name = "N")]
     idle_pause_seconds: Option<u64>,
+    /// The project: workspaces created without seed_path are seeded from this directory (a
+    /// Git checkout by Git's rules: tracked files only). Default: the Git checkout containing
+    /// the current directory, if any.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["repo_url", "no_project"])]
+    project_path: Option<std::path::PathBuf>,
+    /// The project is this Git repository, cloned (shallow where possible) once at start
+    /// into a private directory under $PYRO_HOME.
+    #[arg(long, value_name = "URL", conflicts_with = "no_project")]
+    repo_url: Option<String>,
+    /// Branch, tag or commit of --repo-url (default: its default branch).
+    #[arg(long, value_name = "REF", requires = "repo_url")]
+    repo_ref: Option<String>,
+    /// Also seed the checkout's untracked files that Git does not ignore.
+    #[arg(long, conflicts_with_all = ["repo_url", "no_project"])]
+    project_include_untracked: bool,
+    /// No project, even inside a Git checkout: workspaces without seed_path start empty.
+    #[arg(long)]
+    no_project: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -243,11 +261,28 @@ async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
         Some(n) => Some(n),
         None => pyro_mcp::idle_pause_default_from_env().map_err(pyro::Error::InvalidInput)?,
     };
+    let choice = pyro::project::ProjectChoice {
+        project_path: a.project_path,
+        repo_url: a.repo_url,
+        repo_ref: a.repo_ref,
+        include_untracked: a.project_include_untracked,
+        no_project: a.no_project,
+    };
+    let cwd = std::env::current_dir().map_err(|e| pyro::Error::io("reading the current directory", e))?;
+    let project = pyro::project::Project::resolve(&choice, &cwd, &home)?;
+    // On stderr (stdout is the protocol); after the HTTP serving line, which clients wait for.
+    let project_line = project.as_ref().map(|p| format!("[mcp] project: {}", p.describe()));
     let server = pyro_mcp::PyroMcp::new(pyro, profile)
         .with_host_compat_allowed(a.allow_host_compat)
-        .with_idle_pause_default(idle_pause)?;
+        .with_idle_pause_default(idle_pause)?
+        .with_project(project);
     let served = match a.http {
-        None => pyro_mcp::serve_stdio(server).await,
+        None => {
+            if let Some(line) = &project_line {
+                eprintln!("{line}");
+            }
+            pyro_mcp::serve_stdio(server).await
+        }
         Some(addr) => {
             let token = pyro_mcp::token::resolve_http_token(&home, a.token_file.as_deref(), a.token)
                 .map_err(|e| pyro::Error::InvalidInput(format!("MCP bearer token: {e}")))?;
@@ -255,6 +290,9 @@ async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
             let opts = pyro_mcp::HttpOptions { addr, token };
             pyro_mcp::serve_http(server, opts, |local| {
                 eprintln!("[mcp] serving profile {} on http://{local}/mcp (bearer token: {source})", profile.as_str());
+                if let Some(line) = &project_line {
+                    eprintln!("{line}");
+                }
             })
             .await
         }

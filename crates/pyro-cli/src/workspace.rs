@@ -132,9 +132,18 @@ pub struct CreateArgs {
     network_policy: String,
     #[arg(long)]
     allow_host_compat: bool,
-    /// Host directory or .tar/.tar.gz/.tgz archive to seed /workspace from.
-    #[arg(long)]
+    /// Host directory or .tar/.tar.gz/.tgz archive to seed /workspace from, copied as it is
+    /// (a Git checkout too: its .git, ignored and untracked files included).
+    #[arg(long, conflicts_with = "project_path")]
     seed_path: Option<PathBuf>,
+    /// Seed /workspace from this project directory by the rules of `pyro mcp serve`'s
+    /// project: a Git checkout gives the files Git tracks (origin_kind git_checkout, origin_ref
+    /// its HEAD); another directory is copied whole.
+    #[arg(long, value_name = "DIR")]
+    project_path: Option<PathBuf>,
+    /// With --project-path: also seed untracked files that Git does not ignore.
+    #[arg(long, requires = "project_path")]
+    project_include_untracked: bool,
     #[arg(long)]
     name: Option<String>,
     /// KEY=VALUE (repeatable).
@@ -432,9 +441,23 @@ fn summary(action: &str, w: &WorkspaceInfo) {
     println!("Last activity at: {}", w.last_activity_at);
     println!("Expires at: {}", w.expires_at);
     println!("Network policy: {}", w.network_policy);
-    match &w.workspace_seed.seed_path {
-        Some(p) => println!("Workspace seed: {} from {p}", w.workspace_seed.mode),
-        None => println!("Workspace seed: {}", w.workspace_seed.mode),
+    let seed = &w.workspace_seed;
+    match &seed.seed_path {
+        Some(p) => println!("Workspace seed: {} from {p}", seed.mode),
+        None => println!("Workspace seed: {}", seed.mode),
+    }
+    if seed.origin_kind == "git_checkout" || seed.origin_kind == "repo_url" {
+        let at = seed.origin_ref.as_deref().unwrap_or("(no commit yet)");
+        println!("Seed origin: {} at {at}", seed.origin_kind);
+    }
+    if seed.skipped_count > 0 {
+        println!("Seed skipped: {} path(s)", seed.skipped_count);
+        for s in seed.skipped.iter().take(5) {
+            println!("  {}: {}", s.path, s.reason);
+        }
+        if seed.skipped_count > 5 {
+            println!("  ... and {} more (--json lists up to 100)", seed.skipped_count - 5);
+        }
     }
     if !w.secrets.is_empty() {
         let list: Vec<String> = w.secrets.iter().map(|s| format!("{} ({})", s.name, s.source_kind)).collect();
@@ -494,6 +517,11 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                 network_policy: a.network_policy,
                 allow_host_compat: a.allow_host_compat,
                 seed_path: a.seed_path,
+                project: a
+                    .project_path
+                    .as_deref()
+                    .map(|dir| pyro::project::Project::from_path(dir, a.project_include_untracked))
+                    .transpose()?,
                 name: a.name,
                 labels,
                 secrets,

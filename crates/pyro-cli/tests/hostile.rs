@@ -279,7 +279,7 @@ fn guest_chosen_sizes_and_floods_end_with_clear_errors_and_bounded_memory() {
 fn mcp_calls_fail_cleanly(h: &Hostile, needle: &str) -> u64 {
     let mut child = h
         .cmd()
-        .args(["mcp", "serve", "--profile", "workspace-full"])
+        .args(["mcp", "serve", "--profile", "workspace-full", "--no-project"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -103,7 +103,9 @@ struct McpServer {
 impl McpServer {
     fn start(home: &TestHome, worker_threads: Option<usize>) -> Self {
         let mut cmd = home.cmd();
+        // Outside any Git checkout: the server has no project, workspaces start empty.
         cmd.args(["mcp", "serve", "--profile", "workspace-full"])
+            .current_dir(home.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

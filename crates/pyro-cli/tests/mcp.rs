@@ -37,7 +37,9 @@ fn run_script(script: &str, args: &[&str]) {
     let out = Command::new(py)
         .arg(format!("{dir}/{script}"))
         .args(args)
-        .current_dir(dir)
+        // Outside the repository's checkout, so the servers the script starts have no
+        // project and workspaces created without seed_path start empty.
+        .current_dir(home.path())
         .env("PYRO_BIN", common::pyro_bin())
         .env("PYRO_HOME", home.path())
         .output()

@@ -151,6 +151,9 @@ pub struct PyroMcp {
     /// The operator's default `idle_pause_seconds` for workspaces created without one
     /// (`pyro mcp serve --idle-pause-seconds`, `$PYRO_MCP_IDLE_PAUSE_SECONDS`).
     idle_pause_default: Option<u64>,
+    /// The project `workspace_create` seeds from when the client gives no `seed_path`
+    /// (`pyro mcp serve --project-path/--repo-url`, or the Git checkout around its cwd).
+    project: Option<pyro::project::Project>,
     router: ToolRouter<PyroMcp>,
 }
 
@@ -184,7 +187,7 @@ impl PyroMcp {
                 router.remove_route(&name);
             }
         }
-        PyroMcp { pyro, profile, operator_allows_host_compat: false, idle_pause_default: None, router }
+        PyroMcp { pyro, profile, operator_allows_host_compat: false, idle_pause_default: None, project: None, router }
     }
 
     /// Let clients ask for `allow_host_compat: true` (commands on the host, unsandboxed, when
@@ -208,6 +211,18 @@ impl PyroMcp {
         }
         self.idle_pause_default = seconds.filter(|s| *s > 0);
         Ok(self)
+    }
+
+    /// Seed workspaces that clients create without `seed_path` from this project (`None`:
+    /// such workspaces start empty).
+    pub fn with_project(mut self, project: Option<pyro::project::Project>) -> Self {
+        self.project = project;
+        self
+    }
+
+    /// The project workspaces are seeded from when a client gives no `seed_path`.
+    pub fn project(&self) -> Option<&pyro::project::Project> {
+        self.project.as_ref()
     }
 
     /// A client's `idle_pause_seconds`, or the operator's default when absent.
@@ -325,7 +340,7 @@ impl Drop for ProgressForwarder {
     }
 }
 
-#[tool_handler(router = self.router, name = "pyro", instructions = "pyro runs commands in disposable Linux microVMs. For one-off commands use vm_run. For multi-step work create a workspace (workspace_create), then exec, read/write files, apply patches and diff against the baseline; delete it when done. Workspaces expire after ttl_seconds (default 600): they are then stopped with their disk kept, never deleted silently. Host paths (seed_path, source_path, output_path) are on the machine running this server.")]
+#[tool_handler(router = self.router, name = "pyro", instructions = "pyro runs commands in disposable Linux microVMs. For one-off commands use vm_run. For multi-step work create a workspace (workspace_create), then exec, read/write files, apply patches and diff against the baseline; delete it when done. Workspaces expire after ttl_seconds (default 600): they are then stopped with their disk kept, never deleted silently. Host paths (seed_path, source_path, output_path) are on the machine running this server; without seed_path, workspace_create seeds from the server's project (its Git checkout's files) when it has one.")]
 impl ServerHandler for PyroMcp {}
 
 #[cfg(test)]

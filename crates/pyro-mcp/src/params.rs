@@ -148,6 +148,7 @@ pub struct WorkspaceCreateCoreParams {
     #[serde(default)]
     pub allow_host_compat: bool,
     /// Host directory or .tar/.tar.gz/.tgz archive (on the server's machine) copied into `/workspace`.
+    /// Absent: the server's project (the files of its Git checkout or repository), if it has one; else empty.
     #[serde(default)]
     pub seed_path: Option<String>,
     /// Human-readable name (trimmed, at most 120 characters).
@@ -180,6 +181,7 @@ pub struct WorkspaceCreateFullParams {
     #[serde(default)]
     pub allow_host_compat: bool,
     /// Host directory or .tar/.tar.gz/.tgz archive (on the server's machine) copied into `/workspace`.
+    /// Absent: the server's project (the files of its Git checkout or repository), if it has one; else empty.
     #[serde(default)]
     pub seed_path: Option<String>,
     /// Secrets: `{"name", "value"}` or `{"name", "file_path"}`; values are redacted from every output.

@@ -597,7 +597,8 @@ impl PyroMcp {
 #[tool_router(router = core_variants, vis = "pub(crate)")]
 impl PyroMcp {
     /// Create a persistent workspace: a microVM with /workspace (optionally seeded from a
-    /// host directory or archive, which becomes the diff/reset baseline), booted and ready
+    /// host directory or archive, which becomes the diff/reset baseline; without seed_path,
+    /// from the server's project when it has one), booted and ready
     /// for workspace_exec and the file tools. It keeps its state across calls until
     /// workspace_delete; after ttl_seconds (default 600) it is stopped with its disk kept.
     /// No network. Returns the workspace_id to pass to every other workspace tool.
@@ -623,6 +624,7 @@ impl PyroMcp {
             ttl_seconds: a.ttl_seconds,
             allow_host_compat: self.client_host_compat(a.allow_host_compat)?,
             seed_path: a.seed_path.map(Into::into),
+            project: self.project().cloned(),
             name: a.name,
             labels: a.labels.unwrap_or_default(),
             idle_pause_seconds: self.idle_pause_for(None),
@@ -664,7 +666,8 @@ impl PyroMcp {
 #[tool_router(router = full_variants, vis = "pub(crate)")]
 impl PyroMcp {
     /// Create a persistent workspace: a microVM with /workspace (optionally seeded from a
-    /// host directory or archive, which becomes the diff/reset baseline), booted and ready
+    /// host directory or archive, which becomes the diff/reset baseline; without seed_path,
+    /// from the server's project when it has one), booted and ready
     /// for workspace_exec and the file tools. It keeps its state across calls until
     /// workspace_delete; after ttl_seconds (default 600) it is stopped with its disk kept.
     /// network_policy `egress` gives outbound access; secrets are kept on the host, installed
@@ -692,6 +695,7 @@ impl PyroMcp {
             network_policy: a.network_policy,
             allow_host_compat: self.client_host_compat(a.allow_host_compat)?,
             seed_path: a.seed_path.map(Into::into),
+            project: self.project().cloned(),
             name: a.name,
             labels: a.labels.unwrap_or_default(),
             secrets: a.secrets.unwrap_or_default(),

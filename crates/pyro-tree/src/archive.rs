@@ -365,8 +365,9 @@ fn push_children(stack: &mut Vec<(PathBuf, PathBuf)>, dir: &Path, rel: &Path) ->
     Ok(())
 }
 
+/// Read a regular file without following a final symlink.
 #[cfg(feature = "host")]
-fn read_no_follow(p: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_no_follow(p: &Path) -> Result<Vec<u8>> {
     let mut f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)

@@ -18,6 +18,8 @@ pub mod archive;
 #[cfg(feature = "diff")]
 pub mod diff;
 pub mod error;
+#[cfg(feature = "host")]
+pub mod listed;
 pub mod member;
 pub mod names;
 pub mod patch;

@@ -22,6 +22,7 @@ pub mod error;
 pub mod limits;
 pub mod prepare;
 pub mod progress;
+pub mod project;
 pub mod state;
 pub mod vm;
 pub mod workspace;

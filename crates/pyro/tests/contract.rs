@@ -128,7 +128,8 @@ fn workspace_payload_keys_are_pinned() {
         "network_policy": "off", "network_enabled": false, "allow_host_compat": false,
         "guest_ip": null, "tap_name": null, "execution_mode": "guest_vsock", "backend": "qemu",
         "workspace_path": "/workspace",
-        "workspace_seed": {"mode": "empty", "seed_path": null, "destination": "/workspace", "entry_count": 0, "bytes_written": 0},
+        "workspace_seed": {"mode": "empty", "seed_path": null, "destination": "/workspace", "entry_count": 0, "bytes_written": 0,
+            "origin_kind": "empty", "origin_ref": null, "skipped_count": 0, "skipped": []},
         "secrets": [], "command_count": 0, "last_command": null, "reset_count": 0, "last_reset_at": null,
         "service_count": 0, "running_service_count": 0, "last_error": null, "metadata": {},
         // pyro's additions (issue 12).
@@ -138,7 +139,33 @@ fn workspace_payload_keys_are_pinned() {
     let info: pyro::workspace::WorkspaceInfo = serde_json::from_value(json.clone()).unwrap();
     let expected: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys(&info), expected);
-    assert_eq!(keys(&info.workspace_seed), set(&["mode", "seed_path", "destination", "entry_count", "bytes_written"]));
+    assert_eq!(
+        keys(&info.workspace_seed),
+        set(&[
+            "mode",
+            "seed_path",
+            "destination",
+            "entry_count",
+            "bytes_written",
+            // pyro's additions (issue 14): where the seed came from.
+            "origin_kind",
+            "origin_ref",
+            "skipped_count",
+            "skipped",
+        ])
+    );
+}
+
+/// Seed payloads (issue 14): a record written before `origin_kind` existed still loads, and
+/// a skipped path is `{path, reason}`.
+#[test]
+fn seed_origin_keys_are_pinned_and_old_records_load() {
+    let old = serde_json::json!({"mode": "directory", "seed_path": "/src", "destination": "/workspace",
+        "entry_count": 3, "bytes_written": 10});
+    let seed: pyro::workspace::SeedInfo = serde_json::from_value(old).unwrap();
+    assert_eq!((seed.origin_ref.as_deref(), seed.skipped_count, seed.skipped.len()), (None, 0, 0));
+    let skip = pyro::workspace::SeedSkip { path: "run/dev.sock".into(), reason: "socket".into() };
+    assert_eq!(keys(&skip), set(&["path", "reason"]));
 }
 
 #[test]
@@ -305,7 +332,8 @@ fn pause_resume_fork_payload_keys_are_pinned() {
         "network_policy": "off", "network_enabled": false, "allow_host_compat": false,
         "guest_ip": null, "tap_name": null, "execution_mode": "guest_vsock", "backend": "qemu",
         "workspace_path": "/workspace",
-        "workspace_seed": {"mode": "empty", "seed_path": null, "destination": "/workspace", "entry_count": 0, "bytes_written": 0},
+        "workspace_seed": {"mode": "empty", "seed_path": null, "destination": "/workspace", "entry_count": 0, "bytes_written": 0,
+            "origin_kind": "empty", "origin_ref": null, "skipped_count": 0, "skipped": []},
         "secrets": [], "command_count": 0, "last_command": null, "reset_count": 0, "last_reset_at": null,
         "service_count": 0, "running_service_count": 0, "last_error": null, "metadata": {},
         "idle_pause_seconds": 30, "disk_format": "qcow2"

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use store::{SeedInfo, WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
+pub use store::{SeedInfo, SeedSkip};
+use store::{WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
 
 pub use disk::*;
 pub use ops::*;
@@ -36,6 +37,8 @@ pub use shells::*;
 
 /// Name prefix of a creation's staging directory (renamed to the id once the record is in).
 const STAGING_PREFIX: &str = ".creating-";
+/// At most this many skipped paths are listed in a seed payload (`skipped_count` has them all).
+const MAX_SEED_SKIPS_SHOWN: usize = 100;
 /// A staging directory this old whose lock is free belongs to a creator that died.
 const STAGING_GRACE: Duration = Duration::from_secs(60);
 
@@ -106,8 +109,13 @@ pub struct CreateWorkspaceOptions {
     pub allow_host_compat: bool,
     /// Host directory (its children are copied) or `.tar`/`.tar.gz`/`.tgz` archive unpacked into
     /// `/workspace`; it also becomes the `baseline` snapshot. `None` starts with an empty
-    /// `/workspace`.
+    /// `/workspace`. Wins over `project`.
     pub seed_path: Option<PathBuf>,
+    /// Seed from this project when `seed_path` is `None` (a Git checkout by Git's rules; see
+    /// [`crate::project`]). `pyro mcp serve` sets it from its project; not serialised.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub project: Option<crate::project::Project>,
     /// Optional human-readable name: trimmed, non-empty, at most 120 characters. Not unique.
     pub name: Option<String>,
     /// Labels to attach: keys match `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, values are trimmed,
@@ -134,6 +142,7 @@ impl CreateWorkspaceOptions {
             network_policy: crate::defaults::NETWORK_POLICY.into(),
             allow_host_compat: false,
             seed_path: None,
+            project: None,
             name: None,
             labels: BTreeMap::new(),
             secrets: Vec::new(),
@@ -348,7 +357,7 @@ fn info_of(r: &WorkspaceRecord) -> WorkspaceInfo {
         execution_mode: r.execution_mode,
         backend: r.backend.as_str().to_string(),
         workspace_path: WORKSPACE_PATH.into(),
-        workspace_seed: r.workspace_seed.clone(),
+        workspace_seed: r.workspace_seed.clone().normalized(),
         secrets: r.secrets.clone(),
         command_count: r.command_count,
         last_command: r.last_command.clone(),
@@ -615,14 +624,7 @@ impl Pyro {
         let prepared_secrets = secrets::prepare(&opts.secrets)?;
         pause::validate_idle_pause(opts.idle_pause_seconds)?;
         // Build the seed archive before anything exists, so a bad seed creates nothing.
-        let (seed_mode, seed_path, seed_tar) = match &opts.seed_path {
-            None => ("empty".to_string(), None, pyro_tree::archive::empty_tar()),
-            Some(p) => {
-                let source = SeedSource::classify(p)?;
-                let tar = source.to_tar()?;
-                (source.mode().to_string(), Some(source.path().display().to_string()), tar)
-            }
-        };
+        let (seed, seed_tar) = self.prepare_seed(&opts).await?;
         self.sweep_orphans().await;
         self.reap_expired_workspaces().await;
         let limit = max_running_vms();
@@ -638,19 +640,43 @@ impl Pyro {
         crate::util::create_private_dir(&workspaces)
             .map_err(|e| Error::io(format!("creating {}", workspaces.display()), e))?;
         let dir = WorkspaceDir::new(&workspaces, &id);
-        self.create_in_dir(
-            &dir,
-            &env,
-            &opts,
-            network_policy,
-            name,
-            labels,
-            seed_mode,
+        self.create_in_dir(&dir, &env, &opts, network_policy, name, labels, seed, seed_tar, prepared_secrets).await
+    }
+
+    /// The seed of a new workspace: `seed_path` when given, else the project, else empty.
+    async fn prepare_seed(&self, opts: &CreateWorkspaceOptions) -> Result<(SeedInfo, Vec<u8>)> {
+        let info = |mode: &str, seed_path: Option<String>, kind: crate::project::OriginKind| SeedInfo {
+            mode: mode.into(),
             seed_path,
-            seed_tar,
-            prepared_secrets,
-        )
-        .await
+            destination: WORKSPACE_PATH.into(),
+            entry_count: 0,
+            bytes_written: 0,
+            origin_kind: kind.as_str().into(),
+            origin_ref: None,
+            skipped_count: 0,
+            skipped: vec![],
+        };
+        if let Some(p) = &opts.seed_path {
+            let source = SeedSource::classify(p)?;
+            let tar = source.to_tar()?;
+            let seed_path = Some(source.path().display().to_string());
+            return Ok((info(source.mode(), seed_path, crate::project::OriginKind::Path), tar));
+        }
+        let Some(project) = opts.project.clone() else {
+            return Ok((info("empty", None, crate::project::OriginKind::Empty), pyro_tree::archive::empty_tar()));
+        };
+        self.progress().report("seed", format!("collecting the project's files ({})", project.describe()), Some(0.05));
+        let seed = crate::blocking(move || project.seed()).await?;
+        let mut out = info("directory", Some(seed.seed_path), seed.origin_kind);
+        out.origin_ref = seed.origin_ref;
+        out.skipped_count = seed.skipped.len() as u64;
+        out.skipped = seed
+            .skipped
+            .into_iter()
+            .take(MAX_SEED_SKIPS_SHOWN)
+            .map(|s| store::SeedSkip { path: s.path, reason: s.reason })
+            .collect();
+        Ok((out, seed.tar))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -662,8 +688,7 @@ impl Pyro {
         network_policy: NetworkPolicy,
         name: Option<String>,
         labels: BTreeMap<String, String>,
-        seed_mode: String,
-        seed_path: Option<String>,
+        seed: SeedInfo,
         seed_tar: Vec<u8>,
         prepared_secrets: Vec<secrets::Prepared>,
     ) -> Result<WorkspaceInfo> {
@@ -703,13 +728,7 @@ impl Pyro {
             last_activity_at: now,
             command_count: 0,
             last_command: None,
-            workspace_seed: SeedInfo {
-                mode: seed_mode,
-                seed_path,
-                destination: WORKSPACE_PATH.into(),
-                entry_count: 0,
-                bytes_written: 0,
-            },
+            workspace_seed: seed,
             secrets: vec![],
             reset_count: 0,
             last_reset_at: None,

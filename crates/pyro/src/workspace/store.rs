@@ -40,9 +40,10 @@ pub struct LastCommand {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SeedInfo {
-    /// `empty`, `directory` or `tar_archive`.
+    /// `empty`, `directory` or `tar_archive` (a project seed is a `directory`).
     pub mode: String,
-    /// Absolute host path of the seed directory or archive; `None` for an empty seed.
+    /// Absolute host path of the seed directory or archive (for a `repo_url` seed, the
+    /// repository URL without credentials); `None` for an empty seed.
     pub seed_path: Option<String>,
     /// Guest directory the seed was unpacked into: `/workspace`.
     pub destination: String,
@@ -50,6 +51,43 @@ pub struct SeedInfo {
     pub entry_count: u64,
     /// Bytes of regular-file content unpacked.
     pub bytes_written: u64,
+    /// Where the seed came from: `empty`, `path` (a directory or archive named by
+    /// `seed_path`, or a project directory that is not a Git checkout), `git_checkout` (a
+    /// local checkout, seeded by Git's rules) or `repo_url` (a cloned repository).
+    #[serde(default)]
+    pub origin_kind: String,
+    /// The commit the seed sits on (`HEAD` of the checkout or clone; the content is the
+    /// working tree's, uncommitted edits included); `None` for `empty` and `path` seeds and
+    /// for a repository without commits.
+    #[serde(default)]
+    pub origin_ref: Option<String>,
+    /// How many listed paths of a Git seed were left out (sockets, fifos, unreadable or
+    /// missing files); 0 for other seeds.
+    #[serde(default)]
+    pub skipped_count: u64,
+    /// The first of those (at most 100), each with the reason.
+    #[serde(default)]
+    pub skipped: Vec<SeedSkip>,
+}
+
+/// A path a seed left out instead of failing (`workspace_seed.skipped`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SeedSkip {
+    /// The path relative to the project root.
+    pub path: String,
+    /// Why it was left out, e.g. `socket`, `unreadable: Permission denied (os error 13)`.
+    pub reason: String,
+}
+
+impl SeedInfo {
+    /// Records written before `origin_kind` existed: derive it from `mode`.
+    pub(crate) fn normalized(mut self) -> Self {
+        if self.origin_kind.is_empty() {
+            self.origin_kind = if self.mode == "empty" { "empty" } else { "path" }.into();
+        }
+        self
+    }
 }
 
 /// A secret as shown in payloads: its name and kind, never its value.
@@ -299,6 +337,10 @@ pub(crate) mod tests {
                 destination: "/workspace".into(),
                 entry_count: 0,
                 bytes_written: 0,
+                origin_kind: "empty".into(),
+                origin_ref: None,
+                skipped_count: 0,
+                skipped: vec![],
             },
             secrets: vec![],
             reset_count: 0,
@@ -314,6 +356,19 @@ pub(crate) mod tests {
             idle_pause_seconds: None,
             creator: None,
         }
+    }
+
+    #[test]
+    fn seeds_recorded_before_origin_kind_get_one_from_their_mode() {
+        for (mode, kind) in [("empty", "empty"), ("directory", "path"), ("tar_archive", "path")] {
+            let old = serde_json::json!({"mode": mode, "seed_path": null, "destination": "/workspace",
+                "entry_count": 0, "bytes_written": 0});
+            let seed: SeedInfo = serde_json::from_value(old).unwrap();
+            assert_eq!(seed.normalized().origin_kind, kind, "{mode}");
+        }
+        let mut git = sample("a").workspace_seed;
+        git.origin_kind = "git_checkout".into();
+        assert_eq!(git.clone().normalized(), git, "a recorded kind is kept");
     }
 
     #[test]
