@@ -41,14 +41,20 @@ if (JSON.stringify(names) !== JSON.stringify(sorted)) {
   say(`tools/list is not sorted: ${names.join(", ")}`);
   process.exit(1);
 }
-const target = ["workspace_list", "vm_list_environments", "workspace_summary"].find((n) => names.includes(n));
+// A call that succeeds validates its structuredContent against the compiled outputSchema;
+// where no such tool needs no VM, an error result still goes through the SDK's call path.
+const target = ["workspace_list", "vm_list_environments", "workspace_summary", "vm_run"].find((n) => names.includes(n));
 if (!target) {
   say(`no tool to call among ${names.join(", ")}`);
   process.exit(1);
 }
-const args = target === "workspace_summary" ? { workspace_id: "000000000000" } : {};
+const args = {
+  workspace_summary: { workspace_id: "000000000000" },
+  vm_run: { environment: "no-such-env:0", command: "true" },
+}[target] ?? {};
+const expectError = target in { workspace_summary: 1, vm_run: 1 };
 const result = await client.callTool({ name: target, arguments: args });
-if (target !== "workspace_summary" && (result.isError || !result.structuredContent)) {
+if (expectError ? !result.isError : result.isError || !result.structuredContent) {
   say(`${target} failed: ${JSON.stringify(result)}`);
   process.exit(1);
 }

@@ -92,7 +92,6 @@ const REVIEW_EVAL: &[ToolSpec] = &[
     ("workspace_exec", Some("Run the checks that evaluate the work (tests, linters, a build) in /workspace. Note that commands can change the workspace; the summary and diff show what they changed.")),
     ("workspace_export", Some("Copy the reviewed result (a file or directory of /workspace) to a new host path, to keep or merge it. Never overwrites.")),
     ("workspace_status", None),
-    ("snapshot_list", Some("The snapshots of the workspace, to see which states were saved along the way.")),
 ];
 
 impl Mode {
