@@ -145,6 +145,22 @@ pub fn count_patch_lines(patch: &str) -> (u64, u64) {
     (added, removed)
 }
 
+/// The kept history entries without their outputs (those can be 64 MiB; the entry files
+/// hold the already redacted command text), oldest first.
+fn history(dir: &super::store::WorkspaceDir) -> Vec<super::CommandEntry> {
+    let mut entries: Vec<super::CommandEntry> = std::fs::read_dir(dir.commands_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect();
+    entries.sort_by_key(|e| e.sequence);
+    entries
+}
+
 impl Pyro {
     /// One review payload since the workspace's creation or last reset: syncs, file writes,
     /// patches, exports, services, snapshots and background commands from the operation
@@ -156,7 +172,7 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let record = dir.load()?;
         let journal = events::load(&dir);
-        let logs = self.logs_workspace(workspace_id).await?;
+        let history = history(&dir);
         let (diff, diff_error) = if record.state == WorkspaceState::Started {
             match self.diff_workspace(workspace_id).await {
                 Ok(d) => {
@@ -181,7 +197,8 @@ impl Pyro {
                 Err(e) => (None, Some(e.to_string())),
             }
         } else {
-            (None, Some(format!("workspace is {}; start it to see the diff", record.state.as_str())))
+            let how = if record.state == WorkspaceState::Paused { "resume" } else { "start" };
+            (None, Some(format!("workspace is {}; {how} it to see the diff", record.state.as_str())))
         };
         let mut s = WorkspaceSummary {
             workspace_id: dir.id.clone(),
@@ -199,9 +216,8 @@ impl Pyro {
             background_commands: vec![],
             commands: SummaryCommands {
                 total: record.command_count,
-                failed: logs.entries.iter().filter(|e| e.exit_code != 0).count() as u64,
-                entries: logs
-                    .entries
+                failed: history.iter().filter(|e| e.exit_code != 0).count() as u64,
+                entries: history
                     .into_iter()
                     .map(|e| SummaryCommand {
                         sequence: e.sequence,
