@@ -103,36 +103,39 @@ pub fn render(s: &WorkspaceSummary, now: f64) -> Vec<String> {
         (None, err) => out.push(fit(&format!("Changes: unknown ({})", err.as_deref().unwrap_or("no diff")), WIDTH)),
     }
 
-    let mut events: Vec<String> = Vec::new();
+    // Oldest first across kinds, so the list reads as what happened.
+    let mut events: Vec<(f64, String)> = Vec::new();
     for e in &s.syncs {
-        events.push(format!("sync   {} -> {}", e.event.source_path, e.event.destination));
+        events.push((e.at, format!("sync   {} -> {}", e.event.source_path, e.event.destination)));
     }
     for e in &s.file_writes {
-        events.push(format!("write  {} ({} bytes)", e.event.path, e.event.bytes_written));
+        events.push((e.at, format!("write  {} ({} bytes)", e.event.path, e.event.bytes_written)));
     }
     for e in &s.patches {
         let p = &e.event;
-        events.push(format!("patch  +{} ~{} -{} files: {}", p.added, p.modified, p.deleted, p.paths.join(", ")));
+        events
+            .push((e.at, format!("patch  +{} ~{} -{} files: {}", p.added, p.modified, p.deleted, p.paths.join(", "))));
     }
     for e in &s.exports {
         let what = e.event.workspace_path.as_deref().unwrap_or("disk");
-        events.push(format!("export {what} -> {}", e.event.output_path));
+        events.push((e.at, format!("export {what} -> {}", e.event.output_path)));
     }
     for e in &s.services.started {
-        events.push(format!("service start {}", e.event.service_name));
+        events.push((e.at, format!("service start {}", e.event.service_name)));
     }
     for e in &s.services.stopped {
-        events.push(format!("service stop  {}", e.event.service_name));
+        events.push((e.at, format!("service stop  {}", e.event.service_name)));
     }
     for e in &s.snapshots.created {
-        events.push(format!("snapshot create {}", e.event.snapshot_name));
+        events.push((e.at, format!("snapshot create {}", e.event.snapshot_name)));
     }
     for e in &s.snapshots.deleted {
-        events.push(format!("snapshot delete {}", e.event.snapshot_name));
+        events.push((e.at, format!("snapshot delete {}", e.event.snapshot_name)));
     }
     for e in &s.background_commands {
-        events.push(format!("background {} {} {}", e.event.command_id, e.event.status, e.event.command));
+        events.push((e.at, format!("background {} {} {}", e.event.command_id, e.event.status, e.event.command)));
     }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
     out.push(format!(
         "Operations: {} sync, {} file write, {} patch, {} export",
         s.syncs.len(),
@@ -147,7 +150,7 @@ pub fn render(s: &WorkspaceSummary, now: f64) -> Vec<String> {
         s.snapshots.created.len(),
         s.snapshots.deleted.len()
     ));
-    rows(&mut out, events, true);
+    rows(&mut out, events.into_iter().map(|e| e.1).collect(), true);
     if !s.events_complete {
         out.push(fit(
             &format!("Note: the operation record is partial ({} oldest dropped, or a write failed)", s.events_dropped),
