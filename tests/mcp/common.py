@@ -29,7 +29,7 @@ CORE = {
     "vm_run", "workspace_create", "workspace_delete", "workspace_diff", "workspace_exec",
     "workspace_export", "workspace_file_list", "workspace_file_read", "workspace_file_write",
     "workspace_list", "workspace_logs", "workspace_patch_apply", "workspace_reset",
-    "workspace_status", "workspace_sync_push", "workspace_update",
+    "workspace_status", "workspace_summary", "workspace_sync_push", "workspace_update",
 }
 FULL = CORE | {
     "service_list", "service_logs", "service_start", "service_status", "service_stop",

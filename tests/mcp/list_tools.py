@@ -9,7 +9,7 @@ READ_ONLY = {
     "vm_list_environments", "vm_status", "vm_network_info", "workspace_list", "workspace_status",
     "workspace_logs", "workspace_diff", "workspace_file_list", "workspace_file_read",
     "workspace_disk_list", "workspace_disk_read", "snapshot_list", "service_list",
-    "service_status", "service_logs", "shell_read",
+    "service_status", "service_logs", "shell_read", "workspace_summary",
 }
 DESTRUCTIVE = {
     "workspace_delete", "workspace_reset", "workspace_file_write", "workspace_patch_apply",

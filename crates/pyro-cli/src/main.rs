@@ -4,6 +4,7 @@
 mod host;
 mod output;
 mod sessions;
+mod summary;
 mod workspace;
 
 use clap::{Args, Parser, Subcommand};
@@ -56,9 +57,14 @@ enum McpCommand {
 
 #[derive(Args)]
 struct McpServeArgs {
-    /// Which tools to expose.
-    #[arg(long, value_enum, default_value = "workspace-core")]
-    profile: McpProfile,
+    /// Which tools to expose (default workspace-core). With --mode, only a profile holding
+    /// every tool of the mode is accepted (the mode then decides the tools).
+    #[arg(long, value_enum)]
+    profile: Option<McpProfile>,
+    /// Serve a task-shaped tool set instead of a profile: repro-fix, inspect (read-only),
+    /// cold-start or review-eval. Smaller than a profile, with descriptions for the task.
+    #[arg(long, value_enum)]
+    mode: Option<McpMode>,
     /// Serve Streamable HTTP on this address instead of stdio. Every request needs
     /// `Authorization: Bearer TOKEN`: by default the token stored in $PYRO_HOME/mcp-token
     /// (`pyro mcp token` prints it), else $PYRO_MCP_TOKEN, --token-file or --token.
@@ -107,6 +113,29 @@ pub(crate) enum McpProfile {
     WorkspaceCore,
     /// Every tool: lifecycle, pause and fork, snapshots, disk tools, shells, services, secrets, VMs.
     WorkspaceFull,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum McpMode {
+    /// Reproduce a failure and fix it: create, exec, files, patch, diff, summary, reset.
+    ReproFix,
+    /// Look at workspaces without changing them: read-only tools only.
+    Inspect,
+    /// Get a project running: environments, create, sync, exec, files, status.
+    ColdStart,
+    /// Review finished work: summary, diff, logs, files, exec for checks, export.
+    ReviewEval,
+}
+
+impl From<McpMode> for pyro_mcp::Mode {
+    fn from(m: McpMode) -> Self {
+        match m {
+            McpMode::ReproFix => pyro_mcp::Mode::ReproFix,
+            McpMode::Inspect => pyro_mcp::Mode::Inspect,
+            McpMode::ColdStart => pyro_mcp::Mode::ColdStart,
+            McpMode::ReviewEval => pyro_mcp::Mode::ReviewEval,
+        }
+    }
 }
 
 impl From<McpProfile> for pyro_mcp::Profile {
@@ -254,8 +283,12 @@ fn engine(mode: Mode, label: &'static str) -> pyro::Result<Pyro> {
 
 /// `pyro mcp serve`: stdout belongs to the protocol, so nothing else is printed there.
 async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
+    let mode: Option<pyro_mcp::Mode> = a.mode.map(Into::into);
+    let profile: Option<pyro_mcp::Profile> = a.profile.map(Into::into);
+    if let (Some(m), Some(p)) = (mode, profile) {
+        m.check_profile(p).map_err(pyro::Error::InvalidInput)?;
+    }
     let pyro = Pyro::from_env()?;
-    let profile: pyro_mcp::Profile = a.profile.into();
     let home = pyro.paths().home.clone();
     let idle_pause = match a.idle_pause_seconds {
         Some(n) => Some(n),
@@ -272,10 +305,16 @@ async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
     let project = pyro::project::Project::resolve(&choice, &cwd, &home)?;
     // On stderr (stdout is the protocol); after the HTTP serving line, which clients wait for.
     let project_line = project.as_ref().map(|p| format!("[mcp] project: {}", p.describe()));
-    let server = pyro_mcp::PyroMcp::new(pyro, profile)
-        .with_host_compat_allowed(a.allow_host_compat)
-        .with_idle_pause_default(idle_pause)?
-        .with_project(project);
+    let server = match mode {
+        Some(m) => pyro_mcp::PyroMcp::with_mode(pyro, m),
+        None => pyro_mcp::PyroMcp::new(pyro, profile.unwrap_or(pyro_mcp::Profile::WorkspaceCore)),
+    };
+    let serving = match mode {
+        Some(m) => format!("mode {}", m.as_str()),
+        None => format!("profile {}", server.profile().as_str()),
+    };
+    let server =
+        server.with_host_compat_allowed(a.allow_host_compat).with_idle_pause_default(idle_pause)?.with_project(project);
     let served = match a.http {
         None => {
             if let Some(line) = &project_line {
@@ -289,7 +328,7 @@ async fn mcp_serve(a: McpServeArgs) -> pyro::Result<u8> {
             let source = token.source.clone();
             let opts = pyro_mcp::HttpOptions { addr, token };
             pyro_mcp::serve_http(server, opts, |local| {
-                eprintln!("[mcp] serving profile {} on http://{local}/mcp (bearer token: {source})", profile.as_str());
+                eprintln!("[mcp] serving {serving} on http://{local}/mcp (bearer token: {source})");
                 if let Some(line) = &project_line {
                     eprintln!("{line}");
                 }

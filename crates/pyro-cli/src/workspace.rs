@@ -35,6 +35,10 @@ pub enum WorkspaceCommand {
     Patch(PatchCommand),
     /// Compare /workspace with the create-time baseline.
     Diff(IdArgs),
+    /// Review a workspace in one screen: since its creation or last reset, the commands
+    /// (exit codes, durations), the diff stat, and the syncs, writes, patches, exports,
+    /// services and snapshots.
+    Summary(IdArgs),
     /// Copy a file, directory or symlink out of the workspace to a new host path.
     Export(ExportArgs),
     /// Named snapshots of /workspace.
@@ -335,7 +339,9 @@ impl WorkspaceCommand {
             Create(a) => a.json,
             List(a) => a.json,
             Update(a) => a.json,
-            Status(a) | Logs(a) | Delete(a) | Diff(a) | Stop(a) | Start(a) | Pause(a) | Resume(a) => a.json,
+            Status(a) | Logs(a) | Delete(a) | Diff(a) | Summary(a) | Stop(a) | Start(a) | Pause(a) | Resume(a) => {
+                a.json
+            }
             Fork(a) => a.json,
             Exec(a) => a.json,
             Sync(SyncCommand::Push(a)) => a.json,
@@ -719,6 +725,20 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
                     r.workspace_id, s.total, s.added, s.modified, s.deleted, s.type_changed, s.text_patched, s.non_text
                 );
                 print!("{}", r.diff.patch);
+            }
+        }
+        WorkspaceCommand::Summary(a) => {
+            let r = pyro.summary_workspace(&a.workspace_id).await?;
+            if json {
+                print_json(&r);
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                for line in crate::summary::render(&r, now) {
+                    println!("{line}");
+                }
             }
         }
         WorkspaceCommand::Export(a) => {

@@ -2,19 +2,27 @@
 //! [`pyro::Pyro`] call and returns the SDK payload as `structuredContent` (with an
 //! `outputSchema` from the payload type). No engine logic lives here.
 //!
-//! - Profiles ([`Profile`]) select which tools are listed; the lists are pinned by
-//!   crates/pyro-mcp/tests/mcp-tool-surface.txt.
+//! - Profiles ([`Profile`]) select which tools are listed; modes ([`Mode`]) are smaller,
+//!   task-shaped sets with their own descriptions and narrower schemas. Every surface is
+//!   pinned by crates/pyro-mcp/tests/mcp-tool-surface.txt.
+//! - `tools/list` is sorted by name and, on protocol 2026-07-28, cacheable: the list is
+//!   fixed for the server's lifetime (`ttlMs` [`TOOLS_LIST_TTL_MS`], `cacheScope: public`).
+//! - Schemas use only standard JSON Schema formats ([`schema::StandardFormats`]).
 //! - Tool failures are `isError` results whose text is `{"ok": false, "error", "code"}`.
 //! - With a client progress token, a call reports progress (engine events and a heartbeat).
 //! - `notifications/cancelled` drops the call's future; the per-VM supervisor then cancels
 //!   the guest work of that call (a cancelled `workspace_exec` kills its command).
 //! - Calls run concurrently (rmcp spawns a task per request; nothing here serialises them).
 
+mod modes;
 mod params;
+pub mod schema;
 mod serve;
 pub mod token;
 mod tools;
+mod tools_summary;
 
+pub use modes::Mode;
 pub use serve::{serve_http, serve_stdio, HttpOptions};
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -86,6 +94,7 @@ pub const WORKSPACE_CORE_TOOLS: &[&str] = &[
     "workspace_patch_apply",
     "workspace_reset",
     "workspace_status",
+    "workspace_summary",
     "workspace_sync_push",
     "workspace_update",
 ];
@@ -136,15 +145,23 @@ pub const WORKSPACE_FULL_TOOLS: &[&str] = &[
     "workspace_start",
     "workspace_status",
     "workspace_stop",
+    "workspace_summary",
     "workspace_sync_push",
     "workspace_update",
 ];
 
-/// The MCP server: one engine, one profile. Cheap to clone (one per HTTP session).
+/// How long a client may treat a `tools/list` answer as fresh (2026-07-28 revision,
+/// `ttlMs`): a server's tool list never changes while it runs, so an hour; a restarted
+/// server is a new connection, which lists again anyway.
+pub const TOOLS_LIST_TTL_MS: u64 = 3_600_000;
+
+/// The MCP server: one engine, one profile or mode. Cheap to clone (one per HTTP session).
 #[derive(Clone)]
 pub struct PyroMcp {
     pyro: pyro::Pyro,
     profile: Profile,
+    /// The mode, when the server serves one (it then decides the tools; see [`Mode`]).
+    mode: Option<Mode>,
     /// Set only by the operator (`pyro mcp serve --allow-host-compat`); a client's
     /// `allow_host_compat: true` is refused without it.
     operator_allows_host_compat: bool,
@@ -180,14 +197,58 @@ impl PyroMcp {
             _ => router += Self::core_variants(),
         }
         router += Self::shell_service_tools();
-        let wanted = profile.tool_names();
-        let names: Vec<String> = router.list_all().into_iter().map(|t| t.name.to_string()).collect();
-        for name in names {
-            if !wanted.contains(&name.as_str()) {
-                router.remove_route(&name);
-            }
+        router += Self::summary_tools();
+        keep_only(&mut router, &profile.tool_names());
+        for route in router.map.values_mut() {
+            schema::standardize_tool(&mut route.attr);
         }
-        PyroMcp { pyro, profile, operator_allows_host_compat: false, idle_pause_default: None, project: None, router }
+        PyroMcp {
+            pyro,
+            profile,
+            mode: None,
+            operator_allows_host_compat: false,
+            idle_pause_default: None,
+            project: None,
+            router,
+        }
+    }
+
+    /// A server listing exactly the tools of `mode`, with the mode's descriptions and
+    /// narrower input schemas (a call passing a parameter the mode dropped is refused).
+    /// [`PyroMcp::profile`] is then the smallest profile holding the mode's tools.
+    pub fn with_mode(pyro: pyro::Pyro, mode: Mode) -> Self {
+        let mut router = Self::shared_tools();
+        router += Self::core_variants();
+        router += Self::shell_service_tools();
+        router += Self::summary_tools();
+        keep_only(&mut router, &mode.tool_names());
+        for route in router.map.values_mut() {
+            let tool = &mut route.attr;
+            if let Some(d) = mode.description(&tool.name) {
+                tool.description = Some(d.into());
+            }
+            let mut input = (*tool.input_schema).clone();
+            for p in mode.dropped_params(&tool.name) {
+                if let Some(props) = input.get_mut("properties").and_then(|v| v.as_object_mut()) {
+                    props.remove(*p);
+                }
+                if let Some(req) = input.get_mut("required").and_then(|v| v.as_array_mut()) {
+                    req.retain(|r| r.as_str() != Some(*p));
+                }
+            }
+            tool.input_schema = std::sync::Arc::new(input);
+            schema::standardize_tool(tool);
+        }
+        let profile = mode.compatible_profiles().first().copied().unwrap_or(Profile::WorkspaceFull);
+        PyroMcp {
+            pyro,
+            profile,
+            mode: Some(mode),
+            operator_allows_host_compat: false,
+            idle_pause_default: None,
+            project: None,
+            router,
+        }
     }
 
     /// Let clients ask for `allow_host_compat: true` (commands on the host, unsandboxed, when
@@ -247,6 +308,26 @@ impl PyroMcp {
     /// The profile this server was built with.
     pub fn profile(&self) -> Profile {
         self.profile
+    }
+
+    /// The mode this server serves, if any.
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
+    }
+
+    /// A call's arguments the tool's listed schema does not have: refused in a mode (whose
+    /// schemas are narrower than the parameter types behind them). Unknown names in a
+    /// profile are refused by the parameter types themselves.
+    fn unlisted_argument(&self, request: &rmcp::model::CallToolRequestParams) -> Option<String> {
+        let mode = self.mode?;
+        let tool = self.router.get(&request.name)?;
+        let props = tool.input_schema.get("properties").and_then(|p| p.as_object());
+        let arg = request.arguments.as_ref()?.keys().find(|k| !props.is_some_and(|p| p.contains_key(*k)))?;
+        Some(tool_error(&pyro::Error::InvalidInput(format!(
+            "invalid arguments: {} in mode {} has no parameter '{arg}'",
+            request.name,
+            mode.as_str()
+        ))))
     }
 
     /// The engine the tools call.
@@ -340,8 +421,53 @@ impl Drop for ProgressForwarder {
     }
 }
 
-#[tool_handler(router = self.router, name = "pyro", instructions = "pyro runs commands in disposable Linux microVMs. For one-off commands use vm_run. For multi-step work create a workspace (workspace_create), then exec, read/write files, apply patches and diff against the baseline; delete it when done. Workspaces expire after ttl_seconds (default 600): they are then stopped with their disk kept, never deleted silently. Host paths (seed_path, source_path, output_path) are on the machine running this server; without seed_path, workspace_create seeds from the server's project (its Git checkout's files) when it has one.")]
-impl ServerHandler for PyroMcp {}
+/// The server's instructions to clients without a mode.
+const INSTRUCTIONS: &str = "pyro runs commands in disposable Linux microVMs. For one-off commands use vm_run. For multi-step work create a workspace (workspace_create), then exec, read/write files, apply patches and diff against the baseline; workspace_summary reviews it in one call; delete it when done. Workspaces expire after ttl_seconds (default 600): they are then stopped with their disk kept, never deleted silently. Host paths (seed_path, source_path, output_path) are on the machine running this server; without seed_path, workspace_create seeds from the server's project (its Git checkout's files) when it has one.";
+
+/// Remove every route whose name is not in `wanted`.
+fn keep_only(router: &mut ToolRouter<PyroMcp>, wanted: &[&str]) {
+    let names: Vec<String> = router.map.keys().map(|n| n.to_string()).collect();
+    for name in names {
+        if !wanted.contains(&name.as_str()) {
+            router.remove_route(&name);
+        }
+    }
+}
+
+#[tool_handler(router = self.router)]
+impl ServerHandler for PyroMcp {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(rmcp::model::ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(rmcp::model::Implementation::new("pyro", env!("CARGO_PKG_VERSION")))
+            .with_instructions(self.mode.map_or(INSTRUCTIONS, Mode::instructions).to_string())
+    }
+
+    /// Sorted by name (`ToolRouter::list_all` sorts), with cache hints for clients on the
+    /// 2026-07-28 revision (older ones get neither field; rmcp strips them).
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let mut result = rmcp::model::ListToolsResult::with_all_items(self.router.list_all());
+        if context.protocol_version().is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28) {
+            result = result.with_ttl_ms(TOOLS_LIST_TTL_MS).with_cache_scope(rmcp::model::CacheScope::Public);
+        }
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        if let Some(error) = self.unlisted_argument(&request) {
+            return Ok(rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(error)]).into());
+        }
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        self.router.call(tcc).await
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -350,8 +476,8 @@ mod tests {
     #[test]
     fn profile_membership_counts() {
         assert_eq!(Profile::VmRun.tool_names().len(), 1);
-        assert_eq!(Profile::WorkspaceCore.tool_names().len(), 16);
-        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 46);
+        assert_eq!(Profile::WorkspaceCore.tool_names().len(), 17);
+        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 47);
         for t in WORKSPACE_CORE_TOOLS {
             assert!(WORKSPACE_FULL_TOOLS.contains(t), "{t}");
         }

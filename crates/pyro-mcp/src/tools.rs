@@ -15,7 +15,7 @@ use std::path::Path;
 type Ctx = RequestContext<RoleServer>;
 
 /// Bad arguments become an `isError` result naming the problem.
-fn args<T>(a: Args<T>) -> Result<T, String> {
+pub(crate) fn args<T>(a: Args<T>) -> Result<T, String> {
     a.0.map_err(|e| crate::tool_error(&pyro::Error::InvalidInput(e)))
 }
 

@@ -413,3 +413,28 @@ fn prepare_and_readiness_payload_keys_are_pinned() {
     let planned = serde_json::to_value(&readiness).unwrap()["prepare_steps"][0].clone();
     assert_eq!(keys(&planned), set(&["step", "reason"]));
 }
+
+#[test]
+fn summary_payload_keys_are_pinned() {
+    let _ = Pyro::summary_workspace;
+    let json = serde_json::json!({
+        "workspace_id": "abc123def456", "name": null, "state": "started", "since": 1.0, "since_kind": "create",
+        "syncs": [{"at": 2.0, "source_path": "/h", "destination": "/workspace", "mode": "directory",
+                   "entry_count": 1, "bytes_written": 2}],
+        "file_writes": [{"at": 2.0, "path": "/workspace/a", "bytes_written": 1}],
+        "patches": [{"at": 2.0, "added": 0, "modified": 1, "deleted": 0, "paths": ["/workspace/a"]}],
+        "exports": [{"at": 2.0, "workspace_path": null, "output_path": "/o", "artifact_type": "disk", "bytes_written": 1}],
+        "services": {"started": [{"at": 2.0, "service_name": "s", "command": "c"}], "stopped": []},
+        "snapshots": {"created": [{"at": 2.0, "snapshot_name": "s1"}], "deleted": []},
+        "reset": null,
+        "background_commands": [{"at": 2.0, "command_id": "c1", "command": "sleep 1", "status": "started"}],
+        "commands": {"total": 1, "failed": 0, "entries": [{"sequence": 1, "command": "true", "exit_code": 0,
+                     "duration_ms": 3, "recorded_at": 2.0}]},
+        "diff": {"changed": true, "lines_added": 1, "lines_removed": 0, "entries": [{"path": "a", "status": "added"}],
+                 "summary": {"total": 1, "added": 1, "modified": 0, "deleted": 0, "type_changed": 0,
+                             "text_patched": 1, "non_text": 0}},
+        "diff_error": null, "events_complete": true, "events_dropped": 0
+    });
+    let s: pyro::workspace::WorkspaceSummary = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&s).unwrap(), json, "every key round-trips, none added");
+}

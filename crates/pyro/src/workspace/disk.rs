@@ -160,6 +160,15 @@ impl Pyro {
             progress.report("export", format!("copying the stopped disk to {}", output.display()), Some(0.1));
             let bytes = diskimage::export(&image, &output)?;
             progress.report("export", format!("wrote {bytes} bytes"), Some(1.0));
+            super::events::record(
+                &dir,
+                super::events::Event::Export(super::events::ExportEvent {
+                    workspace_path: None,
+                    output_path: output.display().to_string(),
+                    artifact_type: "disk".into(),
+                    bytes_written: bytes,
+                }),
+            );
             Ok(DiskExportResult {
                 workspace_id: dir.id,
                 output_path: output.display().to_string(),

@@ -7,6 +7,7 @@
 //! [`pyro_vmm::Machine`], then update the record under the short record lock.
 
 mod disk;
+pub mod events;
 mod ops;
 mod pause;
 mod reset;
@@ -15,6 +16,7 @@ pub mod secrets;
 pub mod services;
 pub mod shells;
 pub(crate) mod store;
+mod summary;
 
 use crate::boot::BootRequest;
 use crate::limits::validate_resources;
@@ -34,6 +36,7 @@ pub use ops::*;
 pub use pause::*;
 pub use services::*;
 pub use shells::*;
+pub use summary::*;
 
 /// Name prefix of a creation's staging directory (renamed to the id once the record is in).
 const STAGING_PREFIX: &str = ".creating-";

@@ -1,6 +1,7 @@
 //! Workspace operations that run against the started guest: exec and history, files,
 //! patches, sync, diff, export, snapshots and reset.
 
+use super::events::{self, Event};
 use super::store::{LastCommand, WorkspaceDir};
 use super::{info_of, ResetInfo, WorkspaceInfo, WORKSPACE_PATH};
 use crate::util::now_f64;
@@ -679,6 +680,7 @@ impl Pyro {
         let dir = self.ws_dir(workspace_id)?;
         let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_file_write").await?;
         let (size, written) = dir.machine().write_file(&path, text.as_bytes().to_vec()).await?;
+        events::record(&dir, Event::FileWrite(events::FileWriteEvent { path: path.clone(), bytes_written: written }));
         Ok(FileWriteResult {
             workspace_id: dir.id,
             path,
@@ -757,6 +759,19 @@ impl Pyro {
         }
         touch_activity(&dir)?;
         let count = |s: &str| plan.iter().filter(|p| p.3 == s).count() as u64;
+        if !plan.is_empty() {
+            let mut paths: Vec<String> = plan.iter().map(|p| p.0.clone()).collect();
+            paths.sort();
+            events::record(
+                &dir,
+                Event::PatchApply(events::PatchEvent {
+                    added: count("added"),
+                    modified: count("modified"),
+                    deleted: count("deleted"),
+                    paths,
+                }),
+            );
+        }
         Ok(PatchResult {
             workspace_id: dir.id,
             changed: !plan.is_empty(),
@@ -781,6 +796,16 @@ impl Pyro {
         let tar = source.to_tar()?;
         let (_life, record, resumed) = self.enter_started_call_resuming(&dir, "workspace_sync_push").await?;
         let (entries, bytes) = dir.machine().push_archive(&tar[..], &destination).await?;
+        events::record(
+            &dir,
+            Event::SyncPush(events::SyncEvent {
+                source_path: source.path().display().to_string(),
+                destination: destination.clone(),
+                mode: source.mode().to_string(),
+                entry_count: entries,
+                bytes_written: bytes,
+            }),
+        );
         touch_activity(&dir)?;
         Ok(SyncResult {
             workspace_id: dir.id,
@@ -827,6 +852,15 @@ impl Pyro {
             &exported.artifact_type,
             &output,
         )?;
+        events::record(
+            &dir,
+            Event::Export(events::ExportEvent {
+                workspace_path: Some(workspace_path.clone()),
+                output_path: output.display().to_string(),
+                artifact_type: exported.artifact_type.clone(),
+                bytes_written,
+            }),
+        );
         Ok(ExportResult {
             workspace_id: dir.id,
             workspace_path,
@@ -882,6 +916,7 @@ impl Pyro {
         // The metadata file is written last: it is what makes the snapshot exist.
         crate::util::write_atomic(&meta_path, &serde_json::to_vec_pretty(&info).expect("serializes"))
             .map_err(|e| Error::io("storing the snapshot", e))?;
+        events::record(&dir, Event::SnapshotCreate(events::SnapshotEvent { snapshot_name: name.clone() }));
         touch_activity(&dir)?;
         Ok(SnapshotCreateResult { workspace_id: dir.id, snapshot: info, execution_mode: record.execution_mode })
     }
@@ -938,6 +973,7 @@ impl Pyro {
         }
         std::fs::remove_file(&meta).map_err(|e| Error::io("deleting the snapshot", e))?;
         let _ = std::fs::remove_file(dir.snapshots_dir().join(format!("{name}.tar")));
+        events::record(&dir, Event::SnapshotDelete(events::SnapshotEvent { snapshot_name: name.clone() }));
         touch_activity(&dir)?;
         Ok(SnapshotDeleteResult { workspace_id: dir.id, snapshot_name: name, deleted: true })
     }

@@ -116,6 +116,13 @@ pub(crate) fn finish(
 ) -> Result<WorkspaceRecord> {
     let _ = std::fs::remove_dir_all(dir.commands_dir());
     crate::util::create_private_dir(&dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
+    // The summary covers "since the last reset": the journal goes with the history, and
+    // the reset is its first event (recorded here so a recovered reset has it too).
+    super::events::clear(dir);
+    super::events::record(
+        dir,
+        super::events::Event::Reset(super::events::ResetEvent { snapshot_name: intent.snapshot_name.clone() }),
+    );
     let (record, _) = dir.update(|r| {
         super::forget_sessions(dir, r);
         r.command_count = 0;

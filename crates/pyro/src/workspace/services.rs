@@ -466,7 +466,16 @@ impl Pyro {
                 state.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
                 dir.id
             ))),
-            _ => Ok(ServiceInfo { resumed_from_pause: resumed.is_some(), ..info }),
+            _ => {
+                super::events::record(
+                    &dir,
+                    super::events::Event::ServiceStart(super::events::ServiceEvent {
+                        service_name: name.clone(),
+                        command: Some(secrets::redact(&opts.command, &secret_values)),
+                    }),
+                );
+                Ok(ServiceInfo { resumed_from_pause: resumed.is_some(), ..info })
+            }
         }
     }
 
@@ -512,6 +521,13 @@ impl Pyro {
         };
         let info = mirror(&dir, &record, &state).await?;
         sync_counts(&dir)?;
+        super::events::record(
+            &dir,
+            super::events::Event::ServiceStop(super::events::ServiceEvent {
+                service_name: name.clone(),
+                command: None,
+            }),
+        );
         super::ops::touch_activity(&dir)?;
         Ok(ServiceInfo { resumed_from_pause: resumed.is_some(), ..info })
     }
