@@ -10,6 +10,7 @@
 //!   the guest work of that call (a cancelled `workspace_exec` kills its command).
 //! - Calls run concurrently (rmcp spawns a task per request; nothing here serialises them).
 
+mod commands;
 mod params;
 mod serve;
 pub mod token;
@@ -73,6 +74,10 @@ pub const VM_RUN_TOOLS: &[&str] = &["vm_run"];
 /// Tools of the `workspace-core` profile (the default): what an agent needs day to day.
 pub const WORKSPACE_CORE_TOOLS: &[&str] = &[
     "vm_run",
+    "workspace_command_kill",
+    "workspace_command_read",
+    "workspace_command_status",
+    "workspace_command_wait",
     "workspace_create",
     "workspace_delete",
     "workspace_diff",
@@ -177,6 +182,7 @@ impl PyroMcp {
             _ => router += Self::core_variants(),
         }
         router += Self::shell_service_tools();
+        router += Self::command_tools();
         let wanted = profile.tool_names();
         let names: Vec<String> = router.list_all().into_iter().map(|t| t.name.to_string()).collect();
         for name in names {

@@ -115,6 +115,7 @@ pub(crate) fn finish(
     booted: Option<&WorkspaceRecord>,
 ) -> Result<WorkspaceRecord> {
     let _ = std::fs::remove_dir_all(dir.commands_dir());
+    super::commands::forget_all(dir);
     crate::util::create_private_dir(&dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
     let (record, _) = dir.update(|r| {
         super::forget_sessions(dir, r);
