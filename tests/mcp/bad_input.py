@@ -51,7 +51,7 @@ async def sdk_cases():
         assert r.isError, r
         # Still serving.
         listed = await s.list_tools()
-        assert len(listed.tools) == 16
+        assert len(listed.tools) == 20
 
 
 def raw_stdio_case():
@@ -78,7 +78,7 @@ def raw_stdio_case():
             replies[m["id"]] = m
     assert any(m.get("error", {}).get("code") == -32700 for m in nulls), f"no parse error response: {out}"
     assert replies[2]["error"]["code"] == -32600, replies[2]
-    assert len(replies[3]["result"]["tools"]) == 16, "server stopped serving after bad lines"
+    assert len(replies[3]["result"]["tools"]) == 20, "server stopped serving after bad lines"
     log("malformed lines -> -32700 / -32600, then tools/list still answered")
 
 
@@ -223,7 +223,7 @@ async def http_cases():
             assert post(url, bearer(token)) == 401
             assert post(url, bearer(file_token)) == 200
             async with http_session(url, token=file_token) as (s, _):
-                assert len((await s.list_tools()).tools) == 16
+                assert len((await s.list_tools()).tools) == 20
     log("PYRO_MCP_TOKEN and --token-file (0600 only) override the stored token")
     p = subprocess.run([PYRO, "mcp", "serve", "--http", "127.0.0.1:0", "--token", "s3cret"], capture_output=True,
                        text=True, env=server_env(), timeout=30)

@@ -120,6 +120,10 @@ pub const WORKSPACE_FULL_TOOLS: &[&str] = &[
     "vm_start",
     "vm_status",
     "vm_stop",
+    "workspace_command_kill",
+    "workspace_command_read",
+    "workspace_command_status",
+    "workspace_command_wait",
     "workspace_create",
     "workspace_delete",
     "workspace_diff",
@@ -341,8 +345,8 @@ mod tests {
     #[test]
     fn profile_membership_counts() {
         assert_eq!(Profile::VmRun.tool_names().len(), 1);
-        assert_eq!(Profile::WorkspaceCore.tool_names().len(), 16);
-        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 46);
+        assert_eq!(Profile::WorkspaceCore.tool_names().len(), 20);
+        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 50);
         for t in WORKSPACE_CORE_TOOLS {
             assert!(WORKSPACE_FULL_TOOLS.contains(t), "{t}");
         }

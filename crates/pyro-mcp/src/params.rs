@@ -254,7 +254,7 @@ pub struct WorkspaceExecCoreParams {
     /// Seconds before the command's whole process group is killed (exit code 124); default
     /// 30, or 3600 with `background`.
     #[serde(default)]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = 1, max = 86400), extend("default" = 30))]
     pub timeout_seconds: Option<u64>,
     /// Start the command and answer at once with its `command_id`; it runs on after this call
     /// (and this client) is gone. Follow it with workspace_command_status, _read, _wait, _kill.
@@ -272,7 +272,7 @@ pub struct WorkspaceExecFullParams {
     /// Seconds before the command's whole process group is killed (exit code 124); default
     /// 30, or 3600 with `background`.
     #[serde(default)]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = 1, max = 86400), extend("default" = 30))]
     pub timeout_seconds: Option<u64>,
     /// Start the command and answer at once with its `command_id`; it runs on after this call
     /// (and this client) is gone. Follow it with workspace_command_status, _read, _wait, _kill.
