@@ -173,7 +173,7 @@ impl Commands {
                                 dropped_bytes,
                             }))
                         }
-                        Ok(Err(e)) => e,
+                        Ok(Err((kind, msg))) => err(kind, msg),
                         Err(e) => err("io", format!("reading the output: {e}")),
                     }
                 }
@@ -413,10 +413,10 @@ fn scan(dir: &Path, id: &str, last_only: bool) -> std::io::Result<Scan> {
 type ReadResult = (u64, Vec<u8>, Vec<u8>, u64);
 
 /// Output from `cursor`: `(cursor moved past dropped output, stdout, stderr, dropped)`.
-fn read_output(dir: &Path, id: &str, cursor: u64, max: u64) -> Result<ReadResult, Response> {
-    let scan = scan(dir, id, false).map_err(|e| err("io", format!("reading the output of '{id}': {e}")))?;
+fn read_output(dir: &Path, id: &str, cursor: u64, max: u64) -> Result<ReadResult, (&'static str, String)> {
+    let scan = scan(dir, id, false).map_err(|e| ("io", format!("reading the output of '{id}': {e}")))?;
     if cursor > scan.end {
-        return Err(err(
+        return Err((
             "bad_request",
             format!("cursor {cursor} is past the end of the output of '{id}' ({} bytes so far)", scan.end),
         ));
