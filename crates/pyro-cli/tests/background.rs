@@ -135,3 +135,26 @@ fn a_short_command_lands_in_history_and_bad_input_is_refused() {
     assert_eq!(guest_procs(&home, &id, "sleep 600"), 0);
     ok(&home, &["workspace", "delete", &id, "--json"]);
 }
+
+/// The idle pause freezes a workspace nobody calls; a running background command is work in
+/// progress, so it keeps the workspace up; once the command ends, the idle pause applies.
+#[test]
+fn a_running_background_command_keeps_an_idle_workspace_from_pausing() {
+    use std::time::{Duration, Instant};
+    let home = TestHome::new();
+    let id = create(&home);
+    let state =
+        |home: &TestHome| ok(home, &["workspace", "status", &id, "--json"])["state"].as_str().unwrap().to_string();
+    let cmd = start(&home, &id, "sleep 600");
+    ok(&home, &["workspace", "update", &id, "--idle-pause-seconds", "2", "--json"]);
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(state(&home), "started", "paused with a background command running");
+    let k = ok(&home, &["workspace", "command", "kill", &id, &cmd, "--json"]);
+    assert_eq!(k["state"], "killed", "{k}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while state(&home) != "paused" {
+        assert!(Instant::now() < deadline, "not paused 90 s after its command ended");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    ok(&home, &["workspace", "delete", &id, "--json"]);
+}
