@@ -97,6 +97,12 @@ fn a_short_command_lands_in_history_and_bad_input_is_refused() {
     assert_eq!(logs["count"], 1, "recorded once: {logs}");
     ok(&home, &["workspace", "command", "status", &id, &cmd, "--json"]);
     assert_eq!(ok(&home, &["workspace", "logs", &id, "--json"])["count"], 1);
+    // One that ends on its own with nobody asking is in the history all the same.
+    start(&home, &id, "echo later");
+    ok(&home, &["workspace", "exec", &id, "--json", "--", "sleep", "3"]);
+    let logs = ok(&home, &["workspace", "logs", &id, "--json"]);
+    assert!(logs["entries"].as_array().unwrap().iter().any(|e| e["stdout"] == "later\n"), "{logs}");
+    assert_eq!(logs["count"], 3, "{logs}");
 
     // A timeout ends it `timed_out` with exit code 124.
     let t = home.run(&["workspace", "exec", "--background", "--timeout-seconds", "1", &id, "--", "sleep", "30"]);

@@ -516,6 +516,34 @@ async fn collect_output(dir: &WorkspaceDir, id: &str) -> (Vec<u8>, Vec<u8>) {
     (out, err)
 }
 
+/// Record every background command that ended on its own and nobody has seen since, so the
+/// history (`logs_workspace`) lists it. Best effort: a guest that does not answer adds none.
+pub(crate) async fn settle_ended(dir: &WorkspaceDir) {
+    let Ok(rd) = std::fs::read_dir(records_dir(dir)) else { return };
+    let pending = rd.flatten().any(|e| {
+        std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<HostRecord>(&b).ok())
+            .is_some_and(|r| r.ended.is_none())
+    });
+    if !pending {
+        return;
+    }
+    let Ok(CommandResponse::List { commands }) = dir.machine().command(CommandRequest::List, CALL_SLACK).await else {
+        return;
+    };
+    let Ok(record) = dir.load() else { return };
+    let secret_values = secrets::load(dir, &record.secrets).unwrap_or_default();
+    for state in commands
+        .into_iter()
+        .filter(|s| s.state != CommandStatus::Running)
+        .take(2 * MAX_RUNNING + pyro_protocol::command::MAX_ENDED_COMMANDS)
+    {
+        let Ok(rec) = load(dir, &state.command_id) else { continue };
+        let _ = settle(dir, rec, &state, record.execution_mode, &secret_values).await;
+    }
+}
+
 /// Kill every background command still running and record each (workspace stop or expiry):
 /// they end `killed`. Best effort: the VM goes down anyway.
 pub(crate) async fn end_all(dir: &WorkspaceDir) {

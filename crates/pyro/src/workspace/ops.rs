@@ -593,6 +593,14 @@ impl Pyro {
     /// older entries are deleted (the workspace's `command_count` still counts them).
     pub async fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
         let dir = self.ws_dir(workspace_id)?;
+        // Background commands that ended on their own belong in the history too. Only a
+        // started workspace is asked (a paused one is not resumed for it), under the shared
+        // lifecycle lock so no stop pulls the VM away midway.
+        if let Ok(Some(_life)) = dir.try_lifecycle_shared() {
+            if dir.load().is_ok_and(|r| r.state == WorkspaceState::Started) && dir.vm().is_running() {
+                super::commands::settle_ended(&dir).await;
+            }
+        }
         let record = dir.load()?;
         let secret_values = super::secrets::load(&dir, &record.secrets)?;
         let mut entries = Vec::new();
