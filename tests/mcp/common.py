@@ -30,6 +30,7 @@ CORE = {
     "workspace_export", "workspace_file_list", "workspace_file_read", "workspace_file_write",
     "workspace_list", "workspace_logs", "workspace_patch_apply", "workspace_reset",
     "workspace_status", "workspace_summary", "workspace_sync_push", "workspace_update",
+    "workspace_command_kill", "workspace_command_read", "workspace_command_status", "workspace_command_wait",
 }
 FULL = CORE | {
     "service_list", "service_logs", "service_start", "service_status", "service_stop",

@@ -5,7 +5,9 @@
 //! - `pyro-agent serve`: the agent service on the virtio-serial port.
 //! - `pyro-agent serve --socket PATH`: the agent service on a Unix socket (host-side tests).
 //! - `pyro-agent service-run DIR NAME CWD COMMAND`: the runner of one background service.
+//! - `pyro-agent command-run DIR ID CWD TIMEOUT_MS COMMAND`: the runner of one background command.
 
+mod command;
 mod exec;
 mod fs;
 #[cfg(feature = "hostile")]
@@ -26,6 +28,7 @@ fn main() {
         ["serve"] => serve::serve_device(),
         ["serve", "--socket", path] => serve::serve_socket(path),
         ["service-run", dir, name, cwd, command] => service::run_service(dir, name, cwd, command),
+        ["command-run", dir, id, cwd, timeout_ms, command] => command::run_command(dir, id, cwd, timeout_ms, command),
         ["--version"] => {
             println!("pyro-agent {} (protocol {})", env!("CARGO_PKG_VERSION"), pyro_protocol::PROTOCOL_VERSION);
             0

@@ -309,6 +309,7 @@ struct Ctx {
     fs: crate::fs::FsState,
     shells: crate::shell::Shells,
     services: crate::service::Services,
+    commands: crate::command::Commands,
     power: PowerAction,
     stop: Arc<Notify>,
 }
@@ -340,6 +341,14 @@ fn services_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(pyro_protocol::session::SERVICES_DIR))
 }
 
+/// Where background command state and logs live: tmpfs `/run/pyro-commands` in a guest;
+/// socket mode (host-side tests) may point it elsewhere.
+fn commands_dir() -> PathBuf {
+    std::env::var_os("PYRO_AGENT_COMMANDS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(pyro_protocol::command::COMMANDS_DIR))
+}
+
 fn ready_frame() -> Response {
     Response::Ready {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -359,6 +368,7 @@ where
         fs: crate::fs::FsState::default(),
         shells: crate::shell::Shells::default(),
         services: crate::service::Services::new(services_dir()),
+        commands: crate::command::Commands::new(commands_dir()),
         power,
         stop: Arc::new(Notify::new()),
     };
@@ -425,6 +435,7 @@ async fn handle(id: u64, request: Request, ctx: Ctx, receive: Duration) {
         Request::Fs(req) => crate::fs::handle(req, &ctx.fs).await,
         Request::Shell(req) => ctx.shells.handle(req).await,
         Request::Service(req) => ctx.services.handle(req).await,
+        Request::Command(req) => ctx.commands.handle(req).await,
         Request::Supervisor(_) => Response::error("unsupported", "supervisor requests are handled on the host"),
         Request::Bench(req) => bench(req, id, &ctx, receive).await,
         Request::Restored { host_unix_ms, entropy, hostname } => {

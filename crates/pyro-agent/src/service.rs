@@ -304,7 +304,7 @@ pub fn tail(data: Vec<u8>, n: usize) -> (Vec<u8>, bool) {
 }
 
 /// Alive and not a zombie (a dead runner stays a zombie until its parent reaps it).
-fn process_alive(pid: i32) -> bool {
+pub(crate) fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => match stat.rsplit_once(')') {
             Some((_, rest)) => !matches!(rest.trim_start().chars().next(), Some('Z') | Some('X')),
@@ -561,7 +561,7 @@ fn copy_log(mut src: Box<dyn Read + Send>, mut log: LogWriter) {
 
 /// Service records are MessagePack with named fields, the protocol's own encoding: one
 /// serialisation format inside the guest, no JSON crate in the static agent.
-mod record_codec {
+pub(crate) mod record_codec {
     pub fn to_vec<T: serde::Serialize>(v: &T) -> Vec<u8> {
         rmp_serde::to_vec_named(v).unwrap_or_default()
     }

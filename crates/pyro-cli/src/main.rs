@@ -1,6 +1,7 @@
 //! `pyro`: the command line. A thin adapter: parse arguments, call the `pyro` SDK, render
 //! the payload (human text or `--json`). No engine logic lives here.
 
+mod commands;
 mod host;
 mod output;
 mod sessions;

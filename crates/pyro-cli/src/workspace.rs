@@ -66,6 +66,9 @@ pub enum WorkspaceCommand {
     /// Named background services with readiness checks and published ports.
     #[command(subcommand)]
     Service(crate::sessions::ServiceCommand),
+    /// Background commands started with `exec --background`: status, read, wait, kill.
+    #[command(subcommand)]
+    Command(crate::commands::CommandCommand),
 }
 
 #[derive(Subcommand)]
@@ -208,8 +211,14 @@ pub struct UpdateArgs {
 #[derive(Args)]
 pub struct ExecArgs {
     workspace_id: String,
-    #[arg(long, default_value_t = pyro::defaults::TIMEOUT_SECONDS)]
-    timeout_seconds: u64,
+    /// Kill the command after this many seconds (exit code 124); default 30, or 3600 with
+    /// --background.
+    #[arg(long)]
+    timeout_seconds: Option<u64>,
+    /// Start the command and print its id at once; it runs on after this process exits.
+    /// Follow it with `pyro workspace command status|read|wait|kill WORKSPACE_ID COMMAND_ID`.
+    #[arg(long, conflicts_with = "sync")]
+    background: bool,
     /// SECRET[=ENV_VAR] (repeatable): expose a workspace secret to this command.
     #[arg(long = "secret-env", value_name = "SECRET[=ENV_VAR]")]
     secret_env: Vec<String>,
@@ -358,6 +367,7 @@ impl WorkspaceCommand {
             Disk(DiskCommand::Export(a)) => a.json,
             Shell(c) => c.json(),
             Service(c) => c.json(),
+            Command(c) => c.json(),
         })
     }
 }
@@ -616,11 +626,16 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
         WorkspaceCommand::Exec(a) => {
             let command = crate::join_command(&a.command)?;
             let secret_env = parse_secret_env(&a.secret_env)?;
+            let default_timeout =
+                if a.background { pyro::defaults::BACKGROUND_TIMEOUT_SECONDS } else { pyro::defaults::TIMEOUT_SECONDS };
             let opts = pyro::workspace::WorkspaceExecOptions {
-                timeout_seconds: a.timeout_seconds,
+                timeout_seconds: a.timeout_seconds.unwrap_or(default_timeout),
                 secret_env: (!secret_env.is_empty()).then_some(secret_env),
                 sync: a.sync,
             };
+            if a.background {
+                return crate::commands::start(pyro, &a.workspace_id, &command, &opts, json).await;
+            }
             let r = pyro.exec_workspace_with(&a.workspace_id, &command, &opts).await?;
             if json {
                 print_json(&r);
@@ -845,6 +860,7 @@ pub async fn run(pyro: &Pyro, cmd: WorkspaceCommand) -> pyro::Result<u8> {
         }
         WorkspaceCommand::Shell(c) => return crate::sessions::run_shell(pyro, c).await,
         WorkspaceCommand::Service(c) => return crate::sessions::run_service(pyro, c).await,
+        WorkspaceCommand::Command(c) => return crate::commands::run(pyro, c).await,
         WorkspaceCommand::Start(a) => {
             let w = pyro.start_workspace(&a.workspace_id).await?;
             if json {

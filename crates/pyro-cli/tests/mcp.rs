@@ -108,3 +108,8 @@ fn a_client_vanishing_mid_call_leaves_nothing_running_and_the_workspace_usable()
 fn a_guest_never_gets_a_successful_answer_from_the_host_mcp_http_server() {
     run_script("guest_http.py", &[]);
 }
+
+#[test]
+fn a_background_command_outlives_its_client_and_is_followed_from_another() {
+    run_script("background.py", &[]);
+}

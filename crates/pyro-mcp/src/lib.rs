@@ -14,6 +14,7 @@
 //!   the guest work of that call (a cancelled `workspace_exec` kills its command).
 //! - Calls run concurrently (rmcp spawns a task per request; nothing here serialises them).
 
+mod commands;
 mod modes;
 mod params;
 pub mod schema;
@@ -81,6 +82,10 @@ pub const VM_RUN_TOOLS: &[&str] = &["vm_run"];
 /// Tools of the `workspace-core` profile (the default): what an agent needs day to day.
 pub const WORKSPACE_CORE_TOOLS: &[&str] = &[
     "vm_run",
+    "workspace_command_kill",
+    "workspace_command_read",
+    "workspace_command_status",
+    "workspace_command_wait",
     "workspace_create",
     "workspace_delete",
     "workspace_diff",
@@ -124,6 +129,10 @@ pub const WORKSPACE_FULL_TOOLS: &[&str] = &[
     "vm_start",
     "vm_status",
     "vm_stop",
+    "workspace_command_kill",
+    "workspace_command_read",
+    "workspace_command_status",
+    "workspace_command_wait",
     "workspace_create",
     "workspace_delete",
     "workspace_diff",
@@ -198,6 +207,7 @@ impl PyroMcp {
         }
         router += Self::shell_service_tools();
         router += Self::summary_tools();
+        router += Self::command_tools();
         keep_only(&mut router, &profile.tool_names());
         for route in router.map.values_mut() {
             schema::standardize_tool(&mut route.attr);
@@ -221,6 +231,7 @@ impl PyroMcp {
         router += Self::core_variants();
         router += Self::shell_service_tools();
         router += Self::summary_tools();
+        router += Self::command_tools();
         keep_only(&mut router, &mode.tool_names());
         for route in router.map.values_mut() {
             let tool = &mut route.attr;
@@ -476,8 +487,8 @@ mod tests {
     #[test]
     fn profile_membership_counts() {
         assert_eq!(Profile::VmRun.tool_names().len(), 1);
-        assert_eq!(Profile::WorkspaceCore.tool_names().len(), 17);
-        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 47);
+        assert_eq!(Profile::WorkspaceCore.tool_names().len(), 21);
+        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 51);
         for t in WORKSPACE_CORE_TOOLS {
             assert!(WORKSPACE_FULL_TOOLS.contains(t), "{t}");
         }

@@ -49,7 +49,10 @@ const REPRO_FIX: &[ToolSpec] = &[
     ("workspace_logs", Some("The full command history with outputs, oldest first, since the creation or last reset.")),
     ("workspace_status", None),
     ("workspace_export", Some("Copy a fixed file or directory out of /workspace to a new path on the host (never overwrites).")),
-    ("workspace_delete", Some("Delete the workspace when the fix is reported (or abandoned): its VM, disk, history and snapshots.")),
+    ("workspace_delete", Some("Delete the workspace when the fix is reported (or abandoned): its VM, disk, history and snapshots.")),    ("workspace_command_status", Some("Whether a background command (workspace_exec with `background: true`, for a long test suite or build) still runs, and its exit code once it ended.")),
+    ("workspace_command_read", Some("Read a background command's output from `cursor` on (pass back `next_cursor`), while it runs or after: watch a long test run without holding a tool call open.")),
+    ("workspace_command_wait", Some("Wait up to `timeout_seconds` for a background command to end; it is never killed by the wait. Call again to keep waiting.")),
+    ("workspace_command_kill", Some("Kill a background command (its whole process group), e.g. a hung test run; it lands in the history as killed.")),
 ];
 
 const INSPECT: &[ToolSpec] = &[
@@ -79,7 +82,10 @@ const COLD_START: &[ToolSpec] = &[
     ("workspace_logs", Some("The setup commands run so far with their outputs and exit codes.")),
     ("workspace_status", Some("Whether the workspace is running, when it expires, and the last command's exit code.")),
     ("workspace_list", None),
-    ("workspace_delete", Some("Delete a workspace that is no longer needed (its VM, disk and history).")),
+    ("workspace_delete", Some("Delete a workspace that is no longer needed (its VM, disk and history).")),    ("workspace_command_status", Some("Whether a long setup step started in the background (workspace_exec with `background: true`) still runs, and its exit code once done.")),
+    ("workspace_command_read", Some("Read a background setup step's output (dependency install, build) from `cursor` on; pass back `next_cursor`.")),
+    ("workspace_command_wait", Some("Wait up to `timeout_seconds` for a background setup step to finish, without killing it; call again to keep waiting.")),
+    ("workspace_command_kill", Some("Stop a background setup step that hangs or is no longer needed (its whole process group).")),
 ];
 
 const REVIEW_EVAL: &[ToolSpec] = &[

@@ -253,9 +253,15 @@ pub struct WorkspaceExecCoreParams {
     pub workspace_id: String,
     /// Shell command, run with `/bin/sh -lc` in `/workspace`.
     pub command: String,
-    /// Seconds before the command's whole process group is killed (exit code 124).
-    #[serde(default = "timeout_default")]
-    pub timeout_seconds: u64,
+    /// Seconds before the command's whole process group is killed (exit code 124); default
+    /// 30, or 3600 with `background`.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 86400), extend("default" = 30))]
+    pub timeout_seconds: Option<u64>,
+    /// Start the command and answer at once with its `command_id`; it runs on after this call
+    /// (and this client) is gone. Follow it with workspace_command_status, _read, _wait, _kill.
+    #[serde(default)]
+    pub background: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -265,9 +271,15 @@ pub struct WorkspaceExecFullParams {
     pub workspace_id: String,
     /// Shell command, run with `/bin/sh -lc` in `/workspace`.
     pub command: String,
-    /// Seconds before the command's whole process group is killed (exit code 124).
-    #[serde(default = "timeout_default")]
-    pub timeout_seconds: u64,
+    /// Seconds before the command's whole process group is killed (exit code 124); default
+    /// 30, or 3600 with `background`.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 86400), extend("default" = 30))]
+    pub timeout_seconds: Option<u64>,
+    /// Start the command and answer at once with its `command_id`; it runs on after this call
+    /// (and this client) is gone. Follow it with workspace_command_status, _read, _wait, _kill.
+    #[serde(default)]
+    pub background: bool,
     /// Map of workspace secret name to environment variable name, for this command only.
     #[serde(default)]
     pub secret_env: Option<BTreeMap<String, String>>,

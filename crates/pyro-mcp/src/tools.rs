@@ -651,14 +651,11 @@ impl PyroMcp {
         &self,
         Parameters(a): Parameters<Args<WorkspaceExecCoreParams>>,
         ctx: Ctx,
-    ) -> Result<Json<WorkspaceExecResult>, String> {
+    ) -> Result<Json<crate::commands::ExecOutcome>, String> {
         let a = args(a)?;
-        self.call(
-            "workspace_exec",
-            &ctx,
-            self.pyro.exec_workspace(&a.workspace_id, &a.command, a.timeout_seconds, None),
-        )
-        .await
+        let exec =
+            crate::commands::exec(&self.pyro, &a.workspace_id, &a.command, a.timeout_seconds, a.background, None);
+        self.call("workspace_exec", &ctx, exec).await
     }
 }
 
@@ -724,14 +721,17 @@ impl PyroMcp {
         &self,
         Parameters(a): Parameters<Args<WorkspaceExecFullParams>>,
         ctx: Ctx,
-    ) -> Result<Json<WorkspaceExecResult>, String> {
+    ) -> Result<Json<crate::commands::ExecOutcome>, String> {
         let a = args(a)?;
-        self.call(
-            "workspace_exec",
-            &ctx,
-            self.pyro.exec_workspace(&a.workspace_id, &a.command, a.timeout_seconds, a.secret_env.as_ref()),
-        )
-        .await
+        let exec = crate::commands::exec(
+            &self.pyro,
+            &a.workspace_id,
+            &a.command,
+            a.timeout_seconds,
+            a.background,
+            a.secret_env,
+        );
+        self.call("workspace_exec", &ctx, exec).await
     }
 }
 

@@ -136,6 +136,7 @@ const WRITES: &[&str] = &[
     "workspace_create",
     "workspace_delete",
     "workspace_exec",
+    "workspace_command_kill",
     "workspace_export",
     "workspace_file_write",
     "workspace_patch_apply",

@@ -15,6 +15,7 @@
 //! The guest is hostile: every body is checked by [`check_bounds`] (element count, nesting
 //! depth, declared lengths against the bytes present) before anything is allocated for it.
 
+pub mod command;
 pub mod exec;
 pub mod fs;
 pub mod session;
@@ -403,6 +404,8 @@ pub enum Request {
     Shell(session::ShellRequest),
     /// Background services.
     Service(session::ServiceRequest),
+    /// Background commands.
+    Command(command::CommandRequest),
     /// Measurements of the channel and the guest itself (benchmarks, diagnostics).
     Bench(BenchRequest),
     /// The guest was just restored from a memory state (a resume, a fork or a warm start):
@@ -604,6 +607,8 @@ pub enum Response {
     Shell(session::ShellResponse),
     /// Answer to a [`Request::Service`].
     Service(session::ServiceResponse),
+    /// Answer to a [`Request::Command`].
+    Command(command::CommandResponse),
     /// Answer to a [`Request::Bench`] (benchmarks only).
     Bench(BenchResponse),
     /// The request failed; any request may be answered this way.

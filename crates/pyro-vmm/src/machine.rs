@@ -558,6 +558,19 @@ impl Machine {
         }
     }
 
+    /// One background command request; `timeout` bounds the round trip (a `Wait` asks for
+    /// its own wait time on top).
+    pub async fn command(
+        &self,
+        req: pyro_protocol::command::CommandRequest,
+        timeout: Duration,
+    ) -> Result<pyro_protocol::command::CommandResponse> {
+        match self.guest_call(Request::Command(req), timeout).await? {
+            Response::Command(r) => Ok(r),
+            other => Err(Error::unexpected("a background command request", other)),
+        }
+    }
+
     /// Forward these host loopback ports to guest ports for as long as `service` runs
     /// (all or none). The VM's supervisor does it; refused unless the VM was booted with
     /// [`NetworkPolicy::EgressPublishedPorts`].

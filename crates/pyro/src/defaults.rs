@@ -36,3 +36,9 @@ pub const READY_TIMEOUT_SECONDS: u64 = 30;
 pub const READY_INTERVAL_MS: u64 = 500;
 /// Lines per stream returned by `logs_service` (`tail_lines`).
 pub const TAIL_LINES: u64 = 200;
+/// Timeout of a background command (`exec --background`) when none is given: 1 hour.
+pub const BACKGROUND_TIMEOUT_SECONDS: u64 = 3600;
+/// Output bytes one `workspace command read` returns by default.
+pub const COMMAND_READ_MAX_BYTES: u64 = 65_536;
+/// How long `workspace command wait` waits by default, in seconds.
+pub const COMMAND_WAIT_SECONDS: u64 = 30;

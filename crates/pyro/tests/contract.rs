@@ -57,6 +57,13 @@ fn sdk_method_names_exist() {
     // Issue 14: prepare, readiness.
     let _ = (Pyro::prepare_environment, Pyro::environment_readiness, Pyro::doctor_environment);
     let _ = (
+        Pyro::start_workspace_command,
+        Pyro::status_workspace_command,
+        Pyro::read_workspace_command,
+        Pyro::wait_workspace_command,
+        Pyro::kill_workspace_command,
+    );
+    let _ = (
         Pyro::open_shell,
         Pyro::read_shell,
         Pyro::write_shell,
@@ -437,4 +444,26 @@ fn summary_payload_keys_are_pinned() {
     });
     let s: pyro::workspace::WorkspaceSummary = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(serde_json::to_value(&s).unwrap(), json, "every key round-trips, none added");
+}
+
+#[test]
+fn background_command_payload_keys_are_pinned() {
+    let json = serde_json::json!({
+        "workspace_id": "a", "command_id": "0123456789ab", "command": "make", "cwd": "/workspace",
+        "state": "running", "exit_code": null, "started_at": 1.0, "ended_at": null, "duration_ms": 0,
+        "timeout_seconds": 3600, "output_bytes": 0, "sequence": null, "execution_mode": "guest_vsock"
+    });
+    let info: pyro::workspace::WorkspaceCommandInfo = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(keys(&info), json.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>());
+    let json = serde_json::json!({
+        "workspace_id": "a", "command_id": "0123456789ab", "state": "exited", "exit_code": 0,
+        "cursor": 0, "next_cursor": 3, "stdout": "ab", "stderr": "c", "has_more": false,
+        "dropped_bytes": 0, "output_bytes": 3
+    });
+    let out: pyro::workspace::WorkspaceCommandOutput = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(keys(&out), json.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>());
+    for state in ["running", "exited", "killed", "timed_out"] {
+        let s: pyro::workspace::CommandStatus = serde_json::from_value(serde_json::json!(state)).unwrap();
+        assert_eq!(s.as_str(), state);
+    }
 }

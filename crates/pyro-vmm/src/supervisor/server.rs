@@ -1125,6 +1125,14 @@ async fn commit_state(
     Ok(crate::Paused { state_bytes, pause_ms })
 }
 
+/// Does the guest run a background command? A guest that does not answer runs none.
+async fn background_command_running(shared: &Shared) -> bool {
+    use pyro_protocol::command::{CommandRequest, CommandResponse, CommandStatus};
+    let answer = shared.ask_guest(Request::Command(CommandRequest::List), Duration::from_secs(5)).await;
+    matches!(answer, Some(Response::Command(CommandResponse::List { commands }))
+        if commands.iter().any(|c| c.state == CommandStatus::Running))
+}
+
 /// Idle pause: once no client request has arrived for the idle time in force (and none is
 /// in flight), take the VM's lock without waiting (held = a call is in progress: try again
 /// later) and pause. With no idle pause in force it only looks again each second (a
@@ -1146,6 +1154,12 @@ async fn watch_idle(shared: Arc<Shared>) {
         }
         let idle = shared.last_request.lock().unwrap().elapsed();
         if idle < after {
+            continue;
+        }
+        // A running background command is work in progress, not idleness: freezing it
+        // would stop a build or test run nobody is waiting on a call for.
+        if background_command_running(&shared).await {
+            *shared.last_request.lock().unwrap() = Instant::now();
             continue;
         }
         match pyro_sys::try_lock(&lock_path, pyro_sys::LockMode::Exclusive) {

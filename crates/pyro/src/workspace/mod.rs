@@ -6,6 +6,7 @@
 //! delete), check state and expiry, talk to the guest through the workspace's
 //! [`pyro_vmm::Machine`], then update the record under the short record lock.
 
+pub mod commands;
 mod disk;
 pub mod events;
 mod ops;
@@ -31,6 +32,7 @@ use std::time::Duration;
 pub use store::{SeedInfo, SeedSkip};
 use store::{WorkspaceDir, WorkspaceRecord, LAYOUT_VERSION};
 
+pub use commands::*;
 pub use disk::*;
 pub use ops::*;
 pub use pause::*;
@@ -435,6 +437,8 @@ pub(crate) fn forget_sessions(dir: &WorkspaceDir, r: &mut WorkspaceRecord) {
 pub(crate) async fn end_sessions_if_running(dir: &WorkspaceDir) {
     let vm = dir.machine();
     if vm.is_running() {
+        // Background commands first: each is recorded in the history as killed.
+        commands::end_all(dir).await;
         services::end_sessions(&vm, services::STOP_GRACE).await;
     }
 }

@@ -391,6 +391,60 @@ fn write_history_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Append one entry (redacted command and output) to the history and bump `command_count`;
+/// returns its sequence number. Shared by exec and background commands.
+pub(crate) fn record_history(
+    dir: &WorkspaceDir,
+    command: &str,
+    execution_mode: ExecutionMode,
+    exit_code: i32,
+    duration_ms: u64,
+    stdout: &str,
+    stderr: &str,
+) -> Result<u64> {
+    let (_, sequence) = dir.update(|rec| {
+        let seq = rec.command_count + 1;
+        let entry = CommandEntry {
+            sequence: seq,
+            command: command.to_string(),
+            cwd: WORKSPACE_PATH.into(),
+            exit_code,
+            duration_ms,
+            execution_mode,
+            recorded_at: now_f64(),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        let base = dir.commands_dir().join(format!("{seq:06}"));
+        let write = |ext: &str, bytes: &[u8]| {
+            write_history_file(&base.with_extension(ext), bytes)
+                .map_err(|e| Error::io("recording the command history", e))
+        };
+        write("stdout", stdout.as_bytes())?;
+        write("stderr", stderr.as_bytes())?;
+        write("json", &serde_json::to_vec_pretty(&entry).expect("entry serializes"))?;
+        rec.command_count = seq;
+        rec.last_command = Some(LastCommand {
+            sequence: seq,
+            command: command.to_string(),
+            cwd: WORKSPACE_PATH.into(),
+            exit_code,
+            duration_ms,
+            execution_mode,
+        });
+        rec.last_activity_at = now_f64();
+        // Keep the host's copy of the history bounded (command_count stays the true total).
+        // A failure here costs disk, not the command's result: the next exec prunes again.
+        let _ = super::retention::prune_history(
+            &dir.commands_dir(),
+            super::retention::HISTORY_MAX_ENTRIES,
+            super::retention::HISTORY_MAX_OUTPUT_BYTES,
+        );
+        Ok(seq)
+    })?;
+    Ok(sequence)
+}
+
 pub(crate) fn touch_activity(dir: &WorkspaceDir) -> Result<()> {
     dir.update(|r| {
         r.last_activity_at = now_f64();
@@ -513,46 +567,7 @@ impl Pyro {
         let shown_command = super::secrets::redact(command, &secret_values);
         let command = shown_command.as_str();
         let execution_mode = record.execution_mode;
-        let (_, sequence) = dir.update(|rec| {
-            let seq = rec.command_count + 1;
-            let entry = CommandEntry {
-                sequence: seq,
-                command: command.to_string(),
-                cwd: WORKSPACE_PATH.into(),
-                exit_code: r.exit_code,
-                duration_ms: r.duration_ms,
-                execution_mode,
-                recorded_at: now_f64(),
-                stdout: String::new(),
-                stderr: String::new(),
-            };
-            let base = dir.commands_dir().join(format!("{seq:06}"));
-            let write = |ext: &str, bytes: &[u8]| {
-                write_history_file(&base.with_extension(ext), bytes)
-                    .map_err(|e| Error::io("recording the command history", e))
-            };
-            write("stdout", stdout.as_bytes())?;
-            write("stderr", stderr.as_bytes())?;
-            write("json", &serde_json::to_vec_pretty(&entry).expect("entry serializes"))?;
-            rec.command_count = seq;
-            rec.last_command = Some(LastCommand {
-                sequence: seq,
-                command: command.to_string(),
-                cwd: WORKSPACE_PATH.into(),
-                exit_code: r.exit_code,
-                duration_ms: r.duration_ms,
-                execution_mode,
-            });
-            rec.last_activity_at = now_f64();
-            // Keep the host's copy of the history bounded (command_count stays the true total).
-            // A failure here costs disk, not the command's result: the next exec prunes again.
-            let _ = super::retention::prune_history(
-                &dir.commands_dir(),
-                super::retention::HISTORY_MAX_ENTRIES,
-                super::retention::HISTORY_MAX_OUTPUT_BYTES,
-            );
-            Ok(seq)
-        })?;
+        let sequence = record_history(&dir, command, execution_mode, r.exit_code, r.duration_ms, &stdout, &stderr)?;
         Ok(WorkspaceExecResult {
             workspace_id: dir.id.clone(),
             environment: record.environment,
@@ -579,6 +594,14 @@ impl Pyro {
     /// older entries are deleted (the workspace's `command_count` still counts them).
     pub async fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
         let dir = self.ws_dir(workspace_id)?;
+        // Background commands that ended on their own belong in the history too. Only a
+        // started workspace is asked (a paused one is not resumed for it), under the shared
+        // lifecycle lock so no stop pulls the VM away midway.
+        if let Ok(Some(_life)) = dir.try_lifecycle_shared() {
+            if dir.load().is_ok_and(|r| r.state == WorkspaceState::Started) && dir.vm().is_running() {
+                super::commands::settle_ended(&dir).await;
+            }
+        }
         let record = dir.load()?;
         let secret_values = super::secrets::load(&dir, &record.secrets)?;
         let mut entries = Vec::new();

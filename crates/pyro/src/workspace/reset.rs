@@ -115,6 +115,7 @@ pub(crate) fn finish(
     booted: Option<&WorkspaceRecord>,
 ) -> Result<WorkspaceRecord> {
     let _ = std::fs::remove_dir_all(dir.commands_dir());
+    super::commands::forget_all(dir);
     crate::util::create_private_dir(&dir.commands_dir()).map_err(|e| Error::io("recreating the history dir", e))?;
     // The summary covers "since the last reset": the journal goes with the history, and
     // the reset is its first event (recorded here so a recovered reset has it too).

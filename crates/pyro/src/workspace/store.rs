@@ -271,6 +271,11 @@ impl WorkspaceDir {
         try_flock(&self.lifecycle_lock_path(), LockMode::Exclusive)
     }
 
+    /// The shared lifecycle lock if no stop, start, reset or delete holds it right now.
+    pub fn try_lifecycle_shared(&self) -> Result<Option<FileLock>> {
+        try_flock(&self.lifecycle_lock_path(), LockMode::Shared)
+    }
+
     pub fn load(&self) -> Result<WorkspaceRecord> {
         let text = std::fs::read_to_string(self.record_path()).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
