@@ -13,6 +13,9 @@ PYRO_MCP_PYTHON="$(scripts/mcp-client-venv.sh)"
 export PYRO_MCP_PYTHON
 # CI must never skip the MCP acceptance tests for want of the client.
 export PYRO_REQUIRE_MCP_CLIENT=1
+# The TypeScript MCP SDK client: tool schemas must compile in it without a warning.
+PYRO_TS_MCP_MODULES="$(scripts/ts-mcp-client.sh)"
+export PYRO_TS_MCP_MODULES
 # The real agent clients (Claude Code, Codex, OpenCode, from npm) that `pyro host` is tested with.
 PYRO_HOST_CLIENTS_BIN="$(scripts/host-clients.sh)"
 export PYRO_HOST_CLIENTS_BIN
