@@ -43,6 +43,7 @@ PARAM_TYPES: Dict[str, str] = {
     "shell_id": "str",
     "service_name": "str",
     "snapshot_name": "str",
+    "command_id": "str",
     "environment": "str",
     "name": "str",
     "names": "StrList",

@@ -58,6 +58,9 @@ const _: () = {
     assert!(pyro::defaults::READY_INTERVAL_MS == 500);
     assert!(pyro::defaults::TAIL_LINES == 200);
     assert!(same(pyro::workspace::WORKSPACE_PATH, "/workspace"));
+    assert!(pyro::defaults::BACKGROUND_TIMEOUT_SECONDS == 3600);
+    assert!(pyro::defaults::COMMAND_READ_MAX_BYTES == 65536);
+    assert!(pyro::defaults::COMMAND_WAIT_SECONDS == 30);
 };
 
 /// Default `profile` of `create_server`: the reference's, every tool (pinned by
@@ -204,6 +207,22 @@ impl PyPyro {
     #[pyo3(signature = (environment))]
     fn pull_environment(&self, py: Python<'_>, environment: String) -> PyResult<Py<PyAny>> {
         self.call(py, self.pyro.pull_environment(&environment))
+    }
+
+    /// Make the first real call on an environment fast: install it if missing, run the KVM
+    /// probe, build the initramfs and the warm-run template of the default VM shape (network
+    /// also the network-on shape's). force rebuilds the initramfs and templates (never the
+    /// installed environment). Each step reports already, done, rebuilt, skipped or failed.
+    #[pyo3(signature = (environment, *, network=false, force=false))]
+    fn prepare_environment(
+        &self,
+        py: Python<'_>,
+        environment: String,
+        network: bool,
+        force: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let opts = pyro::PrepareOptions { network, force };
+        self.call(py, async move { self.pyro.prepare_environment(&environment, &opts).await })
     }
 
     /// One catalog environment: description, packages, install state, cache and install
@@ -501,6 +520,86 @@ impl PyPyro {
         self.call(py, async move {
             self.pyro.exec_workspace(&workspace_id, &command, timeout_seconds, secret_env.as_ref()).await
         })
+    }
+
+    /// Start a command (/bin/sh -lc) in /workspace in the background and return at once with
+    /// its command_id: it runs on after this call, after this process, and is followed with
+    /// status_workspace_command, read_workspace_command, wait_workspace_command and
+    /// kill_workspace_command. It is killed after timeout_seconds (state timed_out, exit code
+    /// 124; default one hour). When it ends it lands in the history like any exec. At most 8
+    /// run at once per workspace; secret_env as for exec_workspace.
+    #[pyo3(signature = (workspace_id, *, command, timeout_seconds=3600, secret_env=None))]
+    fn start_workspace_command(
+        &self,
+        py: Python<'_>,
+        workspace_id: String,
+        command: String,
+        timeout_seconds: i64,
+        secret_env: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let timeout_seconds = unsigned(py, timeout_seconds, "timeout_seconds")?;
+        let secret_env = from_py::<BTreeMap<String, String>>(secret_env, Shape::Dict, "secret_env", SECRET_ENV)?;
+        let opts = pyro::workspace::WorkspaceExecOptions { timeout_seconds, secret_env, sync: false };
+        self.call(py, async move { self.pyro.start_workspace_command(&workspace_id, &command, &opts).await })
+    }
+
+    /// A background command's state (running, exited, killed or timed_out), its exit code once
+    /// ended, how much output it wrote, and its history sequence once recorded.
+    #[pyo3(signature = (workspace_id, command_id))]
+    fn status_workspace_command(
+        &self,
+        py: Python<'_>,
+        workspace_id: String,
+        command_id: String,
+    ) -> PyResult<Py<PyAny>> {
+        self.call(py, self.pyro.status_workspace_command(&workspace_id, &command_id))
+    }
+
+    /// A background command's output from cursor on (bytes of both streams together, in the
+    /// order written; start at 0, then pass back next_cursor), at most max_bytes per call,
+    /// with stdout and stderr apart, has_more, and dropped_bytes when old output was discarded.
+    #[pyo3(signature = (workspace_id, command_id, *, cursor=0, max_bytes=65536))]
+    fn read_workspace_command(
+        &self,
+        py: Python<'_>,
+        workspace_id: String,
+        command_id: String,
+        cursor: i64,
+        max_bytes: i64,
+    ) -> PyResult<Py<PyAny>> {
+        let cursor = unsigned(py, cursor, "cursor")?;
+        let max_bytes = unsigned(py, max_bytes, "max_bytes")?;
+        self.call(py, self.pyro.read_workspace_command(&workspace_id, &command_id, cursor, max_bytes))
+    }
+
+    /// Wait up to timeout_seconds (0..=3600) for a background command to end and return its
+    /// state; the command is never killed by a wait (call again to keep waiting).
+    #[pyo3(signature = (workspace_id, command_id, *, timeout_seconds=30))]
+    fn wait_workspace_command(
+        &self,
+        py: Python<'_>,
+        workspace_id: String,
+        command_id: String,
+        timeout_seconds: i64,
+    ) -> PyResult<Py<PyAny>> {
+        let timeout_seconds = unsigned(py, timeout_seconds, "timeout_seconds")?;
+        self.call(py, self.pyro.wait_workspace_command(&workspace_id, &command_id, timeout_seconds))
+    }
+
+    /// Kill a background command's whole process group (TERM, then KILL after 2 s); it ends
+    /// killed and lands in the history. Killing an ended command changes nothing.
+    #[pyo3(signature = (workspace_id, command_id))]
+    fn kill_workspace_command(&self, py: Python<'_>, workspace_id: String, command_id: String) -> PyResult<Py<PyAny>> {
+        self.call(py, self.pyro.kill_workspace_command(&workspace_id, &command_id))
+    }
+
+    /// One review payload since the workspace's creation or last reset: syncs, file writes,
+    /// patches, exports, services started and stopped, snapshots, background commands, the
+    /// command history (exit codes, durations) and the current diff stat (as diff_workspace).
+    /// Works in any state; never resumes a paused workspace.
+    #[pyo3(signature = (workspace_id))]
+    fn summary_workspace(&self, py: Python<'_>, workspace_id: String) -> PyResult<Py<PyAny>> {
+        self.call(py, self.pyro.summary_workspace(&workspace_id))
     }
 
     /// Push a host directory or tar archive (.tar/.tar.gz/.tgz) into the started workspace

@@ -18,7 +18,8 @@ from support import Home, subprocess_env
 WORKSPACE_CORE = [
     "vm_run", "workspace_create", "workspace_delete", "workspace_diff", "workspace_exec", "workspace_export",
     "workspace_file_list", "workspace_file_read", "workspace_file_write", "workspace_list", "workspace_logs",
-    "workspace_patch_apply", "workspace_reset", "workspace_status", "workspace_sync_push", "workspace_update",
+    "workspace_patch_apply", "workspace_reset", "workspace_status", "workspace_summary", "workspace_sync_push", "workspace_update",
+    "workspace_command_kill", "workspace_command_read", "workspace_command_status", "workspace_command_wait",
 ]  # fmt: skip
 
 SERVE = "import sys\nfrom pyro_sdk import Pyro\nPyro().create_server(profile=sys.argv[1]).run()\n"

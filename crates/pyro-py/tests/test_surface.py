@@ -26,6 +26,7 @@ PYRO_METHODS = {
     'export_workspace_disk': '(self, /, workspace_id, *, output_path)',
     'fork_workspace': '(self, /, workspace_id, *, count=1, names=None)',
     'inspect_environment': '(self, /, environment)',
+    'kill_workspace_command': '(self, /, workspace_id, command_id)',
     'list_environments': '(self, /)',
     'list_services': '(self, /, workspace_id)',
     'list_snapshots': '(self, /, workspace_id)',
@@ -37,10 +38,12 @@ PYRO_METHODS = {
     'network_info_vm': '(self, /, vm_id)',
     'open_shell': "(self, /, workspace_id, *, cwd='/workspace', cols=120, rows=30, secret_env=None)",
     'pause_workspace': '(self, /, workspace_id)',
+    'prepare_environment': '(self, /, environment, *, network=False, force=False)',
     'prune_environments': '(self, /)',
     'pull_environment': '(self, /, environment)',
     'push_workspace_sync': "(self, /, workspace_id, source_path, *, dest='/workspace')",
     'read_shell': '(self, /, workspace_id, shell_id, *, cursor=0, max_chars=65536, plain=False, wait_for_idle_ms=None)',
+    'read_workspace_command': '(self, /, workspace_id, command_id, *, cursor=0, max_bytes=65536)',
     'read_workspace_disk': '(self, /, workspace_id, path, *, max_bytes=65536)',
     'read_workspace_file': '(self, /, workspace_id, path, *, max_bytes=65536)',
     'reap_expired': '(self, /)',
@@ -51,13 +54,17 @@ PYRO_METHODS = {
     'start_service': "(self, /, workspace_id, service_name, *, command, cwd='/workspace', readiness=None, ready_timeout_seconds=30, ready_interval_ms=500, secret_env=None, published_ports=None)",
     'start_vm': '(self, /, vm_id)',
     'start_workspace': '(self, /, workspace_id)',
+    'start_workspace_command': '(self, /, workspace_id, *, command, timeout_seconds=3600, secret_env=None)',
     'status_service': '(self, /, workspace_id, service_name)',
     'status_vm': '(self, /, vm_id)',
     'status_workspace': '(self, /, workspace_id)',
+    'status_workspace_command': '(self, /, workspace_id, command_id)',
     'stop_service': '(self, /, workspace_id, service_name)',
     'stop_vm': '(self, /, vm_id)',
     'stop_workspace': '(self, /, workspace_id)',
+    'summary_workspace': '(self, /, workspace_id)',
     'update_workspace': '(self, /, workspace_id, *, name=None, clear_name=False, labels=None, clear_labels=None, ttl_seconds=None, idle_pause_seconds=None)',
+    'wait_workspace_command': '(self, /, workspace_id, command_id, *, timeout_seconds=30)',
     'write_shell': '(self, /, workspace_id, shell_id, *, input, append_newline=True)',
     'write_workspace_file': '(self, /, workspace_id, path, *, text)',
 }
@@ -67,7 +74,19 @@ PYRO_CONSTRUCTOR = (
 )
 
 # pyro's additions beyond the reference Python SDK's `Pyro` (which has the other 47).
-PYRO_ADDITIONS = {"pause_workspace", "resume_workspace", "fork_workspace", "doctor"}
+PYRO_ADDITIONS = {
+    "pause_workspace",
+    "resume_workspace",
+    "fork_workspace",
+    "doctor",
+    "start_workspace_command",
+    "status_workspace_command",
+    "read_workspace_command",
+    "wait_workspace_command",
+    "kill_workspace_command",
+    "summary_workspace",
+    "prepare_environment",
+}
 
 # Exceptions: one per stable engine error code; the reference's programs catch ValueError and
 # RuntimeError, so each is also one of those.

@@ -301,6 +301,10 @@ class DoctorReport(TypedDict):
     """pyro's own helper binaries (guest agent, `pyro-supervisor`) mapped to their path; `None`
     when not found.
     """
+    readiness: Optional[EnvironmentReadiness]
+    """How ready one environment is for a fast first call (`pyro doctor --environment ENV`,
+    `Pyro::doctor_environment`); `None` otherwise.
+    """
     runtime_ok: bool
     """True when `pyro run` can boot a guest here (or host-compat is the only issue)."""
     state_dir: str
@@ -347,6 +351,37 @@ class EnvironmentInfo(TypedDict):
     """
     version: str
     """Environment version (`1.0.0`)."""
+
+class EnvironmentReadiness(TypedDict):
+    """How ready one environment is for a fast first call (`pyro doctor --environment ENV`)."""
+
+    accel: Optional[str]
+    """The accelerator a VM would use (`kvm`, `tcg`); `None` when unknown (not probed yet)
+    or there is no QEMU backend.
+    """
+    detail: str
+    """Why, for a person."""
+    environment: str
+    """Environment name."""
+    initramfs: Optional[str]
+    """Path of the initramfs of the current agent and this environment when it is built."""
+    installed: bool
+    """The environment is installed."""
+    kvm_probed: bool
+    """A KVM probe verdict is cached for this QEMU and guest kernel (or none is needed)."""
+    prepare_steps: List[PlannedStep]
+    """What `pyro prepare ENV` would do; empty when warm."""
+    state: str
+    """`warm` (a default `pyro run` restores a template), `cold` (the next run builds or
+    boots), `stale` (the default shape's template was built for another environment
+    install, agent, kernel or QEMU) or `not_installed`.
+    """
+    template: str
+    """Template of the default VM shape: `valid`, `missing`, `stale` or `unavailable`
+    (warm runs off, no QEMU, not installed, or the key is unknown before the KVM probe).
+    """
+    template_path: Optional[str]
+    """Path of the valid template, if any."""
 
 class EnvironmentState(TypedDict):
     """Install state of one catalog environment."""
@@ -605,6 +640,48 @@ class PauseInfo(TypedDict):
     cost bytes).
     """
 
+class PlannedStep(TypedDict):
+    """A step `pyro prepare` would do, and why."""
+
+    reason: str
+    """Why it is needed."""
+    step: str
+    """Same names as `PrepareStep::step`."""
+
+class PrepareResult(TypedDict):
+    """Payload of `Pyro::prepare_environment` (`pyro prepare --json`)."""
+
+    duration_ms: int
+    """Time the whole call took."""
+    environment: str
+    """Environment name, e.g. `debian:12`."""
+    force: bool
+    """Existing artifacts were rebuilt."""
+    network: bool
+    """The network-on template was prepared too."""
+    ok: bool
+    """No step failed."""
+    state: str
+    """Readiness after preparing: `warm`, `cold`, `stale` or `not_installed` (see
+    `EnvironmentReadiness::state`).
+    """
+    steps: List[PrepareStep]
+    """The steps in order, each with what it did."""
+
+class PrepareStep(TypedDict):
+    """One step of `Pyro::prepare_environment`."""
+
+    detail: str
+    """What was found or done, or the error."""
+    duration_ms: int
+    """Time this step took."""
+    status: str
+    """`already` (nothing to do), `done` (done now), `rebuilt` (something was there and was
+    replaced), `skipped` (does not apply here, see `detail`) or `failed`.
+    """
+    step: str
+    """`environment`, `kvm_probe`, `initramfs`, `template` or `template_network`."""
+
 class PruneResult(TypedDict):
     """Payload of `prune_environments`."""
 
@@ -792,9 +869,35 @@ class SeedInfo(TypedDict):
     entry_count: int
     """Archive entries (files, directories, symlinks) unpacked."""
     mode: str
-    """`empty`, `directory` or `tar_archive`."""
+    """`empty`, `directory` or `tar_archive` (a project seed is a `directory`)."""
+    origin_kind: str
+    """Where the seed came from: `empty`, `path` (a directory or archive named by
+    `seed_path`, or a project directory that is not a Git checkout), `git_checkout` (a
+    local checkout, seeded by Git's rules) or `repo_url` (a cloned repository).
+    """
+    origin_ref: Optional[str]
+    """The commit the seed sits on (`HEAD` of the checkout or clone; the content is the
+    working tree's, uncommitted edits included); `None` for `empty` and `path` seeds and
+    for a repository without commits.
+    """
     seed_path: Optional[str]
-    """Absolute host path of the seed directory or archive; `None` for an empty seed."""
+    """Absolute host path of the seed directory or archive (for a `repo_url` seed, the
+    repository URL without credentials); `None` for an empty seed.
+    """
+    skipped: List[SeedSkip]
+    """The first of those (at most 100), each with the reason."""
+    skipped_count: int
+    """How many listed paths of a Git seed were left out (sockets, fifos, unreadable or
+    missing files); 0 for other seeds.
+    """
+
+class SeedSkip(TypedDict):
+    """A path a seed left out instead of failing (`workspace_seed.skipped`)."""
+
+    path: str
+    """The path relative to the project root."""
+    reason: str
+    """Why it was left out, e.g. `socket`, `unreadable: Permission denied (os error 13)`."""
 
 class ServiceInfo(TypedDict):
     """Service payload (keys pinned in crates/pyro/tests/contract.rs; `backend` is pyro's
@@ -1126,6 +1229,70 @@ class SnapshotList(TypedDict):
     workspace_id: str
     """Id of the workspace."""
 
+class SummaryCommand(TypedDict):
+    """One command of the history, without its output (`logs_workspace` has that)."""
+
+    command: str
+    """The command text, secret values redacted."""
+    duration_ms: int
+    """Wall time in milliseconds."""
+    exit_code: int
+    """Exit status; 124 when it timed out."""
+    recorded_at: float
+    """When it finished, Unix seconds."""
+    sequence: int
+    """Position in the history, 1-based."""
+
+class SummaryCommands(TypedDict):
+    """The command history part of a summary."""
+
+    entries: List[SummaryCommand]
+    """The kept history entries, oldest first."""
+    failed: int
+    """Of the kept entries, how many exited non-zero."""
+    total: int
+    """Commands run since the creation or last reset (history pruning does not lower it)."""
+
+class SummaryDiff(TypedDict):
+    """The diff stat of `/workspace` against the baseline: the same comparison as
+    `diff_workspace`, without the patch text.
+    """
+
+    changed: bool
+    """Whether anything differs from the baseline."""
+    entries: List[SummaryDiffEntry]
+    """Every changed path with its status, sorted by path (as `diff_workspace`'s `entries`)."""
+    lines_added: int
+    """Lines added over all text patches."""
+    lines_removed: int
+    """Lines removed over all text patches."""
+    summary: DiffSummary
+    """Counts, equal to `diff_workspace`'s `summary`."""
+
+class SummaryDiffEntry(TypedDict):
+    """One changed path of a `SummaryDiff`."""
+
+    path: str
+    """Path relative to `/workspace` (as in `diff_workspace`)."""
+    status: str
+    """`added`, `modified`, `deleted` or `type_changed`."""
+
+class SummaryServices(TypedDict):
+    """Services started and stopped."""
+
+    started: List[Timed5]
+    """`start_service` calls, oldest first."""
+    stopped: List[Timed5]
+    """`stop_service` calls, oldest first."""
+
+class SummarySnapshots(TypedDict):
+    """Snapshots created and deleted."""
+
+    created: List[Timed6]
+    """Named snapshots created, oldest first."""
+    deleted: List[Timed6]
+    """Named snapshots deleted, oldest first."""
+
 class SyncInfo(TypedDict):
     """What `push_workspace_sync` copied in."""
 
@@ -1155,6 +1322,100 @@ class SyncResult(TypedDict):
     """Id of the workspace."""
     workspace_sync: SyncInfo
     """What was copied."""
+
+class Timed(TypedDict):
+    """An event with the time it was recorded."""
+
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    bytes_written: int
+    """Bytes of regular-file content unpacked."""
+    destination: str
+    """Guest directory it was unpacked into."""
+    entry_count: int
+    """Archive entries unpacked."""
+    mode: str
+    """`directory` or `tar_archive`."""
+    source_path: str
+    """Host path of the source."""
+
+class Timed2(TypedDict):
+    """An event with the time it was recorded."""
+
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    bytes_written: int
+    """Bytes written."""
+    path: str
+    """Absolute guest path written."""
+
+class Timed3(TypedDict):
+    """An event with the time it was recorded."""
+
+    added: int
+    """Files created."""
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    deleted: int
+    """Files removed."""
+    modified: int
+    """Files changed in place."""
+    paths: List[str]
+    """The first paths of the patch, sorted (at most 20; the counts are complete)."""
+
+class Timed4(TypedDict):
+    """An event with the time it was recorded."""
+
+    artifact_type: str
+    """`file`, `directory`, `symlink` or `disk`."""
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    bytes_written: int
+    """Bytes written on the host."""
+    output_path: str
+    """Host path written."""
+    workspace_path: Optional[str]
+    """Guest path exported; `None` for a disk export."""
+
+class Timed5(TypedDict):
+    """An event with the time it was recorded."""
+
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    command: NotRequired[Optional[str]]
+    """Its command (start only; secrets redacted by the caller)."""
+    service_name: str
+    """Service name."""
+
+class Timed6(TypedDict):
+    """An event with the time it was recorded."""
+
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    snapshot_name: str
+    """Snapshot name."""
+
+class Timed7(TypedDict):
+    """An event with the time it was recorded."""
+
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    snapshot_name: str
+    """Snapshot restored: `baseline` or a named one."""
+
+class Timed8(TypedDict):
+    """An event with the time it was recorded."""
+
+    at: float
+    """When it happened, Unix seconds (fractional)."""
+    command: str
+    """Command text (secrets redacted by the caller)."""
+    command_id: str
+    """Id of the background command."""
+    exit_code: NotRequired[Optional[int]]
+    """Exit code once it ended."""
+    status: str
+    """`started`, `exited` or `killed`."""
 
 class VmInfo(TypedDict):
     """Payload of `create_vm`, `start_vm`, `stop_vm`, `status_vm` (the reference
@@ -1204,6 +1465,66 @@ class VmInfo(TypedDict):
     """Virtual CPUs given to the guest (1..=8)."""
     vm_id: str
     """Id of the VM (12 lowercase hex characters); pass it to the other `*_vm` methods."""
+
+class WorkspaceCommandInfo(TypedDict):
+    """Payload of the background command calls: what a command is and how it is doing."""
+
+    command: str
+    """The command as run under `/bin/sh -lc`, secret values redacted."""
+    command_id: str
+    """Id of the command in this workspace (for status, read, wait and kill)."""
+    cwd: str
+    """Directory it runs in: always `/workspace`."""
+    duration_ms: int
+    """Run time so far (or in total once ended), in milliseconds."""
+    ended_at: Optional[float]
+    """When it ended, same clock; `null` while it runs."""
+    execution_mode: Literal['pending', 'guest_vsock', 'host_compat']
+    """`guest_vsock`: it runs in the guest through pyro's agent."""
+    exit_code: Optional[int]
+    """Exit code once ended: the command's own, 124 on timeout, 128+N when killed by signal N."""
+    output_bytes: int
+    """Output bytes it wrote so far, both streams (the cursor at the end of its output)."""
+    resumed_from_pause: NotRequired[bool]
+    """`true` when the workspace was paused and this call resumed it first (absent otherwise)."""
+    sequence: Optional[int]
+    """Its position in the workspace history once recorded there (after it ended)."""
+    started_at: float
+    """When it started, Unix seconds (host clock)."""
+    state: Literal['running', 'exited', 'killed', 'timed_out']
+    """`running`, `exited`, `killed` (a kill, or a workspace stop) or `timed_out`."""
+    timeout_seconds: int
+    """The command is killed (`timed_out`, exit code 124) after this many seconds."""
+    workspace_id: str
+    """Id of the workspace."""
+
+class WorkspaceCommandOutput(TypedDict):
+    """Payload of `read_workspace_command`: a slice of a command's output."""
+
+    command_id: str
+    """Id of the command."""
+    cursor: int
+    """Where this slice starts: the requested cursor, moved forward when older output was
+    dropped (see `dropped_bytes`). Cursors count output bytes of both streams together.
+    """
+    dropped_bytes: int
+    """Output bytes between the requested cursor and the oldest still kept (dropped)."""
+    exit_code: Optional[int]
+    """Its exit code once ended."""
+    has_more: bool
+    """More output is already there past `next_cursor`."""
+    next_cursor: int
+    """The cursor to read from next."""
+    output_bytes: int
+    """Output bytes written so far."""
+    state: Literal['running', 'exited', 'killed', 'timed_out']
+    """The command's state when the slice was taken."""
+    stderr: str
+    """Standard error in the slice, like `stdout`."""
+    stdout: str
+    """Standard output in the slice (UTF-8, invalid bytes replaced, secret values redacted)."""
+    workspace_id: str
+    """Id of the workspace."""
 
 class WorkspaceExecResult(TypedDict):
     """Payload of `exec_workspace`."""
@@ -1387,6 +1708,48 @@ class WorkspaceLogs(TypedDict):
     workspace_id: str
     """Id of the workspace."""
 
+class WorkspaceSummary(TypedDict):
+    """Payload of `summary_workspace`."""
+
+    background_commands: List[Timed8]
+    """Background commands started, exited or killed, oldest first."""
+    commands: SummaryCommands
+    """The command history."""
+    diff: Optional[SummaryDiff]
+    """The current diff stat; `None` when the workspace is not running (see `diff_error`)."""
+    diff_error: Optional[str]
+    """Why `diff` is missing, e.g. the workspace is stopped."""
+    events_complete: bool
+    """`false` when the journal missed an operation (it could not be written) or dropped its
+    oldest events to stay bounded (`events_dropped`).
+    """
+    events_dropped: int
+    """Oldest events dropped to keep the journal bounded."""
+    exports: List[Timed4]
+    """Exports to the host (paths and whole disks), oldest first."""
+    file_writes: List[Timed2]
+    """`write_workspace_file` calls, oldest first."""
+    name: Optional[str]
+    """Its name, if set."""
+    patches: List[Timed3]
+    """Patches applied, oldest first."""
+    reset: Optional[Timed7]
+    """The reset that opened the period, if any."""
+    services: SummaryServices
+    """Services started and stopped."""
+    since: float
+    """Start of the summarised period, Unix seconds: the last reset, else the creation."""
+    since_kind: str
+    """`create` or `reset`: what `since` is."""
+    snapshots: SummarySnapshots
+    """Named snapshots created and deleted."""
+    state: Literal['creating', 'started', 'stopped', 'paused']
+    """Its state: `started`, `stopped`, `paused` or `creating`."""
+    syncs: List[Timed]
+    """`push_workspace_sync` calls, oldest first."""
+    workspace_id: str
+    """Id of the workspace."""
+
 # The SDK
 
 @final
@@ -1515,6 +1878,11 @@ class Pyro:
         directories. An unknown name raises NotFoundError (a ValueError).
         """
 
+    def kill_workspace_command(self, /, workspace_id: str, command_id: str) -> WorkspaceCommandInfo:
+        """Kill a background command's whole process group (TERM, then KILL after 2 s); it ends
+        killed and lands in the history. Killing an ended command changes nothing.
+        """
+
     def list_environments(self, /) -> List[EnvironmentInfo]:
         """Every catalog environment (debian:12, debian:12-base, debian:12-build) with its
         packages and install state: a list of inspect_environment payloads.
@@ -1575,6 +1943,13 @@ class Pyro:
         a paused one changes nothing.
         """
 
+    def prepare_environment(self, /, environment: str, *, network: bool = False, force: bool = False) -> PrepareResult:
+        """Make the first real call on an environment fast: install it if missing, run the KVM
+        probe, build the initramfs and the warm-run template of the default VM shape (network
+        also the network-on shape's). force rebuilds the initramfs and templates (never the
+        installed environment). Each step reports already, done, rebuilt, skipped or failed.
+        """
+
     def prune_environments(self, /) -> PruneResult:
         """Remove broken installs, abandoned partial builds, other versions and names not in
         the catalog from the cache. Installs being pulled right now are left alone.
@@ -1596,6 +1971,12 @@ class Pyro:
         continue), at most max_chars characters. plain renders through a terminal emulator
         (cursor movement, erasures and colours resolved); wait_for_idle_ms (1..10000) returns
         only once output has been quiet that long.
+        """
+
+    def read_workspace_command(self, /, workspace_id: str, command_id: str, *, cursor: int = 0, max_bytes: int = 65536) -> WorkspaceCommandOutput:
+        """A background command's output from cursor on (bytes of both streams together, in the
+        order written; start at 0, then pass back next_cursor), at most max_bytes per call,
+        with stdout and stderr apart, has_more, and dropped_bytes when old output was discarded.
         """
 
     def read_workspace_disk(self, /, workspace_id: str, path: str, *, max_bytes: int = 65536) -> DiskReadResult:
@@ -1656,6 +2037,15 @@ class Pyro:
         is resumed; when its memory state is unusable it is discarded and the disk boots cold.
         """
 
+    def start_workspace_command(self, /, workspace_id: str, *, command: str, timeout_seconds: int = 3600, secret_env: Optional[Mapping[str, str]] = None) -> WorkspaceCommandInfo:
+        """Start a command (/bin/sh -lc) in /workspace in the background and return at once with
+        its command_id: it runs on after this call, after this process, and is followed with
+        status_workspace_command, read_workspace_command, wait_workspace_command and
+        kill_workspace_command. It is killed after timeout_seconds (state timed_out, exit code
+        124; default one hour). When it ends it lands in the history like any exec. At most 8
+        run at once per workspace; secret_env as for exec_workspace.
+        """
+
     def status_service(self, /, workspace_id: str, service_name: str) -> ServiceInfo:
         """One service (running, exited, stopped, failed), refreshed from the guest."""
 
@@ -1665,6 +2055,11 @@ class Pyro:
     def status_workspace(self, /, workspace_id: str) -> WorkspaceInfo:
         """The workspace's current record: state, limits, expiry, command count, last command,
         last_error. A VM that died is reported stopped with last_error. Never boots anything.
+        """
+
+    def status_workspace_command(self, /, workspace_id: str, command_id: str) -> WorkspaceCommandInfo:
+        """A background command's state (running, exited, killed or timed_out), its exit code once
+        ended, how much output it wrote, and its history sequence once recorded.
         """
 
     def stop_service(self, /, workspace_id: str, service_name: str) -> ServiceInfo:
@@ -1680,11 +2075,23 @@ class Pyro:
         is ended. Idempotent. The disk keeps /workspace; the disk tools work on it.
         """
 
+    def summary_workspace(self, /, workspace_id: str) -> WorkspaceSummary:
+        """One review payload since the workspace's creation or last reset: syncs, file writes,
+        patches, exports, services started and stopped, snapshots, background commands, the
+        command history (exit codes, durations) and the current diff stat (as diff_workspace).
+        Works in any state; never resumes a paused workspace.
+        """
+
     def update_workspace(self, /, workspace_id: str, *, name: Optional[str] = None, clear_name: bool = False, labels: Optional[Mapping[str, str]] = None, clear_labels: Optional[StrList] = None, ttl_seconds: Optional[int] = None, idle_pause_seconds: Optional[int] = None) -> WorkspaceInfo:
         """Change name, labels, TTL or idle pause (works in any state). Refused if nothing would
         change. labels are added or overwritten, clear_labels lists keys to remove. A new
         ttl_seconds makes the workspace expire that many seconds from now. idle_pause_seconds
         (1..86400; 0 turns it off) applies at once to a running workspace, counting from now.
+        """
+
+    def wait_workspace_command(self, /, workspace_id: str, command_id: str, *, timeout_seconds: int = 30) -> WorkspaceCommandInfo:
+        """Wait up to timeout_seconds (0..=3600) for a background command to end and return its
+        state; the command is never killed by a wait (call again to keep waiting).
         """
 
     def write_shell(self, /, workspace_id: str, shell_id: str, *, input: str, append_newline: bool = True) -> ShellWriteResult:
