@@ -1,6 +1,6 @@
 """Long tool calls as tasks (the 2026-07-28 `io.modelcontextprotocol/tasks` extension), driven
 by the official Python MCP client 2.x (scripts/mcp2-client-venv.sh), which declares the
-extension through its ClientExtension mechanism (workspace-full profile, stdio):
+extension through its ClientExtension mechanism (workspace-full profile, stdio unless said):
 - with the extension declared, `workspace_exec` of `sleep 3; echo done` answers with a task
   handle at once; `tasks/get` reports `working` with a status message, then `completed` with the
   exec result (stdout "done"); the client's `call_tool` resolves the handle transparently;
@@ -8,17 +8,22 @@ extension through its ClientExtension mechanism (workspace-full profile, stdio):
   running in the guest;
 - short tools (`workspace_status`) and `background` execs are answered plainly even then;
 - without the extension, the same `workspace_exec` answers with the plain result;
+- over Streamable HTTP (served statelessly at 2026-07-28), a task is found by later requests;
 - a client that leaves with a task running leaves no guest command behind.
 """
 
 import asyncio
 import os
+import re
+import subprocess
 import sys
 import time
 from typing import Any, ClassVar, Literal
 
+import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, Request, Result
 from pydantic import ConfigDict
 
@@ -241,8 +246,42 @@ async def vanishing_client():
             await plain.call_tool("workspace_delete", {"workspace_id": wid})
 
 
+async def over_http():
+    # Streamable HTTP: a 2026-07-28 client is served statelessly (each request by its own
+    # server clone), and its tasks/get requests still find the task.
+    token = subprocess.run([PYRO, "mcp", "token"], capture_output=True, text=True, timeout=30).stdout.strip()
+    p = subprocess.Popen(
+        [PYRO, "mcp", "serve", "--profile", "workspace-full", "--http", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )
+    try:
+        line = p.stderr.readline()
+        m = re.search(r"on (http://\S+/mcp)", line)
+        assert m, f"no serving line from the HTTP server: {line!r}"
+        ext = Tasks()
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with Client(streamable_http_client(m.group(1), http_client=http), extensions=[ext]) as c:
+                assert c.protocol_version == "2026-07-28", c.protocol_version
+                wid = structured(await c.call_tool("workspace_create", {"environment": "debian:12"}))["workspace_id"]
+                try:
+                    r = await c.call_tool("workspace_exec", {"workspace_id": wid, "command": "sleep 2; echo http"})
+                    assert structured(r)["stdout"] == "http\n", r
+                    assert len(ext.handles) == 1, ext.handles
+                    log(f"over HTTP: task {ext.handles[0].task_id} resolved; last status {ext.messages[-1:]}")
+                finally:
+                    await c.call_tool("workspace_delete", {"workspace_id": wid})
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 async def main():
     await with_tasks()
+    await over_http()
     await without_tasks()
     await vanishing_client()
 
