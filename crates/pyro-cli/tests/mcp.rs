@@ -4,7 +4,9 @@
 //! The client lives in a venv that `scripts/test.sh` creates at
 //! `${XDG_CACHE_HOME:-$HOME/.cache}/pyro-ci/venv` (or `PYRO_MCP_PYTHON` names a python that
 //! has `mcp` and `jsonschema`). Without it these tests skip loudly, unless
-//! `PYRO_REQUIRE_MCP_CLIENT` is set (CI sets it), in which case they fail.
+//! `PYRO_REQUIRE_MCP_CLIENT` is set (CI sets it), in which case they fail. The tasks test needs
+//! the 2.x client (`scripts/mcp2-client-venv.sh`, or `PYRO_MCP2_PYTHON`), which can declare the
+//! 2026-07-28 tasks extension.
 
 mod common;
 
@@ -23,6 +25,19 @@ fn python() -> Option<PathBuf> {
     py.exists().then_some(py)
 }
 
+/// The python of the official MCP client 2.x (`scripts/mcp2-client-venv.sh`), which can declare
+/// the 2026-07-28 tasks extension: `PYRO_MCP2_PYTHON`, or that script's venv.
+fn python2() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PYRO_MCP2_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let py = cache.join("pyro-ci/venv-mcp2/bin/python");
+    py.exists().then_some(py)
+}
+
 /// Run `tests/mcp/<script>` with the Python MCP client; panics with its output on failure.
 fn run_script(script: &str, args: &[&str]) {
     let Some(py) = python() else {
@@ -32,6 +47,11 @@ fn run_script(script: &str, args: &[&str]) {
         eprintln!("\n!!! SKIPPED {script}: no Python MCP client venv (scripts/test.sh creates it) !!!\n");
         return;
     };
+    run_with(py, script, args);
+}
+
+/// Run `tests/mcp/<script>` with `python`; panics with its output on failure.
+fn run_with(py: PathBuf, script: &str, args: &[&str]) {
     let home = TestHome::new();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp");
     let out = Command::new(py)
@@ -112,4 +132,20 @@ fn a_guest_never_gets_a_successful_answer_from_the_host_mcp_http_server() {
 #[test]
 fn a_background_command_outlives_its_client_and_is_followed_from_another() {
     run_script("background.py", &[]);
+}
+
+#[test]
+fn long_calls_are_tasks_for_clients_declaring_the_tasks_extension() {
+    let Some(py) = python2() else {
+        if std::env::var_os("PYRO_REQUIRE_MCP_CLIENT").is_some() {
+            panic!(
+                "the Python MCP client 2.x venv is missing (run scripts/mcp2-client-venv.sh, or set PYRO_MCP2_PYTHON)"
+            );
+        }
+        eprintln!(
+            "\n!!! SKIPPED tasks.py: no Python MCP client 2.x venv (scripts/mcp2-client-venv.sh creates it) !!!\n"
+        );
+        return;
+    };
+    run_with(py, "tasks.py", &[]);
 }

@@ -19,12 +19,14 @@ mod modes;
 mod params;
 pub mod schema;
 mod serve;
+mod tasks;
 pub mod token;
 mod tools;
 mod tools_summary;
 
 pub use modes::Mode;
 pub use serve::{serve_http, serve_stdio, HttpOptions};
+pub use tasks::TASK_TOOLS;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -180,6 +182,9 @@ pub struct PyroMcp {
     /// The project `workspace_create` seeds from when the client gives no `seed_path`
     /// (`pyro mcp serve --project-path/--repo-url`, or the Git checkout around its cwd).
     project: Option<pyro::project::Project>,
+    /// Long calls run as tasks for clients declaring the tasks extension (see [`TASK_TOOLS`]).
+    /// Shared by every clone, so HTTP requests served statelessly find each other's tasks.
+    tasks: tasks::Tasks,
     router: ToolRouter<PyroMcp>,
 }
 
@@ -219,6 +224,7 @@ impl PyroMcp {
             operator_allows_host_compat: false,
             idle_pause_default: None,
             project: None,
+            tasks: tasks::Tasks::default(),
             router,
         }
     }
@@ -258,6 +264,7 @@ impl PyroMcp {
             operator_allows_host_compat: false,
             idle_pause_default: None,
             project: None,
+            tasks: tasks::Tasks::default(),
             router,
         }
     }
@@ -448,7 +455,7 @@ fn keep_only(router: &mut ToolRouter<PyroMcp>, wanted: &[&str]) {
 #[tool_handler(router = self.router)]
 impl ServerHandler for PyroMcp {
     fn get_info(&self) -> rmcp::model::ServerConfig {
-        rmcp::model::ServerConfig::new(rmcp::model::ServerCapabilities::builder().enable_tools().build())
+        rmcp::model::ServerConfig::new(rmcp::model::ServerCapabilities::builder().enable_tools().enable_tasks().build())
             .with_server_info(rmcp::model::Implementation::new("pyro", env!("CARGO_PKG_VERSION")))
             .with_instructions(self.mode.map_or(INSTRUCTIONS, Mode::instructions).to_string())
     }
@@ -475,8 +482,36 @@ impl ServerHandler for PyroMcp {
         if let Some(error) = self.unlisted_argument(&request) {
             return Ok(rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(error)]).into());
         }
+        if tasks::wants_task(&request, &context) {
+            return Ok(self.start_task(request, context));
+        }
         let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
         self.router.call(tcc).await
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, rmcp::ErrorData> {
+        self.tasks.manager.get_task(&request.task_id).map(rmcp::model::GetTaskResult::new)
+    }
+
+    /// pyro's tasks never ask the client for input; accepted (and ignored) as the spec asks.
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        self.tasks.manager.update_task(&request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        self.tasks.manager.cancel_task(&request.task_id)
     }
 }
 

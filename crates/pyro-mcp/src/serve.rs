@@ -21,6 +21,7 @@ pub const MAX_STDIO_LINE_BYTES: usize = 64 << 20;
 /// serving; every other line goes to rmcp.
 pub async fn serve_stdio(server: PyroMcp) -> std::io::Result<()> {
     let pyro = server.pyro().clone();
+    let tasks = server.tasks.clone();
     let (to_rmcp, rmcp_in) = tokio::io::duplex(1 << 20);
     let (rmcp_out, from_rmcp) = tokio::io::duplex(1 << 20);
     let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -81,6 +82,7 @@ pub async fn serve_stdio(server: PyroMcp) -> std::io::Result<()> {
     };
     reader.abort();
     let _ = writer.await;
+    tasks.end().await;
     pyro.delete_all_vms("server_shutdown").await;
     result
 }
@@ -166,6 +168,7 @@ pub struct HttpOptions {
 /// `Origin`s other than `localhost` / `127.0.0.1` / `[::1]` are rejected (403).
 pub async fn serve_http(server: PyroMcp, opts: HttpOptions, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
     let pyro = server.pyro().clone();
+    let tasks = server.tasks.clone();
     // Workspaces left half-created by an earlier, killed server are reaped before serving.
     pyro.sweep_orphans().await;
     let loopback = opts.addr.ip().is_loopback();
@@ -232,6 +235,7 @@ pub async fn serve_http(server: PyroMcp, opts: HttpOptions, ready: impl FnOnce(S
         ct.cancel();
     };
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    tasks.end().await;
     pyro.delete_all_vms("server_shutdown").await;
     result
 }
