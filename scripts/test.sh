@@ -11,6 +11,9 @@ fi
 scripts/install-host-deps.sh
 PYRO_MCP_PYTHON="$(scripts/mcp-client-venv.sh)"
 export PYRO_MCP_PYTHON
+# The official MCP client 2.x, whose extension mechanism declares the tasks extension.
+PYRO_MCP2_PYTHON="$(scripts/mcp2-client-venv.sh)"
+export PYRO_MCP2_PYTHON
 # CI must never skip the MCP acceptance tests for want of the client.
 export PYRO_REQUIRE_MCP_CLIENT=1
 # The TypeScript MCP SDK client: tool schemas must compile in it without a warning.
