@@ -472,7 +472,9 @@ async fn settle(
         return Ok(rec);
     }
     let claim = records_dir(dir).join(format!("{}.recording", rec.command_id));
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&claim) {
+    match std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
+        .open(&claim)
+    {
         Ok(_) => {}
         // Another call records it: report what the guest said.
         Err(_) => return Ok(rec),

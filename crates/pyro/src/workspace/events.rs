@@ -222,8 +222,14 @@ pub(crate) fn record(dir: &WorkspaceDir, event: Event) {
     let line = Timed { at: now_f64(), event: clipped(event) };
     if let Err(e) = append(dir, &line) {
         eprintln!("[warn] workspace {}: could not record an event for the summary: {e}", dir.id);
-        let _ = std::fs::OpenOptions::new().create(true).append(true).open(gap_path(dir));
+        let _ = private_append(&gap_path(dir));
     }
+}
+
+/// Open for appending, creating it 0600 whatever the umask (state files are private).
+fn private_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 fn append(dir: &WorkspaceDir, line: &Timed<Event>) -> std::io::Result<()> {
@@ -238,7 +244,7 @@ fn append(dir: &WorkspaceDir, line: &Timed<Event>) -> std::io::Result<()> {
     };
     let count = current.lines().count();
     if count < MAX_EVENTS && (current.len() + text.len()) as u64 <= MAX_BYTES {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut f = private_append(&path)?;
         return f.write_all(text.as_bytes());
     }
     // Over a bound: keep the newest half (by count and bytes), count what is dropped.
