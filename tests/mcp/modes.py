@@ -22,12 +22,15 @@ from mcp.shared.exceptions import McpError
 
 from common import PYRO, PROFILES, Tools, initialize, log, server_env
 
+# The background-command tools: in the modes that run long builds and test suites.
+BACKGROUND = {"workspace_command_kill", "workspace_command_read", "workspace_command_status", "workspace_command_wait"}
+
 MODES = {
     "repro-fix": {
         "workspace_create", "workspace_delete", "workspace_diff", "workspace_exec", "workspace_export",
         "workspace_file_list", "workspace_file_read", "workspace_file_write", "workspace_logs",
         "workspace_patch_apply", "workspace_reset", "workspace_status", "workspace_summary",
-    },
+    } | BACKGROUND,
     "inspect": {
         "service_list", "service_logs", "service_status", "snapshot_list", "workspace_diff",
         "workspace_disk_list", "workspace_disk_read", "workspace_file_list", "workspace_file_read",
@@ -37,7 +40,7 @@ MODES = {
         "vm_list_environments", "vm_run", "workspace_create", "workspace_delete", "workspace_exec",
         "workspace_file_list", "workspace_file_read", "workspace_list", "workspace_logs",
         "workspace_status", "workspace_sync_push",
-    },
+    } | BACKGROUND,
     "review-eval": {
         "workspace_diff", "workspace_exec", "workspace_export", "workspace_file_list",
         "workspace_file_read", "workspace_list", "workspace_logs", "workspace_status", "workspace_summary",
