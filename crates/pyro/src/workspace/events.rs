@@ -245,7 +245,10 @@ fn append(dir: &WorkspaceDir, line: &Timed<Event>) -> std::io::Result<()> {
     let count = current.lines().count();
     if count < MAX_EVENTS && (current.len() + text.len()) as u64 <= MAX_BYTES {
         let mut f = private_append(&path)?;
-        return f.write_all(text.as_bytes());
+        f.write_all(text.as_bytes())?;
+        // On disk before the operation's answer: a host crash must not drop an event the
+        // summary would then not know it lost (a failed sync leaves a gap marker, via `record`).
+        return f.sync_data();
     }
     // Over a bound: keep the newest half (by count and bytes), count what is dropped.
     let (mut dropped, mut events) = (0u64, Vec::new());
