@@ -111,6 +111,41 @@ impl Pyro {
         blocking(move || store.pull_payload(&name)).await
     }
 
+    /// Install `name` from the OCI image `reference` (`REGISTRY/REPOSITORY:TAG` or
+    /// `REGISTRY/REPOSITORY@sha256:...`), replacing an install that came from elsewhere;
+    /// the previous install stays until the new one is complete. Then as
+    /// [`Pyro::pull_environment`].
+    pub async fn pull_environment_from(&self, name: &str, reference: &str) -> Result<env::PulledEnvironment> {
+        let store = self.store();
+        let progress = self.progress();
+        let (name, reference) = (name.to_string(), reference.to_string());
+        let installed = {
+            let (store, name) = (store.clone(), name.clone());
+            blocking(move || store.pull_from(&name, Some(&reference), &progress)).await?
+        };
+        self.prepare_default_template(&installed).await;
+        blocking(move || store.pull_payload(&name)).await
+    }
+
+    /// Publish installed environment `name` as an OCI image: to `reference`
+    /// (`REGISTRY/REPOSITORY:TAG`), or when `None` to `PYRO_ENV_REGISTRY`'s default
+    /// reference for it. Blobs the registry already has are not sent again.
+    pub async fn push_environment(&self, name: &str, reference: Option<&str>) -> Result<env::PushedEnvironment> {
+        let store = self.store();
+        let progress = self.progress();
+        let (name, reference) = (name.to_string(), reference.map(str::to_string));
+        blocking(move || store.push(&name, reference.as_deref(), &progress)).await
+    }
+
+    /// Delete the installs of `names`, then prune the cache as
+    /// [`Pyro::prune_environments`] does; the result lists everything deleted. An install
+    /// being pulled right now is waited for, never deleted mid-pull.
+    pub async fn remove_environments(&self, names: &[&str]) -> Result<env::PruneResult> {
+        let store = self.store();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        blocking(move || store.remove(&names.iter().map(String::as_str).collect::<Vec<_>>())).await
+    }
+
     /// One catalog environment: description, packages, install state, cache and install
     /// directories (`env inspect`). An unknown name is [`Error::NotFound`].
     pub async fn inspect_environment(&self, name: &str) -> Result<env::EnvironmentInfo> {

@@ -97,7 +97,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("pyro-tree", &["pyro-sys", "pyro-protocol"]),
     ("pyro-diskimage", &["pyro-sys", "pyro-protocol", "pyro-tree"]),
     ("pyro-vmm", &["pyro-sys", "pyro-protocol", "pyro-tree"]),
-    ("pyro", &["pyro-sys", "pyro-protocol", "pyro-tree", "pyro-diskimage", "pyro-vmm"]),
+    // OCI registry client and tar layers: no pyro crate below it, so it can be tested alone.
+    ("pyro-oci", &[]),
+    ("pyro", &["pyro-sys", "pyro-protocol", "pyro-tree", "pyro-diskimage", "pyro-vmm", "pyro-oci"]),
     ("pyro-mcp", &["pyro"]),
     // Client config for `pyro mcp serve`: the profile names from the MCP server, atomic writes.
     ("pyro-host", &["pyro-sys", "pyro-mcp"]),

@@ -109,4 +109,13 @@ pub enum EnvError {
         /// Where the full log was kept (`\nfull log: <path>`), or empty.
         log_hint: String,
     },
+    /// Pulling from or pushing to an OCI registry failed.
+    #[error("{context}: {source}")]
+    Registry {
+        /// What was being done, e.g. `pulling debian:12 from 127.0.0.1:5000/team/debian-12:1.0.0`.
+        context: String,
+        /// What went wrong.
+        #[source]
+        source: pyro_oci::OciError,
+    },
 }

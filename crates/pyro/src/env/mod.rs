@@ -20,7 +20,7 @@ pub use build::extract_vmlinux;
 pub use error::{DebootstrapError, EnvError, InstallDefect};
 pub use initrd::initramfs_for;
 pub(crate) use initrd::{initramfs_path, rebuild_initramfs};
-pub use payload::{EnvironmentInfo, EnvironmentList, PruneResult, PulledEnvironment};
+pub use payload::{EnvironmentInfo, EnvironmentList, PruneResult, PulledEnvironment, PushedEnvironment, PushedLayer};
 
 use crate::{Error, Progress, Result};
 use serde::{Deserialize, Serialize};
@@ -244,15 +244,26 @@ fn file_len(path: &Path) -> u64 {
 /// promise to users: an environment installs from the configured OCI registry when one is
 /// set and has it), else a local build.
 enum Source {
+    /// An image reference, `REGISTRY/REPOSITORY:TAG` (given, or from `PYRO_ENV_REGISTRY`).
     Oci(String),
     LocalBuild,
 }
 
 impl Source {
-    fn from_env() -> Source {
-        match oci::configured_registry() {
-            Some(r) => Source::Oci(r),
-            None => Source::LocalBuild,
+    /// The explicit reference when given, else `PYRO_ENV_REGISTRY`'s default reference for
+    /// this environment, else a local build. A malformed reference is an error here, before
+    /// anything is locked or downloaded.
+    fn choose(spec: &EnvironmentSpec, reference: Option<&str>) -> Result<Source> {
+        let reference = match reference {
+            Some(r) => Some(r.trim().to_string()),
+            None => oci::configured_registry().map(|registry| oci::default_reference(&registry, spec)),
+        };
+        match reference {
+            Some(r) => {
+                oci::check_reference(&r)?;
+                Ok(Source::Oci(r))
+            }
+            None => Ok(Source::LocalBuild),
         }
     }
 }
@@ -338,12 +349,22 @@ impl EnvStore {
     /// otherwise built locally from Debian packages. A second pull of the same environment
     /// running meanwhile waits for this one and then returns its result.
     pub fn pull(&self, name: &str, progress: &Progress) -> Result<InstalledEnvironment> {
+        self.pull_from(name, None, progress)
+    }
+
+    /// [`EnvStore::pull`], or with `reference` given: install `name` from that image
+    /// (`REGISTRY/REPOSITORY:TAG` or `@sha256:...`), replacing an install that came from
+    /// elsewhere. The previous install stays untouched until the new one is complete.
+    pub fn pull_from(&self, name: &str, reference: Option<&str>, progress: &Progress) -> Result<InstalledEnvironment> {
         let spec = spec(name)?;
-        if let Some(e) = self.installed(spec.name)? {
-            progress.report("ready", format!("{} is installed", spec.name), Some(1.0));
-            return Ok(e);
+        let source = Source::choose(spec, reference)?;
+        let explicit = reference.is_some();
+        if !explicit {
+            if let Some(e) = self.installed(spec.name)? {
+                progress.report("ready", format!("{} is installed", spec.name), Some(1.0));
+                return Ok(e);
+            }
         }
-        let source = Source::from_env();
         if let Source::LocalBuild = source {
             progress.report("host-check", format!("checking the host can build {}", spec.name), Some(0.0));
             build::check_host(spec, &self.cache_dir)?;
@@ -358,21 +379,88 @@ impl EnvStore {
                 lock_file(&lock_path)?
             }
         };
-        if let Some(e) = self.installed(spec.name)? {
+        let current = self.installed(spec.name)?;
+        if let (Some(e), false) = (&current, explicit) {
             progress.report("ready", format!("{} is installed", spec.name), Some(1.0));
-            return Ok(e);
+            return Ok(e.clone());
         }
         // Holding the lock, any staging dir of this environment is a leftover of a killed
         // build (they can be GBs): clear them before adding another.
         self.remove_partials_of(spec);
         let staging = Staging::create(&root, spec)?;
         let manifest = match &source {
-            Source::Oci(registry) => oci::fetch(self, spec, registry, staging.path(), progress)?,
+            Source::Oci(reference) => {
+                match oci::fetch(self, spec, reference, current.as_ref(), staging.path(), progress)? {
+                    Some(m) => m,
+                    None => {
+                        // The install already is this image (same manifest digest).
+                        let e = current.expect("fetch reports up to date only against an install");
+                        progress.report("ready", format!("{} is installed from {reference}", spec.name), Some(1.0));
+                        return Ok(e);
+                    }
+                }
+            }
             Source::LocalBuild => build::build(self, spec, staging.path(), progress)?,
         };
         let env = self.publish(spec, staging, &manifest)?;
         progress.report("ready", format!("{} is installed", spec.name), Some(1.0));
         Ok(env)
+    }
+
+    /// Publish installed environment `name` to an OCI registry as `reference`, or, when
+    /// `None`, as `PYRO_ENV_REGISTRY`'s default reference for it. Blobs the registry already
+    /// has are not uploaded again. The install is locked meanwhile, so no pull replaces it
+    /// mid-push.
+    pub fn push(&self, name: &str, reference: Option<&str>, progress: &Progress) -> Result<PushedEnvironment> {
+        let spec = spec(name)?;
+        let reference = match reference {
+            Some(r) => r.trim().to_string(),
+            None => match oci::configured_registry() {
+                Some(registry) => oci::default_reference(&registry, spec),
+                None => {
+                    return Err(Error::InvalidInput(format!(
+                        "no image reference given and PYRO_ENV_REGISTRY is not set; give one as REGISTRY/REPOSITORY:TAG, e.g. 127.0.0.1:5000/{}:{ENVIRONMENT_VERSION}",
+                        spec.oci_repository
+                    )))
+                }
+            },
+        };
+        oci::check_reference(&reference)?;
+        let root = self.root();
+        std::fs::create_dir_all(&root).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+        let _lock = lock_file(&self.lock_path(spec))?;
+        let installed = self.installed(spec.name)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "environment '{}' is not installed; pull it first: pyro env pull {}",
+                spec.name, spec.name
+            ))
+        })?;
+        oci::push(self, spec, &installed, &reference, progress)
+    }
+
+    /// Delete the installs of `names` (each under its lock, so never mid-pull), then prune.
+    /// Returns everything deleted.
+    pub fn remove(&self, names: &[&str]) -> Result<PruneResult> {
+        let specs = names.iter().map(|n| spec(n)).collect::<Result<Vec<_>>>()?;
+        let mut deleted = Vec::new();
+        for spec in specs {
+            let dest = self.install_dir(spec.name);
+            if dest.symlink_metadata().is_err() {
+                continue;
+            }
+            let _lock = lock_file(&self.lock_path(spec))?;
+            // Renamed aside first: a crash mid-delete leaves a `.partial-*` for prune, never a
+            // half-deleted install that still looks like one.
+            let aside = self.root().join(format!("{PARTIAL_PREFIX}{}-removed-{}", dir_name(spec.name), rand_suffix()));
+            std::fs::rename(&dest, &aside).map_err(|e| Error::io(format!("moving aside {}", dest.display()), e))?;
+            remove_tree(&aside).map_err(|e| Error::io(format!("removing {}", aside.display()), e))?;
+            deleted.push(dir_name(spec.name));
+        }
+        let mut result = self.prune()?;
+        deleted.append(&mut result.deleted_environment_dirs);
+        deleted.sort();
+        deleted.dedup();
+        Ok(PruneResult { count: deleted.len(), deleted_environment_dirs: deleted })
     }
 
     /// Write the manifest into the staging dir, check the result, make it durable and

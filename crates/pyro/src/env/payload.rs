@@ -81,3 +81,37 @@ pub struct PruneResult {
     /// Names of the deleted entries under `<cache>/environments/linux-x86_64`, sorted.
     pub deleted_environment_dirs: Vec<String>,
 }
+
+/// One blob of a pushed environment image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PushedLayer {
+    /// What it holds: `config`, `kernel` (vmlinux and modules) or `rootfs`.
+    pub title: String,
+    /// OCI media type.
+    pub media_type: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Size in bytes (compressed).
+    pub size: u64,
+    /// False when the registry already had it and nothing was sent.
+    pub uploaded: bool,
+}
+
+/// Payload of `push_environment` (`pyro env push`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PushedEnvironment {
+    /// Catalog name, e.g. `debian:12`.
+    pub name: String,
+    /// Where it was pushed, `REGISTRY/REPOSITORY:TAG`.
+    pub reference: String,
+    /// Digest of the pushed manifest; `REGISTRY/REPOSITORY@DIGEST` pulls exactly this.
+    pub digest: String,
+    /// The config blob and the layers.
+    pub layers: Vec<PushedLayer>,
+    /// Blobs sent (the rest were already in the registry).
+    pub uploaded_count: usize,
+    /// Bytes sent for blobs (the manifest not counted).
+    pub uploaded_bytes: u64,
+}
