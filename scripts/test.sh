@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need (host packages, binaries, the
-# debian:12 and debian:12-build environments, a non-root test user) and runs every test.
+# debian:12, debian:12-base and debian:12-build environments, a non-root test user, a
+# loopback OCI registry) and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then
@@ -9,6 +10,15 @@ if [ "$(id -u)" -eq 0 ]; then
   id pyro-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin pyro-test
 fi
 scripts/install-host-deps.sh
+# A real OCI registry on loopback (Debian's docker-registry) for the push/pull tests: one
+# shared instance for the main flow; tests that tamper with storage start private ones.
+scripts/registry.sh install
+PYRO_TEST_REGISTRY_DIR="$(mktemp -d /tmp/pyro-test-registry.XXXXXX)"
+export PYRO_TEST_REGISTRY_DIR
+trap 'scripts/registry.sh stop "$PYRO_TEST_REGISTRY_DIR"; rm -rf "$PYRO_TEST_REGISTRY_DIR"' EXIT
+PYRO_TEST_REGISTRY="$(scripts/registry.sh start "$PYRO_TEST_REGISTRY_DIR")"
+export PYRO_TEST_REGISTRY
+export PYRO_REQUIRE_REGISTRY=1
 PYRO_MCP_PYTHON="$(scripts/mcp-client-venv.sh)"
 export PYRO_MCP_PYTHON
 # The official MCP client 2.x, whose extension mechanism declares the tasks extension.
@@ -28,7 +38,7 @@ scripts/build.sh debug
 PYRO_SDK_PYTHON="$(scripts/python-sdk-venv.sh)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-for env in debian:12 debian:12-build; do
+for env in debian:12 debian:12-base debian:12-build; do
   target/debug/pyro env pull "$env"
 done
 # The SDK stays a documented product: rustdoc without warnings, and the examples run.
