@@ -378,3 +378,171 @@ async fn htpasswd_registry_credentials() {
     ));
     good.download(&r, &layers, &store, &ByteProgress::silent()).await.unwrap();
 }
+
+#[tokio::test]
+async fn descriptor_sizes_bound_the_download() {
+    let tr = TestRegistry::start(None);
+    let r = tr.reference("t/sizes:1");
+    let reg = Registry::with_options(&r, anon()).unwrap();
+    let layer = random(100_000);
+    let (_, _, ld) =
+        push_image(&reg, &r, OCI_MANIFEST, PYRO_CONFIG, &pyro_config("amd64"), std::slice::from_ref(&layer)).await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore { dir: store_dir.path().to_path_buf() };
+    let with_size = |size: u64| vec![Descriptor { size, ..ld[0].clone() }];
+    // The registry sends more than the descriptor announces: stopped, nothing kept.
+    match reg.download(&r, &with_size(99_000), &store, &ByteProgress::silent()).await {
+        Err(OciError::TooLarge { size, limit, .. }) => assert!(size > limit && limit == 99_000),
+        other => panic!("{other:?}"),
+    }
+    assert!(!store.partial_path(&ld[0].digest).unwrap().exists());
+    // Fewer bytes than announced: truncated (the partial stays for a resume).
+    match reg.download(&r, &with_size(101_000), &store, &ByteProgress::silent()).await {
+        Err(OciError::Truncated { got, expected, .. }) => assert_eq!((got, expected), (100_000, 101_000)),
+        other => panic!("{other:?}"),
+    }
+    let _ = std::fs::remove_file(store.partial_path(&ld[0].digest).unwrap());
+    // More than the disk holds: refused before any request, with the numbers.
+    let gets = tr.log().lines().filter(|l| l.contains("/blobs/sha256:")).count();
+    match reg.download(&r, &with_size(1 << 60), &store, &ByteProgress::silent()).await {
+        Err(e @ OciError::NoSpace { .. }) => assert!(e.to_string().contains(&(1u64 << 60).to_string()), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tr.log().lines().filter(|l| l.contains("/blobs/sha256:")).count(), gets);
+    // A digest that is not sha256:<64 hex> never becomes a path.
+    let evil = vec![Descriptor { digest: "sha256:../../etc/passwd".into(), ..ld[0].clone() }];
+    assert!(matches!(reg.download(&r, &evil, &store, &ByteProgress::silent()).await, Err(OciError::Protocol(_))));
+    assert!(store.path("sha256:../../x").is_err());
+}
+
+/// A token service in front of a registry, as Docker Hub and most public registries do it:
+/// every /v2/ request without `Bearer tok-*` gets 401 `WWW-Authenticate: Bearer realm=...`;
+/// /token hands out `tok-anon` to anyone and `tok-user` for user:s3cret, and refuses
+/// other credentials.
+const TOKEN_PROXY: &str = r#"
+import sys, http.server, http.client, base64
+backend, logpath = sys.argv[1], sys.argv[2]
+logf = open(logpath, 'a', buffering=1)
+GOOD = 'Basic ' + base64.b64encode(b'user:s3cret').decode()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def log_message(self, *a): pass
+    def reply(self, status, body, headers=()):
+        self.send_response(status)
+        for k, v in headers: self.send_header(k, v)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        if self.command != 'HEAD': self.wfile.write(body)
+    def any(self):
+        n = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(n) if n else b''
+        if self.path.startswith('/token'):
+            a = self.headers.get('Authorization')
+            logf.write('TOKEN %s %s\n' % (self.path, 'basic' if a else 'anon'))
+            if a and a != GOOD:
+                return self.reply(401, b'{"details":"bad credentials"}', [('Content-Type', 'application/json')])
+            tok = 'tok-user' if a else 'tok-anon'
+            return self.reply(200, ('{"token":"%s"}' % tok).encode(), [('Content-Type', 'application/json')])
+        if self.headers.get('Authorization', '') not in ('Bearer tok-anon', 'Bearer tok-user'):
+            logf.write('CHALLENGE %s %s\n' % (self.command, self.path))
+            realm = 'Bearer realm="http://%s/token",service="pyro-test"' % self.headers['Host']
+            return self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}',
+                              [('WWW-Authenticate', realm), ('Content-Type', 'application/json')])
+        logf.write('PASS %s %s\n' % (self.command, self.path))
+        c = http.client.HTTPConnection(backend)
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() != 'authorization'}
+        c.request(self.command, self.path, body=body, headers=hdrs)
+        r = c.getresponse()
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() in ('transfer-encoding', 'connection', 'content-length'): continue
+            self.send_header(k, v)
+        self.send_header('Content-Length', r.getheader('Content-Length', '0') if self.command == 'HEAD' else str(len(data)))
+        self.end_headers()
+        if self.command != 'HEAD': self.wfile.write(data)
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = any
+s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+print('127.0.0.1:%d' % s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+struct TokenProxy {
+    child: std::process::Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl TokenProxy {
+    fn start(backend: &str, dir: &Path) -> TokenProxy {
+        use std::io::BufRead as _;
+        let log = dir.join("proxy.log");
+        let mut child = Command::new("python3")
+            .args(["-c", TOKEN_PROXY, backend])
+            .arg(&log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        TokenProxy { child, addr: line.trim().to_string(), log }
+    }
+}
+
+impl Drop for TokenProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn bearer_token_flow() {
+    let tr = TestRegistry::start(None);
+    let direct = tr.reference("b/c:1");
+    let reg = Registry::with_options(&direct, anon()).unwrap();
+    let layer = random(2 << 20);
+    let (mdigest, _, ld) =
+        push_image(&reg, &direct, OCI_MANIFEST, PYRO_CONFIG, &pyro_config("amd64"), std::slice::from_ref(&layer)).await;
+
+    let proxy = TokenProxy::start(&tr.addr, tr.dir.path());
+    let r = Reference::parse(&format!("{}/b/c:1", proxy.addr)).unwrap();
+    // Anonymous: the client follows the challenge to the token service and pulls.
+    let anon_reg = Registry::with_options(&r, anon()).unwrap();
+    let m = anon_reg.resolve(&r).await.unwrap();
+    assert_eq!(m.digest, mdigest);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore { dir: store_dir.path().to_path_buf() };
+    let paths = anon_reg.download(&r, &ld, &store, &ByteProgress::silent()).await.unwrap();
+    assert_eq!(std::fs::read(&paths[0]).unwrap(), layer);
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(log.contains("TOKEN /token?scope=repository%3Ab%2Fc%3Apull&service=pyro-test anon"), "{log}");
+    assert!(log.contains(&format!("PASS GET /v2/b/c/blobs/{}", ld[0].digest)), "{log}");
+
+    // Credentials go to the token service; good ones get a token, bad ones a clear 401.
+    let with = |pass: &str| RegistryOptions {
+        credentials: Some(Credentials { username: "user".into(), password: pass.into(), source: "test".into() }),
+        insecure_hosts: vec![],
+    };
+    let user_reg = Registry::with_options(&r, with("s3cret")).unwrap();
+    assert_eq!(user_reg.resolve(&r).await.unwrap().digest, mdigest);
+    assert!(std::fs::read_to_string(&proxy.log).unwrap().contains("pull&service=pyro-test basic"));
+    let bad = Registry::with_options(&r, with("nope")).unwrap();
+    match bad.resolve(&r).await {
+        Err(e @ OciError::Unauthorized { .. }) => assert!(e.to_string().contains("bad credentials"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_host_is_unreachable_over_https() {
+    let r = Reference::parse("registry.pyro-test.invalid/a/b:1").unwrap();
+    let reg = Registry::with_options(&r, anon()).unwrap();
+    match reg.resolve(&r).await {
+        Err(e @ OciError::Unreachable { .. }) => {
+            assert!(e.to_string().contains("registry.pyro-test.invalid"), "{e}");
+            assert!(e.to_string().contains("PYRO_REGISTRY_INSECURE"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

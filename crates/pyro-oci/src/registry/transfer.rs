@@ -252,10 +252,12 @@ pub(super) async fn resolve(reg: &Registry, reference: &Reference) -> Result<Res
         Some(mt) if manifest.media_type.is_none() && (mt == "application/json" || mt == "application/octet-stream") => {
             OCI_MANIFEST.to_string()
         }
-        Some(other) => return Err(OciError::Protocol(format!(
+        Some(other) => {
+            return Err(OciError::Protocol(format!(
             "{} has media type {other}; pyro reads {OCI_MANIFEST}, {DOCKER_MANIFEST}, {OCI_INDEX} and {DOCKER_LIST}",
             ctx.what
-        ))),
+        )))
+        }
     };
     let Some(config) = manifest.config.take() else {
         return Err(OciError::Protocol(format!("{} has no config descriptor", ctx.what)));
