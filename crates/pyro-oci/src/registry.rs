@@ -1,10 +1,44 @@
 //! Talking to an OCI registry: references, credentials, manifests, blobs.
 //!
-//! SKELETON: the signatures are the shared interface; the bodies are being written.
+//! The distribution protocol (token auth, blob GET with ranges, HEAD, uploads, manifest PUT)
+//! is oci-client's. What this module adds: pyro's reference grammar, credentials from the
+//! environment and the Docker config file, a manifest GET bounded in size (oci-client reads
+//! a manifest whole), linux/amd64 selection with a clear error, digest verification of every
+//! byte, resumable parallel downloads into a [`BlobStore`], and errors a user can act on.
+
+mod errors;
+mod options;
+mod reference;
+mod transfer;
+
+pub use options::{docker_config_credentials, Credentials, RegistryOptions};
 
 use crate::{ByteProgress, OciError, Result};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest manifest (image or index) accepted from a registry.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Largest config blob accepted from a registry.
+pub const MAX_CONFIG: u64 = 1 << 20;
+/// Blobs downloaded at once.
+const PARALLEL_DOWNLOADS: usize = 4;
+/// Connecting to the registry gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A transfer with no byte for this long is abandoned (the `.partial` stays for a resume).
+const READ_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Media types of manifests pyro asks for and accepts.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Docker manifest list (the Docker form of an index).
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker v2 image manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// `REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST]`, e.g. `127.0.0.1:5000/team/debian-12:1.0.0`.
 /// The registry part is mandatory (pyro never guesses Docker Hub): `registry-1.docker.io/...`.
@@ -23,7 +57,7 @@ pub struct Reference {
 impl Reference {
     /// Parse a reference; a clear error says what is wrong and what is allowed.
     pub fn parse(text: &str) -> Result<Reference> {
-        Err(OciError::InvalidReference { reference: text.to_string(), reason: "not implemented yet".into() })
+        reference::parse(text)
     }
 
     /// `registry/repository:tag` or `registry/repository@digest`.
@@ -92,19 +126,55 @@ pub struct BlobStore {
 impl BlobStore {
     /// Where a verified blob lives.
     pub fn path(&self, digest: &str) -> Result<PathBuf> {
-        let _ = digest;
-        Err(OciError::Protocol("not implemented yet".into()))
+        // The digest comes from a registry: only the fixed form may become a file name.
+        match digest.strip_prefix("sha256:") {
+            Some(hex) if reference::is_sha256_digest(digest) => Ok(self.dir.join("sha256").join(hex)),
+            _ => Err(OciError::Protocol(format!(
+                "digest '{}' is not sha256: followed by 64 lowercase hex digits",
+                digest.chars().take(100).collect::<String>()
+            ))),
+        }
+    }
+
+    /// Where the download of a blob lives until it is verified.
+    pub fn partial_path(&self, digest: &str) -> Result<PathBuf> {
+        let mut p = self.path(digest)?.into_os_string();
+        p.push(".partial");
+        Ok(PathBuf::from(p))
     }
 
     /// Delete a blob and its partial download, if any.
     pub fn remove(&self, digest: &str) {
-        let _ = digest;
+        if let (Ok(p), Ok(q)) = (self.path(digest), self.partial_path(digest)) {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(q);
+        }
     }
 }
 
 /// A client for one registry, with the credentials found for it.
 pub struct Registry {
-    _private: (),
+    client: oci_client::Client,
+    /// For the size-bounded manifest GET only (same timeouts and TLS as `client`).
+    http: reqwest::Client,
+    scheme: &'static str,
+    registry: String,
+    auth: RegistryAuth,
+    /// Where the credentials came from, or that there are none (for 401 messages).
+    auth_source: Option<String>,
+}
+
+/// Whether `registry` (`host[:port]`) is a loopback host, reached over plain HTTP.
+fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.split(':').next().unwrap_or("")
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Registry {
@@ -115,15 +185,45 @@ impl Registry {
     /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, `auths.<registry>.auth`),
     /// else anonymous (with the registry's bearer token flow when it asks for one).
     pub fn new(reference: &Reference) -> Result<Registry> {
-        let _ = reference;
-        Err(OciError::Protocol("not implemented yet".into()))
+        Registry::with_options(reference, RegistryOptions::from_env(&reference.registry)?)
+    }
+
+    /// Client for `reference.registry` with explicit options (no environment read).
+    pub fn with_options(reference: &Reference, options: RegistryOptions) -> Result<Registry> {
+        let registry = reference.registry.clone();
+        let insecure = is_loopback(&registry)
+            || options.insecure_hosts.iter().any(|h| *h == registry || registry.split(':').next() == Some(h.as_str()));
+        let scheme = if insecure { "http" } else { "https" };
+        let config = ClientConfig {
+            protocol: if insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            // A blob goes up in one streamed PUT (POST + PUT), not in 4 MiB PATCH requests.
+            use_monolithic_push: true,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            // An index is resolved here (linux/amd64 with pyro's error), never by the client.
+            platform_resolver: None,
+            user_agent: concat!("pyro/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        let client = oci_client::Client::try_from(config)
+            .map_err(|e| OciError::Protocol(format!("cannot set up the HTTP client: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("pyro/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OciError::Protocol(format!("cannot set up the HTTP client: {e}")))?;
+        let (auth, auth_source) = match options.credentials {
+            Some(c) => (RegistryAuth::Basic(c.username, c.password), Some(c.source)),
+            None => (RegistryAuth::Anonymous, None),
+        };
+        Ok(Registry { client, http, scheme, registry, auth, auth_source })
     }
 
     /// Fetch and verify the manifest; for an index or manifest list pick the linux/amd64
     /// entry; fetch and verify the config blob.
     pub async fn resolve(&self, reference: &Reference) -> Result<ResolvedManifest> {
-        let _ = reference;
-        Err(OciError::Protocol("not implemented yet".into()))
+        transfer::resolve(self, reference).await
     }
 
     /// Download `blobs` into `store` (up to 4 at once), each verified by digest while it
@@ -136,8 +236,7 @@ impl Registry {
         store: &BlobStore,
         progress: &ByteProgress,
     ) -> Result<Vec<PathBuf>> {
-        let _ = (reference, blobs, store, progress);
-        Err(OciError::Protocol("not implemented yet".into()))
+        transfer::download(self, reference, blobs, store, progress).await
     }
 
     /// Upload the blob at `path` (whose digest and size `desc` gives) unless the registry
@@ -149,13 +248,11 @@ impl Registry {
         desc: &Descriptor,
         progress: &ByteProgress,
     ) -> Result<BlobPush> {
-        let _ = (reference, path, desc, progress);
-        Err(OciError::Protocol("not implemented yet".into()))
+        transfer::push_blob(self, reference, path, desc, progress).await
     }
 
     /// Put a manifest under `reference`'s tag; returns its digest.
     pub async fn push_manifest(&self, reference: &Reference, media_type: &str, bytes: &[u8]) -> Result<String> {
-        let _ = (reference, media_type, bytes);
-        Err(OciError::Protocol("not implemented yet".into()))
+        transfer::push_manifest(self, reference, media_type, bytes).await
     }
 }

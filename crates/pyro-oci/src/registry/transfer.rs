@@ -1,0 +1,673 @@
+//! Manifest resolution, blob downloads and uploads.
+
+use super::errors::Ctx;
+use super::reference::is_sha256_digest;
+use super::{
+    BlobPush, BlobStore, Descriptor, Reference, Registry, ResolvedManifest, DOCKER_LIST, DOCKER_MANIFEST, MAX_CONFIG,
+    MAX_MANIFEST, OCI_INDEX, OCI_MANIFEST, PARALLEL_DOWNLOADS,
+};
+use crate::{ByteProgress, OciError, Result};
+use futures::{StreamExt as _, TryStreamExt as _};
+use oci_client::client::BlobResponse;
+use oci_client::errors::{DigestError, OciDistributionError};
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// pyro's own config media type; it carries `os`/`architecture` like an image config.
+const PYRO_CONFIG: &str = "application/vnd.pyro.environment.config.v1+json";
+/// Config media types whose `os`/`architecture` pyro checks.
+const JSON_CONFIGS: &[&str] =
+    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json", PYRO_CONFIG];
+
+fn oref(reference: &Reference) -> oci_client::Reference {
+    let (reg, repo) = (reference.registry.clone(), reference.repository.clone());
+    match (&reference.tag, &reference.digest) {
+        (_, Some(d)) => oci_client::Reference::with_digest(reg, repo, d.clone()),
+        (Some(t), None) => oci_client::Reference::with_tag(reg, repo, t.clone()),
+        (None, None) => oci_client::Reference::with_tag(reg, repo, "latest".into()),
+    }
+}
+
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn digest_of(h: Sha256) -> String {
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<u32>,
+    media_type: Option<String>,
+    artifact_type: Option<String>,
+    config: Option<RawDescriptor>,
+    layers: Option<Vec<RawDescriptor>>,
+    manifests: Option<Vec<RawEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEntry {
+    digest: String,
+    size: u64,
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Deserialize)]
+struct RawPlatform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+fn is_amd64(arch: &str) -> bool {
+    arch == "amd64" || arch == "x86_64"
+}
+
+impl RawDescriptor {
+    fn into_descriptor(self, what: &str) -> Result<Descriptor> {
+        if !is_sha256_digest(&self.digest) {
+            return Err(OciError::Protocol(format!(
+                "{what} has digest '{}', not sha256: followed by 64 lowercase hex digits",
+                self.digest.chars().take(100).collect::<String>()
+            )));
+        }
+        Ok(Descriptor {
+            media_type: self.media_type,
+            digest: self.digest,
+            size: self.size,
+            annotations: self.annotations.unwrap_or_default(),
+        })
+    }
+}
+
+/// A manifest as fetched: bytes (bounded), the Content-Type and Docker-Content-Digest headers.
+struct Fetched {
+    bytes: Vec<u8>,
+    content_type: Option<String>,
+    header_digest: Option<String>,
+}
+
+impl Registry {
+    /// The Authorization a manifest GET carries: the bearer token oci-client obtained (it
+    /// follows the registry's `WWW-Authenticate: Bearer` challenge), else the basic
+    /// credentials, else none.
+    async fn manifest_auth(&self, ctx: &Ctx<'_>, r: &oci_client::Reference) -> Result<Option<String>> {
+        self.client.store_auth_if_needed(&self.registry, &self.auth).await;
+        let token = self.client.auth(r, &self.auth, RegistryOperation::Pull).await.map_err(|e| ctx.client(e))?;
+        Ok(match (token, &self.auth) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, RegistryAuth::Basic(u, p)) => {
+                use base64::Engine as _;
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+            }
+            _ => None,
+        })
+    }
+
+    /// GET a manifest, refusing more than [`MAX_MANIFEST`] bytes before reading them
+    /// (Content-Length) and while reading them (a registry may send no length or lie).
+    async fn get_manifest(&self, ctx: &Ctx<'_>, authz: &Option<String>, tag_or_digest: &str) -> Result<Fetched> {
+        let url = format!("{}://{}/v2/{}/manifests/{tag_or_digest}", self.scheme, self.registry, ctx.repository);
+        let mut req = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", "));
+        if let Some(a) = authz {
+            req = req.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let mut resp = req.send().await.map_err(|e| ctx.reqwest(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            // The error body is only for the message: a bounded prefix.
+            let mut body = Vec::new();
+            while let Ok(Some(c)) = resp.chunk().await {
+                body.extend_from_slice(&c[..c.len().min(4096 - body.len().min(4096))]);
+                if body.len() >= 4096 {
+                    break;
+                }
+            }
+            let body = String::from_utf8_lossy(&body);
+            if status.as_u16() == 404 || body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN") {
+                return Err(ctx.not_found());
+            }
+            return Err(ctx.status(status.as_u16(), &body));
+        }
+        if status.as_u16() != 200 {
+            return Err(OciError::Protocol(format!("registry answered HTTP {status} to GET {url} (expected 200)")));
+        }
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let content_type = header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string());
+        let header_digest = header("docker-content-digest");
+        let too_large = |size| OciError::TooLarge { what: ctx.what.clone(), size, limit: MAX_MANIFEST };
+        if let Some(len) = resp.content_length() {
+            if len > MAX_MANIFEST {
+                return Err(too_large(len));
+            }
+        }
+        let mut bytes = Vec::new();
+        while let Some(c) = resp.chunk().await.map_err(|e| ctx.reqwest(&e))? {
+            if (bytes.len() + c.len()) as u64 > MAX_MANIFEST {
+                return Err(too_large((bytes.len() + c.len()) as u64));
+            }
+            bytes.extend_from_slice(&c);
+        }
+        Ok(Fetched { bytes, content_type, header_digest })
+    }
+}
+
+pub(super) async fn resolve(reg: &Registry, reference: &Reference) -> Result<ResolvedManifest> {
+    let whole = reference.whole();
+    let r = oref(reference);
+    let mut ctx = Ctx { reg, repository: &reference.repository, operation: "pull", what: format!("manifest {whole}") };
+    let authz = reg.manifest_auth(&ctx, &r).await?;
+    let target = reference.digest.clone().or(reference.tag.clone()).unwrap_or_else(|| "latest".into());
+    let fetched = reg.get_manifest(&ctx, &authz, &target).await?;
+    let digest = sha256_hex(&fetched.bytes);
+    // The pinned digest is the one that counts; else the registry's header when it is sha256.
+    let expected = reference.digest.clone().or(fetched.header_digest.clone().filter(|d| d.starts_with("sha256:")));
+    if let Some(expected) = expected {
+        if expected != digest {
+            return Err(OciError::DigestMismatch { what: ctx.what.clone(), expected, actual: digest });
+        }
+    }
+    let mut manifest = parse_manifest(&fetched.bytes, &ctx.what)?;
+    let mut media_type = manifest.media_type.clone().or(fetched.content_type.clone());
+    let mut digest = digest;
+    let is_index = |m: &RawManifest, mt: &Option<String>| {
+        matches!(mt.as_deref(), Some(OCI_INDEX) | Some(DOCKER_LIST)) || (m.manifests.is_some() && m.config.is_none())
+    };
+    if is_index(&manifest, &media_type) {
+        let entries = manifest.manifests.take().unwrap_or_default();
+        let chosen =
+            entries.iter().find(|e| e.platform.as_ref().is_some_and(|p| p.os == "linux" && is_amd64(&p.architecture)));
+        let Some(entry) = chosen else {
+            let found: Vec<String> = entries
+                .iter()
+                .map(|e| match &e.platform {
+                    Some(p) => match &p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    },
+                    None => "unspecified platform".into(),
+                })
+                .collect();
+            let found = if found.is_empty() { "an empty index".to_string() } else { found.join(", ") };
+            return Err(OciError::Platform { reference: whole, found });
+        };
+        if !is_sha256_digest(&entry.digest) {
+            return Err(OciError::Protocol(format!("index entry of {whole} has a digest that is not sha256:<64 hex>")));
+        }
+        if entry.size > MAX_MANIFEST {
+            return Err(OciError::TooLarge {
+                what: format!("manifest {}", entry.digest),
+                size: entry.size,
+                limit: MAX_MANIFEST,
+            });
+        }
+        ctx.what = format!("manifest {}@{} (linux/amd64 of {whole})", reference.repository, entry.digest);
+        let fetched = reg.get_manifest(&ctx, &authz, &entry.digest).await?;
+        let actual = sha256_hex(&fetched.bytes);
+        if actual != entry.digest {
+            return Err(OciError::DigestMismatch { what: ctx.what.clone(), expected: entry.digest.clone(), actual });
+        }
+        if fetched.bytes.len() as u64 != entry.size {
+            return Err(OciError::Protocol(format!(
+                "{} is {} bytes, its index entry says {}",
+                ctx.what,
+                fetched.bytes.len(),
+                entry.size
+            )));
+        }
+        digest = actual;
+        manifest = parse_manifest(&fetched.bytes, &ctx.what)?;
+        media_type = manifest.media_type.clone().or(fetched.content_type.clone());
+        if is_index(&manifest, &media_type) {
+            return Err(OciError::Protocol(format!("{} is an index inside an index; pyro takes one level", ctx.what)));
+        }
+    }
+    let media_type = match media_type {
+        Some(mt) if mt == OCI_MANIFEST || mt == DOCKER_MANIFEST => mt,
+        // Some registries send a generic Content-Type; a manifest without mediaType is OCI's.
+        None => OCI_MANIFEST.to_string(),
+        Some(mt) if manifest.media_type.is_none() && (mt == "application/json" || mt == "application/octet-stream") => {
+            OCI_MANIFEST.to_string()
+        }
+        Some(other) => {
+            return Err(OciError::Protocol(format!(
+            "{} has media type {other}; pyro reads {OCI_MANIFEST}, {DOCKER_MANIFEST}, {OCI_INDEX} and {DOCKER_LIST}",
+            ctx.what
+        )))
+        }
+    };
+    let Some(config) = manifest.config.take() else {
+        return Err(OciError::Protocol(format!("{} has no config descriptor", ctx.what)));
+    };
+    let config = config.into_descriptor("config")?;
+    let layers = manifest
+        .layers
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l.into_descriptor("layer"))
+        .collect::<Result<Vec<_>>>()?;
+    if config.size > MAX_CONFIG {
+        return Err(OciError::TooLarge {
+            what: format!("config {}", config.digest),
+            size: config.size,
+            limit: MAX_CONFIG,
+        });
+    }
+    let config_bytes = fetch_config(reg, &r, &config).await?;
+    check_config_platform(&whole, &config, &config_bytes)?;
+    Ok(ResolvedManifest {
+        digest,
+        media_type,
+        artifact_type: manifest.artifact_type.take(),
+        config,
+        config_bytes,
+        layers,
+    })
+}
+
+fn parse_manifest(bytes: &[u8], what: &str) -> Result<RawManifest> {
+    let m: RawManifest = serde_json::from_slice(bytes)
+        .map_err(|e| OciError::Protocol(format!("{what} is not a manifest (JSON): {e}")))?;
+    if m.schema_version != Some(2) {
+        return Err(OciError::Protocol(format!(
+            "{what} has schemaVersion {:?}; pyro reads schema 2 manifests only",
+            m.schema_version
+        )));
+    }
+    Ok(m)
+}
+
+/// The config blob, bounded by [`MAX_CONFIG`] and its descriptor's size, verified.
+async fn fetch_config(reg: &Registry, r: &oci_client::Reference, config: &Descriptor) -> Result<Vec<u8>> {
+    let ctx = Ctx { reg, repository: r.repository(), operation: "pull", what: format!("config {}", config.digest) };
+    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
+    let mut stream = reg.client.pull_blob_stream(r, config.digest.as_str()).await.map_err(|e| ctx.client(e))?;
+    let limit = config.size.min(MAX_CONFIG);
+    if let Some(len) = stream.content_length {
+        if len > limit {
+            return Err(OciError::TooLarge { what: ctx.what.clone(), size: len, limit });
+        }
+    }
+    let mut bytes = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(c) => {
+                if (bytes.len() + c.len()) as u64 > limit {
+                    return Err(OciError::TooLarge {
+                        what: ctx.what.clone(),
+                        size: (bytes.len() + c.len()) as u64,
+                        limit,
+                    });
+                }
+                bytes.extend_from_slice(&c);
+            }
+            // oci-client's own check at the end of the stream: ours below says more.
+            Err(e) if is_digest_error(&e) => break,
+            Err(e) => return Err(ctx.stream(e)),
+        }
+    }
+    let actual = sha256_hex(&bytes);
+    if actual != config.digest {
+        return Err(OciError::DigestMismatch { what: ctx.what, expected: config.digest.clone(), actual });
+    }
+    if bytes.len() as u64 != config.size {
+        return Err(OciError::Truncated { what: ctx.what, got: bytes.len() as u64, expected: config.size });
+    }
+    Ok(bytes)
+}
+
+fn is_digest_error(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.downcast_ref::<DigestError>().is_some())
+}
+
+/// An image config (Docker, OCI or pyro's) that names a platform must name linux/amd64.
+fn check_config_platform(whole: &str, config: &Descriptor, bytes: &[u8]) -> Result<()> {
+    if !JSON_CONFIGS.contains(&config.media_type.as_str()) {
+        return Ok(());
+    }
+    let json: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| OciError::Artifact(format!("config {} of {whole} is not JSON: {e}", config.digest)))?;
+    let os = json.get("os").and_then(|v| v.as_str());
+    let arch = json.get("architecture").and_then(|v| v.as_str());
+    match (os, arch) {
+        (None, None) => Ok(()),
+        (Some("linux"), Some(a)) if is_amd64(a) => Ok(()),
+        (os, arch) => Err(OciError::Platform {
+            reference: whole.to_string(),
+            found: format!(
+                "{}/{} (from its config)",
+                os.unwrap_or("unspecified os"),
+                arch.unwrap_or("unspecified architecture")
+            ),
+        }),
+    }
+}
+
+/// Bytes done over all blobs of a download, reported at most every MiB.
+struct Counter {
+    done: AtomicU64,
+    last: AtomicU64,
+    total: u64,
+    progress: ByteProgress,
+}
+
+impl Counter {
+    fn add(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        let last = self.last.load(Ordering::Relaxed);
+        if done >= last + (1 << 20) || done == self.total {
+            self.last.store(done, Ordering::Relaxed);
+            self.progress.report(done, Some(self.total));
+        }
+    }
+
+    fn sub(&self, n: u64) {
+        self.done.fetch_sub(n, Ordering::Relaxed);
+        self.last.store(0, Ordering::Relaxed);
+    }
+}
+
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value that the call overwrites.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `s` is a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// sha256 state and length of a file's bytes (a partial download or a blob to re-check).
+async fn hash_file(path: &Path) -> Result<(Sha256, u64)> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&p)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = f.read(&mut buf)?;
+            if k == 0 {
+                return Ok((h, n));
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+    })
+    .await
+    .map_err(|e| OciError::Protocol(format!("hashing task failed: {e}")))?
+    .map_err(|e: std::io::Error| OciError::io(format!("read {}", path.display()), e))
+}
+
+pub(super) async fn download(
+    reg: &Registry,
+    reference: &Reference,
+    blobs: &[Descriptor],
+    store: &BlobStore,
+    progress: &ByteProgress,
+) -> Result<Vec<PathBuf>> {
+    // Each digest once (two tasks on one .partial would corrupt it); the path check first.
+    let mut unique: Vec<&Descriptor> = Vec::new();
+    for b in blobs {
+        store.path(&b.digest)?;
+        match unique.iter().find(|u| u.digest == b.digest) {
+            Some(u) if u.size != b.size => {
+                return Err(OciError::Protocol(format!(
+                    "blob {} is listed with sizes {} and {}",
+                    b.digest, u.size, b.size
+                )))
+            }
+            Some(_) => {}
+            None => unique.push(b),
+        }
+    }
+    let dir = store.dir.join("sha256");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| OciError::io(format!("create {}", dir.display()), e))?;
+    // Space: what is not on disk yet, verified or partial.
+    let mut remaining = 0u64;
+    for b in &unique {
+        let done = match std::fs::metadata(store.path(&b.digest)?) {
+            Ok(m) if m.len() == b.size => b.size,
+            _ => match std::fs::metadata(store.partial_path(&b.digest)?) {
+                Ok(m) if m.len() <= b.size => m.len(),
+                _ => 0,
+            },
+        };
+        remaining = remaining.saturating_add(b.size - done);
+    }
+    let free = free_bytes(&dir).map_err(|e| OciError::io(format!("statvfs {}", dir.display()), e))?;
+    if free < remaining {
+        return Err(OciError::NoSpace {
+            dir: dir.display().to_string(),
+            detail: format!("the download needs {remaining} more bytes, {free} are free"),
+        });
+    }
+    let counter = Counter {
+        done: AtomicU64::new(0),
+        last: AtomicU64::new(0),
+        total: unique.iter().map(|b| b.size).sum(),
+        progress: progress.clone(),
+    };
+    let r = oref(reference);
+    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
+    let done: Vec<(String, PathBuf)> =
+        futures::stream::iter(unique.iter().map(|b| fetch_one(reg, &r, b, store, &counter)))
+            .buffer_unordered(PARALLEL_DOWNLOADS)
+            .try_collect()
+            .await?;
+    let by_digest: BTreeMap<String, PathBuf> = done.into_iter().collect();
+    Ok(blobs.iter().map(|b| by_digest[&b.digest].clone()).collect())
+}
+
+async fn fetch_one(
+    reg: &Registry,
+    r: &oci_client::Reference,
+    desc: &Descriptor,
+    store: &BlobStore,
+    counter: &Counter,
+) -> Result<(String, PathBuf)> {
+    let ctx = Ctx { reg, repository: r.repository(), operation: "pull", what: format!("blob {}", desc.digest) };
+    let final_path = store.path(&desc.digest)?;
+    let partial = store.partial_path(&desc.digest)?;
+    let io = |what: &str, p: &Path, e| OciError::io(format!("{what} {}", p.display()), e);
+    // A verified blob from an earlier pull is reused after a re-hash (the store is a cache;
+    // a flipped bit there must not pass as verified).
+    if let Ok(m) = tokio::fs::metadata(&final_path).await {
+        if m.len() == desc.size {
+            let (h, _) = hash_file(&final_path).await?;
+            if digest_of(h) == desc.digest {
+                counter.add(desc.size);
+                return Ok((desc.digest.clone(), final_path));
+            }
+        }
+        tokio::fs::remove_file(&final_path).await.map_err(|e| io("remove", &final_path, e))?;
+    }
+    // The bytes a killed pull left are hashed again, then the rest is asked for by range.
+    let (mut hasher, mut have) = match tokio::fs::metadata(&partial).await {
+        Ok(m) if m.len() <= desc.size => hash_file(&partial).await?,
+        Ok(_) => {
+            tokio::fs::remove_file(&partial).await.map_err(|e| io("remove", &partial, e))?;
+            (Sha256::new(), 0)
+        }
+        Err(_) => (Sha256::new(), 0),
+    };
+    counter.add(have);
+    if have < desc.size {
+        let (mut stream, restart) = if have > 0 {
+            match reg.client.pull_blob_stream_partial(r, desc.digest.as_str(), have, None).await {
+                Ok(BlobResponse::Partial(s)) => (s, false),
+                // The registry ignored the range: the whole blob comes, from byte 0.
+                Ok(BlobResponse::Full(s)) => (s, true),
+                Err(e) => return Err(ctx.client(e)),
+            }
+        } else {
+            (reg.client.pull_blob_stream(r, desc.digest.as_str()).await.map_err(|e| ctx.client(e))?, false)
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&partial)
+            .await
+            .map_err(|e| io("open", &partial, e))?;
+        if restart {
+            file.set_len(0).await.map_err(|e| io("truncate", &partial, e))?;
+            counter.sub(have);
+            have = 0;
+            hasher = Sha256::new();
+        }
+        let too_many = |size| OciError::TooLarge { what: ctx.what.clone(), size, limit: desc.size };
+        if let Some(len) = stream.content_length {
+            if have.saturating_add(len) > desc.size {
+                drop(file);
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(too_many(have.saturating_add(len)));
+            }
+        }
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    let n = chunk.len() as u64;
+                    if have + n > desc.size {
+                        drop(file);
+                        let _ = tokio::fs::remove_file(&partial).await;
+                        return Err(too_many(have + n));
+                    }
+                    file.write_all(&chunk).await.map_err(|e| io("write", &partial, e))?;
+                    hasher.update(&chunk);
+                    have += n;
+                    counter.add(n);
+                }
+                // oci-client's check at the end of a full response; ours below decides.
+                Err(e) if is_digest_error(&e) => break,
+                Err(e) => {
+                    // What arrived stays in the .partial for the next pull to resume.
+                    let _ = file.flush().await;
+                    return Err(ctx.stream(e));
+                }
+            }
+        }
+        file.flush().await.map_err(|e| io("write", &partial, e))?;
+    }
+    if have < desc.size {
+        return Err(OciError::Truncated { what: ctx.what, got: have, expected: desc.size });
+    }
+    let actual = digest_of(hasher);
+    if actual != desc.digest {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(OciError::DigestMismatch { what: ctx.what, expected: desc.digest.clone(), actual });
+    }
+    // Durable before it is named verified: a crash never leaves a short file under <hex>.
+    let f = tokio::fs::File::open(&partial).await.map_err(|e| io("open", &partial, e))?;
+    f.sync_all().await.map_err(|e| io("fsync", &partial, e))?;
+    drop(f);
+    tokio::fs::rename(&partial, &final_path).await.map_err(|e| io("rename", &partial, e))?;
+    if let Some(parent) = final_path.parent() {
+        if let Ok(d) = tokio::fs::File::open(parent).await {
+            let _ = d.sync_all().await;
+        }
+    }
+    Ok((desc.digest.clone(), final_path))
+}
+
+pub(super) async fn push_blob(
+    reg: &Registry,
+    reference: &Reference,
+    path: &Path,
+    desc: &Descriptor,
+    progress: &ByteProgress,
+) -> Result<BlobPush> {
+    if !is_sha256_digest(&desc.digest) {
+        return Err(OciError::Artifact(format!("blob digest '{}' is not sha256:<64 hex>", desc.digest)));
+    }
+    let ctx = Ctx { reg, repository: &reference.repository, operation: "push", what: format!("blob {}", desc.digest) };
+    let r = oref(reference);
+    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
+    // HEAD first: a blob the registry has is never sent again (no upload session either).
+    if reg.client.blob_exists(&r, &desc.digest).await.map_err(|e| ctx.client(e))? {
+        return Ok(BlobPush::Present);
+    }
+    let file = tokio::fs::File::open(path).await.map_err(|e| OciError::io(format!("open {}", path.display()), e))?;
+    let len = file.metadata().await.map_err(|e| OciError::io(format!("stat {}", path.display()), e))?.len();
+    if len != desc.size {
+        return Err(OciError::Artifact(format!(
+            "{} is {len} bytes, its descriptor says {}",
+            path.display(),
+            desc.size
+        )));
+    }
+    // Streamed in 1 MiB reads: a large layer is never held in memory.
+    let size = desc.size;
+    let progress = progress.clone();
+    let stream = futures::stream::unfold((Some(file), 0u64), move |(file, sent)| {
+        let progress = progress.clone();
+        async move {
+            let mut f = file?;
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let sent = sent + n as u64;
+                    progress.report(sent, Some(size));
+                    Some((Ok(bytes::Bytes::from(buf)), (Some(f), sent)))
+                }
+                Err(e) => Some((Err(OciDistributionError::IoError(e)), (None, sent))),
+            }
+        }
+    });
+    reg.client.push_blob_stream(&r, stream, &desc.digest, Some(size)).await.map_err(|e| ctx.client(e))?;
+    Ok(BlobPush::Uploaded)
+}
+
+pub(super) async fn push_manifest(
+    reg: &Registry,
+    reference: &Reference,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<String> {
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(OciError::TooLarge { what: "manifest".into(), size: bytes.len() as u64, limit: MAX_MANIFEST });
+    }
+    let ctx = Ctx {
+        reg,
+        repository: &reference.repository,
+        operation: "push",
+        what: format!("manifest {}", reference.whole()),
+    };
+    let content_type = reqwest::header::HeaderValue::from_str(media_type)
+        .map_err(|_| OciError::Artifact(format!("media type '{media_type}' is not a valid header value")))?;
+    // Pushed under the tag when there is one (a digest-only reference pushes by digest).
+    let r = match &reference.tag {
+        Some(t) => oci_client::Reference::with_tag(reference.registry.clone(), reference.repository.clone(), t.clone()),
+        None => oref(reference),
+    };
+    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
+    reg.client.push_manifest_raw(&r, bytes.to_vec(), content_type).await.map_err(|e| ctx.client(e))?;
+    Ok(sha256_hex(bytes))
+}
