@@ -31,6 +31,8 @@ const ZSTD_LEVEL: i32 = 3;
 const ZSTD_WORKERS: u32 = 2;
 /// Block size below which zeros are not worth a hole; the ext4 block size.
 const BLOCK: usize = 4096;
+/// All-zero block: comparing against it is one `memcmp`, fast in any build profile.
+static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
 /// Copy buffer of extraction, a multiple of [`BLOCK`].
 const COPY_BUF: usize = 1 << 20;
 /// Progress is reported at most once per this many bytes.
@@ -463,14 +465,14 @@ fn write_sparse(
         let mut i = 0;
         while i < n {
             let end = (i + BLOCK).min(n);
-            if chunk[i..end].iter().all(|&b| b == 0) {
+            if chunk[i..end] == ZERO_BLOCK[..end - i] {
                 i = end;
                 continue;
             }
             let start = i;
             while i < n {
                 let end = (i + BLOCK).min(n);
-                if chunk[i..end].iter().all(|&b| b == 0) {
+                if chunk[i..end] == ZERO_BLOCK[..end - i] {
                     break;
                 }
                 i = end;

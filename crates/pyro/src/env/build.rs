@@ -25,7 +25,7 @@ const RECIPE: &str = "pyro-local-build/2";
 /// Modules the initramfs may load, with their dependencies: virtio transports (MMIO for
 /// microvm/Firecracker, PCI for q35), disk, the agent's virtio-serial port, the NIC, and
 /// vsock for Firecracker's agent channel. The guest init picks which to load per boot.
-const WANTED_MODULES: &[&str] =
+pub(super) const WANTED_MODULES: &[&str] =
     &["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_console", "virtio_net", "vsock", "vmw_vsock_virtio_transport"];
 /// Host tools a build runs, with the Debian package that provides each.
 const HOST_TOOLS: &[(&str, &str)] = &[
@@ -106,7 +106,7 @@ pub(super) fn check_host(spec: &EnvironmentSpec, cache_dir: &Path) -> Result<()>
 }
 
 /// Free space on the filesystem of `dir`, or of its nearest existing ancestor.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
     let dir = dir.ancestors().find(|a| a.exists())?;
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statvfs fills the zeroed struct; the path is a valid C string.
@@ -480,7 +480,7 @@ fn decompress(tool: &Path, input: &[u8]) -> Option<Vec<u8>> {
 
 /// The module name of a path from modules.dep (`kernel/drivers/block/virtio_blk.ko.xz` →
 /// `virtio_blk`); `-` and `_` are the same to the kernel.
-fn module_name(path: &str) -> String {
+pub(super) fn module_name(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);
     file.split(".ko").next().unwrap_or(file).replace('-', "_")
 }
@@ -488,7 +488,7 @@ fn module_name(path: &str) -> String {
 /// Resolve `wanted` against modules.dep: module paths in load order (dependencies first).
 /// Built-in modules are skipped; a wanted module that is neither built in nor listed is an
 /// error, since the guest would not boot without it.
-fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> std::result::Result<Vec<String>, String> {
+pub(super) fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> std::result::Result<Vec<String>, String> {
     let deps: HashMap<&str, Vec<&str>> = dep
         .lines()
         .filter_map(|l| l.split_once(':'))
@@ -534,7 +534,7 @@ fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> std::result::Re
 /// Copy WANTED_MODULES and their dependencies out of `moddir` (a `/lib/modules/<release>`),
 /// uncompressed (the 6.1 kernel cannot `finit_module` an xz file itself), flat as
 /// `<name>.ko`, and write `out/order`. Returns the file names in load order.
-fn collect_modules(moddir: &Path, out: &Path) -> Result<Vec<String>> {
+pub(super) fn collect_modules(moddir: &Path, out: &Path) -> Result<Vec<String>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     let dep = std::fs::read_to_string(moddir.join("modules.dep"))
         .map_err(|e| Error::io(format!("reading {}/modules.dep", moddir.display()), e))?;
