@@ -438,8 +438,8 @@ impl EnvStore {
         oci::push(self, spec, &installed, &reference, progress)
     }
 
-    /// Delete the installs of `names` (each under its lock, so never mid-pull), then prune.
-    /// Returns everything deleted.
+    /// Delete the installs of `names` (each under its lock, so never mid-pull) and the layers
+    /// `push` packed from them, then prune. Returns everything deleted.
     pub fn remove(&self, names: &[&str]) -> Result<PruneResult> {
         let specs = names.iter().map(|n| spec(n)).collect::<Result<Vec<_>>>()?;
         let mut deleted = Vec::new();
@@ -454,6 +454,7 @@ impl EnvStore {
             let aside = self.root().join(format!("{PARTIAL_PREFIX}{}-removed-{}", dir_name(spec.name), rand_suffix()));
             std::fs::rename(&dest, &aside).map_err(|e| Error::io(format!("moving aside {}", dest.display()), e))?;
             remove_tree(&aside).map_err(|e| Error::io(format!("removing {}", aside.display()), e))?;
+            oci::forget_packed(self, spec);
             deleted.push(dir_name(spec.name));
         }
         let mut result = self.prune()?;
@@ -555,7 +556,34 @@ impl EnvStore {
             }
         }
         deleted.sort();
+        self.sweep_oci()?;
         Ok(PruneResult { count: deleted.len(), deleted_environment_dirs: deleted })
+    }
+
+    /// The OCI side of `prune`: layers packed by `env push` for installs that are gone, and
+    /// downloaded blobs (whole or `.partial`) that no pull is using. Blobs are shared by
+    /// content, so they go only when no environment's lock is held (no pull running).
+    fn sweep_oci(&self) -> Result<()> {
+        let oci = self.cache_dir.join("oci");
+        if !oci.is_dir() {
+            return Ok(());
+        }
+        let mut guards = Vec::new();
+        for spec in CATALOG {
+            match try_lock_file(&self.lock_path(spec))? {
+                Some(g) => guards.push((spec, g)),
+                None => continue,
+            }
+        }
+        for (spec, _) in &guards {
+            if self.installed(spec.name)?.is_none() {
+                oci::forget_packed(self, spec);
+            }
+        }
+        if guards.len() == CATALOG.len() {
+            oci::forget_blobs(self);
+        }
+        Ok(())
     }
 }
 
@@ -1006,5 +1034,38 @@ mod tests {
     fn mountinfo_escapes_are_decoded() {
         assert_eq!(unescape_mountinfo(r"/a\040b\134c"), r"/a b\c");
         assert_eq!(unescape_mountinfo(r"/plain\0"), r"/plain\0");
+    }
+
+    #[test]
+    fn prune_sweeps_oci_leftovers_unless_a_pull_holds_a_lock() {
+        let (_tmp, store) = store();
+        let packed = store.cache_dir.join("oci/packed");
+        let blobs = store.cache_dir.join("oci/blobs/sha256");
+        std::fs::create_dir_all(&packed).unwrap();
+        std::fs::create_dir_all(&blobs).unwrap();
+        let kernel = packed.join("debian_12-base-1.0.0-0123456789abcdef-kernel.tar.zst");
+        let partial = blobs.join(format!("{}.partial", "a".repeat(64)));
+        std::fs::write(&kernel, b"k").unwrap();
+        std::fs::write(&partial, b"p").unwrap();
+        std::fs::create_dir_all(store.root()).unwrap();
+        // A pull of debian:12 is running: blobs may be its downloads, so they stay; the
+        // packed layers of debian:12-base (not installed) go.
+        let running = lock_file(&store.lock_path(spec("debian:12").unwrap())).unwrap();
+        store.prune().unwrap();
+        assert!(!kernel.exists(), "packed layers of an environment that is not installed are swept");
+        assert!(partial.exists(), "blobs stay while a pull holds its lock");
+        drop(running);
+        store.prune().unwrap();
+        assert!(!partial.exists(), "blobs go once no pull is running");
+        // `remove` takes the packed layers of what it removes.
+        std::fs::create_dir_all(&packed).unwrap();
+        let rootfs = packed.join("debian_12-1.0.0-0123456789abcdef-rootfs.tar.zst");
+        std::fs::write(&rootfs, b"r").unwrap();
+        std::fs::create_dir_all(store.install_dir("debian:12")).unwrap();
+        let result = store.remove(&["debian:12"]).unwrap();
+        assert_eq!(result.deleted_environment_dirs, vec!["debian_12-1.0.0".to_string()]);
+        assert!(!rootfs.exists());
+        assert!(!store.install_dir("debian:12").exists());
+        assert!(store.remove(&["debian:13"]).is_err(), "an unknown name is refused before anything is deleted");
     }
 }

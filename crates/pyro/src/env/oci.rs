@@ -780,6 +780,26 @@ pub(super) fn fetch(
     }))
 }
 
+/// Delete the layers `push` packed for `spec` (`<cache>/oci/packed/<dir>-*`). Call with
+/// `spec`'s lock held.
+pub(super) fn forget_packed(store: &EnvStore, spec: &EnvironmentSpec) {
+    let work = store.cache_dir.join("oci").join("packed");
+    let prefix = format!("{}-", super::dir_name(spec.name));
+    if let Ok(rd) = std::fs::read_dir(&work) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Delete every downloaded blob, whole or `.partial`. Call with every environment's lock
+/// held (no pull is using them).
+pub(super) fn forget_blobs(store: &EnvStore) {
+    let _ = super::remove_tree(&store.cache_dir.join("oci").join("blobs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{spec, validate_install};
