@@ -206,14 +206,14 @@ struct PrepareArgs {
 enum EnvCommand {
     /// List catalog environments and whether each is installed.
     List(JsonFlag),
-    /// Install an environment: from the OCI image REFERENCE when given, else from
+    /// Install an environment: from the OCI image named after it when given, else from
     /// PYRO_ENV_REGISTRY when set, else built from Debian packages.
     ///
-    /// With REFERENCE an install from elsewhere is replaced; the previous install stays until
-    /// the new one is complete and verified.
+    /// With an image given, an install from elsewhere is replaced; the previous install stays
+    /// until the new one is complete and verified.
     Pull(EnvPullArgs),
-    /// Publish an installed environment as an OCI image (REFERENCE, or PYRO_ENV_REGISTRY's
-    /// default reference for it). Blobs the registry already has are not sent again.
+    /// Publish an installed environment as an OCI image (the one named after it, or
+    /// PYRO_ENV_REGISTRY's default reference for it). Blobs the registry already has are not sent again.
     ///
     /// Credentials: PYRO_REGISTRY_USERNAME and PYRO_REGISTRY_PASSWORD, else the Docker config
     /// file's `auths`. Loopback registries and hosts in PYRO_REGISTRY_INSECURE use plain HTTP.

@@ -55,7 +55,8 @@ pub fn terminal_progress(label: &'static str) -> pyro::Progress {
             return;
         };
         let bar = active.get_or_insert_with(|| {
-            let bar = indicatif::ProgressBar::with_draw_target(Some(BAR_STEPS), indicatif::ProgressDrawTarget::stderr());
+            let bar =
+                indicatif::ProgressBar::with_draw_target(Some(BAR_STEPS), indicatif::ProgressDrawTarget::stderr());
             let style = indicatif::ProgressStyle::with_template(&format!(
                 "[{label}] {{bar:30.cyan/blue}} {{percent:>3}}% {{elapsed_precise}} {{wide_msg}}"
             ))

@@ -452,7 +452,10 @@ fn killed_pull_resumes() {
     let o = pyro(&home, target.path()).args(["env", "pull", ENV, &reference, "--json"]).output().unwrap();
     let v = ok_json(&o, "the repeated pull");
     assert_eq!(v["installed"], true);
-    assert_eq!(sha256(Path::new(v["rootfs_image"].as_str().unwrap())), sha256(&inspect(&home, &cache).1.join("rootfs.ext4")));
+    assert_eq!(
+        sha256(Path::new(v["rootfs_image"].as_str().unwrap())),
+        sha256(&inspect(&home, &cache).1.join("rootfs.ext4"))
+    );
     // Reuse: the second pull fetched the rootfs blob not at all (complete before the kill) or
     // from where the first stopped (a range request, HTTP 206), never whole again.
     let log = reg.log();
@@ -463,7 +466,8 @@ fn killed_pull_resumes() {
     }
     eprintln!("second pull: {} range request(s) for the rootfs blob", gets.len());
     // Verified blobs go once installed.
-    let left: Vec<_> = std::fs::read_dir(&blobs).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&blobs).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "blobs left after the install: {left:?}");
 }
 
@@ -577,7 +581,8 @@ fn reference_layout_image_is_pulled_and_boots() {
     assert_eq!(sha256(Path::new(v["rootfs_image"].as_str().unwrap())), sha256(&src_dir.join("rootfs.ext4")));
     let rootfs = PathBuf::from(v["rootfs_image"].as_str().unwrap());
     assert!(allocated(&rootfs) < std::fs::metadata(&rootfs).unwrap().len() / 4, "the pulled rootfs is not sparse");
-    let o = pyro(&home, target.path()).args(["run", ENV, "--json", "--", "cat", "/etc/debian_version"]).output().unwrap();
+    let o =
+        pyro(&home, target.path()).args(["run", ENV, "--json", "--", "cat", "/etc/debian_version"]).output().unwrap();
     let v = ok_json(&o, "run on the reference-layout install");
     assert!(v["stdout"].as_str().unwrap().starts_with("12."), "{v}");
 }
@@ -636,7 +641,10 @@ fn bad_references_and_registries_are_specific_errors() {
     let v = fails(&["env", "pull", ENV, &reference], &[]);
     let e = v["error"].as_str().unwrap();
     assert!(e.contains("401") && e.contains("credentials"), "{v}");
-    let v = fails(&["env", "pull", ENV, &reference], &[("PYRO_REGISTRY_USERNAME", "pyro"), ("PYRO_REGISTRY_PASSWORD", "wrong")]);
+    let v = fails(
+        &["env", "pull", ENV, &reference],
+        &[("PYRO_REGISTRY_USERNAME", "pyro"), ("PYRO_REGISTRY_PASSWORD", "wrong")],
+    );
     assert!(v["error"].as_str().unwrap().contains("401"), "{v}");
     not_installed("registry without credentials");
     // With them, a push goes through; a pull without them still does not.
