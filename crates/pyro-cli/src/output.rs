@@ -54,6 +54,11 @@ pub fn terminal_progress(label: &'static str) -> pyro::Progress {
             }
             return;
         };
+        if f >= 1.0 && active.is_none() {
+            // Done at once (already installed): a line, no bar flashing by.
+            eprintln!("[{label}] {}: {}", ev.stage, ev.message);
+            return;
+        }
         let bar = active.get_or_insert_with(|| {
             let bar =
                 indicatif::ProgressBar::with_draw_target(Some(BAR_STEPS), indicatif::ProgressDrawTarget::stderr());
