@@ -10,7 +10,9 @@
 #               `pyro run`; boots ~20 guests), workspace_snapshots (workspace
 #               pause/resume/fork through the SDK; boots and pauses many times),
 #               python_sdk (per-call overhead of the Python SDK over the Rust SDK; builds
-#               and installs the release wheel with scripts/python-sdk-venv.sh)
+#               and installs the release wheel with scripts/python-sdk-venv.sh), oci_pull
+#               (as root: debian:12 built locally vs pulled from a loopback registry, one run
+#               each in fresh caches; needs scripts/registry.sh install; takes minutes)
 #   --check     exit 1 when any printed ratio misses its target (or a bench fails)
 #   --no-build  skip scripts/build.sh release (binaries already built)
 # Needs an installed debian:12 (PYRO_CACHE_DIR); see SPECIFICATION.md.
@@ -23,7 +25,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "[bench] unknown option $arg" >&2; exit 2 ;;
     *) benches+=("$arg") ;;
   esac
@@ -44,7 +46,43 @@ package_of() {
 ratios=$(mktemp)
 trap 'rm -f "$ratios"' EXIT
 failed=0
+# debian:12 built from Debian packages into a fresh cache, pushed to a private loopback
+# registry, then pulled into another fresh cache: the pull's time against the build's. Both
+# also build the warm-run template (an `env pull` does), so the difference is the install.
+oci_pull_bench() (
+  set -euo pipefail
+  local bin=target/release/pyro work reg t0 t1 t2 t3 build_s pull_s
+  if [ ! -x /usr/bin/docker-registry ]; then
+    echo "[bench] oci_pull needs docker-registry: scripts/registry.sh install" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "[bench] oci_pull builds debian:12 with debootstrap: run it as root" >&2
+    exit 1
+  fi
+  work=$(mktemp -d /tmp/pyro-bench-oci.XXXXXX)
+  trap 'scripts/registry.sh stop "$work/registry"; rm -rf "$work"' EXIT
+  reg=$(scripts/registry.sh start "$work/registry")
+  run() { env -u PYRO_ENV_REGISTRY PYRO_HOME="$work/home" "$@"; }
+  t0=$(date +%s.%N)
+  run PYRO_CACHE_DIR="$work/built" "$bin" env pull debian:12 --json >/dev/null
+  t1=$(date +%s.%N)
+  run PYRO_CACHE_DIR="$work/built" "$bin" env push debian:12 "$reg/bench/debian-12:1.0.0" --json >/dev/null
+  t2=$(date +%s.%N)
+  run PYRO_CACHE_DIR="$work/pulled" "$bin" env pull debian:12 "$reg/bench/debian-12:1.0.0" --json >/dev/null
+  t3=$(date +%s.%N)
+  build_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  pull_s=$(awk -v a="$t2" -v b="$t3" 'BEGIN { printf "%.1f", b - a }')
+  echo "[bench] oci_pull: local build ${build_s}s, push $(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", b - a }')s, pull ${pull_s}s"
+  echo "RATIO pull_over_build $(awk -v p="$pull_s" -v b="$build_s" 'BEGIN { printf "%.3f", p / b }') <= 0.25"
+)
+
 run_bench() {
+  if [ "$1" = oci_pull ]; then
+    echo "[bench] oci_pull: debian:12 built locally vs pulled from a loopback registry"
+    oci_pull_bench
+    return
+  fi
   if [ "$1" = python_sdk ]; then
     local python
     python=$(scripts/python-sdk-venv.sh)

@@ -47,6 +47,7 @@ PARAM_TYPES: Dict[str, str] = {
     "environment": "str",
     "name": "str",
     "names": "StrList",
+    "reference": "str",
     # command and content
     "command": "str",
     "text": "str",

@@ -206,12 +206,22 @@ struct PrepareArgs {
 enum EnvCommand {
     /// List catalog environments and whether each is installed.
     List(JsonFlag),
-    /// Install an environment (pull from the registry, or build from Debian packages).
-    Pull(EnvName),
+    /// Install an environment: from the OCI image named after it when given, else from
+    /// PYRO_ENV_REGISTRY when set, else built from Debian packages.
+    ///
+    /// With an image given, an install from elsewhere is replaced; the previous install stays
+    /// until the new one is complete and verified.
+    Pull(EnvPullArgs),
+    /// Publish an installed environment as an OCI image (the one named after it, or
+    /// PYRO_ENV_REGISTRY's default reference for it). Blobs the registry already has are not sent again.
+    ///
+    /// Credentials: PYRO_REGISTRY_USERNAME and PYRO_REGISTRY_PASSWORD, else the Docker config
+    /// file's `auths`. Loopback registries and hosts in PYRO_REGISTRY_INSECURE use plain HTTP.
+    Push(EnvPushArgs),
     /// Show one environment.
     Inspect(EnvName),
-    /// Delete broken, partial or unknown cache entries.
-    Prune(JsonFlag),
+    /// Delete broken, partial or unknown cache entries; with NAMEs, those installs too.
+    Prune(EnvPruneArgs),
 }
 
 #[derive(Args)]
@@ -223,6 +233,37 @@ struct JsonFlag {
 #[derive(Args)]
 struct EnvName {
     environment: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EnvPullArgs {
+    /// Environment name, e.g. debian:12.
+    environment: String,
+    /// OCI image to install it from: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:...
+    #[arg(value_name = "REFERENCE")]
+    reference: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EnvPushArgs {
+    /// Installed environment name, e.g. debian:12.
+    environment: String,
+    /// Where to publish it: REGISTRY/REPOSITORY:TAG (default: from PYRO_ENV_REGISTRY).
+    #[arg(value_name = "REFERENCE")]
+    reference: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EnvPruneArgs {
+    /// Installed environments to delete as well.
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -265,6 +306,8 @@ async fn dispatch(cli: Cli) -> u8 {
             (mode, result)
         }
     };
+    // A progress bar still drawn would be overwritten by the error or left half-drawn.
+    output::clear_progress();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -477,11 +520,15 @@ async fn prepare(a: PrepareArgs) -> pyro::Result<u8> {
 
 async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
     let mode = Mode::from_json(match &c {
-        EnvCommand::List(f) | EnvCommand::Prune(f) => f.json,
-        EnvCommand::Pull(n) | EnvCommand::Inspect(n) => n.json,
+        EnvCommand::List(f) => f.json,
+        EnvCommand::Prune(a) => a.json,
+        EnvCommand::Pull(a) => a.json,
+        EnvCommand::Push(a) => a.json,
+        EnvCommand::Inspect(n) => n.json,
     });
+    let label = if matches!(c, EnvCommand::Push(_)) { "push" } else { "pull" };
     let result = async {
-        let pyro = engine(mode, "pull")?;
+        let pyro = engine(mode, label)?;
         match c {
             EnvCommand::List(_) => {
                 let v = pyro.list_environments().await?;
@@ -490,16 +537,39 @@ async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
                     Mode::Human => output::print_env_list(&v),
                 }
             }
-            EnvCommand::Pull(n) => {
+            EnvCommand::Pull(a) => {
                 if mode == Mode::Human {
-                    eprintln!("[pull] phase=install environment={}", n.environment);
+                    match &a.reference {
+                        Some(r) => eprintln!("[pull] phase=install environment={} reference={r}", a.environment),
+                        None => eprintln!("[pull] phase=install environment={}", a.environment),
+                    }
                 }
-                let v = pyro.pull_environment(&n.environment).await?;
+                let pulled = match &a.reference {
+                    Some(r) => pyro.pull_environment_from(&a.environment, r).await,
+                    None => pyro.pull_environment(&a.environment).await,
+                };
+                output::clear_progress();
+                let v = pulled?;
                 match mode {
                     Mode::Json => print_json(&v),
                     Mode::Human => {
-                        eprintln!("[pull] phase=ready environment={}", n.environment);
+                        eprintln!("[pull] phase=ready environment={}", a.environment);
                         output::print_env_detail("Pulled", &v.environment, Some(&v));
+                    }
+                }
+            }
+            EnvCommand::Push(a) => {
+                if mode == Mode::Human {
+                    eprintln!("[push] phase=upload environment={}", a.environment);
+                }
+                let pushed = pyro.push_environment(&a.environment, a.reference.as_deref()).await;
+                output::clear_progress();
+                let v = pushed?;
+                match mode {
+                    Mode::Json => print_json(&v),
+                    Mode::Human => {
+                        eprintln!("[push] phase=done environment={}", a.environment);
+                        output::print_push(&v);
                     }
                 }
             }
@@ -510,8 +580,13 @@ async fn env(c: EnvCommand) -> (Mode, pyro::Result<u8>) {
                     Mode::Human => output::print_env_detail("Environment", &v, None),
                 }
             }
-            EnvCommand::Prune(_) => {
-                let v = pyro.prune_environments().await?;
+            EnvCommand::Prune(a) => {
+                let v = if a.names.is_empty() {
+                    pyro.prune_environments().await?
+                } else {
+                    let names: Vec<&str> = a.names.iter().map(String::as_str).collect();
+                    pyro.remove_environments(&names).await?
+                };
                 match mode {
                     Mode::Json => print_json(&v),
                     Mode::Human => output::print_prune(&v),

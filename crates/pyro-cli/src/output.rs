@@ -33,12 +33,106 @@ pub fn emit_error(mode: Mode, e: &pyro::Error) {
     }
 }
 
-/// Progress lines on stderr: `[pull] stage: message (42%)`.
+/// Progress on stderr. On a terminal: a bar for events that carry a fraction (a download,
+/// an upload, a build), with the other events printed above it. Elsewhere (a log, a test, a
+/// pipe): one line per event, `[pull] stage: message (42%)`, which stays readable.
 pub fn terminal_progress(label: &'static str) -> pyro::Progress {
-    pyro::Progress::new(move |ev| match ev.fraction {
-        Some(f) => eprintln!("[{label}] {}: {} ({:.0}%)", ev.stage, ev.message, f * 100.0),
-        None => eprintln!("[{label}] {}: {}", ev.stage, ev.message),
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return pyro::Progress::new(move |ev| match ev.fraction {
+            Some(f) => eprintln!("[{label}] {}: {} ({:.0}%)", ev.stage, ev.message, f * 100.0),
+            None => eprintln!("[{label}] {}: {}", ev.stage, ev.message),
+        });
+    }
+    pyro::Progress::new(move |ev| {
+        let mut active = ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = ev.fraction else {
+            let line = format!("[{label}] {}: {}", ev.stage, ev.message);
+            match active.as_ref() {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+            return;
+        };
+        if f >= 1.0 && active.is_none() {
+            // Done at once (already installed): a line, no bar flashing by.
+            eprintln!("[{label}] {}: {}", ev.stage, ev.message);
+            return;
+        }
+        let bar = active.get_or_insert_with(|| {
+            let bar =
+                indicatif::ProgressBar::with_draw_target(Some(BAR_STEPS), indicatif::ProgressDrawTarget::stderr());
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "[{label}] {{bar:30.cyan/blue}} {{percent:>3}}% {{elapsed_precise}} {{wide_msg}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar
+        });
+        bar.set_position((f.clamp(0.0, 1.0) * BAR_STEPS as f64) as u64);
+        bar.set_message(format!("{}: {}", ev.stage, ev.message));
+        if f >= 1.0 {
+            // A finished step leaves its last message as a plain line; the next step with a
+            // fraction starts a fresh bar.
+            bar.finish_and_clear();
+            eprintln!("[{label}] {}: {}", ev.stage, ev.message);
+            *active = None;
+        }
     })
+}
+
+/// Resolution of the progress bar: a fraction is shown in steps of 0.1%.
+const BAR_STEPS: u64 = 1000;
+
+/// The bar being drawn, if any: one per process, shared by every event of the call.
+static ACTIVE_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Erase a bar still on screen (the call ended before its step reached 100%), so the result
+/// or error printed next starts on a clean line.
+pub fn clear_progress() {
+    let mut active = ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(bar) = active.take() {
+        bar.finish_and_clear();
+    }
+}
+
+/// Bytes for people: `512 B`, `1.5 KiB`, `148.2 MiB`, `2.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// `env push`: where it went, its digest, and what each blob cost.
+pub fn print_push(p: &pyro::env::PushedEnvironment) {
+    println!("Pushed: {}", p.name);
+    println!("Reference: {}", p.reference);
+    println!("Digest: {}", p.digest);
+    let width = p.layers.iter().map(|l| l.title.len()).max().unwrap_or(0);
+    for l in &p.layers {
+        let state = if l.uploaded { "uploaded" } else { "already present" };
+        println!("- {:<width$} {} {:>10}  {state}", l.title, l.digest, human_bytes(l.size));
+    }
+    let total: u64 = p.layers.iter().map(|l| l.size).sum();
+    println!(
+        "Uploaded {} of {} blobs ({} of {}).",
+        p.uploaded_count,
+        p.layers.len(),
+        human_bytes(p.uploaded_bytes),
+        human_bytes(total)
+    );
 }
 
 pub fn print_env_list(list: &pyro::env::EnvironmentList) {
@@ -157,4 +251,18 @@ pub fn print_prepare(r: &pyro::PrepareResult) {
         println!("{:<17} {:<8} {:>7} ms  {}", s.step, s.status, s.duration_ms, s.detail);
     }
     println!("{}: {} ({} ms)", r.environment, r.state, r.duration_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn byte_counts_read_as_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(2 << 30), "2.0 GiB");
+        assert_eq!(human_bytes(155_400_000), "148.2 MiB");
+    }
 }

@@ -6,7 +6,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyro::doctor::DoctorReport;
-use pyro::env::{EnvironmentInfo, PruneResult, PulledEnvironment};
+use pyro::env::{EnvironmentInfo, PruneResult, PulledEnvironment, PushedEnvironment};
 use pyro::vm::{DeleteVmResult, NetworkInfo, ReapResult, RunResult, VmInfo};
 use pyro::workspace::*;
 use schemars::generate::SchemaSettings;
@@ -24,6 +24,7 @@ pub fn return_schemas() -> Vec<(&'static str, Schema)> {
     vec![
         ("list_environments", schema_of::<Vec<EnvironmentInfo>>()),
         ("pull_environment", schema_of::<PulledEnvironment>()),
+        ("push_environment", schema_of::<PushedEnvironment>()),
         ("inspect_environment", schema_of::<EnvironmentInfo>()),
         ("prune_environments", schema_of::<PruneResult>()),
         ("doctor", schema_of::<DoctorReport>()),

@@ -201,12 +201,28 @@ impl PyPyro {
         }
     }
 
-    /// Install an environment: from the configured OCI registry, else built locally. Then
-    /// make sure its warm-start template for the default VM shape exists (booted and saved
-    /// once, so run_in_vm restores instead of booting; best effort).
-    #[pyo3(signature = (environment))]
-    fn pull_environment(&self, py: Python<'_>, environment: String) -> PyResult<Py<PyAny>> {
-        self.call(py, self.pyro.pull_environment(&environment))
+    /// Install an environment: from the OCI image reference when given
+    /// (REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:..., replacing an install from
+    /// elsewhere once the new one is complete and verified), else from PYRO_ENV_REGISTRY when
+    /// set, else built locally. Then make sure its warm-start template for the default VM
+    /// shape exists (booted and saved once, so run_in_vm restores instead of booting; best
+    /// effort).
+    #[pyo3(signature = (environment, *, reference=None))]
+    fn pull_environment(&self, py: Python<'_>, environment: String, reference: Option<String>) -> PyResult<Py<PyAny>> {
+        match reference {
+            Some(r) => self.call(py, async move { self.pyro.pull_environment_from(&environment, &r).await }),
+            None => self.call(py, self.pyro.pull_environment(&environment)),
+        }
+    }
+
+    /// Publish an installed environment as an OCI image: to reference
+    /// (REGISTRY/REPOSITORY:TAG), or when None to PYRO_ENV_REGISTRY's default reference for
+    /// it. Blobs the registry already has are not sent again (each layer says whether it was
+    /// uploaded). Credentials: PYRO_REGISTRY_USERNAME/PYRO_REGISTRY_PASSWORD, else the Docker
+    /// config file.
+    #[pyo3(signature = (environment, reference=None))]
+    fn push_environment(&self, py: Python<'_>, environment: String, reference: Option<String>) -> PyResult<Py<PyAny>> {
+        self.call(py, async move { self.pyro.push_environment(&environment, reference.as_deref()).await })
     }
 
     /// Make the first real call on an environment fast: install it if missing, run the KVM
@@ -233,10 +249,18 @@ impl PyPyro {
     }
 
     /// Remove broken installs, abandoned partial builds, other versions and names not in
-    /// the catalog from the cache. Installs being pulled right now are left alone.
-    #[pyo3(signature = ())]
-    fn prune_environments(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.call(py, self.pyro.prune_environments())
+    /// the catalog from the cache. Installs being pulled right now are left alone. names
+    /// (a list of environment names) deletes those installs too (one being pulled is waited
+    /// for, never deleted mid-pull).
+    #[pyo3(signature = (*, names=None))]
+    fn prune_environments(&self, py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Py<PyAny>> {
+        match names {
+            Some(names) => self.call(py, async move {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                self.pyro.remove_environments(&names).await
+            }),
+            None => self.call(py, self.pyro.prune_environments()),
+        }
     }
 
     // ---- ephemeral VMs -------------------------------------------------------------------

@@ -39,8 +39,9 @@ PYRO_METHODS = {
     'open_shell': "(self, /, workspace_id, *, cwd='/workspace', cols=120, rows=30, secret_env=None)",
     'pause_workspace': '(self, /, workspace_id)',
     'prepare_environment': '(self, /, environment, *, network=False, force=False)',
-    'prune_environments': '(self, /)',
-    'pull_environment': '(self, /, environment)',
+    'prune_environments': '(self, /, *, names=None)',
+    'pull_environment': '(self, /, environment, *, reference=None)',
+    'push_environment': '(self, /, environment, reference=None)',
     'push_workspace_sync': "(self, /, workspace_id, source_path, *, dest='/workspace')",
     'read_shell': '(self, /, workspace_id, shell_id, *, cursor=0, max_chars=65536, plain=False, wait_for_idle_ms=None)',
     'read_workspace_command': '(self, /, workspace_id, command_id, *, cursor=0, max_bytes=65536)',
@@ -86,6 +87,7 @@ PYRO_ADDITIONS = {
     "kill_workspace_command",
     "summary_workspace",
     "prepare_environment",
+    "push_environment",
 }
 
 # Exceptions: one per stable engine error code; the reference's programs catch ValueError and

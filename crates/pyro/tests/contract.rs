@@ -56,6 +56,8 @@ fn sdk_method_names_exist() {
     let _ = (Pyro::pause_workspace, Pyro::resume_workspace, Pyro::fork_workspace);
     // Issue 14: prepare, readiness.
     let _ = (Pyro::prepare_environment, Pyro::environment_readiness, Pyro::doctor_environment);
+    // Issue 15: environments through OCI registries.
+    let _ = (Pyro::pull_environment_from, Pyro::push_environment, Pyro::remove_environments);
     let _ = (
         Pyro::start_workspace_command,
         Pyro::status_workspace_command,
@@ -307,6 +309,23 @@ async fn environment_payload_keys_are_pinned() {
     assert_eq!(keys(&list.environments[0]), set(&inspect));
     let pruned = pyro.prune_environments().await.unwrap();
     assert_eq!(serde_json::to_value(&pruned).unwrap(), serde_json::json!({"count": 0, "deleted_environment_dirs": []}));
+    // `env push`: the image and what each blob cost.
+    let pushed = pyro::env::PushedEnvironment {
+        name: "debian:12".into(),
+        reference: "127.0.0.1:5000/team/debian-12:1.0.0".into(),
+        digest: "sha256:00".into(),
+        layers: vec![pyro::env::PushedLayer {
+            title: "rootfs".into(),
+            media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+            digest: "sha256:01".into(),
+            size: 1,
+            uploaded: true,
+        }],
+        uploaded_count: 1,
+        uploaded_bytes: 1,
+    };
+    assert_eq!(keys(&pushed), set(&["name", "reference", "digest", "layers", "uploaded_count", "uploaded_bytes"]));
+    assert_eq!(keys(&pushed.layers[0]), set(&["title", "media_type", "digest", "size", "uploaded"]));
 }
 
 #[test]

@@ -748,6 +748,36 @@ class PulledEnvironment(TypedDict):
     version: str
     """Environment version (`1.0.0`)."""
 
+class PushedEnvironment(TypedDict):
+    """Payload of `push_environment` (`pyro env push`)."""
+
+    digest: str
+    """Digest of the pushed manifest; `REGISTRY/REPOSITORY@DIGEST` pulls exactly this."""
+    layers: List[PushedLayer]
+    """The config blob and the layers."""
+    name: str
+    """Catalog name, e.g. `debian:12`."""
+    reference: str
+    """Where it was pushed, `REGISTRY/REPOSITORY:TAG`."""
+    uploaded_bytes: int
+    """Bytes sent for blobs (the manifest not counted)."""
+    uploaded_count: int
+    """Blobs sent (the rest were already in the registry)."""
+
+class PushedLayer(TypedDict):
+    """One blob of a pushed environment image."""
+
+    digest: str
+    """`sha256:<hex>`."""
+    media_type: str
+    """OCI media type."""
+    size: int
+    """Size in bytes (compressed)."""
+    title: str
+    """What it holds: `config`, `kernel` (vmlinux and modules) or `rootfs`."""
+    uploaded: bool
+    """False when the registry already had it and nothing was sent."""
+
 Readiness = Union[ReadinessFile, ReadinessTcp, ReadinessHttp, ReadinessCommand]
 """How pyro decides a service is ready (the `readiness` parameter of `start_service`)."""
 
@@ -1950,15 +1980,28 @@ class Pyro:
         installed environment). Each step reports already, done, rebuilt, skipped or failed.
         """
 
-    def prune_environments(self, /) -> PruneResult:
+    def prune_environments(self, /, *, names: Optional[StrList] = None) -> PruneResult:
         """Remove broken installs, abandoned partial builds, other versions and names not in
-        the catalog from the cache. Installs being pulled right now are left alone.
+        the catalog from the cache. Installs being pulled right now are left alone. names
+        (a list of environment names) deletes those installs too (one being pulled is waited
+        for, never deleted mid-pull).
         """
 
-    def pull_environment(self, /, environment: str) -> PulledEnvironment:
-        """Install an environment: from the configured OCI registry, else built locally. Then
-        make sure its warm-start template for the default VM shape exists (booted and saved
-        once, so run_in_vm restores instead of booting; best effort).
+    def pull_environment(self, /, environment: str, *, reference: Optional[str] = None) -> PulledEnvironment:
+        """Install an environment: from the OCI image reference when given
+        (REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:..., replacing an install from
+        elsewhere once the new one is complete and verified), else from PYRO_ENV_REGISTRY when
+        set, else built locally. Then make sure its warm-start template for the default VM
+        shape exists (booted and saved once, so run_in_vm restores instead of booting; best
+        effort).
+        """
+
+    def push_environment(self, /, environment: str, reference: Optional[str] = None) -> PushedEnvironment:
+        """Publish an installed environment as an OCI image: to reference
+        (REGISTRY/REPOSITORY:TAG), or when None to PYRO_ENV_REGISTRY's default reference for
+        it. Blobs the registry already has are not sent again (each layer says whether it was
+        uploaded). Credentials: PYRO_REGISTRY_USERNAME/PYRO_REGISTRY_PASSWORD, else the Docker
+        config file.
         """
 
     def push_workspace_sync(self, /, workspace_id: str, source_path: Union[str, os.PathLike[str]], *, dest: str = '/workspace') -> SyncResult:
