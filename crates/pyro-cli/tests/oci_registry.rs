@@ -282,7 +282,10 @@ fn pushed_environment_is_pulled_by_an_unprivileged_user_and_boots() {
     let size = std::fs::metadata(&rootfs).unwrap().len();
     assert_eq!(size, std::fs::metadata(src_dir.join("rootfs.ext4")).unwrap().len());
     let got = allocated(&rootfs);
-    let (lo, hi) = (src_allocated as f64 * 0.9, src_allocated as f64 * 1.1);
+    // Never more than the built image (+10%); less is expected, since all-zero blocks the
+    // build had allocated come back as holes (debian:12-base: about 0.8x). Under half would
+    // mean data went missing, which the sha256 above would also catch.
+    let (lo, hi) = (src_allocated as f64 * 0.5, src_allocated as f64 * 1.1);
     assert!((lo..=hi).contains(&(got as f64)), "allocated {got} bytes, the source {src_allocated}");
     assert!(got < size / 4, "the pulled rootfs is not sparse: {got} of {size} bytes allocated");
     if user.name.is_some() {
