@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-targets="${FUZZ_TARGETS:-protocol_frames archive_extract patch_parse ext4_reader}"
+targets="${FUZZ_TARGETS:-protocol_frames archive_extract patch_parse ext4_reader oci_manifest oci_layer_extract}"
 
 if ! command -v c++ >/dev/null 2>&1; then
   echo "fuzz.sh: a C++ compiler is required (apt-get install g++)" >&2

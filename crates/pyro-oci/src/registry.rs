@@ -9,9 +9,11 @@
 mod errors;
 mod options;
 mod reference;
+mod select;
 mod transfer;
 
 pub use options::{docker_config_credentials, Credentials, RegistryOptions};
+pub use select::{check_config_platform, select_image, ImageChoice, ImageManifest, IndexEntry};
 
 use crate::{ByteProgress, OciError, Result};
 use oci_client::client::{ClientConfig, ClientProtocol};

@@ -2,6 +2,7 @@
 
 use super::errors::Ctx;
 use super::reference::is_sha256_digest;
+use super::select::{check_config_platform, select_image, ImageChoice, ImageManifest};
 use super::{
     BlobPush, BlobStore, Descriptor, Reference, Registry, ResolvedManifest, DOCKER_LIST, DOCKER_MANIFEST, MAX_CONFIG,
     MAX_MANIFEST, OCI_INDEX, OCI_MANIFEST, PARALLEL_DOWNLOADS,
@@ -12,19 +13,12 @@ use oci_client::client::BlobResponse;
 use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// pyro's own config media type; it carries `os`/`architecture` like an image config.
-const PYRO_CONFIG: &str = "application/vnd.pyro.environment.config.v1+json";
-/// Config media types whose `os`/`architecture` pyro checks.
-const JSON_CONFIGS: &[&str] =
-    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json", PYRO_CONFIG];
 
 fn oref(reference: &Reference) -> oci_client::Reference {
     let (reg, repo) = (reference.registry.clone(), reference.repository.clone());
@@ -41,63 +35,6 @@ pub(super) fn sha256_hex(bytes: &[u8]) -> String {
 
 fn digest_of(h: Sha256) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawManifest {
-    schema_version: Option<u32>,
-    media_type: Option<String>,
-    artifact_type: Option<String>,
-    config: Option<RawDescriptor>,
-    layers: Option<Vec<RawDescriptor>>,
-    manifests: Option<Vec<RawEntry>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawDescriptor {
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawEntry {
-    digest: String,
-    size: u64,
-    platform: Option<RawPlatform>,
-}
-
-#[derive(Deserialize)]
-struct RawPlatform {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-}
-
-fn is_amd64(arch: &str) -> bool {
-    arch == "amd64" || arch == "x86_64"
-}
-
-impl RawDescriptor {
-    fn into_descriptor(self, what: &str) -> Result<Descriptor> {
-        if !is_sha256_digest(&self.digest) {
-            return Err(OciError::Protocol(format!(
-                "{what} has digest '{}', not sha256: followed by 64 lowercase hex digits",
-                self.digest.chars().take(100).collect::<String>()
-            )));
-        }
-        Ok(Descriptor {
-            media_type: self.media_type,
-            digest: self.digest,
-            size: self.size,
-            annotations: self.annotations.unwrap_or_default(),
-        })
-    }
 }
 
 /// A manifest as fetched: bytes (bounded), the Content-Type and Docker-Content-Digest headers.
@@ -190,115 +127,38 @@ pub(super) async fn resolve(reg: &Registry, reference: &Reference) -> Result<Res
             return Err(OciError::DigestMismatch { what: ctx.what.clone(), expected, actual: digest });
         }
     }
-    let mut manifest = parse_manifest(&fetched.bytes, &ctx.what)?;
-    let mut media_type = manifest.media_type.clone().or(fetched.content_type.clone());
     let mut digest = digest;
-    let is_index = |m: &RawManifest, mt: &Option<String>| {
-        matches!(mt.as_deref(), Some(OCI_INDEX) | Some(DOCKER_LIST)) || (m.manifests.is_some() && m.config.is_none())
-    };
-    if is_index(&manifest, &media_type) {
-        let entries = manifest.manifests.take().unwrap_or_default();
-        let chosen =
-            entries.iter().find(|e| e.platform.as_ref().is_some_and(|p| p.os == "linux" && is_amd64(&p.architecture)));
-        let Some(entry) = chosen else {
-            let found: Vec<String> = entries
-                .iter()
-                .map(|e| match &e.platform {
-                    Some(p) => match &p.variant {
-                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                        None => format!("{}/{}", p.os, p.architecture),
-                    },
-                    None => "unspecified platform".into(),
-                })
-                .collect();
-            let found = if found.is_empty() { "an empty index".to_string() } else { found.join(", ") };
-            return Err(OciError::Platform { reference: whole, found });
-        };
-        if !is_sha256_digest(&entry.digest) {
-            return Err(OciError::Protocol(format!("index entry of {whole} has a digest that is not sha256:<64 hex>")));
-        }
-        if entry.size > MAX_MANIFEST {
-            return Err(OciError::TooLarge {
-                what: format!("manifest {}", entry.digest),
-                size: entry.size,
-                limit: MAX_MANIFEST,
-            });
-        }
-        ctx.what = format!("manifest {}@{} (linux/amd64 of {whole})", reference.repository, entry.digest);
-        let fetched = reg.get_manifest(&ctx, &authz, &entry.digest).await?;
-        let actual = sha256_hex(&fetched.bytes);
-        if actual != entry.digest {
-            return Err(OciError::DigestMismatch { what: ctx.what.clone(), expected: entry.digest.clone(), actual });
-        }
-        if fetched.bytes.len() as u64 != entry.size {
-            return Err(OciError::Protocol(format!(
-                "{} is {} bytes, its index entry says {}",
-                ctx.what,
-                fetched.bytes.len(),
-                entry.size
-            )));
-        }
-        digest = actual;
-        manifest = parse_manifest(&fetched.bytes, &ctx.what)?;
-        media_type = manifest.media_type.clone().or(fetched.content_type.clone());
-        if is_index(&manifest, &media_type) {
-            return Err(OciError::Protocol(format!("{} is an index inside an index; pyro takes one level", ctx.what)));
-        }
-    }
-    let media_type = match media_type {
-        Some(mt) if mt == OCI_MANIFEST || mt == DOCKER_MANIFEST => mt,
-        // Some registries send a generic Content-Type; a manifest without mediaType is OCI's.
-        None => OCI_MANIFEST.to_string(),
-        Some(mt) if manifest.media_type.is_none() && (mt == "application/json" || mt == "application/octet-stream") => {
-            OCI_MANIFEST.to_string()
-        }
-        Some(other) => {
-            return Err(OciError::Protocol(format!(
-            "{} has media type {other}; pyro reads {OCI_MANIFEST}, {DOCKER_MANIFEST}, {OCI_INDEX} and {DOCKER_LIST}",
-            ctx.what
-        )))
+    let image = match select_image(&fetched.bytes, fetched.content_type.as_deref(), &ctx.what, &whole, true)? {
+        ImageChoice::Image(image) => image,
+        ImageChoice::Follow(entry) => {
+            ctx.what = format!("manifest {}@{} (linux/amd64 of {whole})", reference.repository, entry.digest);
+            let fetched = reg.get_manifest(&ctx, &authz, &entry.digest).await?;
+            let actual = sha256_hex(&fetched.bytes);
+            if actual != entry.digest {
+                return Err(OciError::DigestMismatch { what: ctx.what.clone(), expected: entry.digest, actual });
+            }
+            if fetched.bytes.len() as u64 != entry.size {
+                return Err(OciError::Protocol(format!(
+                    "{} is {} bytes, its index entry says {}",
+                    ctx.what,
+                    fetched.bytes.len(),
+                    entry.size
+                )));
+            }
+            digest = actual;
+            match select_image(&fetched.bytes, fetched.content_type.as_deref(), &ctx.what, &whole, false)? {
+                ImageChoice::Image(image) => image,
+                // select_image refuses an index when told not to follow one; kept as an error all the same.
+                ImageChoice::Follow(_) => {
+                    return Err(OciError::Protocol(format!("{} is an index inside an index", ctx.what)))
+                }
+            }
         }
     };
-    let Some(config) = manifest.config.take() else {
-        return Err(OciError::Protocol(format!("{} has no config descriptor", ctx.what)));
-    };
-    let config = config.into_descriptor("config")?;
-    let layers = manifest
-        .layers
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|l| l.into_descriptor("layer"))
-        .collect::<Result<Vec<_>>>()?;
-    if config.size > MAX_CONFIG {
-        return Err(OciError::TooLarge {
-            what: format!("config {}", config.digest),
-            size: config.size,
-            limit: MAX_CONFIG,
-        });
-    }
+    let ImageManifest { media_type, artifact_type, config, layers } = image;
     let config_bytes = fetch_config(reg, &r, &config).await?;
     check_config_platform(&whole, &config, &config_bytes)?;
-    Ok(ResolvedManifest {
-        digest,
-        media_type,
-        artifact_type: manifest.artifact_type.take(),
-        config,
-        config_bytes,
-        layers,
-    })
-}
-
-fn parse_manifest(bytes: &[u8], what: &str) -> Result<RawManifest> {
-    let m: RawManifest = serde_json::from_slice(bytes)
-        .map_err(|e| OciError::Protocol(format!("{what} is not a manifest (JSON): {e}")))?;
-    if m.schema_version != Some(2) {
-        return Err(OciError::Protocol(format!(
-            "{what} has schemaVersion {:?}; pyro reads schema 2 manifests only",
-            m.schema_version
-        )));
-    }
-    Ok(m)
+    Ok(ResolvedManifest { digest, media_type, artifact_type, config, config_bytes, layers })
 }
 
 /// The config blob, bounded by [`MAX_CONFIG`] and its descriptor's size, verified.
@@ -342,29 +202,6 @@ async fn fetch_config(reg: &Registry, r: &oci_client::Reference, config: &Descri
 
 fn is_digest_error(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.downcast_ref::<DigestError>().is_some())
-}
-
-/// An image config (Docker, OCI or pyro's) that names a platform must name linux/amd64.
-fn check_config_platform(whole: &str, config: &Descriptor, bytes: &[u8]) -> Result<()> {
-    if !JSON_CONFIGS.contains(&config.media_type.as_str()) {
-        return Ok(());
-    }
-    let json: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| OciError::Artifact(format!("config {} of {whole} is not JSON: {e}", config.digest)))?;
-    let os = json.get("os").and_then(|v| v.as_str());
-    let arch = json.get("architecture").and_then(|v| v.as_str());
-    match (os, arch) {
-        (None, None) => Ok(()),
-        (Some("linux"), Some(a)) if is_amd64(a) => Ok(()),
-        (os, arch) => Err(OciError::Platform {
-            reference: whole.to_string(),
-            found: format!(
-                "{}/{} (from its config)",
-                os.unwrap_or("unspecified os"),
-                arch.unwrap_or("unspecified architecture")
-            ),
-        }),
-    }
 }
 
 /// Bytes done over all blobs of a download, reported at most every MiB.
