@@ -676,3 +676,46 @@ fn bad_references_and_registries_are_specific_errors() {
     let v = fails(&["env", "prune", "debian:99"], &[]);
     assert_eq!(v["code"], "not_found", "{v}");
 }
+
+/// A full disk is a specific error and installs nothing: a cache on a small tmpfs, once too
+/// small for the download (refused before it starts) and once big enough for the download but
+/// not for the unpacked rootfs (refused before unpacking). Needs root for the mount.
+#[test]
+fn full_disk_is_a_specific_error() {
+    if !registry_available("full_disk_is_a_specific_error") {
+        return;
+    }
+    if !is_root() {
+        eprintln!("full_disk_is_a_specific_error: skipped (mounting a tmpfs needs root)");
+        return;
+    }
+    let cache = shared_cache();
+    let reg = Registry::shared();
+    let home = TestHome::new();
+    let reference = format!("{}/pyro-test/full-disk:1.0.0", reg.addr);
+    let pushed = push(&home, &cache, &reference);
+    let download: u64 = ["kernel", "rootfs"].iter().map(|t| layer(&pushed, t)["size"].as_u64().unwrap()).sum();
+    for (size_mib, stage) in [(download / 2 >> 20, "the download"), ((download >> 20) + 100, "rootfs.ext4")] {
+        let mnt = tempfile::Builder::new().prefix("pyro-full-").tempdir_in("/tmp").unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(mnt.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs");
+        let o = pyro(&home, mnt.path()).args(["env", "pull", ENV, &reference, "--json"]).output().unwrap();
+        let (installed, dir) = inspect(&home, mnt.path());
+        let _ = Command::new("umount").arg(mnt.path()).status();
+        assert_eq!(o.status.code(), Some(1), "a pull into {size_mib} MiB succeeded: {}", stdout(&o));
+        let v = json(&o);
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("not enough disk space"), "{size_mib} MiB: {v}");
+        assert!(e.contains(stage), "{size_mib} MiB: expected the {stage} to be refused: {v}");
+        assert!(!installed && !dir.exists(), "{size_mib} MiB: something was installed");
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
