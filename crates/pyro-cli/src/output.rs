@@ -210,6 +210,13 @@ pub fn print_doctor(r: &pyro::doctor::DoctorReport) {
     for e in &r.environments {
         println!("  {} [{}]", e.name, if e.installed { "installed" } else { "not installed" });
     }
+    match &r.environment_source.registry {
+        Some(reg) => println!("Environment source: registry {reg}"),
+        None => println!(
+            "Environment source: local build ({})",
+            if r.environment_source.local_build_possible { "possible here" } else { "needs root and debootstrap" }
+        ),
+    }
     let missing: Vec<&str> = r.host_tools.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.as_str()).collect();
     println!(
         "Host tools: {}",

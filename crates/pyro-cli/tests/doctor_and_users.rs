@@ -38,10 +38,22 @@ fn doctor_reports_kvm_probe_and_selected_backend_consistently() {
         "state_dir",
         "cache_dir",
         "environments",
+        "environment_source",
         "networking",
     ] {
         assert!(v.get(k).is_some(), "doctor payload lacks {k}");
     }
+    // Where a missing environment would come from, as this process would really do it.
+    let src = &v["environment_source"];
+    // SAFETY: geteuid(2) has no arguments and always succeeds.
+    let root = unsafe { libc::geteuid() } == 0;
+    match std::env::var("PYRO_ENV_REGISTRY").ok().filter(|r| !r.trim().is_empty()) {
+        Some(r) => {
+            assert_eq!((src["source"].as_str(), src["registry"].as_str()), (Some("registry"), Some(r.trim())), "{v}")
+        }
+        None => assert_eq!(src["source"], "local-build", "{v}"),
+    }
+    assert_eq!(src["local_build_possible"], root && v["host_tools"]["debootstrap"].is_string(), "{v}");
     assert_eq!(v["runtime_ok"], true, "{v}");
     // This kernel can filter guest egress; the network tests rely on it.
     assert_eq!(v["networking"]["egress_filter"], true, "{v}");
@@ -107,6 +119,14 @@ fn run_works_as_an_unprivileged_user() {
             m.uid()
         });
         assert_ne!(owner.unwrap(), 0, "state dir was created by root");
+    }
+
+    // doctor tells the ordinary user the truth: no local build here, the registry is the way.
+    if is_root {
+        let o = pyro_cmd().env_remove("PYRO_ENV_REGISTRY").args(["doctor", "--json"]).output().unwrap();
+        let v = json(&o);
+        assert_eq!(v["environment_source"]["local_build_possible"], false, "{v}");
+        assert_eq!(v["environment_source"]["source"], "local-build", "{v}");
     }
 
     // A workspace with a shell and a published service needs no privilege either (QEMU

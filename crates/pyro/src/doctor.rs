@@ -34,6 +34,9 @@ pub struct DoctorReport {
     pub cache_dir: String,
     /// Every catalog environment and whether it is installed.
     pub environments: Vec<EnvironmentState>,
+    /// Where a missing environment would come from: the configured OCI registry, or a local
+    /// build (which needs root and debootstrap).
+    pub environment_source: EnvironmentSourceReport,
     /// What guest networking can use on this host.
     pub networking: NetworkingReport,
     /// One apt command that installs every missing host package.
@@ -96,6 +99,18 @@ pub struct EnvironmentState {
     pub installed: bool,
     /// Directory it is installed in; `None` when not installed.
     pub install_dir: Option<String>,
+}
+
+/// Where `env pull` (and a first `pyro run`) would install a missing environment from.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EnvironmentSourceReport {
+    /// `registry` when `PYRO_ENV_REGISTRY` is set, else `local-build`.
+    pub source: String,
+    /// `PYRO_ENV_REGISTRY`, when set.
+    pub registry: Option<String>,
+    /// Whether this process could build an environment locally: root, with debootstrap.
+    pub local_build_possible: bool,
 }
 
 /// Host facilities for guest networking.
@@ -172,11 +187,27 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
             install_dir: installed.map(|e| e.install_dir.display().to_string()),
         });
     }
+    let registry = crate::env::configured_registry();
+    let local_build_possible =
+        pyro_sys::process::effective_uid() == 0 && host_tools.get("debootstrap").is_some_and(Option::is_some);
     if first_installed.is_none() {
-        issues.push(
-            "no environment is installed yet; `pyro env pull debian:12` (or the first `pyro run`) builds one".into(),
-        );
+        issues.push(match (&registry, local_build_possible) {
+            (Some(r), _) => format!(
+                "no environment is installed yet; `pyro env pull debian:12` (or the first `pyro run`) pulls one from {r}"
+            ),
+            (None, true) => {
+                "no environment is installed yet; `pyro env pull debian:12` (or the first `pyro run`) builds one".into()
+            }
+            (None, false) => "no environment is installed yet, and building one needs root with debootstrap: run \
+                 `sudo pyro env pull debian:12`, or set PYRO_ENV_REGISTRY to pull one from an OCI registry as this user"
+                .into(),
+        });
     }
+    let environment_source = EnvironmentSourceReport {
+        source: if registry.is_some() { "registry" } else { "local-build" }.into(),
+        registry,
+        local_build_possible,
+    };
 
     let dev = backend::kvm_device();
     let qemu_bin = backend::qemu_binary();
@@ -281,6 +312,7 @@ pub fn report(pyro: &Pyro) -> DoctorReport {
         state_dir: pyro.paths().home.display().to_string(),
         cache_dir: pyro.paths().cache_dir.display().to_string(),
         environments,
+        environment_source,
         networking,
         install_hint: (!missing_pkgs.is_empty())
             .then(|| format!("sudo apt-get install --no-install-recommends {}", missing_pkgs.join(" "))),
