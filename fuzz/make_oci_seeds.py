@@ -11,6 +11,8 @@ manifest list, a Docker v2 manifest, an image config. Needs the `zstd` command.
 """
 import gzip, io, json, os, subprocess, tarfile
 
+from seed_tar import tar
+
 # Records of one block: no 10 KiB of zero padding per seed.
 tarfile.RECORDSIZE = 512
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,28 +25,6 @@ def write(target, name, data):
         f.write(data)
 
 
-def tar(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
-        for name, kind, extra in members:
-            info = tarfile.TarInfo(name)
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                t.addfile(info)
-            elif kind == "file":
-                info.size = len(extra)
-                info.mode = 0o644
-                t.addfile(info, io.BytesIO(extra))
-            elif kind == "sym":
-                info.type = tarfile.SYMTYPE
-                info.linkname = extra
-                t.addfile(info)
-            elif kind == "hard":
-                info.type = tarfile.LNKTYPE
-                info.linkname = extra
-                t.addfile(info)
-    return buf.getvalue()
 
 
 def octal(n, width):

@@ -8,6 +8,8 @@ No third-party modules: the tiny MessagePack encoder below covers what the frame
 """
 import io, os, struct, tarfile
 
+from seed_tar import tar
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -81,28 +83,6 @@ for name, body in requests.items():
 write("protocol_frames", "stream", stream)
 
 
-def tar(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
-        for name, kind, extra in members:
-            info = tarfile.TarInfo(name)
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                t.addfile(info)
-            elif kind == "file":
-                info.size = len(extra)
-                info.mode = 0o644
-                t.addfile(info, io.BytesIO(extra))
-            elif kind == "sym":
-                info.type = tarfile.SYMTYPE
-                info.linkname = extra
-                t.addfile(info)
-            elif kind == "hard":
-                info.type = tarfile.LNKTYPE
-                info.linkname = extra
-                t.addfile(info)
-    return buf.getvalue()
 
 
 write("archive_extract", "tree", tar([("src", "dir", None), ("src/a.txt", "file", b"hello\n"),
