@@ -418,7 +418,7 @@ async fn descriptor_sizes_bound_the_download() {
 /// A token service in front of a registry, as Docker Hub and most public registries do it:
 /// every /v2/ request without `Bearer tok-*` gets 401 `WWW-Authenticate: Bearer realm=...`;
 /// /token hands out `tok-anon` to anyone and `tok-user` for user:s3cret, and refuses
-/// other credentials.
+/// other credentials; repositories under `denied/` answer 403 to any token.
 const TOKEN_PROXY: &str = r#"
 import sys, http.server, http.client, base64
 backend, logpath = sys.argv[1], sys.argv[2]
@@ -448,6 +448,10 @@ class H(http.server.BaseHTTPRequestHandler):
             realm = 'Bearer realm="http://%s/token",service="pyro-test"' % self.headers['Host']
             return self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}',
                               [('WWW-Authenticate', realm), ('Content-Type', 'application/json')])
+        if '/v2/denied/' in self.path:
+            logf.write('DENY %s %s\n' % (self.command, self.path))
+            return self.reply(403, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}',
+                              [('Content-Type', 'application/json')])
         logf.write('PASS %s %s\n' % (self.command, self.path))
         c = http.client.HTTPConnection(backend)
         hdrs = {k: v for k, v in self.headers.items() if k.lower() != 'authorization'}
@@ -530,6 +534,17 @@ async fn bearer_token_flow() {
     let bad = Registry::with_options(&r, with("nope")).unwrap();
     match bad.resolve(&r).await {
         Err(e @ OciError::Unauthorized { .. }) => assert!(e.to_string().contains("bad credentials"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A token the registry accepts but that may not read this repository: 403, a different
+    // error from 401, naming the repository.
+    let denied = Reference::parse(&format!("{}/denied/x:1", proxy.addr)).unwrap();
+    match user_reg.resolve(&denied).await {
+        Err(e @ OciError::Forbidden { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("403") && text.contains("denied/x"), "{text}");
+        }
         other => panic!("{other:?}"),
     }
 }
