@@ -283,6 +283,10 @@ class DoctorReport(TypedDict):
     """Every known backend (`qemu`, `firecracker`, `host-compat`) and whether it is available."""
     cache_dir: str
     """Cache directory (`$PYRO_CACHE_DIR`): environments and probe results."""
+    environment_source: EnvironmentSourceReport
+    """Where a missing environment would come from: the configured OCI registry, or a local
+    build (which needs root and debootstrap).
+    """
     environments: List[EnvironmentState]
     """Every catalog environment and whether it is installed."""
     host_tools: Dict[str, Optional[str]]
@@ -382,6 +386,16 @@ class EnvironmentReadiness(TypedDict):
     """
     template_path: Optional[str]
     """Path of the valid template, if any."""
+
+class EnvironmentSourceReport(TypedDict):
+    """Where `env pull` (and a first `pyro run`) would install a missing environment from."""
+
+    local_build_possible: bool
+    """Whether this process could build an environment locally: root, with debootstrap."""
+    registry: Optional[str]
+    """`PYRO_ENV_REGISTRY`, when set."""
+    source: str
+    """`registry` when `PYRO_ENV_REGISTRY` is set, else `local-build`."""
 
 class EnvironmentState(TypedDict):
     """Install state of one catalog environment."""
