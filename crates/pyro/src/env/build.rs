@@ -551,7 +551,16 @@ pub(super) fn collect_modules(moddir: &Path, out: &Path) -> Result<Vec<String>> 
     Ok(names)
 }
 
+/// Largest decompressed kernel module accepted. Modules come from Debian's kernel package
+/// in a local build, but from an image's rootfs in a pull, so a crafted `.ko.xz` must not
+/// decompress into the host's memory without end.
+pub(super) const MAX_MODULE_BYTES: u64 = 64 << 20;
+
 fn decompress_module(src: &Path, dest: &Path) -> Result<()> {
+    decompress_module_capped(src, dest, MAX_MODULE_BYTES)
+}
+
+fn decompress_module_capped(src: &Path, dest: &Path, limit: u64) -> Result<()> {
     let s = src.to_string_lossy();
     let tool = [(".ko.xz", "xz", "xz-utils"), (".ko.zst", "zstd", "zstd"), (".ko.gz", "gzip", "gzip")]
         .into_iter()
@@ -562,14 +571,40 @@ fn decompress_module(src: &Path, dest: &Path) -> Result<()> {
     let bin = which(tool).ok_or_else(|| {
         Error::HostRequirement(format!("unpacking kernel modules needs `{tool}` on the host: apt-get install {pkg}"))
     })?;
-    let out = Command::new(bin).arg("-dc").arg(src).output().map_err(|e| Error::io(format!("running {tool}"), e))?;
-    if !out.status.success() || !out.stdout.starts_with(b"\x7fELF") {
-        return Err(Error::Environment(format!(
-            "could not decompress {s}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let mut child = Command::new(bin)
+        .arg("-dc")
+        .arg(src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("running {tool}"), e))?;
+    let (stdout, stderr_pipe) = (child.stdout.take(), child.stderr.take());
+    // stderr drains on its own thread: a tool that fills that pipe must not stall stdout.
+    let (read, out, stderr) = std::thread::scope(|scope| {
+        let errors = scope.spawn(move || {
+            let mut text = String::new();
+            if let Some(mut e) = stderr_pipe {
+                let _ = (&mut e).take(64 << 10).read_to_string(&mut text);
+                let _ = std::io::copy(&mut e, &mut std::io::sink());
+            }
+            text
+        });
+        let mut out = Vec::new();
+        let read = stdout.map(|o| o.take(limit + 1).read_to_end(&mut out));
+        if out.len() as u64 > limit {
+            let _ = child.kill();
+        }
+        (read, out, errors.join().unwrap_or_default())
+    });
+    let too_large = out.len() as u64 > limit;
+    let status = child.wait().map_err(|e| Error::io(format!("waiting for {tool}"), e))?;
+    if too_large {
+        return Err(Error::Environment(format!("{s} decompresses to more than {limit} bytes; not a kernel module")));
     }
-    std::fs::write(dest, out.stdout).map_err(|e| Error::io(format!("writing {}", dest.display()), e))
+    if read.is_some_and(|r| r.is_err()) || !status.success() || !out.starts_with(b"\x7fELF") {
+        return Err(Error::Environment(format!("could not decompress {s}: {}", stderr.trim())));
+    }
+    std::fs::write(dest, out).map_err(|e| Error::io(format!("writing {}", dest.display()), e))
 }
 
 /// Make the debootstrapped tree a pyro guest root: drop what only a bootloader or a
@@ -846,6 +881,21 @@ kernel/fs/other.ko.xz:
         let e = resolve_modules("a.ko: b.ko\nb.ko: a.ko\n", "", &["a"]).unwrap_err();
         assert!(e.contains("cycle"), "{e}");
         assert_eq!(module_name("kernel/x/snd-hda.ko.zst"), "snd_hda");
+    }
+
+    #[test]
+    fn a_module_that_decompresses_past_the_cap_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("virtio_blk.ko.xz");
+        let mut ko = b"\x7fELF".to_vec();
+        ko.extend(vec![0u8; 1 << 20]);
+        std::fs::write(&src, compress("xz", &["-c", "--check=crc32"], &ko)).unwrap();
+        let dest = tmp.path().join("virtio_blk.ko");
+        let e = decompress_module_capped(&src, &dest, 64 << 10).unwrap_err().to_string();
+        assert!(e.contains("decompresses to more than 65536 bytes"), "{e}");
+        assert!(!dest.exists());
+        decompress_module_capped(&src, &dest, 2 << 20).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), ko);
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub(super) const CONFIG_MEDIA_TYPE: &str = "application/vnd.pyro.environment.con
 const TITLE: &str = "org.opencontainers.image.title";
 
 const MAX_KERNEL_BYTES: u64 = 256 << 20;
-const MAX_MODULE_BYTES: u64 = 64 << 20;
+const MAX_MODULE_BYTES: u64 = build::MAX_MODULE_BYTES;
 const MAX_MODULES: usize = 256;
 const MAX_ORDER_BYTES: u64 = 64 << 10;
 /// Apparent size; the allocated size is checked against free disk.
