@@ -695,7 +695,7 @@ fn full_disk_is_a_specific_error() {
     let reference = format!("{}/pyro-test/full-disk:1.0.0", reg.addr);
     let pushed = push(&home, &cache, &reference);
     let download: u64 = ["kernel", "rootfs"].iter().map(|t| layer(&pushed, t)["size"].as_u64().unwrap()).sum();
-    for (size_mib, stage) in [(download / 2 >> 20, "the download"), ((download >> 20) + 100, "rootfs.ext4")] {
+    for (size_mib, stage) in [((download / 2) >> 20, "the download"), ((download >> 20) + 100, "rootfs.ext4")] {
         let mnt = tempfile::Builder::new().prefix("pyro-full-").tempdir_in("/tmp").unwrap();
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
