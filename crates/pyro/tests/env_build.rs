@@ -38,17 +38,27 @@ fn cache_with_debs() -> tempfile::TempDir {
     tmp
 }
 
+/// With `PYRO_ENV_REGISTRY` set, a pull goes to that registry, under the catalog's repository
+/// name, and a registry that cannot be reached is an error: never a silent local build.
 #[test]
-fn a_configured_registry_is_an_explicit_error_not_a_silent_build() {
+fn a_configured_registry_is_used_never_a_silent_build() {
     let _g = ENV_VARS.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let store = EnvStore { cache_dir: tmp.path().to_path_buf() };
-    std::env::set_var("PYRO_ENV_REGISTRY", "registry.example.com");
-    let r = store.pull("debian:12-base", &Progress::silent());
+    // Nothing listens on port 1.
+    std::env::set_var("PYRO_ENV_REGISTRY", "127.0.0.1:1/team");
+    let (progress, events) = recorder();
+    let r = store.pull("debian:12-base", &progress);
     std::env::remove_var("PYRO_ENV_REGISTRY");
     let e = r.unwrap_err();
     assert_eq!(e.code(), "environment");
-    assert!(e.to_string().contains("OCI pull is not implemented yet"), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("127.0.0.1:1/team/thalesmaciel/pyro-environment-debian-12-base:1.0.0"), "{msg}");
+    assert!(msg.contains("cannot reach registry 127.0.0.1:1"), "{msg}");
+    assert!(
+        !events.lock().unwrap().iter().any(|ev| ev.stage == "host-check" || ev.stage == "debootstrap"),
+        "a local build was attempted"
+    );
     assert!(store.installed("debian:12-base").unwrap().is_none());
     assert!(!entries(&store.root()).iter().any(|n| n.starts_with(".partial-")), "{:?}", entries(&store.root()));
     assert_eq!(store.pull("fedora", &Progress::silent()).unwrap_err().code(), "not_found");
