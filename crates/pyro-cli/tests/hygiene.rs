@@ -3,7 +3,8 @@
 //! - a stale pid file never makes pyro signal an unrelated process,
 //! - a workspace lock held for long never stalls the MCP server (2 runtime workers),
 //! - a `workspace create` interrupted after boot (kill -9, Ctrl-C, MCP cancel) leaves no VM,
-//! - disk tools hold the lifecycle lock while they read, so `start` cannot boot under them.
+//! - disk tools hold the lifecycle lock while they read, so `start` cannot boot under them,
+//! - a `start` waits for the previous supervisor to finish its cleanup.
 
 mod common;
 
@@ -454,6 +455,51 @@ fn a_start_killed_after_boot_leaves_no_vm_running_behind_a_stopped_record() {
     assert!(status["last_error"].as_str().unwrap_or("").contains("interrupted start"), "{status}");
     // And it starts again normally.
     assert_eq!(ok(&home, &["workspace", "start", &id, "--json"])["state"], "started");
+    ok(&home, &["workspace", "delete", &id, "--json"]);
+}
+
+/// A supervisor whose QEMU died answers its callers first and cleans up after, so the
+/// workspace reads `stopped` while that supervisor still lives. A `start` then must wait for
+/// it: its cleanup used to remove the new VM's pid record and sockets, and the workspace the
+/// start had just reported `started` read as stopped at the next call. Here the old
+/// supervisor is frozen (SIGSTOP) with its QEMU killed, thawed 2 s into the start (a boot
+/// takes longer than that is not needed: the new supervisor writes its records at once).
+#[test]
+fn a_start_waits_for_the_previous_supervisor_to_finish_its_cleanup() {
+    let home = TestHome::new();
+    let id = create_workspace(&home);
+    let record_path = home.path().join("workspaces").join(&id).join("runtime/supervisor.json");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let pid_of = |key: &str| record[key].as_i64().unwrap_or_else(|| panic!("{key} in {record}")) as i32;
+    let (supervisor, vmm) = (pid_of("supervisor_pid"), pid_of("vmm_pid"));
+    let dead = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+            .unwrap_or(true)
+    };
+    // SAFETY: kill(2) on the supervisor and QEMU of this test's own workspace.
+    unsafe {
+        assert_eq!(libc::kill(supervisor, libc::SIGSTOP), 0);
+        assert_eq!(libc::kill(vmm, libc::SIGKILL), 0);
+    }
+    wait_until("QEMU to die", Duration::from_secs(20), || dead(vmm));
+    assert_eq!(ok(&home, &["workspace", "status", &id, "--json"])["state"], "stopped");
+    assert!(!dead(supervisor), "the frozen supervisor is still there");
+
+    let start = home.cmd().args(["workspace", "start", &id, "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(supervisor, libc::SIGCONT);
+    }
+    let o = start.wait_with_output().unwrap();
+    assert!(o.status.success(), "start failed: {}", stdout(&o));
+    assert_eq!(json(&o)["state"], "started");
+    wait_until("the old supervisor to exit", Duration::from_secs(10), || dead(supervisor));
+    // The new VM's records survived the old supervisor's cleanup.
+    let o = home.cmd().args(["workspace", "exec", &id, "--", "echo", "still-here"]).output().unwrap();
+    assert!(o.status.success() && stdout(&o).contains("still-here"), "{} {}", stdout(&o), stderr(&o));
+    assert_eq!(ok(&home, &["workspace", "status", &id, "--json"])["state"], "started");
     ok(&home, &["workspace", "delete", &id, "--json"]);
 }
 

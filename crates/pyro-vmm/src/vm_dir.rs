@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// | `launch.json` | [`Machine::boot`](crate::Machine::boot) | what the supervisor runs |
 /// | `supervisor.sock` | supervisor | clients' requests |
 /// | `supervisor.json` | supervisor | pid record (pids + identities) |
+/// | `supervisor.lock` | supervisor | held (`flock`) for the supervisor's whole life; kept |
 /// | `supervisor.log` | supervisor | its stderr |
 /// | `vmm.log` | QEMU | its stdout and stderr |
 /// | `console.log`, `console.log.1` | supervisor | guest serial console, 1 MiB each at most |
@@ -34,6 +35,9 @@ const STALE_FILES: [&str; 6] = [SOCKET, PID_RECORD, AGENT_SOCKET, QMP_SOCKET, PU
 const LAUNCH_SPEC: &str = "launch.json";
 const SOCKET: &str = "supervisor.sock";
 const PID_RECORD: &str = "supervisor.json";
+/// Never among the stale files: removing it while a supervisor holds it would let a second
+/// one lock a new file of the same name.
+const SUPERVISOR_LOCK: &str = "supervisor.lock";
 const SUPERVISOR_LOG: &str = "supervisor.log";
 const CONSOLE_LOG: &str = "console.log";
 const VMM_LOG: &str = "vmm.log";
@@ -111,6 +115,11 @@ impl VmDir {
     }
     pub(crate) fn pid_record(&self) -> PathBuf {
         self.root.join(PID_RECORD)
+    }
+    /// Held exclusively by the directory's supervisor from its first step to its exit (the
+    /// kernel drops it even on SIGKILL): free means no supervisor of this VM is alive.
+    pub(crate) fn supervisor_lock(&self) -> PathBuf {
+        self.root.join(SUPERVISOR_LOCK)
     }
     pub(crate) fn supervisor_log(&self) -> PathBuf {
         self.root.join(SUPERVISOR_LOG)

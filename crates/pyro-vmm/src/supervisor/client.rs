@@ -16,6 +16,7 @@ use tokio_util::codec::Framed;
 /// the guest agent is ready. On failure nothing of the VM keeps running.
 pub(crate) async fn spawn(supervisor_bin: &Path, vm: &VmDir, wait: Duration) -> Result<ReadyLine> {
     let vm_dir = vm.path();
+    wait_for_previous_supervisor(vm).await?;
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     use tokio::io::AsyncBufReadExt;
@@ -87,6 +88,39 @@ pub(crate) async fn spawn(supervisor_bin: &Path, vm: &VmDir, wait: Duration) -> 
             Err(fail(format!("guest did not become ready in {} s", wait.as_secs())))
         }
     }
+}
+
+/// How long a predecessor may take to finish its cleanup before it is killed.
+const PREDECESSOR_GRACE: Duration = Duration::from_secs(5);
+
+/// Wait until no supervisor of `vm` is alive (its lifetime lock is free). A supervisor
+/// whose VMM died answers its callers first and cleans up after, and a stopped VM's pid
+/// record may already be gone, so "not running" does not mean "no supervisor": one still
+/// finishing would remove its successor's pid record and sockets. Given
+/// [`PREDECESSOR_GRACE`], then SIGKILLed (found by its command line).
+async fn wait_for_previous_supervisor(vm: &VmDir) -> Result<()> {
+    let lock_path = vm.supervisor_lock();
+    let free = || -> Result<bool> {
+        pyro_sys::try_lock(&lock_path, pyro_sys::LockMode::Exclusive)
+            .map(|held| held.is_some())
+            .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))
+    };
+    let deadline = Instant::now() + PREDECESSOR_GRACE;
+    while !free()? {
+        if Instant::now() >= deadline {
+            let stale = vm.clone();
+            tokio::task::spawn_blocking(move || kill_vm_processes_of(&stale)).await.ok();
+            if free()? {
+                break;
+            }
+            return Err(Error::Boot(format!(
+                "a previous supervisor of the VM in {} is still running and could not be stopped",
+                vm.path().display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// Kills a supervisor still booting when [`spawn`] is dropped or fails.

@@ -167,6 +167,20 @@ fn detach_stdout() {
 
 async fn run(vm: VmDir) -> i32 {
     let started = Instant::now();
+    // One supervisor per directory, ever: a predecessor still finishing would otherwise
+    // remove this one's pid record and sockets in its cleanup. `spawn` waits for the lock to
+    // be free; a supervisor that still finds it held leaves every file alone.
+    let _lifetime_lock = match pyro_sys::try_lock(&vm.supervisor_lock(), pyro_sys::LockMode::Exclusive) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            print_ready(&ReadyLine::failed("another supervisor of this VM is still running".into()));
+            return 1;
+        }
+        Err(e) => {
+            print_ready(&ReadyLine::failed(format!("cannot lock {}: {e}", vm.supervisor_lock().display())));
+            return 1;
+        }
+    };
     let spec: LaunchSpec = match std::fs::read_to_string(vm.launch_spec())
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))

@@ -393,10 +393,10 @@ impl EnvStore {
         // build (they can be GBs): clear them before adding another.
         self.remove_partials_of(spec);
         let staging = Staging::create(&root, spec)?;
-        let manifest = match &source {
+        let (manifest, downloads) = match &source {
             Source::Oci(reference) => {
                 match oci::fetch(self, spec, reference, current.as_ref(), staging.path(), progress)? {
-                    Some(m) => m,
+                    Some(f) => (f.manifest, Some(f.downloads)),
                     None => {
                         // The install already is this image (same manifest digest).
                         let e = current.expect("fetch reports up to date only against an install");
@@ -405,9 +405,12 @@ impl EnvStore {
                     }
                 }
             }
-            Source::LocalBuild => build::build(self, spec, staging.path(), progress)?,
+            Source::LocalBuild => (build::build(self, spec, staging.path(), progress)?, None),
         };
         let env = self.publish(spec, staging, &manifest)?;
+        if let Some(d) = downloads {
+            d.forget();
+        }
         progress.report("ready", format!("{} is installed", spec.name), Some(1.0));
         Ok(env)
     }

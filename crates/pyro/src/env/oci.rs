@@ -728,7 +728,8 @@ fn derive_modules(rootfs: &Path, release: &str, out: &Path, progress: &Progress,
 }
 
 /// Fill `stage` with `vmlinux`, `modules/` and `rootfs.ext4` from the image `reference` and
-/// return the manifest to publish (source `oci://<registry>/<repository>@<digest>`).
+/// return the manifest to publish (source `oci://<registry>/<repository>@<digest>`) with the
+/// downloaded blobs, for the caller to forget once the install is published.
 /// Returns `None` when `current` already is that image (same manifest digest): nothing to do.
 pub(super) fn fetch(
     store: &EnvStore,
@@ -737,7 +738,7 @@ pub(super) fn fetch(
     current: Option<&InstalledEnvironment>,
     stage: &Path,
     progress: &Progress,
-) -> Result<Option<Manifest>> {
+) -> Result<Option<Fetched>> {
     let ctx = format!("pulling {} from {reference}", spec.name);
     let r = Reference::parse(reference).map_err(|e| oci_error(&ctx, e))?;
     let registry = Registry::new(&r).map_err(|e| oci_error(&ctx, e))?;
@@ -764,11 +765,8 @@ pub(super) fn fetch(
     let paths = block_on(registry.download(&r, &layers, &blob_store, &bp))?.map_err(|e| oci_error(&ctx, e))?;
     let blobs: Vec<(Descriptor, PathBuf)> = layers.into_iter().zip(paths).collect();
     let unpacked = unpack_into_stage(spec, &resolved, &blobs, stage, progress, &ctx)?;
-    for (d, _) in &blobs {
-        blob_store.remove(&d.digest);
-    }
     progress.report("install", format!("installing {} from {}", spec.name, r.whole()), Some(0.99));
-    Ok(Some(Manifest {
+    let manifest = Manifest {
         catalog_version: CATALOG_VERSION.into(),
         name: spec.name.into(),
         version: ENVIRONMENT_VERSION.into(),
@@ -777,7 +775,34 @@ pub(super) fn fetch(
         kernel_release: unpacked.kernel_release,
         installed_at: crate::util::now_secs(),
         packages: unpacked.packages,
+    };
+    Ok(Some(Fetched {
+        manifest,
+        downloads: Downloads { store: blob_store, digests: blobs.into_iter().map(|(d, _)| d.digest).collect() },
     }))
+}
+
+/// What [`fetch`] staged: the manifest to publish, and the verified blobs it came from.
+pub(super) struct Fetched {
+    pub(super) manifest: Manifest,
+    pub(super) downloads: Downloads,
+}
+
+/// Verified blobs of one pull, kept until its install is published: a publish that fails
+/// (a full disk at the fsync) leaves them for the next pull to reuse instead of downloading
+/// again.
+pub(super) struct Downloads {
+    store: BlobStore,
+    digests: Vec<String>,
+}
+
+impl Downloads {
+    /// Delete the blobs once the install they made is published.
+    pub(super) fn forget(self) {
+        for d in &self.digests {
+            self.store.remove(d);
+        }
+    }
 }
 
 /// Delete the layers `push` packed for `spec` (`<cache>/oci/packed/<dir>-*`). Call with
