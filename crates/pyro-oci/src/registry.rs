@@ -1,11 +1,14 @@
 //! Talking to an OCI registry: references, credentials, manifests, blobs.
 //!
-//! The distribution protocol (token auth, blob GET with ranges, HEAD, uploads, manifest PUT)
-//! is oci-client's. What this module adds: pyro's reference grammar, credentials from the
-//! environment and the Docker config file, a manifest GET bounded in size (oci-client reads
-//! a manifest whole), linux/amd64 selection with a clear error, digest verification of every
-//! byte, resumable parallel downloads into a [`BlobStore`], and errors a user can act on.
+//! Pushes (HEAD, uploads, manifest PUT) go through oci-client. Everything a pull reads from
+//! a registry is read here, over the same reqwest, because oci-client reads token answers,
+//! manifests and error bodies whole: the token flow (`auth.rs`), manifest and blob GETs
+//! (ranged for resumes) are bounded before anything is allocated. Also here: pyro's
+//! reference grammar, credentials from the environment and the Docker config file,
+//! linux/amd64 selection with a clear error, digest verification of every byte, resumable
+//! parallel downloads into a [`BlobStore`], and errors a user can act on.
 
+mod auth;
 mod errors;
 mod options;
 mod reference;
@@ -156,14 +159,33 @@ impl BlobStore {
 
 /// A client for one registry, with the credentials found for it.
 pub struct Registry {
+    /// Pushes only.
     client: oci_client::Client,
-    /// For the size-bounded manifest GET only (same timeouts and TLS as `client`).
+    /// Every read of a pull, bounded (same timeouts and TLS as `client`).
     http: reqwest::Client,
     scheme: &'static str,
     registry: String,
     auth: RegistryAuth,
     /// Where the credentials came from, or that there are none (for 401 messages).
     auth_source: Option<String>,
+    /// `Authorization` per (repository, `pull`|`push`), see `auth.rs`.
+    authz_cache: std::sync::Mutex<BTreeMap<(String, &'static str), Option<String>>>,
+}
+
+/// Blob GETs are often redirected to storage (S3, a CDN): at most 5 hops, and never from
+/// https down to plain http. (reqwest drops `Authorization` when the host changes.)
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http" && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            let to = attempt.url().to_string();
+            attempt.error(format!("refusing a redirect from https to plain http ({to})"))
+        } else if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Whether `registry` (`host[:port]`) is a loopback host, reached over plain HTTP.
@@ -212,6 +234,7 @@ impl Registry {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            .redirect(redirect_policy())
             .user_agent(concat!("pyro/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OciError::Protocol(format!("cannot set up the HTTP client: {e}")))?;
@@ -219,7 +242,7 @@ impl Registry {
             Some(c) => (RegistryAuth::Basic(c.username, c.password), Some(c.source)),
             None => (RegistryAuth::Anonymous, None),
         };
-        Ok(Registry { client, http, scheme, registry, auth, auth_source })
+        Ok(Registry { client, http, scheme, registry, auth, auth_source, authz_cache: Default::default() })
     }
 
     /// Fetch and verify the manifest; for an index or manifest list pick the linux/amd64

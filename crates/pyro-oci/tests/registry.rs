@@ -419,9 +419,13 @@ async fn descriptor_sizes_bound_the_download() {
 /// every /v2/ request without `Bearer tok-*` gets 401 `WWW-Authenticate: Bearer realm=...`;
 /// /token hands out `tok-anon` to anyone and `tok-user` for user:s3cret, and refuses
 /// other credentials; repositories under `denied/` answer 403 to any token.
+/// A third argument makes it hostile: `hugetoken` (a token answer that never ends),
+/// `hugetoken-cl` (one declaring 10 GB), `hugeerr` (blob GETs answer 500 with a body that
+/// never ends), `badrealm` (the token service is a file: URL).
 const TOKEN_PROXY: &str = r#"
 import sys, http.server, http.client, base64
 backend, logpath = sys.argv[1], sys.argv[2]
+mode = sys.argv[3] if len(sys.argv) > 3 else 'normal'
 logf = open(logpath, 'a', buffering=1)
 GOOD = 'Basic ' + base64.b64encode(b'user:s3cret').decode()
 class H(http.server.BaseHTTPRequestHandler):
@@ -433,9 +437,24 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         if self.command != 'HEAD': self.wfile.write(body)
+    def endless(self, status, first, length=None):
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        if length: self.send_header('Content-Length', str(length))
+        self.send_header('Connection', 'close')
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(first)
+            while True: self.wfile.write(b'a' * 65536)
+        except Exception: pass
     def any(self):
         n = int(self.headers.get('Content-Length') or 0)
         body = self.rfile.read(n) if n else b''
+        if self.path.startswith('/token') and mode == 'hugetoken':
+            return self.endless(200, b'{"token":"')
+        if self.path.startswith('/token') and mode == 'hugetoken-cl':
+            return self.endless(200, b'{"token":"', 10**10)
         if self.path.startswith('/token'):
             a = self.headers.get('Authorization')
             logf.write('TOKEN %s %s\n' % (self.path, 'basic' if a else 'anon'))
@@ -446,12 +465,15 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.headers.get('Authorization', '') not in ('Bearer tok-anon', 'Bearer tok-user'):
             logf.write('CHALLENGE %s %s\n' % (self.command, self.path))
             realm = 'Bearer realm="http://%s/token",service="pyro-test"' % self.headers['Host']
+            if mode == 'badrealm': realm = 'Bearer realm="file:///etc/passwd",service="pyro-test"'
             return self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}',
                               [('WWW-Authenticate', realm), ('Content-Type', 'application/json')])
         if '/v2/denied/' in self.path:
             logf.write('DENY %s %s\n' % (self.command, self.path))
             return self.reply(403, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}',
                               [('Content-Type', 'application/json')])
+        if mode == 'hugeerr' and '/blobs/' in self.path:
+            return self.endless(500, b'{"errors":[{"code":"UNKNOWN","message":"')
         logf.write('PASS %s %s\n' % (self.command, self.path))
         c = http.client.HTTPConnection(backend)
         hdrs = {k: v for k, v in self.headers.items() if k.lower() != 'authorization'}
@@ -479,11 +501,16 @@ struct TokenProxy {
 
 impl TokenProxy {
     fn start(backend: &str, dir: &Path) -> TokenProxy {
+        TokenProxy::start_mode(backend, dir, "normal")
+    }
+
+    fn start_mode(backend: &str, dir: &Path, mode: &str) -> TokenProxy {
         use std::io::BufRead as _;
-        let log = dir.join("proxy.log");
+        let log = dir.join(format!("proxy-{mode}.log"));
         let mut child = Command::new("python3")
             .args(["-c", TOKEN_PROXY, backend])
             .arg(&log)
+            .arg(mode)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -559,5 +586,56 @@ async fn unknown_host_is_unreachable_over_https() {
             assert!(e.to_string().contains("PYRO_REGISTRY_INSECURE"), "{e}");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// A hostile registry cannot make a pull read without end: the token service's answer is
+/// read up to 64 KiB (an endless one and one declaring 10 GB are refused), an error body
+/// only for its first 4 KiB, and a token service that is not http(s) is refused before any
+/// credential is sent. Each call must end well before the 90 s read timeout: reading any of
+/// these bodies whole would never end (or end the process).
+#[tokio::test]
+async fn hostile_token_service_and_error_bodies_are_bounded() {
+    let tr = TestRegistry::start(None);
+    let direct = tr.reference("h/x:1");
+    let reg = Registry::with_options(&direct, anon()).unwrap();
+    push_image(&reg, &direct, OCI_MANIFEST, PYRO_CONFIG, &pyro_config("amd64"), &[random(1 << 20)]).await;
+    let resolve = |mode: &'static str| {
+        let proxy = TokenProxy::start_mode(&tr.addr, tr.dir.path(), mode);
+        async move {
+            let r = Reference::parse(&format!("{}/h/x:1", proxy.addr)).unwrap();
+            let reg = Registry::with_options(&r, anon()).unwrap();
+            let started = std::time::Instant::now();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(30), reg.resolve(&r))
+                .await
+                .unwrap_or_else(|_| panic!("{mode}: the pull kept reading"));
+            assert!(started.elapsed() < std::time::Duration::from_secs(30));
+            drop(proxy);
+            out
+        }
+    };
+    match resolve("hugetoken").await {
+        Err(OciError::TooLarge { what, limit, .. }) => {
+            assert_eq!(limit, 64 << 10);
+            assert!(what.contains("token service"), "{what}");
+        }
+        other => panic!("hugetoken: {other:?}"),
+    }
+    match resolve("hugetoken-cl").await {
+        Err(OciError::TooLarge { size, .. }) => assert_eq!(size, 10_000_000_000),
+        other => panic!("hugetoken-cl: {other:?}"),
+    }
+    // The manifest passes; the config blob's GET answers 500 with an endless body.
+    match resolve("hugeerr").await {
+        Err(e @ OciError::Protocol(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("HTTP 500") && text.contains("config"), "{text}");
+            assert!(text.len() < 2000, "the message carries a bounded part of the body: {} bytes", text.len());
+        }
+        other => panic!("hugeerr: {other:?}"),
+    }
+    match resolve("badrealm").await {
+        Err(e @ OciError::Protocol(_)) => assert!(e.to_string().contains("'file'"), "{e}"),
+        other => panic!("badrealm: {other:?}"),
     }
 }

@@ -1,5 +1,6 @@
 //! Manifest resolution, blob downloads and uploads.
 
+use super::auth::{error_body, read_bounded};
 use super::errors::Ctx;
 use super::reference::is_sha256_digest;
 use super::select::{check_config_platform, select_image, ImageChoice, ImageManifest};
@@ -9,10 +10,7 @@ use super::{
 };
 use crate::{ByteProgress, OciError, Result};
 use futures::{StreamExt as _, TryStreamExt as _};
-use oci_client::client::BlobResponse;
-use oci_client::errors::{DigestError, OciDistributionError};
-use oci_client::secrets::RegistryAuth;
-use oci_client::RegistryOperation;
+use oci_client::errors::OciDistributionError;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -45,45 +43,43 @@ struct Fetched {
 }
 
 impl Registry {
-    /// The Authorization a manifest GET carries: the bearer token oci-client obtained (it
-    /// follows the registry's `WWW-Authenticate: Bearer` challenge), else the basic
-    /// credentials, else none.
-    async fn manifest_auth(&self, ctx: &Ctx<'_>, r: &oci_client::Reference) -> Result<Option<String>> {
-        self.client.store_auth_if_needed(&self.registry, &self.auth).await;
-        let token = self.client.auth(r, &self.auth, RegistryOperation::Pull).await.map_err(|e| ctx.client(e))?;
-        Ok(match (token, &self.auth) {
-            (Some(t), _) => Some(format!("Bearer {t}")),
-            (None, RegistryAuth::Basic(u, p)) => {
-                use base64::Engine as _;
-                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+    /// GET `url` with the authorization for `ctx`; a bearer token the registry refuses (it
+    /// expired during a long pull) is renewed once.
+    async fn get_authorized(
+        &self,
+        ctx: &Ctx<'_>,
+        url: &str,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<reqwest::Response> {
+        let mut renewed = false;
+        loop {
+            let authz = self.authorization(ctx).await?;
+            let mut req = self.http.get(url);
+            for (k, v) in headers {
+                req = req.header(k, v);
             }
-            _ => None,
-        })
+            if let Some(a) = &authz {
+                req = req.header(reqwest::header::AUTHORIZATION, a);
+            }
+            let resp = req.send().await.map_err(|e| ctx.reqwest(&e))?;
+            if resp.status().as_u16() == 401 && !renewed && authz.as_deref().is_some_and(|a| a.starts_with("Bearer ")) {
+                self.forget_authorization(ctx);
+                renewed = true;
+                continue;
+            }
+            return Ok(resp);
+        }
     }
 
     /// GET a manifest, refusing more than [`MAX_MANIFEST`] bytes before reading them
     /// (Content-Length) and while reading them (a registry may send no length or lie).
-    async fn get_manifest(&self, ctx: &Ctx<'_>, authz: &Option<String>, tag_or_digest: &str) -> Result<Fetched> {
+    async fn get_manifest(&self, ctx: &Ctx<'_>, tag_or_digest: &str) -> Result<Fetched> {
         let url = format!("{}://{}/v2/{}/manifests/{tag_or_digest}", self.scheme, self.registry, ctx.repository);
-        let mut req = self
-            .http
-            .get(&url)
-            .header(reqwest::header::ACCEPT, [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", "));
-        if let Some(a) = authz {
-            req = req.header(reqwest::header::AUTHORIZATION, a);
-        }
-        let mut resp = req.send().await.map_err(|e| ctx.reqwest(&e))?;
+        let accept = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", ");
+        let resp = self.get_authorized(ctx, &url, &[(reqwest::header::ACCEPT, accept)]).await?;
         let status = resp.status();
         if !status.is_success() {
-            // The error body is only for the message: a bounded prefix.
-            let mut body = Vec::new();
-            while let Ok(Some(c)) = resp.chunk().await {
-                body.extend_from_slice(&c[..c.len().min(4096 - body.len().min(4096))]);
-                if body.len() >= 4096 {
-                    break;
-                }
-            }
-            let body = String::from_utf8_lossy(&body);
+            let body = error_body(resp).await;
             if status.as_u16() == 404 || body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN") {
                 return Err(ctx.not_found());
             }
@@ -95,30 +91,54 @@ impl Registry {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let content_type = header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string());
         let header_digest = header("docker-content-digest");
-        let too_large = |size| OciError::TooLarge { what: ctx.what.clone(), size, limit: MAX_MANIFEST };
-        if let Some(len) = resp.content_length() {
-            if len > MAX_MANIFEST {
-                return Err(too_large(len));
-            }
-        }
-        let mut bytes = Vec::new();
-        while let Some(c) = resp.chunk().await.map_err(|e| ctx.reqwest(&e))? {
-            if (bytes.len() + c.len()) as u64 > MAX_MANIFEST {
-                return Err(too_large((bytes.len() + c.len()) as u64));
-            }
-            bytes.extend_from_slice(&c);
-        }
+        let bytes = read_bounded(ctx, resp, MAX_MANIFEST)
+            .await?
+            .map_err(|size| OciError::TooLarge { what: ctx.what.clone(), size, limit: MAX_MANIFEST })?;
         Ok(Fetched { bytes, content_type, header_digest })
+    }
+
+    /// GET a blob from byte `from` (a `Range` request when `from > 0`). Returns the answer
+    /// and whether its body starts at byte 0 anyway (the registry ignored the range).
+    async fn get_blob(&self, ctx: &Ctx<'_>, digest: &str, from: u64) -> Result<(reqwest::Response, bool)> {
+        let url = format!("{}://{}/v2/{}/blobs/{digest}", self.scheme, self.registry, ctx.repository);
+        let range = if from > 0 { vec![(reqwest::header::RANGE, format!("bytes={from}-"))] } else { vec![] };
+        let resp = self.get_authorized(ctx, &url, &range).await?;
+        match resp.status().as_u16() {
+            200 => Ok((resp, from > 0)),
+            206 if from > 0 => {
+                // The part must start where the file ends, or the hash would be of a splice.
+                let content_range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+                if content_range.is_some_and(|c| c.starts_with(&format!("bytes {from}-"))) {
+                    Ok((resp, false))
+                } else {
+                    Err(OciError::Protocol(format!(
+                        "registry {} answered a range request for {} from byte {from} with Content-Range {:?}",
+                        self.registry,
+                        ctx.what,
+                        content_range.unwrap_or("(none)")
+                    )))
+                }
+            }
+            code @ 200..=299 => Err(OciError::Protocol(format!(
+                "registry {} answered HTTP {code} to GET {} (expected 200 or 206)",
+                self.registry, ctx.what
+            ))),
+            code => {
+                let body = error_body(resp).await;
+                if code == 404 || body.contains("BLOB_UNKNOWN") || body.contains("NAME_UNKNOWN") {
+                    return Err(ctx.not_found());
+                }
+                Err(ctx.status(code, &body))
+            }
+        }
     }
 }
 
 pub(super) async fn resolve(reg: &Registry, reference: &Reference) -> Result<ResolvedManifest> {
     let whole = reference.whole();
-    let r = oref(reference);
     let mut ctx = Ctx { reg, repository: &reference.repository, operation: "pull", what: format!("manifest {whole}") };
-    let authz = reg.manifest_auth(&ctx, &r).await?;
     let target = reference.digest.clone().or(reference.tag.clone()).unwrap_or_else(|| "latest".into());
-    let fetched = reg.get_manifest(&ctx, &authz, &target).await?;
+    let fetched = reg.get_manifest(&ctx, &target).await?;
     let digest = sha256_hex(&fetched.bytes);
     // The pinned digest is the one that counts; else the registry's header when it is sha256.
     let expected = reference.digest.clone().or(fetched.header_digest.clone().filter(|d| d.starts_with("sha256:")));
@@ -132,7 +152,7 @@ pub(super) async fn resolve(reg: &Registry, reference: &Reference) -> Result<Res
         ImageChoice::Image(image) => image,
         ImageChoice::Follow(entry) => {
             ctx.what = format!("manifest {}@{} (linux/amd64 of {whole})", reference.repository, entry.digest);
-            let fetched = reg.get_manifest(&ctx, &authz, &entry.digest).await?;
+            let fetched = reg.get_manifest(&ctx, &entry.digest).await?;
             let actual = sha256_hex(&fetched.bytes);
             if actual != entry.digest {
                 return Err(OciError::DigestMismatch { what: ctx.what.clone(), expected: entry.digest, actual });
@@ -156,40 +176,19 @@ pub(super) async fn resolve(reg: &Registry, reference: &Reference) -> Result<Res
         }
     };
     let ImageManifest { media_type, artifact_type, config, layers } = image;
-    let config_bytes = fetch_config(reg, &r, &config).await?;
+    let config_bytes = fetch_config(reg, &reference.repository, &config).await?;
     check_config_platform(&whole, &config, &config_bytes)?;
     Ok(ResolvedManifest { digest, media_type, artifact_type, config, config_bytes, layers })
 }
 
 /// The config blob, bounded by [`MAX_CONFIG`] and its descriptor's size, verified.
-async fn fetch_config(reg: &Registry, r: &oci_client::Reference, config: &Descriptor) -> Result<Vec<u8>> {
-    let ctx = Ctx { reg, repository: r.repository(), operation: "pull", what: format!("config {}", config.digest) };
-    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
-    let mut stream = reg.client.pull_blob_stream(r, config.digest.as_str()).await.map_err(|e| ctx.client(e))?;
+async fn fetch_config(reg: &Registry, repository: &str, config: &Descriptor) -> Result<Vec<u8>> {
+    let ctx = Ctx { reg, repository, operation: "pull", what: format!("config {}", config.digest) };
+    let (resp, _) = reg.get_blob(&ctx, &config.digest, 0).await?;
     let limit = config.size.min(MAX_CONFIG);
-    if let Some(len) = stream.content_length {
-        if len > limit {
-            return Err(OciError::TooLarge { what: ctx.what.clone(), size: len, limit });
-        }
-    }
-    let mut bytes = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(c) => {
-                if (bytes.len() + c.len()) as u64 > limit {
-                    return Err(OciError::TooLarge {
-                        what: ctx.what.clone(),
-                        size: (bytes.len() + c.len()) as u64,
-                        limit,
-                    });
-                }
-                bytes.extend_from_slice(&c);
-            }
-            // oci-client's own check at the end of the stream: ours below says more.
-            Err(e) if is_digest_error(&e) => break,
-            Err(e) => return Err(ctx.stream(e)),
-        }
-    }
+    let bytes = read_bounded(&ctx, resp, limit)
+        .await?
+        .map_err(|size| OciError::TooLarge { what: ctx.what.clone(), size, limit })?;
     let actual = sha256_hex(&bytes);
     if actual != config.digest {
         return Err(OciError::DigestMismatch { what: ctx.what, expected: config.digest.clone(), actual });
@@ -198,10 +197,6 @@ async fn fetch_config(reg: &Registry, r: &oci_client::Reference, config: &Descri
         return Err(OciError::Truncated { what: ctx.what, got: bytes.len() as u64, expected: config.size });
     }
     Ok(bytes)
-}
-
-fn is_digest_error(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|i| i.downcast_ref::<DigestError>().is_some())
 }
 
 /// Bytes done over all blobs of a download, reported at most every MiB.
@@ -311,10 +306,8 @@ pub(super) async fn download(
         total: unique.iter().map(|b| b.size).sum(),
         progress: progress.clone(),
     };
-    let r = oref(reference);
-    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
     let done: Vec<(String, PathBuf)> =
-        futures::stream::iter(unique.iter().map(|b| fetch_one(reg, &r, b, store, &counter)))
+        futures::stream::iter(unique.iter().map(|b| fetch_one(reg, &reference.repository, b, store, &counter)))
             .buffer_unordered(PARALLEL_DOWNLOADS)
             .try_collect()
             .await?;
@@ -324,12 +317,12 @@ pub(super) async fn download(
 
 async fn fetch_one(
     reg: &Registry,
-    r: &oci_client::Reference,
+    repository: &str,
     desc: &Descriptor,
     store: &BlobStore,
     counter: &Counter,
 ) -> Result<(String, PathBuf)> {
-    let ctx = Ctx { reg, repository: r.repository(), operation: "pull", what: format!("blob {}", desc.digest) };
+    let ctx = Ctx { reg, repository, operation: "pull", what: format!("blob {}", desc.digest) };
     let final_path = store.path(&desc.digest)?;
     let partial = store.partial_path(&desc.digest)?;
     let io = |what: &str, p: &Path, e| OciError::io(format!("{what} {}", p.display()), e);
@@ -356,16 +349,8 @@ async fn fetch_one(
     };
     counter.add(have);
     if have < desc.size {
-        let (mut stream, restart) = if have > 0 {
-            match reg.client.pull_blob_stream_partial(r, desc.digest.as_str(), have, None).await {
-                Ok(BlobResponse::Partial(s)) => (s, false),
-                // The registry ignored the range: the whole blob comes, from byte 0.
-                Ok(BlobResponse::Full(s)) => (s, true),
-                Err(e) => return Err(ctx.client(e)),
-            }
-        } else {
-            (reg.client.pull_blob_stream(r, desc.digest.as_str()).await.map_err(|e| ctx.client(e))?, false)
-        };
+        // `restart`: the registry ignored the range, the whole blob comes from byte 0.
+        let (mut resp, restart) = reg.get_blob(&ctx, &desc.digest, have).await?;
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -379,16 +364,17 @@ async fn fetch_one(
             hasher = Sha256::new();
         }
         let too_many = |size| OciError::TooLarge { what: ctx.what.clone(), size, limit: desc.size };
-        if let Some(len) = stream.content_length {
+        if let Some(len) = resp.content_length() {
             if have.saturating_add(len) > desc.size {
                 drop(file);
                 let _ = tokio::fs::remove_file(&partial).await;
                 return Err(too_many(have.saturating_add(len)));
             }
         }
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => {
+        loop {
+            match resp.chunk().await {
+                Ok(None) => break,
+                Ok(Some(chunk)) => {
                     let n = chunk.len() as u64;
                     if have + n > desc.size {
                         drop(file);
@@ -400,12 +386,10 @@ async fn fetch_one(
                     have += n;
                     counter.add(n);
                 }
-                // oci-client's check at the end of a full response; ours below decides.
-                Err(e) if is_digest_error(&e) => break,
                 Err(e) => {
                     // What arrived stays in the .partial for the next pull to resume.
                     let _ = file.flush().await;
-                    return Err(ctx.stream(e));
+                    return Err(ctx.reqwest(&e));
                 }
             }
         }
@@ -444,7 +428,7 @@ pub(super) async fn push_blob(
     }
     let ctx = Ctx { reg, repository: &reference.repository, operation: "push", what: format!("blob {}", desc.digest) };
     let r = oref(reference);
-    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
+    reg.client.store_auth_if_needed(&reg.registry, &reg.client_auth(&ctx).await?).await;
     // HEAD first: a blob the registry has is never sent again (no upload session either).
     if reg.client.blob_exists(&r, &desc.digest).await.map_err(|e| ctx.client(e))? {
         return Ok(BlobPush::Present);
@@ -504,7 +488,7 @@ pub(super) async fn push_manifest(
         Some(t) => oci_client::Reference::with_tag(reference.registry.clone(), reference.repository.clone(), t.clone()),
         None => oref(reference),
     };
-    reg.client.store_auth_if_needed(&reg.registry, &reg.auth).await;
+    reg.client.store_auth_if_needed(&reg.registry, &reg.client_auth(&ctx).await?).await;
     reg.client.push_manifest_raw(&r, bytes.to_vec(), content_type).await.map_err(|e| ctx.client(e))?;
     Ok(sha256_hex(bytes))
 }
