@@ -216,7 +216,7 @@ enum EnvCommand {
     /// PYRO_ENV_REGISTRY's default reference for it). Blobs the registry already has are not sent again.
     ///
     /// Credentials: PYRO_REGISTRY_USERNAME and PYRO_REGISTRY_PASSWORD, else the Docker config
-    /// file's `auths`. Loopback registries and hosts in PYRO_REGISTRY_INSECURE use plain HTTP.
+    /// file (`credHelpers`, `auths`, `credsStore`). Loopback registries and hosts in PYRO_REGISTRY_INSECURE use plain HTTP.
     Push(EnvPushArgs),
     /// Show one environment.
     Inspect(EnvName),

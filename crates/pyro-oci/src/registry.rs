@@ -15,7 +15,7 @@ mod reference;
 mod select;
 mod transfer;
 
-pub use options::{docker_config_credentials, Credentials, RegistryOptions};
+pub use options::{docker_config_credentials, docker_config_credentials_with_helpers, Credentials, RegistryOptions};
 pub use select::{check_config_platform, select_image, ImageChoice, ImageManifest, IndexEntry};
 
 use crate::{ByteProgress, OciError, Result};

@@ -363,6 +363,36 @@ async fn htpasswd_registry_credentials() {
     let o = RegistryOptions::from_lookup(&r.registry, env(vec![("DOCKER_CONFIG", cfg.path().display().to_string())]))
         .unwrap();
     assert_eq!(Registry::with_options(&r, o).unwrap().resolve(&r).await.unwrap().digest, mdigest);
+    // From a Docker credential helper (`credsStore`, as Docker Desktop and `pass` set it up):
+    // the helper protocol, run as `docker-credential-<name> get` from PATH.
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("docker-credential-pyrotest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r reg\n[ \"$reg\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"user\",\"Secret\":\"s3cret\"}}' \"$reg\"\n",
+            r.registry
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{}}}},"credsStore":"pyrotest"}}"#, r.registry),
+    )
+    .unwrap();
+    let o = RegistryOptions::from_lookup(
+        &r.registry,
+        env(vec![
+            ("DOCKER_CONFIG", cfg.path().display().to_string()),
+            ("PATH", format!("/nonexistent:{}", bin.path().display())),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(o.credentials.as_ref().unwrap().source, "credential helper docker-credential-pyrotest");
+    assert_eq!(Registry::with_options(&r, o).unwrap().resolve(&r).await.unwrap().digest, mdigest);
     // Wrong password: 401 naming where the credentials came from.
     let bad = Registry::with_options(&r, creds("wrong")).unwrap();
     match bad.resolve(&r).await {

@@ -64,9 +64,8 @@ fn parse_challenge(header: Option<&reqwest::header::HeaderValue>) -> Challenge {
     let mut basic = false;
     for c in http_auth::parser::ChallengeParser::new(text).flatten() {
         if c.scheme.eq_ignore_ascii_case("bearer") {
-            let param = |name: &str| {
-                c.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_unescaped())
-            };
+            let param =
+                |name: &str| c.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_unescaped());
             if let Some(realm) = param("realm") {
                 return Challenge::Bearer { realm, service: param("service") };
             }
@@ -135,7 +134,9 @@ impl Registry {
                 Some(b) => Ok(Some(b)),
                 None => Err(ctx.unauthorized("")),
             },
-            (401, Challenge::None) => Err(ctx.unauthorized(" (the registry sent no usable WWW-Authenticate challenge)")),
+            (401, Challenge::None) => {
+                Err(ctx.unauthorized(" (the registry sent no usable WWW-Authenticate challenge)"))
+            }
             (code, _) => Err(ctx.status(code, "")),
         }
     }
@@ -223,7 +224,8 @@ mod tests {
 
     #[test]
     fn challenges() {
-        match parse(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#) {
+        match parse(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#)
+        {
             Challenge::Bearer { realm, service } => {
                 assert_eq!(realm, "https://auth.example/token");
                 assert_eq!(service.as_deref(), Some("registry.example"));

@@ -91,9 +91,11 @@ impl Registry {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let content_type = header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string());
         let header_digest = header("docker-content-digest");
-        let bytes = read_bounded(ctx, resp, MAX_MANIFEST)
-            .await?
-            .map_err(|size| OciError::TooLarge { what: ctx.what.clone(), size, limit: MAX_MANIFEST })?;
+        let bytes = read_bounded(ctx, resp, MAX_MANIFEST).await?.map_err(|size| OciError::TooLarge {
+            what: ctx.what.clone(),
+            size,
+            limit: MAX_MANIFEST,
+        })?;
         Ok(Fetched { bytes, content_type, header_digest })
     }
 
@@ -186,9 +188,11 @@ async fn fetch_config(reg: &Registry, repository: &str, config: &Descriptor) -> 
     let ctx = Ctx { reg, repository, operation: "pull", what: format!("config {}", config.digest) };
     let (resp, _) = reg.get_blob(&ctx, &config.digest, 0).await?;
     let limit = config.size.min(MAX_CONFIG);
-    let bytes = read_bounded(&ctx, resp, limit)
-        .await?
-        .map_err(|size| OciError::TooLarge { what: ctx.what.clone(), size, limit })?;
+    let bytes = read_bounded(&ctx, resp, limit).await?.map_err(|size| OciError::TooLarge {
+        what: ctx.what.clone(),
+        size,
+        limit,
+    })?;
     let actual = sha256_hex(&bytes);
     if actual != config.digest {
         return Err(OciError::DigestMismatch { what: ctx.what, expected: config.digest.clone(), actual });
