@@ -451,11 +451,13 @@ async fn descriptor_sizes_bound_the_download() {
 /// other credentials; repositories under `denied/` answer 403 to any token.
 /// A third argument makes it hostile: `hugetoken` (a token answer that never ends),
 /// `hugetoken-cl` (one declaring 10 GB), `hugeerr` (blob GETs answer 500 with a body that
-/// never ends), `badrealm` (the token service is a file: URL).
+/// never ends), `badrealm` (the token service is a file: URL), `cut` (the first GET of each
+/// blob over 1 MiB sends half of it, then the connection is closed).
 const TOKEN_PROXY: &str = r#"
 import sys, http.server, http.client, base64
 backend, logpath = sys.argv[1], sys.argv[2]
 mode = sys.argv[3] if len(sys.argv) > 3 else 'normal'
+cut_done = set()
 logf = open(logpath, 'a', buffering=1)
 GOOD = 'Basic ' + base64.b64encode(b'user:s3cret').decode()
 class H(http.server.BaseHTTPRequestHandler):
@@ -504,7 +506,22 @@ class H(http.server.BaseHTTPRequestHandler):
                               [('Content-Type', 'application/json')])
         if mode == 'hugeerr' and '/blobs/' in self.path:
             return self.endless(500, b'{"errors":[{"code":"UNKNOWN","message":"')
-        logf.write('PASS %s %s\n' % (self.command, self.path))
+        if mode == 'cut' and '/blobs/' in self.path and self.command == 'GET' and self.path not in cut_done:
+            c = http.client.HTTPConnection(backend)
+            c.request('GET', self.path)
+            r = c.getresponse()
+            data = r.read()
+            if r.status == 200 and len(data) > (1 << 20):
+                cut_done.add(self.path)
+                logf.write('CUT %s %d\n' % (self.path, len(data) // 2))
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[:len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+        logf.write('PASS %s %s %s\n' % (self.command, self.path, self.headers.get('Range', '')))
         c = http.client.HTTPConnection(backend)
         hdrs = {k: v for k, v in self.headers.items() if k.lower() != 'authorization'}
         c.request(self.command, self.path, body=body, headers=hdrs)
@@ -668,4 +685,29 @@ async fn hostile_token_service_and_error_bodies_are_bounded() {
         Err(e @ OciError::Protocol(_)) => assert!(e.to_string().contains("'file'"), "{e}"),
         other => panic!("badrealm: {other:?}"),
     }
+}
+
+/// A connection lost midway through a blob is resumed within the same pull: the download
+/// succeeds in one call, the second GET asks for the rest by range, and every byte is
+/// verified.
+#[tokio::test]
+async fn a_lost_connection_is_resumed_within_the_pull() {
+    let tr = TestRegistry::start(None);
+    let direct = tr.reference("cut/x:1");
+    let reg = Registry::with_options(&direct, anon()).unwrap();
+    let layer = random(3 << 20);
+    let (_, _, ld) =
+        push_image(&reg, &direct, OCI_MANIFEST, PYRO_CONFIG, &pyro_config("amd64"), std::slice::from_ref(&layer)).await;
+    let proxy = TokenProxy::start_mode(&tr.addr, tr.dir.path(), "cut");
+    let r = Reference::parse(&format!("{}/cut/x:1", proxy.addr)).unwrap();
+    let reg = Registry::with_options(&r, anon()).unwrap();
+    let m = reg.resolve(&r).await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore { dir: store_dir.path().to_path_buf() };
+    let paths = reg.download(&r, &m.layers, &store, &ByteProgress::silent()).await.unwrap();
+    assert_eq!(std::fs::read(&paths[0]).unwrap(), layer);
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    let half = layer.len() / 2;
+    assert!(log.contains(&format!("CUT /v2/cut/x/blobs/{} {half}", ld[0].digest)), "{log}");
+    assert!(log.contains(&format!("PASS GET /v2/cut/x/blobs/{} bytes={half}-", ld[0].digest)), "{log}");
 }

@@ -352,52 +352,21 @@ async fn fetch_one(
         Err(_) => (Sha256::new(), 0),
     };
     counter.add(have);
-    if have < desc.size {
-        // `restart`: the registry ignored the range, the whole blob comes from byte 0.
-        let (mut resp, restart) = reg.get_blob(&ctx, &desc.digest, have).await?;
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&partial)
-            .await
-            .map_err(|e| io("open", &partial, e))?;
-        if restart {
-            file.set_len(0).await.map_err(|e| io("truncate", &partial, e))?;
-            counter.sub(have);
-            have = 0;
-            hasher = Sha256::new();
-        }
-        let too_many = |size| OciError::TooLarge { what: ctx.what.clone(), size, limit: desc.size };
-        if let Some(len) = resp.content_length() {
-            if have.saturating_add(len) > desc.size {
-                drop(file);
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(too_many(have.saturating_add(len)));
+    // A connection lost midway is resumed from where it stopped, a few times; a try that
+    // got bytes earns the retries back, so a long download on a flaky link keeps going.
+    let (mut retries_left, mut tries) = (DOWNLOAD_RETRIES, 0);
+    while have < desc.size {
+        let before = have;
+        tries += 1;
+        match receive(reg, &ctx, desc, &partial, &mut have, &mut hasher, counter).await {
+            Ok(()) => break,
+            Err(OciError::Unreachable { .. }) if (retries_left > 0 || have > before) && tries < MAX_TRIES => {
+                retries_left = if have > before { DOWNLOAD_RETRIES } else { retries_left - 1 };
+                let delay = RETRY_BASE_DELAY * (1 << (DOWNLOAD_RETRIES - retries_left));
+                tokio::time::sleep(delay).await;
             }
+            Err(e) => return Err(e),
         }
-        loop {
-            match resp.chunk().await {
-                Ok(None) => break,
-                Ok(Some(chunk)) => {
-                    let n = chunk.len() as u64;
-                    if have + n > desc.size {
-                        drop(file);
-                        let _ = tokio::fs::remove_file(&partial).await;
-                        return Err(too_many(have + n));
-                    }
-                    file.write_all(&chunk).await.map_err(|e| io("write", &partial, e))?;
-                    hasher.update(&chunk);
-                    have += n;
-                    counter.add(n);
-                }
-                Err(e) => {
-                    // What arrived stays in the .partial for the next pull to resume.
-                    let _ = file.flush().await;
-                    return Err(ctx.reqwest(&e));
-                }
-            }
-        }
-        file.flush().await.map_err(|e| io("write", &partial, e))?;
     }
     if have < desc.size {
         return Err(OciError::Truncated { what: ctx.what, got: have, expected: desc.size });
@@ -418,6 +387,74 @@ async fn fetch_one(
         }
     }
     Ok((desc.digest.clone(), final_path))
+}
+
+/// Transfers tried again after a lost connection (reset whenever a try got bytes).
+const DOWNLOAD_RETRIES: u32 = 3;
+/// Tries of one blob in one pull, whatever they got (a registry that cuts every answer after
+/// a byte would otherwise keep the pull going for ever).
+const MAX_TRIES: u32 = 32;
+/// The first retry waits this long; each next one twice as long.
+const RETRY_BASE_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One GET of `desc` from byte `*have`, appended to `partial` and hashed as it arrives. Ends
+/// `Ok` when the body ended (short or not: the caller checks the size and digest); a lost
+/// connection is `Unreachable` with what arrived kept in the `.partial`.
+async fn receive(
+    reg: &Registry,
+    ctx: &Ctx<'_>,
+    desc: &Descriptor,
+    partial: &Path,
+    have: &mut u64,
+    hasher: &mut Sha256,
+    counter: &Counter,
+) -> Result<()> {
+    let io = |what: &str, p: &Path, e| OciError::io(format!("{what} {}", p.display()), e);
+    // `restart`: the registry ignored the range, the whole blob comes from byte 0.
+    let (mut resp, restart) = reg.get_blob(ctx, &desc.digest, *have).await?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(partial)
+        .await
+        .map_err(|e| io("open", partial, e))?;
+    if restart {
+        file.set_len(0).await.map_err(|e| io("truncate", partial, e))?;
+        counter.sub(*have);
+        *have = 0;
+        *hasher = Sha256::new();
+    }
+    let too_many = |size| OciError::TooLarge { what: ctx.what.clone(), size, limit: desc.size };
+    if let Some(len) = resp.content_length() {
+        if have.saturating_add(len) > desc.size {
+            drop(file);
+            let _ = tokio::fs::remove_file(partial).await;
+            return Err(too_many(have.saturating_add(len)));
+        }
+    }
+    loop {
+        match resp.chunk().await {
+            Ok(None) => break,
+            Ok(Some(chunk)) => {
+                let n = chunk.len() as u64;
+                if *have + n > desc.size {
+                    drop(file);
+                    let _ = tokio::fs::remove_file(partial).await;
+                    return Err(too_many(*have + n));
+                }
+                file.write_all(&chunk).await.map_err(|e| io("write", partial, e))?;
+                hasher.update(&chunk);
+                *have += n;
+                counter.add(n);
+            }
+            Err(e) => {
+                // What arrived stays in the .partial for the retry or the next pull.
+                let _ = file.flush().await;
+                return Err(ctx.reqwest(&e));
+            }
+        }
+    }
+    file.flush().await.map_err(|e| io("write", partial, e))
 }
 
 pub(super) async fn push_blob(
