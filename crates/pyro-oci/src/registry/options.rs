@@ -112,17 +112,17 @@ pub fn docker_config_credentials_with_helpers(
     timeout: std::time::Duration,
 ) -> Result<Option<Credentials>> {
     let Some(json) = read_docker_config(path, registry)? else { return Ok(None) };
-    let helper_of = |key: &str| json.get(key).and_then(|h| h.as_str()).filter(|h| !h.is_empty()).map(str::to_string);
-    let per_registry =
-        json.get("credHelpers").and_then(|h| h.get(registry)).and_then(|h| h.as_str()).map(str::to_string);
-    if let Some(helper) = per_registry.filter(|h| !h.is_empty()) {
-        return run_credential_helper(&helper, path, registry, search_path, timeout);
+    fn helper_name(v: Option<&serde_json::Value>) -> Option<&str> {
+        v.and_then(|h| h.as_str()).filter(|h| !h.is_empty())
+    }
+    if let Some(helper) = helper_name(json.get("credHelpers").and_then(|h| h.get(registry))) {
+        return run_credential_helper(helper, path, registry, search_path, timeout);
     }
     if let Some(c) = inline_credentials(&json, path, registry)? {
         return Ok(Some(c));
     }
-    match helper_of("credsStore") {
-        Some(helper) => run_credential_helper(&helper, path, registry, search_path, timeout),
+    match helper_name(json.get("credsStore")) {
+        Some(helper) => run_credential_helper(helper, path, registry, search_path, timeout),
         None => Ok(None),
     }
 }

@@ -20,11 +20,7 @@ pub use build::extract_vmlinux;
 pub use error::{DebootstrapError, EnvError, InstallDefect};
 pub use initrd::initramfs_for;
 pub(crate) use initrd::{initramfs_path, rebuild_initramfs};
-/// The registry from `PYRO_ENV_REGISTRY`, when set and non-blank.
-pub(crate) fn configured_registry() -> Option<String> {
-    oci::configured_registry()
-}
-
+pub(crate) use oci::configured_registry;
 pub use payload::{EnvironmentInfo, EnvironmentList, PruneResult, PulledEnvironment, PushedEnvironment, PushedLayer};
 
 use crate::{Error, Progress, Result};

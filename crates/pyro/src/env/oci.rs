@@ -101,7 +101,7 @@ struct ImageManifest<'a> {
 
 /// The registry from `PYRO_ENV_REGISTRY`, when set and non-blank: a host with optional
 /// port and optional path prefix, e.g. `127.0.0.1:5000` or `ghcr.io/team`.
-pub(super) fn configured_registry() -> Option<String> {
+pub(crate) fn configured_registry() -> Option<String> {
     std::env::var("PYRO_ENV_REGISTRY")
         .ok()
         .map(|r| r.trim().trim_end_matches('/').to_string())
